@@ -1,0 +1,68 @@
+/* backend.c: the backend registry and kernel dispatch. A kernel missing on a backend is a
+ * clean GM_ENOTSUP error; devices are never mixed silently. */
+#include "internal.h"
+
+static const char *kernel_names[GM_K_COUNT] = {
+#define GM_KERNEL(id) #id,
+#include "ops.def"
+#undef GM_KERNEL
+};
+
+const char *gm_kernel_name(int kid) {
+    return kid >= 0 && kid < GM_K_COUNT ? kernel_names[kid] : "?";
+}
+
+gm_backend *gm_backend_for(gm_device d) {
+    if (d == GM_CPU) return &gm_backend_cpu;
+    return NULL; /* the CUDA backend registers here when built */
+}
+
+void gm_kview_of(const gm_tensor *x, gm_kview *v) {
+    v->data = gm_tensor_data(x);
+    v->dtype = x->dtype;
+    v->ndim = x->ndim;
+    for (int i = 0; i < x->ndim; i++) {
+        v->shape[i] = x->shape[i];
+        v->stride[i] = x->stride[i];
+    }
+}
+
+void gm_kargs_init(gm_kargs *a, int n_in, gm_tensor *const *in, int n_out,
+                   gm_tensor *const *out, const gm_params *p) {
+    a->n_in = n_in;
+    a->n_out = n_out;
+    for (int i = 0; i < n_in; i++) gm_kview_of(in[i], &a->in[i]);
+    for (int i = 0; i < n_out; i++) gm_kview_of(out[i], &a->out[i]);
+    a->p = p;
+}
+
+gm_status gm_kernel_run(gm_ctx *c, gm_device d, int kid, gm_kargs *a) {
+    if (gm_interrupted()) return gm_errf(c, GM_EINTR, "interrupted");
+    gm_backend *b = gm_backend_for(d);
+    if (!b) return gm_errf(c, GM_EDEVICE, "device '%s' is not available in this build", gm_device_name(d));
+    if (!b->kernel[kid])
+        return gm_errf(c, GM_ENOTSUP, "kernel '%s' has no %s implementation", gm_kernel_name(kid), b->name);
+    a->nthreads = c->nthreads > 0 ? c->nthreads : b->max_threads ? b->max_threads() : 1;
+    gm_status st = b->kernel[kid](c, a);
+    if (st == GM_EINTR && !c->err[0]) gm_errf(c, GM_EINTR, "interrupted");
+    if (st != GM_OK && !c->err[0]) gm_errf(c, st, "kernel '%s' failed", gm_kernel_name(kid));
+    return st;
+}
+
+gm_status gm_run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out,
+                 gm_tensor *const *out, const gm_params *p, gm_kargs *extra) {
+    gm_kargs a;
+    if (n_in > GM_MAX_KIN || n_out > GM_MAX_OUT)
+        return gm_errf(c, GM_EINTERNAL, "kernel '%s': too many operands", gm_kernel_name(kid));
+    gm_kargs_init(&a, n_in, in, n_out, out, p);
+    for (int i = 0; i < 8; i++) {
+        a.i[i] = extra ? extra->i[i] : 0;
+        a.d[i] = extra ? extra->d[i] : 0;
+    }
+    gm_device d = n_out ? gm_tensor_device(out[0]) : gm_tensor_device(in[0]);
+    for (int i = 0; i < n_in; i++)
+        if (gm_tensor_device(in[i]) != d)
+            return gm_errf(c, GM_EDEVICE, "kernel '%s': operands on %s and %s", gm_kernel_name(kid),
+                           gm_device_name(gm_tensor_device(in[i])), gm_device_name(d));
+    return gm_kernel_run(c, d, kid, &a);
+}

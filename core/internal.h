@@ -1,0 +1,38 @@
+/* internal.h: the context struct and helpers shared by core/ files only (not by kernels). */
+#ifndef GM_INTERNAL_H
+#define GM_INTERNAL_H
+
+#include "backend.h"
+
+struct gm_ctx {
+    char err[512];
+    gm_status err_code;
+    int grad_off_depth;      /* > 0 inside no_grad */
+    int grad_stack[64];      /* saved depths for gm_grad_push(c, true) inside no_grad */
+    int grad_sp;
+    uint64_t node_seq;
+    gm_generator gen;
+    int nthreads;
+    size_t live_bytes;
+};
+
+/* Allocate a node for op with n_in inputs (not retained yet). */
+gm_node *gm_node_new(int op, int n_in, int n_out);
+/* Record the autograd node for a finished forward call when needed. */
+gm_status gm_autograd_record(gm_ctx *c, int op, gm_opcall *o, const gm_params *p);
+
+/* Same dtype and device for all inputs, or a clear error naming the op. */
+gm_status gm_check_same_dtype(gm_ctx *c, const char *op, int n, gm_tensor **in);
+gm_status gm_check_float(gm_ctx *c, const char *op, const gm_tensor *x);
+/* A view of x with the given shape/strides/offset (shares storage). */
+gm_status gm_tensor_view(gm_ctx *c, const gm_tensor *x, int ndim, const int64_t *shape,
+                         const int64_t *stride, int64_t offset, gm_tensor **out);
+/* x broadcast (stride 0) to shape: a view for kernels; no autograd. */
+gm_status gm_tensor_broadcast_view(gm_ctx *c, const gm_tensor *x, int ndim, const int64_t *shape,
+                                   gm_tensor **out);
+void gm_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
+/* Run a kernel on the device of out[0] (or in[0]). */
+gm_status gm_run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out,
+                 gm_tensor *const *out, const gm_params *p, gm_kargs *extra);
+
+#endif

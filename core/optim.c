@@ -1,0 +1,158 @@
+/* optim.c: optimiser steps (SGD, Adam/AdamW), sum of squares and in-place scaling, with the
+ * semantics of torch.optim. They write parameters and state buffers in place and are never
+ * recorded by autograd. Checks here (shapes, dtypes, devices, contiguity, hyper-parameters);
+ * the per-element math is in kernels/<backend>/optim.c. */
+#include <math.h>
+
+#include "internal.h"
+
+/* Same shape, dtype and device as p, and contiguous when written (`what` names the operand). */
+static gm_status check_like(gm_ctx *c, const char *op, const char *what, const gm_tensor *p,
+                            const gm_tensor *x, bool written) {
+    char b1[64], b2[64];
+    if (!x) return gm_errf(c, GM_EARG, "%s: %s is missing", op, what);
+    bool same = x->ndim == p->ndim;
+    for (int i = 0; same && i < p->ndim; i++) same = x->shape[i] == p->shape[i];
+    if (!same)
+        return gm_errf(c, GM_ESHAPE, "%s: param is %s but %s is %s", op, GM_SHAPE_STR(p, b1), what,
+                       GM_SHAPE_STR(x, b2));
+    if (x->dtype != p->dtype)
+        return gm_errf(c, GM_EDTYPE, "%s: param is %s but %s is %s", op, gm_dtype_name(p->dtype),
+                       what, gm_dtype_name(x->dtype));
+    if (gm_tensor_device(x) != gm_tensor_device(p))
+        return gm_errf(c, GM_EDEVICE, "%s: param is on %s but %s is on %s", op,
+                       gm_device_name(gm_tensor_device(p)), what,
+                       gm_device_name(gm_tensor_device(x)));
+    if (written && !gm_tensor_is_contiguous(x))
+        return gm_errf(c, GM_EARG, "%s: %s must be contiguous", op, what);
+    return GM_OK;
+}
+
+/* A float, contiguous tensor written in place (`what` names it). */
+static gm_status check_param(gm_ctx *c, const char *op, const char *what, const gm_tensor *p) {
+    if (!p) return gm_errf(c, GM_EARG, "%s: %s is missing", op, what);
+    gm_status st = gm_check_float(c, op, p);
+    if (st != GM_OK) return st;
+    if (!gm_tensor_is_contiguous(p))
+        return gm_errf(c, GM_EARG, "%s: %s must be contiguous", op, what);
+    return GM_OK;
+}
+
+/* A contiguous reference to the gradient (read only, so a strided one is copied). */
+static gm_status grad_contiguous(gm_ctx *c, const char *op, const gm_tensor *p, const gm_tensor *g,
+                                 gm_tensor **out) {
+    gm_status st = check_like(c, op, "grad", p, g, false);
+    if (st != GM_OK) return st;
+    return gm_tensor_contiguous(c, (gm_tensor *)g, out);
+}
+
+static gm_status check_nonneg(gm_ctx *c, const char *op, const char *name, double v) {
+    if (!(v >= 0.0) || isinf(v))
+        return gm_errf(c, GM_EARG, "%s: %s must be finite and >= 0, got %g", op, name, v);
+    return GM_OK;
+}
+
+gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *buf,
+                      const gm_optim_hp *hp) {
+    const char *op = "sgd";
+    gm_status st;
+    if ((st = check_param(c, op, "param", p)) != GM_OK) return st;
+    if ((st = check_nonneg(c, op, "lr", hp->lr)) != GM_OK ||
+        (st = check_nonneg(c, op, "momentum", hp->momentum)) != GM_OK ||
+        (st = check_nonneg(c, op, "weight_decay", hp->weight_decay)) != GM_OK)
+        return st;
+    if (!(hp->dampening >= 0.0 && hp->dampening <= 1.0))
+        return gm_errf(c, GM_EARG, "%s: dampening must be in [0, 1], got %g", op, hp->dampening);
+    if (hp->nesterov && (hp->momentum <= 0.0 || hp->dampening != 0.0))
+        return gm_errf(c, GM_EARG, "%s: nesterov needs momentum > 0 and dampening = 0 (got %g, %g)",
+                       op, hp->momentum, hp->dampening);
+    if (hp->momentum > 0.0 && (st = check_like(c, op, "momentum buffer", p, buf, true)) != GM_OK)
+        return st;
+    gm_tensor *gc;
+    if ((st = grad_contiguous(c, op, p, g, &gc)) != GM_OK) return st;
+    gm_kargs extra = {0};
+    extra.d[0] = hp->lr;
+    extra.d[1] = hp->momentum;
+    extra.d[2] = hp->dampening;
+    extra.d[3] = hp->weight_decay;
+    extra.i[0] = hp->nesterov;
+    extra.i[1] = hp->step <= 1; /* torch: the buffer starts as a copy of the first gradient */
+    gm_tensor *outs[2] = {p, buf};
+    st = gm_run(c, GM_K_SGD_STEP, 1, &gc, hp->momentum > 0.0 ? 2 : 1, outs, NULL, &extra);
+    gm_tensor_release(gc);
+    return st;
+}
+
+gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m, gm_tensor *v,
+                       const gm_optim_hp *hp) {
+    const char *op = hp->decoupled_wd ? "adamw" : "adam";
+    gm_status st;
+    if ((st = check_param(c, op, "param", p)) != GM_OK) return st;
+    if ((st = check_nonneg(c, op, "lr", hp->lr)) != GM_OK ||
+        (st = check_nonneg(c, op, "eps", hp->eps)) != GM_OK ||
+        (st = check_nonneg(c, op, "weight_decay", hp->weight_decay)) != GM_OK)
+        return st;
+    if (!(hp->beta1 >= 0.0 && hp->beta1 < 1.0) || !(hp->beta2 >= 0.0 && hp->beta2 < 1.0))
+        return gm_errf(c, GM_EARG, "%s: betas must be in [0, 1), got (%g, %g)", op, hp->beta1,
+                       hp->beta2);
+    if (hp->step < 1)
+        return gm_errf(c, GM_EARG, "%s: step must be >= 1 (it counts from 1), got %lld", op,
+                       (long long)hp->step);
+    if ((st = check_like(c, op, "exp_avg (m)", p, m, true)) != GM_OK ||
+        (st = check_like(c, op, "exp_avg_sq (v)", p, v, true)) != GM_OK)
+        return st;
+    gm_tensor *gc;
+    if ((st = grad_contiguous(c, op, p, g, &gc)) != GM_OK) return st;
+    gm_kargs extra = {0};
+    extra.d[0] = hp->lr;
+    extra.d[1] = hp->beta1;
+    extra.d[2] = hp->beta2;
+    extra.d[3] = hp->eps;
+    extra.d[4] = hp->weight_decay;
+    extra.d[5] = 1.0 - pow(hp->beta1, (double)hp->step);
+    extra.d[6] = 1.0 - pow(hp->beta2, (double)hp->step);
+    extra.i[0] = hp->decoupled_wd;
+    gm_tensor *outs[3] = {p, m, v};
+    st = gm_run(c, GM_K_ADAM_STEP, 1, &gc, 3, outs, NULL, &extra);
+    gm_tensor_release(gc);
+    return st;
+}
+
+gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out) {
+    *out = 0.0;
+    if (n <= 0) return GM_OK;
+    gm_status st = GM_OK;
+    for (int i = 0; i < n; i++) {
+        if (!xs[i]) return gm_errf(c, GM_EARG, "sumsq: tensor %d is missing", i + 1);
+        if ((st = gm_check_float(c, "sumsq", xs[i])) != GM_OK) return st;
+        if (gm_tensor_device(xs[i]) != gm_tensor_device(xs[0]))
+            return gm_errf(c, GM_EDEVICE, "sumsq: tensors on %s and %s",
+                           gm_device_name(gm_tensor_device(xs[0])),
+                           gm_device_name(gm_tensor_device(xs[i])));
+    }
+    /* One f64 accumulator on the tensors' device; every kernel adds into it. */
+    gm_tensor *acc;
+    if ((st = gm_tensor_zeros(c, GM_F64, gm_tensor_device(xs[0]), 0, NULL, &acc)) != GM_OK)
+        return st;
+    for (int i = 0; i < n && st == GM_OK; i++) {
+        gm_tensor *x;
+        if ((st = gm_tensor_contiguous(c, xs[i], &x)) != GM_OK) break;
+        st = gm_run(c, GM_K_SUMSQ, 1, &x, 1, &acc, NULL, NULL);
+        gm_tensor_release(x);
+    }
+    if (st == GM_OK) {
+        gm_backend *b = gm_backend_for(gm_tensor_device(acc));
+        st = b->copy(c, out, gm_tensor_data(acc), sizeof *out,
+                     b->device == GM_CPU ? GM_COPY_H2H : GM_COPY_D2H);
+    }
+    gm_tensor_release(acc);
+    return st;
+}
+
+gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s) {
+    gm_status st = check_param(c, "scale_", "tensor", x);
+    if (st != GM_OK) return st;
+    gm_kargs extra = {0};
+    extra.d[0] = s;
+    return gm_run(c, GM_K_SCALE, 0, NULL, 1, &x, NULL, &extra);
+}

@@ -1,0 +1,390 @@
+/* index.c (cpu): gather/scatter_add, index_select/index_add, topk and one_hot kernels.
+ * Indices are i32 and every one is bounds-checked here (GM_EINDEX names the op, the index,
+ * the dim and its size); a bad index never touches memory. Copy-like kernels move elements
+ * by size (4 bytes: f32/i32, 8: f64); scatters add serially so results never depend on the
+ * thread count; gathers run in parallel chunks. */
+#include "backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Prototypes of this backend's kernels (the CPU table is built from the same X-macro). */
+#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
+#include "ops.def"
+#undef GM_KERNEL
+
+#define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls / per parallel task */
+#define NV 3                     /* views a walker follows at most */
+
+/* Row-major walk over a shape keeping the element offsets of up to NV views. */
+typedef struct {
+    int nd, nv;
+    int64_t shape[GM_MAX_DIMS];
+    int64_t st[NV][GM_MAX_DIMS];
+    int64_t pos[GM_MAX_DIMS];
+    int64_t off[NV];
+} walker;
+
+static void walk_init(walker *w, int nd, const int64_t *shape, int nv,
+                      const int64_t *const *st, int64_t start)
+{
+    w->nd = nd;
+    w->nv = nv;
+    for (int v = 0; v < nv; v++) w->off[v] = 0;
+    for (int d = nd - 1; d >= 0; d--) {
+        int64_t p = shape[d] > 0 ? start % shape[d] : 0;
+        start = shape[d] > 0 ? start / shape[d] : 0;
+        w->shape[d] = shape[d];
+        w->pos[d] = p;
+        for (int v = 0; v < nv; v++) {
+            w->st[v][d] = st[v][d];
+            w->off[v] += p * st[v][d];
+        }
+    }
+}
+
+static inline void walk_next(walker *w)
+{
+    for (int d = w->nd - 1; d >= 0; d--) {
+        w->pos[d]++;
+        for (int v = 0; v < w->nv; v++) w->off[v] += w->st[v][d];
+        if (w->pos[d] < w->shape[d]) return;
+        for (int v = 0; v < w->nv; v++) w->off[v] -= w->st[v][d] * w->shape[d];
+        w->pos[d] = 0;
+    }
+}
+
+static int64_t numel_of(int nd, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int d = 0; d < nd; d++) n *= shape[d];
+    return n;
+}
+
+static inline double load(const void *p, gm_dtype t, int64_t off)
+{
+    switch (t) {
+    case GM_F32: return ((const float *)p)[off];
+    case GM_F64: return ((const double *)p)[off];
+    default: return ((const int32_t *)p)[off];
+    }
+}
+
+static inline void store(void *p, gm_dtype t, int64_t off, double v)
+{
+    switch (t) {
+    case GM_F32: ((float *)p)[off] = (float)v; break;
+    case GM_F64: ((double *)p)[off] = v; break;
+    default: ((int32_t *)p)[off] = (int32_t)v; break;
+    }
+}
+
+static inline void add_at(void *o, int64_t oo, const void *s, int64_t so, gm_dtype t)
+{
+    switch (t) {
+    case GM_F32: ((float *)o)[oo] += ((const float *)s)[so]; break;
+    case GM_F64: ((double *)o)[oo] += ((const double *)s)[so]; break;
+    default: ((int32_t *)o)[oo] += ((const int32_t *)s)[so]; break;
+    }
+}
+
+static gm_status bad_index(gm_ctx *c, const char *op, int32_t k, int dim, int64_t size)
+{
+    return gm_errf(c, GM_EINDEX, "%s: index %d out of range for dim %d of size %lld", op, (int)k,
+                   dim, (long long)size);
+}
+
+/* First index of view ix (any shape) outside [0, size), in row-major order. */
+static gm_status check_index(gm_ctx *c, const char *op, const gm_kview *ix, int dim,
+                             int64_t size)
+{
+    int64_t n = numel_of(ix->ndim, ix->shape);
+    const int64_t *st[1] = {ix->stride};
+    const int32_t *id = ix->data;
+    walker w;
+    walk_init(&w, ix->ndim, ix->shape, 1, st, 0);
+    for (int64_t i = 0; i < n; i++) {
+        int32_t k = id[w.off[0]];
+        if (k < 0 || k >= size) return bad_index(c, op, k, dim, size);
+        walk_next(&w);
+    }
+    return GM_OK;
+}
+
+/* out[p] = x[p with p[dim] = index[p]] over the index shape. */
+static gm_status gather_run(const gm_kargs *a, size_t esz)
+{
+    const gm_kview *x = &a->in[0], *ix = &a->in[1], *o = &a->out[0];
+    int dim = (int)a->i[0], nd = ix->ndim;
+    int64_t n = numel_of(nd, ix->shape), xs = x->stride[dim];
+    int64_t xst[GM_MAX_DIMS];
+    memcpy(xst, x->stride, sizeof xst);
+    xst[dim] = 0;
+    const int64_t *st[3] = {o->stride, ix->stride, xst};
+    int64_t nch = (n + CHUNK - 1) / CHUNK;
+    int stop = 0;
+#pragma omp parallel for num_threads(a->nthreads) if (n > 32768) schedule(static)
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int halt;
+#pragma omp atomic read
+        halt = stop;
+        if (halt) continue;
+        if (gm_interrupted()) {
+#pragma omp atomic write
+            stop = 1;
+            continue;
+        }
+        int64_t lo = ch * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
+        walker w;
+        walk_init(&w, nd, ix->shape, 3, st, lo);
+        for (int64_t i = lo; i < hi; i++) {
+            int64_t k = ((const int32_t *)ix->data)[w.off[1]];
+            memcpy((char *)o->data + w.off[0] * (int64_t)esz,
+                   (const char *)x->data + (w.off[2] + k * xs) * (int64_t)esz, esz);
+            walk_next(&w);
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+gm_status gm_cpu_GATHER(gm_ctx *c, const gm_kargs *a)
+{
+    int dim = (int)a->i[0];
+    gm_status s = check_index(c, "gather", &a->in[1], dim, a->in[0].shape[dim]);
+    if (s) return s;
+    s = gather_run(a, gm_dtype_size(a->in[0].dtype));
+    return s == GM_EINTR ? gm_errf(c, GM_EINTR, "gather: interrupted") : s;
+}
+
+/* out[p with p[dim] = index[p]] += src[p] over the index shape, serially in row-major order. */
+gm_status gm_cpu_SCATTER_ADD(gm_ctx *c, const gm_kargs *a)
+{
+    const gm_kview *ix = &a->in[0], *src = &a->in[1], *o = &a->out[0];
+    int dim = (int)a->i[0], nd = ix->ndim;
+    int64_t n = numel_of(nd, ix->shape), size = o->shape[dim], os = o->stride[dim];
+    int64_t ost[GM_MAX_DIMS];
+    memcpy(ost, o->stride, sizeof ost);
+    ost[dim] = 0;
+    const int64_t *st[3] = {ix->stride, src->stride, ost};
+    const int32_t *id = ix->data;
+    walker w;
+    walk_init(&w, nd, ix->shape, 3, st, 0);
+    for (int64_t i = 0; i < n; i++) {
+        if ((i & (CHUNK - 1)) == 0 && gm_interrupted())
+            return gm_errf(c, GM_EINTR, "scatter_add: interrupted");
+        int32_t k = id[w.off[0]];
+        if (k < 0 || k >= size) return bad_index(c, "scatter_add", k, dim, size);
+        add_at(o->data, w.off[2] + k * os, src->data, w.off[1], o->dtype);
+        walk_next(&w);
+    }
+    return GM_OK;
+}
+
+/* out[p] = x[p with p[dim] = index[p[dim]]] over the out shape. */
+static gm_status index_select_run(const gm_kargs *a, size_t esz)
+{
+    const gm_kview *x = &a->in[0], *ix = &a->in[1], *o = &a->out[0];
+    int dim = (int)a->i[0], nd = o->ndim;
+    int64_t n = numel_of(nd, o->shape), xs = x->stride[dim], is = ix->stride[0];
+    int64_t xst[GM_MAX_DIMS];
+    memcpy(xst, x->stride, sizeof xst);
+    xst[dim] = 0;
+    const int64_t *st[2] = {o->stride, xst};
+    const int32_t *id = ix->data;
+    int64_t nch = (n + CHUNK - 1) / CHUNK;
+    int stop = 0;
+#pragma omp parallel for num_threads(a->nthreads) if (n > 32768) schedule(static)
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int halt;
+#pragma omp atomic read
+        halt = stop;
+        if (halt) continue;
+        if (gm_interrupted()) {
+#pragma omp atomic write
+            stop = 1;
+            continue;
+        }
+        int64_t lo = ch * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
+        walker w;
+        walk_init(&w, nd, o->shape, 2, st, lo);
+        for (int64_t i = lo; i < hi; i++) {
+            int64_t k = id[w.pos[dim] * is];
+            memcpy((char *)o->data + w.off[0] * (int64_t)esz,
+                   (const char *)x->data + (w.off[1] + k * xs) * (int64_t)esz, esz);
+            walk_next(&w);
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+gm_status gm_cpu_INDEX_SELECT(gm_ctx *c, const gm_kargs *a)
+{
+    int dim = (int)a->i[0];
+    gm_status s = check_index(c, "index_select", &a->in[1], dim, a->in[0].shape[dim]);
+    if (s) return s;
+    s = index_select_run(a, gm_dtype_size(a->in[0].dtype));
+    return s == GM_EINTR ? gm_errf(c, GM_EINTR, "index_select: interrupted") : s;
+}
+
+/* out[p with p[dim] = index[p[dim]]] += src[p] over the src shape, serially. */
+gm_status gm_cpu_INDEX_ADD(gm_ctx *c, const gm_kargs *a)
+{
+    const gm_kview *ix = &a->in[0], *src = &a->in[1], *o = &a->out[0];
+    int dim = (int)a->i[0], nd = src->ndim;
+    int64_t n = numel_of(nd, src->shape), size = o->shape[dim], os = o->stride[dim];
+    int64_t ost[GM_MAX_DIMS];
+    memcpy(ost, o->stride, sizeof ost);
+    ost[dim] = 0;
+    const int64_t *st[2] = {src->stride, ost};
+    const int32_t *id = ix->data;
+    gm_status s = check_index(c, "index_add", ix, dim, size);
+    if (s) return s;
+    walker w;
+    walk_init(&w, nd, src->shape, 2, st, 0);
+    for (int64_t i = 0; i < n; i++) {
+        if ((i & (CHUNK - 1)) == 0 && gm_interrupted())
+            return gm_errf(c, GM_EINTR, "index_add: interrupted");
+        int64_t k = id[w.pos[dim] * ix->stride[0]];
+        add_at(o->data, w.off[1] + k * os, src->data, w.off[0], o->dtype);
+        walk_next(&w);
+    }
+    return GM_OK;
+}
+
+/* ---- topk ------------------------------------------------------------------------------ */
+typedef struct {
+    double v;
+    int64_t i;
+} pair;
+
+/* Is a ranked before b? NaN counts as larger than every number (as in torch); equal values
+ * go to the lower index, so the order is total and the result deterministic. */
+static inline int before(const pair *a, const pair *b, int largest)
+{
+    int an = isnan(a->v), bn = isnan(b->v);
+    if (an || bn) {
+        if (an && bn) return a->i < b->i;
+        return largest ? an : bn;
+    }
+    if (a->v != b->v) return largest ? a->v > b->v : a->v < b->v;
+    return a->i < b->i;
+}
+
+static int cmp_largest(const void *x, const void *y)
+{
+    return before(x, y, 1) ? -1 : 1;
+}
+
+static int cmp_smallest(const void *x, const void *y)
+{
+    return before(x, y, 0) ? -1 : 1;
+}
+
+static int cmp_index(const void *x, const void *y)
+{
+    const pair *a = x, *b = y;
+    return (a->i > b->i) - (a->i < b->i);
+}
+
+/* The best k of buf[0..n) into buf[0..k), best first. */
+static void select_k(pair *buf, int64_t n, int64_t k, int largest)
+{
+    if (k <= 16) { /* insertion into a sorted prefix: O(n k), no sort of the whole row */
+        int64_t m = 0;
+        for (int64_t j = 0; j < n; j++) {
+            pair e = buf[j];
+            if (m == k && !before(&e, &buf[m - 1], largest)) continue;
+            int64_t p = m < k ? m++ : k - 1;
+            while (p > 0 && before(&e, &buf[p - 1], largest)) {
+                buf[p] = buf[p - 1];
+                p--;
+            }
+            buf[p] = e;
+        }
+    } else {
+        qsort(buf, (size_t)n, sizeof *buf, largest ? cmp_largest : cmp_smallest);
+    }
+}
+
+gm_status gm_cpu_TOPK(gm_ctx *c, const gm_kargs *a)
+{
+    const gm_kview *x = &a->in[0], *ov = &a->out[0], *oi = &a->out[1];
+    int dim = (int)a->i[0], nd = x->ndim;
+    int64_t k = a->i[1], len = x->shape[dim];
+    int largest = a->i[2] != 0, sorted = a->i[3] != 0;
+    int64_t rshape[GM_MAX_DIMS];
+    memcpy(rshape, x->shape, sizeof rshape);
+    rshape[dim] = 1;
+    int64_t rows = numel_of(nd, rshape);
+    if (k == 0 || rows == 0) return GM_OK;
+    const int64_t *st[3] = {x->stride, ov->stride, oi->stride};
+    int64_t per = len > 0 && CHUNK / len > 0 ? CHUNK / len : 1; /* rows per task */
+    int64_t nch = (rows + per - 1) / per;
+    int stop = 0; /* 1: interrupted, 2: out of memory */
+#pragma omp parallel for num_threads(a->nthreads) if (rows * len > 32768) schedule(static)
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int halt;
+#pragma omp atomic read
+        halt = stop;
+        if (halt) continue;
+        if (gm_interrupted()) {
+#pragma omp atomic write
+            stop = 1;
+            continue;
+        }
+        pair *buf = malloc((size_t)len * sizeof *buf);
+        if (!buf) {
+#pragma omp atomic write
+            stop = 2;
+            continue;
+        }
+        int64_t lo = ch * per, hi = lo + per < rows ? lo + per : rows;
+        walker w;
+        walk_init(&w, nd, rshape, 3, st, lo);
+        for (int64_t r = lo; r < hi; r++) {
+            for (int64_t j = 0; j < len; j++) {
+                buf[j].v = load(x->data, x->dtype, w.off[0] + j * x->stride[dim]);
+                buf[j].i = j;
+            }
+            select_k(buf, len, k, largest);
+            if (!sorted) qsort(buf, (size_t)k, sizeof *buf, cmp_index);
+            for (int64_t j = 0; j < k; j++) {
+                store(ov->data, ov->dtype, w.off[1] + j * ov->stride[dim], buf[j].v);
+                ((int32_t *)oi->data)[w.off[2] + j * oi->stride[dim]] = (int32_t)buf[j].i;
+            }
+            walk_next(&w);
+        }
+        free(buf);
+    }
+    if (stop == 1) return gm_errf(c, GM_EINTR, "topk: interrupted");
+    if (stop == 2) return gm_errf(c, GM_ENOMEM, "topk: out of memory for a row of %lld", (long long)len);
+    return GM_OK;
+}
+
+/* out[p, j] = (index[p] == j) for j < n. */
+gm_status gm_cpu_ONE_HOT(gm_ctx *c, const gm_kargs *a)
+{
+    const gm_kview *ix = &a->in[0], *o = &a->out[0];
+    int64_t n = a->i[0], cnt = numel_of(ix->ndim, ix->shape), os = o->stride[ix->ndim];
+    const int32_t *id = ix->data;
+    walker w;
+    const int64_t *st[2] = {ix->stride, o->stride};
+    walk_init(&w, ix->ndim, ix->shape, 2, st, 0);
+    for (int64_t i = 0; i < cnt; i++) {
+        int32_t k = id[w.off[0]];
+        if (k < 0 || k >= n)
+            return gm_errf(c, GM_EINDEX, "one_hot: index %d out of range for num_classes %lld",
+                           (int)k, (long long)n);
+        walk_next(&w);
+    }
+    walk_init(&w, ix->ndim, ix->shape, 2, st, 0);
+    for (int64_t i = 0; i < cnt; i++) {
+        if ((i & (CHUNK - 1)) == 0 && gm_interrupted())
+            return gm_errf(c, GM_EINTR, "one_hot: interrupted");
+        int32_t k = id[w.off[0]];
+        for (int64_t j = 0; j < n; j++) store(o->data, o->dtype, w.off[1] + j * os, j == k);
+        walk_next(&w);
+    }
+    return GM_OK;
+}

@@ -1,0 +1,88 @@
+/* linalg.c (cpu): batched matrix products on OpenBLAS. The rules hand over [batch..., M, K] @
+ * [batch..., K, N] views whose last two dims are row-major or transposed row-major (a
+ * transposed operand goes to BLAS as CblasTrans, not as a copy); batch dims may have any
+ * strides, broadcast ones stride 0. C is written directly by sgemm/dgemm with beta = 0. */
+#include <cblas.h>
+#include <limits.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backend.h"
+
+#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
+#include "ops.def"
+#undef GM_KERNEL
+
+/* How BLAS reads a rows x cols matrix with strides (rs, cs): row-major (NoTrans, ld = rs) or
+ * the transpose of a row-major cols x rows matrix (Trans, ld = cs). Size-1 dims take any
+ * stride. False when neither fits (the rules make a contiguous copy first; core/ops/linalg.c
+ * applies the same test). */
+static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool *trans, int64_t *ld) {
+    int64_t minr = cols > 1 ? cols : 1, minc = rows > 1 ? rows : 1;
+    if (cs == 1 || cols <= 1) {
+        int64_t l = rows <= 1 ? minr : rs;
+        if (l >= minr && l <= INT_MAX) {
+            *trans = false;
+            *ld = l;
+            return true;
+        }
+    }
+    if (rs == 1 || rows <= 1) {
+        int64_t l = cols <= 1 ? minc : cs;
+        if (l >= minc && l <= INT_MAX) {
+            *trans = true;
+            *ld = l;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Offset of batch entry b (row-major over the batch dims) in a view. */
+static int64_t batch_offset(const gm_kview *v, int nb, int64_t b) {
+    int64_t off = 0;
+    for (int k = nb - 1; k >= 0; k--) {
+        off += (b % v->shape[k]) * v->stride[k];
+        b /= v->shape[k];
+    }
+    return off;
+}
+
+/* MATMUL: in[0] = A [batch..., M, K], in[1] = B [batch..., K, N] (same batch shape, float,
+ * same dtype, last two dims BLAS-compatible: see blas_layout), out[0] = C [batch..., M, N]
+ * contiguous. C = A @ B per batch entry. */
+gm_status gm_cpu_MATMUL(gm_ctx *c, const gm_kargs *a) {
+    const gm_kview *A = &a->in[0], *B = &a->in[1], *C = &a->out[0];
+    int nd = C->ndim, nb = nd - 2;
+    int64_t M = C->shape[nd - 2], N = C->shape[nd - 1], K = A->shape[nd - 1];
+    int64_t nbatch = 1;
+    for (int k = 0; k < nb; k++) nbatch *= C->shape[k];
+    if (M == 0 || N == 0 || nbatch == 0) return GM_OK;
+    size_t esz = C->dtype == GM_F32 ? sizeof(float) : sizeof(double);
+    if (K == 0) { /* an empty sum: BLAS implementations differ on K = 0, so zero C here */
+        memset(C->data, 0, (size_t)(nbatch * M * N) * esz);
+        return GM_OK;
+    }
+    bool ta, tb;
+    int64_t lda, ldb;
+    if (!blas_layout(M, K, A->stride[nd - 2], A->stride[nd - 1], &ta, &lda) ||
+        !blas_layout(K, N, B->stride[nd - 2], B->stride[nd - 1], &tb, &ldb))
+        return gm_errf(c, GM_EINTERNAL, "matmul: operand strides are not BLAS-compatible");
+    if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return gm_errf(c, GM_ENOTSUP, "matmul: dims %lld x %lld x %lld exceed BLAS int range",
+                       (long long)M, (long long)K, (long long)N);
+    CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
+    for (int64_t b = 0; b < nbatch; b++) {
+        if (gm_interrupted()) return GM_EINTR;
+        int64_t oa = batch_offset(A, nb, b), ob = batch_offset(B, nb, b), oc = b * M * N;
+        if (C->dtype == GM_F32)
+            cblas_sgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, 1.0f,
+                        (const float *)A->data + oa, (int)lda, (const float *)B->data + ob, (int)ldb,
+                        0.0f, (float *)C->data + oc, (int)N);
+        else
+            cblas_dgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, 1.0,
+                        (const double *)A->data + oa, (int)lda, (const double *)B->data + ob, (int)ldb,
+                        0.0, (double *)C->data + oc, (int)N);
+    }
+    return GM_OK;
+}

@@ -1,0 +1,356 @@
+/* loss.c (cpu): fused cross-entropy (log-sum-exp per row) and mean-squared-error kernels,
+ * forward and backward. Reductions over rows/elements run serially in double so a loss is
+ * bitwise the same for any thread count; per-row work (softmax rows) runs in parallel. */
+#include "backend.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Prototypes of this backend's kernels (the CPU table is built from the same X-macro). */
+#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
+#include "ops.def"
+#undef GM_KERNEL
+
+#define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls */
+
+/* ---- cross-entropy: logits [N,C] (any strides), target [N] i32 ------------------------- */
+
+/* log(sum_j exp(x_j)) of one row, stable: max + log(sum exp(x - max)), summed in double. */
+static double lse_f(const float *x, int64_t s, int64_t C)
+{
+    float m = -INFINITY;
+    for (int64_t j = 0; j < C; j++)
+        if (x[j * s] > m) m = x[j * s];
+    if (isinf(m)) return m; /* all -inf (or +inf somewhere): the lse is that infinity */
+    double sum = 0;
+    for (int64_t j = 0; j < C; j++) sum += expf(x[j * s] - m);
+    return m + log(sum);
+}
+
+static double lse_d(const double *x, int64_t s, int64_t C)
+{
+    double m = -INFINITY;
+    for (int64_t j = 0; j < C; j++)
+        if (x[j * s] > m) m = x[j * s];
+    if (isinf(m)) return m;
+    double sum = 0;
+    for (int64_t j = 0; j < C; j++) sum += exp(x[j * s] - m);
+    return m + log(sum);
+}
+
+/* Every target in [0, C) or equal to ignore_index; *count = the non-ignored ones. */
+static gm_status check_targets(gm_ctx *c, const gm_kview *T, int64_t C, int64_t ign,
+                               int64_t *count)
+{
+    const int32_t *t = T->data;
+    int64_t N = T->shape[0], n = 0;
+    for (int64_t r = 0; r < N; r++) {
+        int64_t k = t[r * T->stride[0]];
+        if (k == ign) continue;
+        if (k < 0 || k >= C)
+            return gm_errf(c, GM_EINDEX,
+                           "cross_entropy: target %lld (at row %lld) out of range for %lld "
+                           "classes (ignore_index %lld)",
+                           (long long)k, (long long)r, (long long)C, (long long)ign);
+        n++;
+    }
+    *count = n;
+    return GM_OK;
+}
+
+/* Loss of row r (0 when ignored). */
+static double ce_row(const gm_kview *L, const gm_kview *T, int64_t r, int64_t ign)
+{
+    int64_t k = ((const int32_t *)T->data)[r * T->stride[0]], C = L->shape[1], s = L->stride[1];
+    if (k == ign) return 0;
+    if (L->dtype == GM_F32) {
+        const float *x = (const float *)L->data + r * L->stride[0];
+        return lse_f(x, s, C) - x[k * s];
+    }
+    const double *x = (const double *)L->data + r * L->stride[0];
+    return lse_d(x, s, C) - x[k * s];
+}
+
+gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
+{
+    const gm_kview *L = &a->in[0], *T = &a->in[1], *O = &a->out[0];
+    int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count;
+    int red = (int)a->i[0];
+    gm_status s = check_targets(c, T, C, ign, &count);
+    if (s) return s;
+    double *row = NULL;
+    if (red != GM_RED_NONE && !(row = malloc((size_t)(N > 0 ? N : 1) * sizeof *row)))
+        return gm_errf(c, GM_ENOMEM, "cross_entropy: out of memory for %lld rows", (long long)N);
+    int64_t per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1; /* rows per task */
+    int64_t nch = (N + per - 1) / per;
+    int stop = 0;
+#pragma omp parallel for num_threads(a->nthreads) if (N * C > 32768) schedule(static)
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int halt;
+#pragma omp atomic read
+        halt = stop;
+        if (halt) continue;
+        if (gm_interrupted()) {
+#pragma omp atomic write
+            stop = 1;
+            continue;
+        }
+        int64_t hi = (ch + 1) * per < N ? (ch + 1) * per : N;
+        for (int64_t r = ch * per; r < hi; r++) {
+            double l = ce_row(L, T, r, ign);
+            if (row) row[r] = l;
+            else if (O->dtype == GM_F32) ((float *)O->data)[r * O->stride[0]] = (float)l;
+            else ((double *)O->data)[r * O->stride[0]] = l;
+        }
+    }
+    if (stop) {
+        free(row);
+        return gm_errf(c, GM_EINTR, "cross_entropy: interrupted");
+    }
+    if (row) {
+        double sum = 0;
+        for (int64_t r = 0; r < N; r++) sum += row[r];
+        free(row);
+        /* mean over the non-ignored targets; none left is 0/0 = NaN, as in torch */
+        double v = red == GM_RED_SUM ? sum : (count > 0 ? sum / (double)count : NAN);
+        if (O->dtype == GM_F32) *(float *)O->data = (float)v;
+        else *(double *)O->data = v;
+    }
+    return GM_OK;
+}
+
+/* dlogits row = (softmax(x) - onehot(k)) * w. */
+static void ce_bwd_f(const float *x, int64_t xs, float *o, int64_t os, int64_t C, int64_t k,
+                     double w)
+{
+    double lse = lse_f(x, xs, C);
+    for (int64_t j = 0; j < C; j++)
+        o[j * os] = (float)((exp((double)x[j * xs] - lse) - (j == k)) * w);
+}
+
+static void ce_bwd_d(const double *x, int64_t xs, double *o, int64_t os, int64_t C, int64_t k,
+                     double w)
+{
+    double lse = lse_d(x, xs, C);
+    for (int64_t j = 0; j < C; j++) o[j * os] = (exp(x[j * xs] - lse) - (j == k)) * w;
+}
+
+gm_status gm_cpu_CROSS_ENTROPY_BWD(gm_ctx *c, const gm_kargs *a)
+{
+    const gm_kview *L = &a->in[0], *T = &a->in[1], *G = &a->in[2], *O = &a->out[0];
+    int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count;
+    int red = (int)a->i[0];
+    gm_status s = check_targets(c, T, C, ign, &count);
+    if (s) return s;
+    double scale = red == GM_RED_MEAN && count > 0 ? 1.0 / (double)count : 1.0;
+    int64_t gs = G->ndim > 0 ? G->stride[0] : 0; /* [N] for reduction none, else 0-dim */
+    int64_t per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1;
+    int64_t nch = (N + per - 1) / per;
+    int stop = 0;
+#pragma omp parallel for num_threads(a->nthreads) if (N * C > 32768) schedule(static)
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int halt;
+#pragma omp atomic read
+        halt = stop;
+        if (halt) continue;
+        if (gm_interrupted()) {
+#pragma omp atomic write
+            stop = 1;
+            continue;
+        }
+        int64_t hi = (ch + 1) * per < N ? (ch + 1) * per : N;
+        for (int64_t r = ch * per; r < hi; r++) {
+            int64_t k = ((const int32_t *)T->data)[r * T->stride[0]];
+            double w = k == ign ? 0
+                     : (G->dtype == GM_F32 ? ((const float *)G->data)[r * gs]
+                                           : ((const double *)G->data)[r * gs]) * scale;
+            if (L->dtype == GM_F32) {
+                float *o = (float *)O->data + r * O->stride[0];
+                if (k == ign)
+                    for (int64_t j = 0; j < C; j++) o[j * O->stride[1]] = 0;
+                else
+                    ce_bwd_f((const float *)L->data + r * L->stride[0], L->stride[1], o,
+                             O->stride[1], C, k, w);
+            } else {
+                double *o = (double *)O->data + r * O->stride[0];
+                if (k == ign)
+                    for (int64_t j = 0; j < C; j++) o[j * O->stride[1]] = 0;
+                else
+                    ce_bwd_d((const double *)L->data + r * L->stride[0], L->stride[1], o,
+                             O->stride[1], C, k, w);
+            }
+        }
+    }
+    return stop ? gm_errf(c, GM_EINTR, "cross_entropy: interrupted") : GM_OK;
+}
+
+/* ---- mse: x, y (and g) of one shape, any strides --------------------------------------- */
+
+/* Offset of flat row-major element i in view v. */
+static inline int64_t off_of(const gm_kview *v, int64_t i)
+{
+    int64_t off = 0;
+    for (int d = v->ndim - 1; d >= 0; d--) {
+        off += (i % v->shape[d]) * v->stride[d];
+        i /= v->shape[d];
+    }
+    return off;
+}
+
+static bool contig(const gm_kview *v)
+{
+    int64_t want = 1;
+    for (int d = v->ndim - 1; d >= 0; d--) {
+        if (v->shape[d] != 1 && v->stride[d] != want) return false;
+        want *= v->shape[d];
+    }
+    return true;
+}
+
+static int64_t numel_of(const gm_kview *v)
+{
+    int64_t n = 1;
+    for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
+    return n;
+}
+
+static inline double ld(const gm_kview *v, int64_t off)
+{
+    return v->dtype == GM_F32 ? ((const float *)v->data)[off] : ((const double *)v->data)[off];
+}
+
+static inline void st(const gm_kview *v, int64_t off, double x)
+{
+    if (v->dtype == GM_F32) ((float *)v->data)[off] = (float)x;
+    else ((double *)v->data)[off] = x;
+}
+
+static double sumsq_diff_f(const float *x, const float *y, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = (double)x[i] - y[i];
+        s += d * d;
+    }
+    return s;
+}
+
+static double sumsq_diff_d(const double *x, const double *y, int64_t n)
+{
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = x[i] - y[i];
+        s += d * d;
+    }
+    return s;
+}
+
+gm_status gm_cpu_MSE_LOSS(gm_ctx *c, const gm_kargs *a)
+{
+    const gm_kview *X = &a->in[0], *Y = &a->in[1], *O = &a->out[0];
+    int64_t n = numel_of(X);
+    int red = (int)a->i[0];
+    bool fast = contig(X) && contig(Y);
+    double sum = 0;
+    for (int64_t lo = 0; lo < n; lo += CHUNK) {
+        if (gm_interrupted()) return gm_errf(c, GM_EINTR, "mse_loss: interrupted");
+        int64_t hi = lo + CHUNK < n ? lo + CHUNK : n;
+        if (red != GM_RED_NONE && fast) {
+            sum += X->dtype == GM_F32
+                       ? sumsq_diff_f((const float *)X->data + lo, (const float *)Y->data + lo,
+                                      hi - lo)
+                       : sumsq_diff_d((const double *)X->data + lo,
+                                      (const double *)Y->data + lo, hi - lo);
+            continue;
+        }
+        if (fast && contig(O)) {
+            for (int64_t i = lo; i < hi; i++) {
+                double d = ld(X, i) - ld(Y, i);
+                st(O, i, d * d);
+            }
+            continue;
+        }
+        for (int64_t i = lo; i < hi; i++) {
+            double d = ld(X, off_of(X, i)) - ld(Y, off_of(Y, i));
+            if (red == GM_RED_NONE) st(O, off_of(O, i), d * d);
+            else sum += d * d;
+        }
+    }
+    if (red != GM_RED_NONE) st(O, 0, red == GM_RED_SUM ? sum : sum / (double)n);
+    return GM_OK;
+}
+
+/* Contiguous x, y, o and g either contiguous (gs 1) or one broadcast scalar (gs 0). */
+static void mse_bwd_f(const float *x, const float *y, const float *g, int64_t gs, float *o,
+                      float *o2, int64_t n, double scale)
+{
+    float sc = (float)scale;
+    for (int64_t i = 0; i < n; i++) {
+        float v = sc * (x[i] - y[i]) * g[i * gs];
+        o[i] = v;
+        if (o2) o2[i] = -v;
+    }
+}
+
+static void mse_bwd_d(const double *x, const double *y, const double *g, int64_t gs, double *o,
+                      double *o2, int64_t n, double scale)
+{
+    for (int64_t i = 0; i < n; i++) {
+        double v = scale * (x[i] - y[i]) * g[i * gs];
+        o[i] = v;
+        if (o2) o2[i] = -v;
+    }
+}
+
+static bool all_zero_strides(const gm_kview *v)
+{
+    for (int d = 0; d < v->ndim; d++)
+        if (v->shape[d] != 1 && v->stride[d] != 0) return false;
+    return true;
+}
+
+/* out[0] = d[0] * (x - y) * g; out[1] (when given) = -out[0]. */
+gm_status gm_cpu_MSE_LOSS_BWD(gm_ctx *c, const gm_kargs *a)
+{
+    const gm_kview *X = &a->in[0], *Y = &a->in[1], *G = &a->in[2];
+    int64_t n = numel_of(X);
+    double scale = a->d[0];
+    bool two = a->n_out > 1;
+    bool gscalar = all_zero_strides(G);
+    int64_t gs = gscalar ? 0 : 1;
+    bool fast = contig(X) && contig(Y) && contig(&a->out[0]) && (!two || contig(&a->out[1])) &&
+                (gscalar || contig(G));
+    int64_t nch = (n + CHUNK - 1) / CHUNK;
+    int stop = 0;
+#pragma omp parallel for num_threads(a->nthreads) if (n > 32768) schedule(static)
+    for (int64_t ch = 0; ch < nch; ch++) {
+        int halt;
+#pragma omp atomic read
+        halt = stop;
+        if (halt) continue;
+        if (gm_interrupted()) {
+#pragma omp atomic write
+            stop = 1;
+            continue;
+        }
+        int64_t lo = ch * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
+        if (fast) {
+            if (X->dtype == GM_F32)
+                mse_bwd_f((const float *)X->data + lo, (const float *)Y->data + lo,
+                          (const float *)G->data + lo * gs, gs, (float *)a->out[0].data + lo,
+                          two ? (float *)a->out[1].data + lo : NULL, hi - lo, scale);
+            else
+                mse_bwd_d((const double *)X->data + lo, (const double *)Y->data + lo,
+                          (const double *)G->data + lo * gs, gs, (double *)a->out[0].data + lo,
+                          two ? (double *)a->out[1].data + lo : NULL, hi - lo, scale);
+            continue;
+        }
+        for (int64_t i = lo; i < hi; i++) {
+            double v = scale * (ld(X, off_of(X, i)) - ld(Y, off_of(Y, i))) * ld(G, off_of(G, i));
+            st(&a->out[0], off_of(&a->out[0], i), v);
+            if (two) st(&a->out[1], off_of(&a->out[1], i), -v);
+        }
+    }
+    return stop ? gm_errf(c, GM_EINTR, "mse_loss: interrupted") : GM_OK;
+}

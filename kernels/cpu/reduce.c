@@ -1,0 +1,551 @@
+/* reduce.c (cpu): reductions over a set of dims, softmax/log_softmax and cumsum kernels.
+ * A reduction splits the input's dims into kept (outer) and reduced (inner) lists; each output
+ * element is reduced over its inner index set in a fixed row-major order by one thread, so the
+ * result is identical for any thread count (we parallelise over output elements only).
+ * f32 data is accumulated in double. */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backend.h"
+
+#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
+#include "ops.def"
+#undef GM_KERNEL
+
+/* Output elements per parallel chunk of work before polling the interrupt flag. */
+#define CHUNK 4096
+
+/* ---- dim plans ------------------------------------------------------------------------- */
+
+/* A list of dims (sizes, strides in elements) walked in row-major order. */
+typedef struct {
+    int n;
+    int64_t size[GM_MAX_DIMS], stride[GM_MAX_DIMS];
+} rd_dims;
+
+/* Outer (kept) dims, and the inner (reduced) set as nrows rows of len elements with step
+ * stride; row r starts at rd_offset(&rows, r). */
+typedef struct {
+    rd_dims outer, rows;
+    int64_t nout, nrows, len, step;
+} rd_plan;
+
+static void rd_push(rd_dims *s, int64_t size, int64_t stride) {
+    /* Merging neighbours whose strides chain keeps the row-major flat order of the list and
+     * turns contiguous runs into one long inner loop. */
+    if (s->n > 0 && s->stride[s->n - 1] == stride * size) {
+        s->size[s->n - 1] *= size;
+        s->stride[s->n - 1] = stride;
+        return;
+    }
+    s->size[s->n] = size;
+    s->stride[s->n] = stride;
+    s->n++;
+}
+
+static int64_t rd_offset(const rd_dims *s, int64_t flat) {
+    int64_t off = 0;
+    for (int k = s->n - 1; k >= 0; k--) {
+        int64_t i = flat % s->size[k];
+        flat /= s->size[k];
+        off += i * s->stride[k];
+    }
+    return off;
+}
+
+static int64_t rd_count(const rd_dims *s) {
+    int64_t n = 1;
+    for (int k = 0; k < s->n; k++) n *= s->size[k];
+    return n;
+}
+
+/* mask: bit d set when dim d of x is reduced. */
+static void rd_plan_init(rd_plan *pl, const gm_kview *x, uint64_t mask) {
+    rd_dims inner = {0};
+    pl->outer.n = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (x->shape[d] == 1) continue;
+        rd_push((mask >> d) & 1 ? &inner : &pl->outer, x->shape[d], x->stride[d]);
+    }
+    pl->nout = rd_count(&pl->outer);
+    if (inner.n == 0) {
+        pl->len = 1;
+        pl->step = 0;
+    } else {
+        pl->len = inner.size[inner.n - 1];
+        pl->step = inner.stride[inner.n - 1];
+        inner.n--;
+    }
+    pl->rows = inner;
+    pl->nrows = rd_count(&inner);
+}
+
+/* Element loads: callers pass a constant dtype so the switch folds away once inlined. */
+static inline double ld(const void *p, gm_dtype t, int64_t i) {
+    switch (t) {
+    case GM_F32: return ((const float *)p)[i];
+    case GM_F64: return ((const double *)p)[i];
+    default: return ((const int32_t *)p)[i];
+    }
+}
+
+static inline void st(void *p, gm_dtype t, int64_t i, double v) {
+    switch (t) {
+    case GM_F32: ((float *)p)[i] = (float)v; break;
+    case GM_F64: ((double *)p)[i] = v; break;
+    default: {
+        /* i32 sums wrap like int32 arithmetic; NaN/inf never reach here (integer inputs). */
+        int64_t w = (int64_t)v;
+        ((int32_t *)p)[i] = (int32_t)(uint32_t)(uint64_t)w;
+    }
+    }
+}
+
+static bool interrupted_flag(volatile int *stop) {
+    if (*stop) return true;
+    if (gm_interrupted()) {
+        *stop = 1;
+        return true;
+    }
+    return false;
+}
+
+/* ---- sum and mean ---------------------------------------------------------------------- */
+
+/* Contiguous rows use 8 fixed lanes: vectorisable, and still one fixed order. */
+static double sum_contig_f32(const float *p, int64_t n) {
+    double lane[8] = {0}, acc = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] += (double)p[i + j];
+    for (; i < n; i++) acc += p[i];
+    return acc + (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])));
+}
+
+static double sum_contig_f64(const double *p, int64_t n) {
+    double lane[8] = {0}, acc = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) lane[j] += p[i + j];
+    for (; i < n; i++) acc += p[i];
+    return acc + (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])));
+}
+
+static inline double row_sum(const void *x, gm_dtype t, int64_t off, int64_t n, int64_t s) {
+    if (s == 1 && n >= 16 && t == GM_F32) return sum_contig_f32((const float *)x + off, n);
+    if (s == 1 && n >= 16 && t == GM_F64) return sum_contig_f64((const double *)x + off, n);
+    double acc = 0;
+    for (int64_t i = 0; i < n; i++) acc += ld(x, t, off + i * s);
+    return acc;
+}
+
+/* Sum of each output element over its inner set, times scale. */
+static inline gm_status sum_generic(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
+                                    double scale, int nth) {
+    volatile int stop = 0;
+    int64_t nchunk = (pl->nout + CHUNK - 1) / CHUNK;
+    int64_t work = pl->nout * pl->nrows * pl->len;
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (work > 32768 && nchunk > 1)
+    for (int64_t ch = 0; ch < nchunk; ch++) {
+        if (interrupted_flag(&stop)) continue;
+        int64_t o1 = (ch + 1) * CHUNK < pl->nout ? (ch + 1) * CHUNK : pl->nout;
+        for (int64_t o = ch * CHUNK; o < o1; o++) {
+            int64_t base = rd_offset(&pl->outer, o);
+            double acc = 0;
+            for (int64_t r = 0; r < pl->nrows; r++)
+                acc += row_sum(x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step);
+            st(out, t, o, acc * scale);
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+/* Column blocks: when the innermost kept dim has stride 1 and the reduction walks a larger
+ * stride (sum over dim 0 of [N, D]), accumulate up to 64 neighbouring outputs at once so each
+ * input row is read contiguously. Per output the order is still row-major over the inner set. */
+#define COLS 64
+static inline gm_status sum_cols(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
+                                 double scale, int nth) {
+    int no = pl->outer.n;
+    int64_t m = pl->outer.size[no - 1];
+    rd_dims head = pl->outer;
+    head.n--;
+    int64_t nhead = rd_count(&head), nblk = (m + COLS - 1) / COLS;
+    int64_t ntask = nhead * nblk;
+    volatile int stop = 0;
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (pl->nout * pl->nrows * pl->len > 32768 && ntask > 1)
+    for (int64_t task = 0; task < ntask; task++) {
+        if (interrupted_flag(&stop)) continue;
+        int64_t h = task / nblk, b0 = (task % nblk) * COLS;
+        int w = (int)(m - b0 < COLS ? m - b0 : COLS);
+        int64_t base = rd_offset(&head, h) + b0;
+        double acc[COLS] = {0};
+        for (int64_t r = 0; r < pl->nrows; r++) {
+            int64_t roff = base + rd_offset(&pl->rows, r);
+            for (int64_t l = 0; l < pl->len; l++) {
+                int64_t off = roff + l * pl->step;
+                if (t == GM_F32) {
+                    const float *q = (const float *)x->data + off;
+                    for (int j = 0; j < w; j++) acc[j] += q[j];
+                } else if (t == GM_F64) {
+                    const double *q = (const double *)x->data + off;
+                    for (int j = 0; j < w; j++) acc[j] += q[j];
+                } else {
+                    for (int j = 0; j < w; j++) acc[j] += ld(x->data, t, off + j);
+                }
+            }
+        }
+        for (int j = 0; j < w; j++) st(out, t, h * m + b0 + j, acc[j] * scale);
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+static gm_status sum_any(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl, double scale,
+                         int nth) {
+    bool cols = pl->outer.n > 0 && pl->outer.stride[pl->outer.n - 1] == 1 && pl->step != 1 &&
+                pl->nrows * pl->len > 1;
+    switch (t) {
+    case GM_F32: return cols ? sum_cols(x, out, GM_F32, pl, scale, nth) : sum_generic(x, out, GM_F32, pl, scale, nth);
+    case GM_F64: return cols ? sum_cols(x, out, GM_F64, pl, scale, nth) : sum_generic(x, out, GM_F64, pl, scale, nth);
+    default: return cols ? sum_cols(x, out, GM_I32, pl, scale, nth) : sum_generic(x, out, GM_I32, pl, scale, nth);
+    }
+}
+
+/* SUM: in[0]=x (any strides), out[0] contiguous with one element per kept index (row-major).
+ * i[0] = bitmask of reduced dims of x; d[0] = scale applied to each sum (1 for sum, 1/n for
+ * mean, NaN for the mean of nothing). i32 sums accumulate exactly and wrap to int32. */
+gm_status gm_cpu_SUM(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    rd_plan pl;
+    rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
+    return sum_any(&a->in[0], a->out[0].data, a->in[0].dtype, &pl, a->d[0], a->nthreads);
+}
+
+/* ---- variance -------------------------------------------------------------------------- */
+
+static inline gm_status var_generic(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
+                                    double divisor, int nth) {
+    volatile int stop = 0;
+    int64_t nchunk = (pl->nout + CHUNK - 1) / CHUNK;
+    int64_t cnt = pl->nrows * pl->len;
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (pl->nout * cnt > 32768 && nchunk > 1)
+    for (int64_t ch = 0; ch < nchunk; ch++) {
+        if (interrupted_flag(&stop)) continue;
+        int64_t o1 = (ch + 1) * CHUNK < pl->nout ? (ch + 1) * CHUNK : pl->nout;
+        for (int64_t o = ch * CHUNK; o < o1; o++) {
+            int64_t base = rd_offset(&pl->outer, o);
+            double s = 0, ss = 0;
+            for (int64_t r = 0; r < pl->nrows; r++)
+                s += row_sum(x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step);
+            /* Two passes: squares of deviations from the mean, no cancellation. */
+            double mean = s / (double)cnt;
+            for (int64_t r = 0; r < pl->nrows; r++) {
+                int64_t roff = base + rd_offset(&pl->rows, r);
+                for (int64_t l = 0; l < pl->len; l++) {
+                    double dv = ld(x->data, t, roff + l * pl->step) - mean;
+                    ss += dv * dv;
+                }
+            }
+            st(out, t, o, cnt == 0 ? NAN : ss / divisor);
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+/* VAR: in[0]=x (float), out[0] contiguous per kept index. i[0] = reduced-dims mask, d[0] = the
+ * divisor (n - 1 when unbiased, else n; a zero divisor gives NaN or inf as in torch). */
+gm_status gm_cpu_VAR(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    rd_plan pl;
+    rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
+    if (a->in[0].dtype == GM_F32) return var_generic(&a->in[0], a->out[0].data, GM_F32, &pl, a->d[0], a->nthreads);
+    return var_generic(&a->in[0], a->out[0].data, GM_F64, &pl, a->d[0], a->nthreads);
+}
+
+/* ---- logsumexp ------------------------------------------------------------------------- */
+
+static inline gm_status lse_generic(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
+                                    int nth) {
+    volatile int stop = 0;
+    int64_t nchunk = (pl->nout + CHUNK - 1) / CHUNK;
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (pl->nout * pl->nrows * pl->len > 32768 && nchunk > 1)
+    for (int64_t ch = 0; ch < nchunk; ch++) {
+        if (interrupted_flag(&stop)) continue;
+        int64_t o1 = (ch + 1) * CHUNK < pl->nout ? (ch + 1) * CHUNK : pl->nout;
+        for (int64_t o = ch * CHUNK; o < o1; o++) {
+            int64_t base = rd_offset(&pl->outer, o);
+            double m = -INFINITY, s = 0;
+            for (int64_t r = 0; r < pl->nrows; r++) {
+                int64_t roff = base + rd_offset(&pl->rows, r);
+                for (int64_t l = 0; l < pl->len; l++) {
+                    double v = ld(x->data, t, roff + l * pl->step);
+                    if (v > m || v != v) m = v;
+                }
+            }
+            if (isinf(m) || m != m) { /* all -inf, some +inf, or NaN: the max says it all */
+                st(out, t, o, m);
+                continue;
+            }
+            for (int64_t r = 0; r < pl->nrows; r++) {
+                int64_t roff = base + rd_offset(&pl->rows, r);
+                for (int64_t l = 0; l < pl->len; l++) s += exp(ld(x->data, t, roff + l * pl->step) - m);
+            }
+            st(out, t, o, m + log(s));
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+/* LOGSUMEXP: in[0]=x (float), out[0] contiguous per kept index, i[0] = reduced-dims mask.
+ * max + log(sum(exp(x - max))); the logsumexp of nothing is -inf. */
+gm_status gm_cpu_LOGSUMEXP(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    rd_plan pl;
+    rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
+    if (a->in[0].dtype == GM_F32) return lse_generic(&a->in[0], a->out[0].data, GM_F32, &pl, a->nthreads);
+    return lse_generic(&a->in[0], a->out[0].data, GM_F64, &pl, a->nthreads);
+}
+
+/* ---- max / min / argmax / argmin ------------------------------------------------------- */
+
+static inline gm_status best_generic(const gm_kview *x, void *vals, int32_t *idx, gm_dtype t,
+                                     const rd_plan *pl, bool min, int nth) {
+    volatile int stop = 0;
+    int64_t nchunk = (pl->nout + CHUNK - 1) / CHUNK;
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (pl->nout * pl->nrows * pl->len > 32768 && nchunk > 1)
+    for (int64_t ch = 0; ch < nchunk; ch++) {
+        if (interrupted_flag(&stop)) continue;
+        int64_t o1 = (ch + 1) * CHUNK < pl->nout ? (ch + 1) * CHUNK : pl->nout;
+        for (int64_t o = ch * CHUNK; o < o1; o++) {
+            int64_t base = rd_offset(&pl->outer, o), bi = 0, k = 0;
+            double best = ld(x->data, t, base + rd_offset(&pl->rows, 0));
+            /* First occurrence wins (strict comparison); a NaN wins and ends the search. */
+            for (int64_t r = 0; r < pl->nrows && best == best; r++) {
+                int64_t roff = base + rd_offset(&pl->rows, r);
+                for (int64_t l = 0; l < pl->len; l++, k++) {
+                    double v = ld(x->data, t, roff + l * pl->step);
+                    if (v != v || (min ? v < best : v > best)) {
+                        best = v;
+                        bi = k;
+                        if (v != v) break;
+                    }
+                }
+            }
+            if (vals) st(vals, t, o, best);
+            idx[o] = (int32_t)bi;
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+/* MAXMIN: in[0]=x (non-empty inner set: the rules refuse empty reductions), i[0] = reduced-dims
+ * mask, i[1] = 1 for min, 0 for max. With two outputs: out[0] values (x's dtype), out[1] i32
+ * indices; with one output (argmax/argmin): out[0] i32 indices. An index is the row-major flat
+ * position inside the reduced set (the index along dim for one dim, the flat index for all). */
+gm_status gm_cpu_MAXMIN(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    rd_plan pl;
+    rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
+    void *vals = a->n_out == 2 ? a->out[0].data : NULL;
+    int32_t *idx = a->out[a->n_out - 1].data;
+    bool min = a->i[1] != 0;
+    switch (a->in[0].dtype) {
+    case GM_F32: return best_generic(&a->in[0], vals, idx, GM_F32, &pl, min, a->nthreads);
+    case GM_F64: return best_generic(&a->in[0], vals, idx, GM_F64, &pl, min, a->nthreads);
+    default: return best_generic(&a->in[0], vals, idx, GM_I32, &pl, min, a->nthreads);
+    }
+}
+
+static inline void scatter_generic(const void *g, const int32_t *idx, void *dx, gm_dtype t,
+                                   const rd_plan *pl) {
+    for (int64_t o = 0; o < pl->nout; o++) {
+        int64_t k = idx[o], r = k / pl->len, l = k % pl->len;
+        int64_t off = rd_offset(&pl->outer, o) + rd_offset(&pl->rows, r) + l * pl->step;
+        st(dx, t, off, ld(dx, t, off) + ld(g, t, o));
+    }
+}
+
+/* MAXMIN_BACKWARD: in[0]=g (contiguous, one element per kept index), in[1]=indices (contiguous
+ * i32, from MAXMIN), out[0]=dx (x's shape, zero-filled by the caller), i[0] = the same mask.
+ * dx[selected] += g: each output element routes its gradient to the element it selected. */
+gm_status gm_cpu_MAXMIN_BACKWARD(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    rd_plan pl;
+    rd_plan_init(&pl, &a->out[0], (uint64_t)a->i[0]);
+    if (pl.nrows * pl.len == 0) return GM_OK;
+    if (a->out[0].dtype == GM_F32) scatter_generic(a->in[0].data, a->in[1].data, a->out[0].data, GM_F32, &pl);
+    else scatter_generic(a->in[0].data, a->in[1].data, a->out[0].data, GM_F64, &pl);
+    return GM_OK;
+}
+
+/* ---- softmax and log_softmax along one dim ---------------------------------------------- */
+
+/* Rows along one dim: plans of x, y (same shape) give row o's start and step in each. */
+static void row_plan(rd_plan *pl, const gm_kview *v, int dim) {
+    rd_plan_init(pl, v, v->ndim > 0 ? (uint64_t)1 << dim : 0);
+}
+
+/* One row of n elements, x at stride sx into y at stride sy. One exp per element: y holds
+ * exp(x - max) until the final scaling. f32 rows use expf, with the sum in double. */
+static void softmax_row_f32(const float *x, int64_t sx, float *y, int64_t sy, int64_t n, bool logsm) {
+    float m = -INFINITY;
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i * sx];
+        if (v > m || v != v) m = v;
+    }
+    if (m == -INFINITY) m = 0; /* a row of -inf: 0/0 = NaN, as in torch */
+    if (logsm) {
+        for (int64_t i = 0; i < n; i++) s += expf(x[i * sx] - m);
+        double ls = m + log(s);
+        for (int64_t i = 0; i < n; i++) y[i * sy] = (float)(x[i * sx] - ls);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float e = expf(x[i * sx] - m);
+        y[i * sy] = e;
+        s += e;
+    }
+    float inv = (float)(1.0 / s);
+    for (int64_t i = 0; i < n; i++) y[i * sy] *= inv;
+}
+
+static void softmax_row_f64(const double *x, int64_t sx, double *y, int64_t sy, int64_t n, bool logsm) {
+    double m = -INFINITY, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double v = x[i * sx];
+        if (v > m || v != v) m = v;
+    }
+    if (m == -INFINITY) m = 0;
+    if (logsm) {
+        for (int64_t i = 0; i < n; i++) s += exp(x[i * sx] - m);
+        double ls = m + log(s);
+        for (int64_t i = 0; i < n; i++) y[i * sy] = x[i * sx] - ls;
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        double e = exp(x[i * sx] - m);
+        y[i * sy] = e;
+        s += e;
+    }
+    double inv = 1.0 / s;
+    for (int64_t i = 0; i < n; i++) y[i * sy] *= inv;
+}
+
+static gm_status softmax_rows(const gm_kargs *a, bool logsm) {
+    rd_plan px, py;
+    int dim = (int)a->i[0];
+    row_plan(&px, &a->in[0], dim);
+    row_plan(&py, &a->out[0], dim);
+    bool f32 = a->in[0].dtype == GM_F32;
+    int64_t n = px.len;
+    volatile int stop = 0;
+    int64_t nchunk = (px.nout + 255) / 256;
+#pragma omp parallel for num_threads(a->nthreads) schedule(dynamic, 1) if (px.nout * n > 32768 && nchunk > 1)
+    for (int64_t ch = 0; ch < nchunk; ch++) {
+        if (interrupted_flag(&stop)) continue;
+        int64_t o1 = (ch + 1) * 256 < px.nout ? (ch + 1) * 256 : px.nout;
+        for (int64_t o = ch * 256; o < o1; o++) {
+            int64_t bx = rd_offset(&px.outer, o), by = rd_offset(&py.outer, o);
+            if (f32)
+                softmax_row_f32((const float *)a->in[0].data + bx, px.step, (float *)a->out[0].data + by,
+                                py.step, n, logsm);
+            else
+                softmax_row_f64((const double *)a->in[0].data + bx, px.step, (double *)a->out[0].data + by,
+                                py.step, n, logsm);
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+/* SOFTMAX: in[0]=x (float), out[0]=y (same shape), i[0] = dim (normalised; 0 for a 0-dim x),
+ * i[1] = 1 for log_softmax. Stable: exponents are taken after subtracting the row max. */
+gm_status gm_cpu_SOFTMAX(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    return softmax_rows(a, a->i[1] != 0);
+}
+
+static inline gm_status softmax_bw_generic(const gm_kargs *a, gm_dtype t, bool logsm) {
+    rd_plan py, pg, pd;
+    int dim = (int)a->i[0];
+    row_plan(&py, &a->in[0], dim);
+    row_plan(&pg, &a->in[1], dim);
+    row_plan(&pd, &a->out[0], dim);
+    const void *y = a->in[0].data, *g = a->in[1].data;
+    void *dx = a->out[0].data;
+    int64_t n = py.len, sy = py.step, sg = pg.step, sd = pd.step;
+    volatile int stop = 0;
+    int64_t nchunk = (py.nout + 255) / 256;
+#pragma omp parallel for num_threads(a->nthreads) schedule(dynamic, 1) if (py.nout * n > 32768 && nchunk > 1)
+    for (int64_t ch = 0; ch < nchunk; ch++) {
+        if (interrupted_flag(&stop)) continue;
+        int64_t o1 = (ch + 1) * 256 < py.nout ? (ch + 1) * 256 : py.nout;
+        for (int64_t o = ch * 256; o < o1; o++) {
+            int64_t by = rd_offset(&py.outer, o), bg = rd_offset(&pg.outer, o), bd = rd_offset(&pd.outer, o);
+            double s = 0;
+            if (logsm) {
+                for (int64_t i = 0; i < n; i++) s += ld(g, t, bg + i * sg);
+                for (int64_t i = 0; i < n; i++)
+                    st(dx, t, bd + i * sd, ld(g, t, bg + i * sg) - exp(ld(y, t, by + i * sy)) * s);
+            } else {
+                for (int64_t i = 0; i < n; i++) s += ld(g, t, bg + i * sg) * ld(y, t, by + i * sy);
+                for (int64_t i = 0; i < n; i++)
+                    st(dx, t, bd + i * sd, ld(y, t, by + i * sy) * (ld(g, t, bg + i * sg) - s));
+            }
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+/* SOFTMAX_BACKWARD: in[0]=y (the forward output), in[1]=g (dL/dy), out[0]=dx, all of one shape;
+ * i[0] = dim, i[1] = 1 for log_softmax. softmax: dx = y * (g - sum(g * y));
+ * log_softmax: dx = g - exp(y) * sum(g). */
+gm_status gm_cpu_SOFTMAX_BACKWARD(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    bool logsm = a->i[1] != 0;
+    if (a->in[0].dtype == GM_F32) return softmax_bw_generic(a, GM_F32, logsm);
+    return softmax_bw_generic(a, GM_F64, logsm);
+}
+
+/* ---- cumsum ---------------------------------------------------------------------------- */
+
+static inline gm_status cumsum_generic(const gm_kargs *a, gm_dtype t, bool rev) {
+    rd_plan px, py;
+    int dim = (int)a->i[0];
+    row_plan(&px, &a->in[0], dim);
+    row_plan(&py, &a->out[0], dim);
+    const void *x = a->in[0].data;
+    void *y = a->out[0].data;
+    int64_t n = px.len, sx = px.step, sy = py.step;
+    volatile int stop = 0;
+    int64_t nchunk = (px.nout + 255) / 256;
+#pragma omp parallel for num_threads(a->nthreads) schedule(dynamic, 1) if (px.nout * n > 32768 && nchunk > 1)
+    for (int64_t ch = 0; ch < nchunk; ch++) {
+        if (interrupted_flag(&stop)) continue;
+        int64_t o1 = (ch + 1) * 256 < px.nout ? (ch + 1) * 256 : px.nout;
+        for (int64_t o = ch * 256; o < o1; o++) {
+            int64_t bx = rd_offset(&px.outer, o), by = rd_offset(&py.outer, o);
+            double s = 0;
+            for (int64_t j = 0; j < n; j++) {
+                int64_t i = rev ? n - 1 - j : j;
+                s += ld(x, t, bx + i * sx);
+                st(y, t, by + i * sy, s);
+            }
+        }
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
+/* CUMSUM: in[0]=x, out[0]=y (same shape, same dtype), i[0] = dim (0 for a 0-dim x),
+ * i[1] = 1 for the reverse scan (suffix sums: the backward of cumsum). Running sums in double
+ * (exact for i32 up to 2^53, then wrapped to int32). */
+gm_status gm_cpu_CUMSUM(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    bool rev = a->i[1] != 0;
+    switch (a->in[0].dtype) {
+    case GM_F32: return cumsum_generic(a, GM_F32, rev);
+    case GM_F64: return cumsum_generic(a, GM_F64, rev);
+    default: return cumsum_generic(a, GM_I32, rev);
+    }
+}

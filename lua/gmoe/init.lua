@@ -1,0 +1,160 @@
+-- gmoe: the Lua API. The C half ("gmoe.core", lua/lgmoe.c) brings tensors, every op of the
+-- op table (as gm.<op> and tensor methods), constructors, RNG and autograd entry points; this
+-- file adds what is naturally Lua: grad-mode scopes, gradcheck, a few tensor conveniences,
+-- and the Lua submodules (optim, show).
+local gm = require 'gmoe.core'
+package.loaded['gmoe'] = gm -- submodules may require 'gmoe' while it loads
+
+local C = gm._C
+local Tensor = gm.Tensor
+local unpack = table.unpack
+
+-- ---- grad mode ---------------------------------------------------------------------------------
+-- Run fn(...) with grad mode set, restoring it even when fn raises (or is interrupted).
+local function with_grad(enabled, fn, ...)
+  C.grad_push(enabled)
+  local r = table.pack(pcall(fn, ...))
+  C.grad_pop()
+  if not r[1] then error(r[2], 0) end
+  return unpack(r, 2, r.n)
+end
+
+--- gm.no_grad(fn, ...): call fn with autograd recording off; returns fn's results.
+function gm.no_grad(fn, ...) return with_grad(false, fn, ...) end
+--- gm.enable_grad(fn, ...): call fn with autograd recording on (inside a no_grad region).
+function gm.enable_grad(fn, ...) return with_grad(true, fn, ...) end
+
+-- ---- tensor conveniences --------------------------------------------------------------------
+local core_to = Tensor.to
+--- x:to(dtype | "cpu"): dtype conversion ("f32", "f64", "i32"); "cpu" returns x.
+function Tensor.to(x, what)
+  if what == 'cpu' then return x end
+  return core_to(x, what)
+end
+function Tensor.float(x) return core_to(x, 'f32') end
+function Tensor.double(x) return core_to(x, 'f64') end
+function Tensor.int(x) return core_to(x, 'i32') end
+function Tensor.cpu(x) return x end
+function Tensor.type(x) return x.dtype end
+
+--- x:t(): transpose of a 1-D or 2-D tensor.
+function Tensor.t(x)
+  if x:dim() > 2 then error('t: expects a tensor with <= 2 dims, got ' .. x:dim(), 2) end
+  if x:dim() < 2 then return x end
+  return x:transpose(0, 1)
+end
+
+--- x:split(size, dim=0): views of `size` along dim (the last may be smaller).
+function Tensor.split(x, size, dim)
+  dim = dim or 0
+  if math.type(size) ~= 'integer' or size <= 0 then error('split: size must be a positive integer', 2) end
+  local n, parts, start = x:size(dim), {}, 0
+  repeat
+    local len = math.min(size, n - start)
+    parts[#parts + 1] = x:narrow(dim, start, len)
+    start = start + len
+  until start >= n
+  return parts
+end
+
+--- x:chunk(n, dim=0): at most n views of equal size along dim (the last may be smaller).
+function Tensor.chunk(x, n, dim)
+  dim = dim or 0
+  if math.type(n) ~= 'integer' or n <= 0 then error('chunk: n must be a positive integer', 2) end
+  local size = (x:size(dim) + n - 1) // n
+  return Tensor.split(x, math.max(size, 1), dim)
+end
+gm.split, gm.chunk = Tensor.split, Tensor.chunk
+
+local function like(ctor)
+  return function(x, opts)
+    opts = opts or {}
+    return ctor(x.shape, {dtype = opts.dtype or x.dtype, requires_grad = opts.requires_grad,
+                          generator = opts.generator})
+  end
+end
+gm.zeros_like, gm.ones_like = like(gm.zeros), like(gm.ones)
+gm.rand_like, gm.randn_like = like(gm.rand), like(gm.randn)
+function gm.full_like(x, v, opts)
+  opts = opts or {}
+  return gm.full(x.shape, v, {dtype = opts.dtype or x.dtype})
+end
+
+-- ---- gradcheck ------------------------------------------------------------------------------
+--- gm.gradcheck(f, inputs, opts) -> max_err, worst
+-- Compares the gradients autograd gives for the float inputs of f with central finite
+-- differences, in f64. f receives f64 copies of the inputs (i32 inputs unchanged) and returns
+-- one or more tensors; their float outputs are projected on fixed random weights to a scalar.
+-- Error per element: |analytic - numeric| / max(1, |numeric|). opts: eps (1e-6), seed.
+function gm.gradcheck(f, inputs, opts)
+  opts = opts or {}
+  local eps = opts.eps or 1e-6
+  local n = inputs.n or #inputs
+  local xs = {}
+  for i = 1, n do
+    local x = inputs[i]
+    if gm.is_tensor(x) and x.dtype ~= 'i32' then
+      x = x:detach():to('f64'):clone():requires_grad_()
+    end
+    xs[i] = x
+  end
+  local gen = gm.Generator(opts.seed or 7)
+  local weights
+  local function project(...)
+    local outs = table.pack(...)
+    if not weights then
+      weights = {}
+      for k = 1, outs.n do
+        local o = outs[k]
+        if gm.is_tensor(o) and o.dtype ~= 'i32' then
+          weights[k] = gm.randn(o.shape, {dtype = 'f64', generator = gen})
+        end
+      end
+    end
+    local total
+    for k, w in pairs(weights) do
+      local term = (outs[k]:to('f64') * w):sum()
+      total = total and total + term or term
+    end
+    if not total then error('gradcheck: f returned no float tensor', 3) end
+    return total
+  end
+  local loss = project(f(unpack(xs, 1, n)))
+  if loss.requires_grad then loss:backward() end
+  local max_err, worst = 0, nil
+  gm.no_grad(function()
+    for i = 1, n do
+      local x = xs[i]
+      if gm.is_tensor(x) and x.requires_grad then
+        local g = x.grad
+        for j = 0, x:numel() - 1 do
+          local orig = C.flat_get(x, j)
+          C.flat_set(x, j, orig + eps)
+          local lp = project(f(unpack(xs, 1, n))):item()
+          C.flat_set(x, j, orig - eps)
+          local lm = project(f(unpack(xs, 1, n))):item()
+          C.flat_set(x, j, orig)
+          local num = (lp - lm) / (2 * eps)
+          local ana = g and C.flat_get(g, j) or 0
+          local err = math.abs(ana - num) / math.max(1, math.abs(num))
+          if err ~= err then err = math.huge end -- NaN never passes
+          if err >= max_err then
+            max_err = err
+            worst = {input = i, index = j, analytic = ana, numeric = num}
+          end
+        end
+      end
+    end
+  end)
+  return max_err, worst
+end
+
+-- ---- printing and submodules ------------------------------------------------------------------
+--- gm.show(...): print values the way the REPL does (replaceable).
+function gm.show(...) return require('gmoe.show').show(...) end
+
+for _, name in ipairs {'optim'} do
+  if package.preload['gmoe.' .. name] then gm[name] = require('gmoe.' .. name) end
+end
+
+return gm

@@ -1,0 +1,26 @@
+/* lgmoe.h: the Lua side of gmoe's C engine: setting up a lua_State, and the helpers other
+ * lua/l*.c binding files share. Only lua/ converts Lua values and raises Lua errors. */
+#ifndef GM_LGMOE_H
+#define GM_LGMOE_H
+
+#include <lua.h>
+#include <lauxlib.h>
+
+#include "gm.h"
+
+/* Preload the embedded Lua modules, require 'gmoe', set the global `gm`. 0 on success, else
+ * an error message is on the stack. */
+int gm_lua_setup(lua_State *L);
+/* Back to a clean engine state after an error or interrupt at the prompt. */
+void gm_lua_reset(lua_State *L);
+
+gm_ctx *gm_lua_ctx(lua_State *L);
+gm_tensor *gm_lua_check_tensor(lua_State *L, int i); /* raises on a non-tensor */
+gm_tensor *gm_lua_to_tensor(lua_State *L, int i);    /* NULL on a non-tensor */
+void gm_lua_push_tensor(lua_State *L, gm_tensor *t); /* takes ownership of one reference */
+int gm_lua_error(lua_State *L, gm_status st);        /* raises the context's message */
+
+int luaopen_gmoe_core(lua_State *L);
+void gm_lua_optim_register(lua_State *L); /* lua/loptim.c: into the table on top */
+
+#endif
