@@ -49,6 +49,8 @@ struct gm_backend {
     gm_status (*sync)(gm_ctx *c);
     void (*set_threads)(int n);
     int (*max_threads)(void); /* threads a kernel uses when the context sets none */
+    size_t (*empty_cache)(void);  /* release cached free blocks; returns the bytes released */
+    size_t (*cached_bytes)(void); /* bytes held in the allocator's cache */
     gm_kernel_fn kernel[GM_K_COUNT]; /* NULL: this backend has no such kernel */
 };
 

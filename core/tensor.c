@@ -6,15 +6,41 @@
 
 #include "internal.h"
 
+/* ---- struct pools: every op makes a tensor (and usually a storage); recycling the structs
+ * keeps malloc off the per-op path. The engine is single-threaded outside kernels. -------- */
+#define POOL_MAX 4096
+typedef union pooled { union pooled *next; gm_tensor t; gm_storage s; } pooled;
+static pooled *tensor_pool, *storage_pool;
+static int tensor_pooled, storage_pooled;
+
+static void *pool_get(pooled **pool, int *count, size_t size) {
+    pooled *p = *pool;
+    if (!p) return malloc(size);
+    *pool = p->next;
+    (*count)--;
+    return p;
+}
+
+static void pool_put(pooled **pool, int *count, void *ptr) {
+    if (*count >= POOL_MAX) {
+        free(ptr);
+        return;
+    }
+    pooled *p = ptr;
+    p->next = *pool;
+    *pool = p;
+    (*count)++;
+}
+
 /* ---- storage ------------------------------------------------------------------------------- */
 static gm_status storage_new(gm_ctx *c, gm_device d, size_t nbytes, gm_storage **out) {
     gm_backend *b = gm_backend_for(d);
     if (!b) return gm_errf(c, GM_EDEVICE, "device '%s' is not available in this build", gm_device_name(d));
-    gm_storage *s = malloc(sizeof *s);
+    gm_storage *s = pool_get(&storage_pool, &storage_pooled, sizeof(pooled));
     if (!s) return gm_errf(c, GM_ENOMEM, "out of memory allocating a storage");
     gm_status st = b->alloc(c, nbytes, &s->data);
     if (st != GM_OK) {
-        free(s);
+        pool_put(&storage_pool, &storage_pooled, s);
         return st;
     }
     s->refcount = 1;
@@ -31,7 +57,7 @@ static void storage_release(gm_storage *s) {
     if (!s || --s->refcount > 0) return;
     s->ctx->live_bytes -= s->nbytes;
     s->backend->free(s->data);
-    free(s);
+    pool_put(&storage_pool, &storage_pooled, s);
 }
 
 /* ---- tensors ------------------------------------------------------------------------------- */
@@ -58,8 +84,9 @@ static gm_status check_shape(gm_ctx *c, int ndim, const int64_t *shape, int64_t 
 }
 
 static gm_tensor *tensor_struct(gm_dtype t, int ndim, const int64_t *shape) {
-    gm_tensor *x = calloc(1, sizeof *x);
+    gm_tensor *x = pool_get(&tensor_pool, &tensor_pooled, sizeof(pooled));
     if (!x) return NULL;
+    memset(x, 0, sizeof *x);
     x->refcount = 1;
     x->dtype = t;
     x->ndim = ndim;
@@ -78,7 +105,7 @@ gm_status gm_tensor_new(gm_ctx *c, gm_dtype t, gm_device d, int ndim, const int6
     gm_contiguous_strides(ndim, shape, x->stride);
     st = storage_new(c, d, (size_t)n * gm_dtype_size(t), &x->storage);
     if (st != GM_OK) {
-        free(x);
+        pool_put(&tensor_pool, &tensor_pooled, x);
         return st;
     }
     *out = x;
@@ -133,7 +160,7 @@ void gm_tensor_release(gm_tensor *x) {
     gm_tensor_release(x->grad);
     if (x->grad_fn) gm_node_release(x->grad_fn);
     storage_release(x->storage);
-    free(x);
+    pool_put(&tensor_pool, &tensor_pooled, x);
 }
 
 int64_t gm_tensor_numel(const gm_tensor *x) {

@@ -320,13 +320,18 @@ static int op_call(lua_State *L) {
             lua_pop(L, 1);
         }
     } else {
+        /* Numbers take the dtype of the first float tensor (so where(mask_i32, x, 0) works),
+         * else of the first tensor. */
         gm_dtype ref = GM_F32;
-        for (int k = nin - 1; k >= 0; k--) {
-            gm_tensor *t = gm_lua_to_tensor(L, tpos[k]);
-            if (t) ref = t->dtype;
-        }
+        bool have_ref = false;
         for (int k = 0; k < nin; k++) {
             ins[k] = gm_lua_to_tensor(L, tpos[k]);
+            if (ins[k] && (!have_ref || (!gm_dtype_is_float(ref) && gm_dtype_is_float(ins[k]->dtype)))) {
+                ref = ins[k]->dtype;
+                have_ref = true;
+            }
+        }
+        for (int k = 0; k < nin; k++) {
             if (ins[k]) continue;
             gm_status st = gm_tensor_scalar(c, ref, lua_tonumber(L, tpos[k]), &tmp[k]);
             if (st != GM_OK) {
@@ -1188,6 +1193,7 @@ static int load_embedded(lua_State *L) {
 }
 
 int gm_lua_setup(lua_State *L) {
+    *(lstate **)lua_getextraspace(L) = NULL; /* Lua does not zero the main thread's extra space */
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_gmoe_core);
     lua_setfield(L, -2, "gmoe.core");

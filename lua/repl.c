@@ -243,17 +243,22 @@ static char *path_join(const char *a, const char *b) {
     return p;
 }
 
+/* mkdir -p of the folder holding file `path`. */
+static void make_parents(char *path) {
+    for (char *s = strchr(path + 1, '/'); s; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        (void)mkdir(path, 0700);
+        *s = '/';
+    }
+}
+
 static char *history_path(void) {
     const char *p = getenv("GMOE_HISTORY");
     if (p && *p) return path_join(p, "");
     p = getenv("XDG_STATE_HOME");
     if (p && *p) {
-        char *dir = path_join(p, "/gmoe"), *file;
-        if (!dir) return NULL;
-        (void)mkdir(p, 0700);
-        (void)mkdir(dir, 0700);
-        file = path_join(dir, "/history");
-        free(dir);
+        char *file = path_join(p, "/gmoe/history");
+        if (file) make_parents(file);
         return file;
     }
     p = getenv("HOME");
@@ -400,6 +405,7 @@ static int show_results(lua_State *L) {
 }
 
 static void fail(const repl *r, int status) {
+    if (r->tty && gm_interrupted()) fputc('\n', stderr); /* past the terminal's "^C" */
     gm_repl_report(r->L, status, NULL);
     gm_lua_reset(r->L);
 }
@@ -449,7 +455,8 @@ void gm_repl_run(lua_State *L) {
         else fail(&r, status);
         lua_settop(L, base);
     }
-    if (sigints < 2) fputc('\n', stdout); /* leave the shell's prompt on a line of its own */
+    /* Leave the shell's prompt on a line of its own (readline already did on a terminal). */
+    if (!r.tty && sigints < 2) fputc('\n', stdout);
     fflush(stdout);
     if (r.tty) history_close(&r);
 }

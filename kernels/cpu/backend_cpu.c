@@ -8,19 +8,81 @@
 #include <cblas.h>
 
 #include "backend.h"
+#include "parallel.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
 #undef GM_KERNEL
 
+/* ---- host memory: a caching allocator ------------------------------------------------------
+ * Training loops free and re-allocate the same sizes every step; malloc's memalign path and
+ * mmap/munmap of large blocks (with their page faults) would dominate small ops and halve the
+ * bandwidth of large ones. Blocks are rounded up to size classes (4 per power of two, so at most
+ * 25% slack), carry a 64-byte header with their class, and freed blocks wait in per-class free
+ * lists for reuse, up to CACHE_MAX bytes in all; gm.empty_cache() returns them to the system. */
+#define HDR 64
+#define NCLASS 192
+#define CACHE_MAX ((size_t)1 << 30)
+
+typedef struct block { struct block *next; int cls; } block;
+static block *free_list[NCLASS];
+static size_t cached_bytes;
+
+static size_t class_size(int cls) { /* cls = 4*e + j -> (4 + j) << (e - 2), from 64 bytes up */
+    int e = cls / 4 + 6, j = cls % 4;
+    return (size_t)(4 + j) << (e - 2);
+}
+
+static int class_of(size_t n) {
+    if (n <= 64) return 0;
+    int e = 63 - __builtin_clzll((unsigned long long)n); /* 2^e <= n < 2^(e+1) */
+    size_t step = (size_t)1 << (e - 2);
+    int j = (int)((n - ((size_t)1 << e) + step - 1) / step); /* 0..4 */
+    return (e - 6) * 4 + j;
+}
+
 static gm_status cpu_alloc(gm_ctx *c, size_t nbytes, void **ptr) {
-    size_t n = (nbytes + 63) & ~(size_t)63;
-    *ptr = aligned_alloc(64, n ? n : 64);
-    if (!*ptr) return gm_errf(c, GM_ENOMEM, "out of memory allocating %zu bytes", nbytes);
+    int cls = class_of(nbytes);
+    if (cls >= NCLASS) return gm_errf(c, GM_ENOMEM, "out of memory allocating %zu bytes", nbytes);
+    block *b = free_list[cls];
+    if (b) {
+        free_list[cls] = b->next;
+        cached_bytes -= class_size(cls);
+    } else {
+        b = aligned_alloc(64, HDR + class_size(cls));
+        if (!b) return gm_errf(c, GM_ENOMEM, "out of memory allocating %zu bytes", nbytes);
+        b->cls = cls;
+    }
+    *ptr = (char *)b + HDR;
     return GM_OK;
 }
 
-static void cpu_free(void *ptr) { free(ptr); }
+static void cpu_free(void *ptr) {
+    if (!ptr) return;
+    block *b = (block *)((char *)ptr - HDR);
+    size_t sz = class_size(b->cls);
+    if (cached_bytes + sz > CACHE_MAX) {
+        free(b);
+        return;
+    }
+    b->next = free_list[b->cls];
+    free_list[b->cls] = b;
+    cached_bytes += sz;
+}
+
+static size_t cpu_empty_cache(void) {
+    size_t n = cached_bytes;
+    for (int k = 0; k < NCLASS; k++)
+        while (free_list[k]) {
+            block *b = free_list[k];
+            free_list[k] = b->next;
+            free(b);
+        }
+    cached_bytes = 0;
+    return n;
+}
+
+static size_t cpu_cached_bytes(void) { return cached_bytes; }
 
 static gm_status cpu_copy(gm_ctx *c, void *dst, const void *src, size_t n, gm_copy_dir dir) {
     (void)c;
@@ -51,6 +113,8 @@ gm_backend gm_backend_cpu = {
     .sync = cpu_sync,
     .set_threads = cpu_set_threads,
     .max_threads = cpu_max_threads,
+    .empty_cache = cpu_empty_cache,
+    .cached_bytes = cpu_cached_bytes,
     .kernel = {
 #define GM_KERNEL(id) [GM_K_##id] = gm_cpu_##id,
 #include "ops.def"
@@ -177,25 +241,27 @@ gm_status gm_cpu_FILL(gm_ctx *c, const gm_kargs *a) {
  * integers [d0,d1)), i[1] = seed, i[2] = first Philox counter. Value i comes from block
  * i[2] + i / per, lane i % per (per = 2 for f64 uniform/normal, else 4); normals pair lanes
  * through Box-Muller. */
-gm_status gm_cpu_RAND(gm_ctx *c, const gm_kargs *a) {
-    const gm_kview *y = &a->out[0];
-    int64_t n = view_numel(y), kind = a->i[0];
-    uint64_t seed = (uint64_t)a->i[1], off = (uint64_t)a->i[2];
-    double lo = a->d[0], hi = a->d[1];
-    bool wide = y->dtype == GM_F64 && kind != GM_RAND_INT;
-    int64_t per = wide ? 2 : 4, blocks = (n + per - 1) / per;
+typedef struct rand_job {
+    const gm_kview *y;
+    int64_t n, kind, per;
+    uint64_t seed, off;
+    double lo, hi;
+    bool wide;
+} rand_job;
+
+static void rand_blocks(void *ctx, int64_t b0, int64_t b1) {
+    const rand_job *j = ctx;
     const double two32 = 4294967296.0, two53 = 9007199254740992.0;
-    (void)c;
-    #pragma omp parallel for num_threads(a->nthreads) if (blocks > 16384) schedule(static)
-    for (int64_t b = 0; b < blocks; b++) {
+    double lo = j->lo, hi = j->hi;
+    for (int64_t b = b0; b < b1; b++) {
         uint32_t r[4];
         double v[4];
-        gm_philox4x32(seed, 0, off + (uint64_t)b, r);
-        if (wide) {
+        gm_philox4x32(j->seed, 0, j->off + (uint64_t)b, r);
+        if (j->wide) {
             /* two 53-bit uniforms from the four lanes */
             double u0 = (double)(((uint64_t)r[0] << 21) ^ (r[1] >> 11)) / two53;
             double u1 = (double)(((uint64_t)r[2] << 21) ^ (r[3] >> 11)) / two53;
-            if (kind == GM_RAND_UNIFORM) {
+            if (j->kind == GM_RAND_UNIFORM) {
                 v[0] = lo + (hi - lo) * u0;
                 v[1] = lo + (hi - lo) * u1;
             } else {
@@ -203,9 +269,9 @@ gm_status gm_cpu_RAND(gm_ctx *c, const gm_kargs *a) {
                 v[0] = lo + hi * rad * cos(th);
                 v[1] = lo + hi * rad * sin(th);
             }
-        } else if (kind == GM_RAND_UNIFORM) {
+        } else if (j->kind == GM_RAND_UNIFORM) {
             for (int k = 0; k < 4; k++) v[k] = lo + (hi - lo) * ((r[k] >> 8) * (1.0 / 16777216.0));
-        } else if (kind == GM_RAND_NORMAL) {
+        } else if (j->kind == GM_RAND_NORMAL) {
             for (int k = 0; k < 4; k += 2) {
                 double u0 = (r[k] + 1.0) / (two32 + 1.0), th = 2.0 * M_PI * (r[k + 1] / two32);
                 double rad = sqrt(-2.0 * log(u0));
@@ -216,12 +282,21 @@ gm_status gm_cpu_RAND(gm_ctx *c, const gm_kargs *a) {
             uint64_t range = (uint64_t)(hi - lo);
             for (int k = 0; k < 4; k++) v[k] = lo + (double)(((uint64_t)r[k] * range) >> 32);
         }
-        for (int64_t k = 0; k < per && b * per + k < n; k++) {
+        for (int64_t k = 0; k < j->per && b * j->per + k < j->n; k++) {
             double x = v[k];
-            if (y->dtype == GM_F32 && kind == GM_RAND_UNIFORM && (float)x >= hi && hi > lo)
+            if (j->y->dtype == GM_F32 && j->kind == GM_RAND_UNIFORM && (float)x >= hi && hi > lo)
                 x = nextafterf((float)hi, (float)lo); /* keep [lo, hi) after rounding */
-            store(y->data, y->dtype, b * per + k, x);
+            store(j->y->data, j->y->dtype, b * j->per + k, x);
         }
     }
+}
+
+gm_status gm_cpu_RAND(gm_ctx *c, const gm_kargs *a) {
+    rand_job j = {.y = &a->out[0], .n = view_numel(&a->out[0]), .kind = a->i[0],
+                  .seed = (uint64_t)a->i[1], .off = (uint64_t)a->i[2], .lo = a->d[0], .hi = a->d[1]};
+    j.wide = a->out[0].dtype == GM_F64 && j.kind != GM_RAND_INT;
+    j.per = j.wide ? 2 : 4;
+    (void)c;
+    gm_parallel_for((j.n + j.per - 1) / j.per, 4096, a->nthreads, rand_blocks, &j);
     return GM_OK;
 }

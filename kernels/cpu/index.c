@@ -153,7 +153,7 @@ gm_status gm_cpu_GATHER(gm_ctx *c, const gm_kargs *a)
     int dim = (int)a->i[0];
     gm_status s = check_index(c, "gather", &a->in[1], dim, a->in[0].shape[dim]);
     if (s) return s;
-    s = gather_run(a, gm_dtype_size(a->in[0].dtype));
+    s = gm_dtype_size(a->in[0].dtype) == 4 ? gather_run(a, 4) : gather_run(a, 8);
     return s == GM_EINTR ? gm_errf(c, GM_EINTR, "gather: interrupted") : s;
 }
 
@@ -218,12 +218,53 @@ static gm_status index_select_run(const gm_kargs *a, size_t esz)
     return stop ? GM_EINTR : GM_OK;
 }
 
+static bool contig(const gm_kview *v)
+{
+    int64_t want = 1;
+    for (int d = v->ndim - 1; d >= 0; d--) {
+        if (v->shape[d] != 1 && v->stride[d] != want) return false;
+        want *= v->shape[d];
+    }
+    return true;
+}
+
+/* Contiguous x [O, S, I] and out [O, L, I]: one memcpy of I elements per (o, l). */
+static gm_status index_select_rows(const gm_kargs *a, size_t esz)
+{
+    const gm_kview *x = &a->in[0], *ix = &a->in[1], *o = &a->out[0];
+    int dim = (int)a->i[0];
+    int64_t outer = numel_of(dim, x->shape), S = x->shape[dim], Lk = o->shape[dim];
+    int64_t inner = numel_of(x->ndim - dim - 1, x->shape + dim + 1), is = ix->stride[0];
+    const int32_t *id = ix->data;
+    int64_t rows = outer * Lk;
+    size_t bytes = (size_t)inner * esz;
+    int stop = 0;
+#pragma omp parallel for num_threads(a->nthreads) if (rows * inner > 32768) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        int halt;
+#pragma omp atomic read
+        halt = stop;
+        if (halt) continue;
+        if ((r & 1023) == 0 && gm_interrupted()) {
+#pragma omp atomic write
+            stop = 1;
+            continue;
+        }
+        int64_t ob = r / Lk, l = r % Lk;
+        memcpy((char *)o->data + r * (int64_t)bytes,
+               (const char *)x->data + ((ob * S + id[l * is]) * inner) * (int64_t)esz, bytes);
+    }
+    return stop ? GM_EINTR : GM_OK;
+}
+
 gm_status gm_cpu_INDEX_SELECT(gm_ctx *c, const gm_kargs *a)
 {
     int dim = (int)a->i[0];
     gm_status s = check_index(c, "index_select", &a->in[1], dim, a->in[0].shape[dim]);
     if (s) return s;
-    s = index_select_run(a, gm_dtype_size(a->in[0].dtype));
+    size_t esz = gm_dtype_size(a->in[0].dtype);
+    if (contig(&a->in[0]) && contig(&a->out[0])) s = index_select_rows(a, esz);
+    else s = esz == 4 ? index_select_run(a, 4) : index_select_run(a, 8);
     return s == GM_EINTR ? gm_errf(c, GM_EINTR, "index_select: interrupted") : s;
 }
 

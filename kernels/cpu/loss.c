@@ -124,16 +124,17 @@ gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
 static void ce_bwd_f(const float *x, int64_t xs, float *o, int64_t os, int64_t C, int64_t k,
                      double w)
 {
-    double lse = lse_f(x, xs, C);
-    for (int64_t j = 0; j < C; j++)
-        o[j * os] = (float)((exp((double)x[j * xs] - lse) - (j == k)) * w);
+    float lse = (float)lse_f(x, xs, C), wf = (float)w;
+    for (int64_t j = 0; j < C; j++) o[j * os] = expf(x[j * xs] - lse) * wf;
+    o[k * os] -= wf;
 }
 
 static void ce_bwd_d(const double *x, int64_t xs, double *o, int64_t os, int64_t C, int64_t k,
                      double w)
 {
     double lse = lse_d(x, xs, C);
-    for (int64_t j = 0; j < C; j++) o[j * os] = (exp(x[j * xs] - lse) - (j == k)) * w;
+    for (int64_t j = 0; j < C; j++) o[j * os] = exp(x[j * xs] - lse) * w;
+    o[k * os] -= w;
 }
 
 gm_status gm_cpu_CROSS_ENTROPY_BWD(gm_ctx *c, const gm_kargs *a)

@@ -18,6 +18,14 @@
 #define SUMSQ_CHUNK ((int64_t)1 << 14)
 #define PAR_MIN 32768
 
+/* sqrt may set errno, and that path keeps GCC from vectorising the Adam loops; the argument
+ * is never negative there, so the errno path is dead. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define NO_ERRNO __attribute__((optimize("no-math-errno")))
+#else
+#define NO_ERRNO
+#endif
+
 static int64_t numel(const gm_kview *v) {
     int64_t n = 1;
     for (int i = 0; i < v->ndim; i++) n *= v->shape[i];
@@ -84,27 +92,25 @@ gm_status gm_cpu_SGD_STEP(gm_ctx *c, const gm_kargs *a) {
 /* ---- Adam / AdamW ---------------------------------------------------------------------- */
 
 typedef struct {
-    double lr, beta1, beta2, eps, wd, bc1, sqrt_bc2;
-    bool decoupled;
+    double decay, l2, beta1, beta2, eps, step_size, sqrt_bc2;
 } adam_hp;
 
 /* torch.optim.Adam / AdamW for one element: returns the new parameter, updates *m, *v.
- * Same order of operations as PyTorch: denom = sqrt(v) / sqrt(bc2) + eps,
- * p -= (lr / bc1) * m / denom. */
-static inline double adam_elem(const adam_hp *h, double p, double g, double *m, double *v) {
-    if (h->decoupled)
-        p *= 1.0 - h->lr * h->wd;
-    else
-        g += h->wd * p;
+ * Weight decay is branch-free so the loops vectorise: AdamW has decay = 1 - lr*wd, l2 = 0;
+ * Adam has decay = 1, l2 = wd (g += wd*p). Same order of operations as PyTorch after that:
+ * denom = sqrt(v) / sqrt(bc2) + eps, p -= (lr / bc1) * m / denom. */
+NO_ERRNO static inline double adam_elem(const adam_hp *h, double p, double g, double *m, double *v) {
+    p *= h->decay;
+    g += h->l2 * p;
     *m = h->beta1 * *m + (1.0 - h->beta1) * g;
     *v = h->beta2 * *v + (1.0 - h->beta2) * g * g;
     double denom = sqrt(*v) / h->sqrt_bc2 + h->eps;
-    return p - (h->lr / h->bc1) * *m / denom;
+    return p - h->step_size * *m / denom;
 }
 
-static void adam_f32(const adam_hp *h, float *p, const float *g, float *m, float *v, int64_t n,
+NO_ERRNO static void adam_f32(const adam_hp *h, float *p, const float *g, float *m, float *v, int64_t n,
                      int nth) {
-    #pragma omp parallel for num_threads(nth) if (n > PAR_MIN) schedule(static)
+    #pragma omp parallel for simd num_threads(nth) if (n > PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) {
         double mi = m[i], vi = v[i];
         p[i] = (float)adam_elem(h, p[i], g[i], &mi, &vi);
@@ -113,9 +119,9 @@ static void adam_f32(const adam_hp *h, float *p, const float *g, float *m, float
     }
 }
 
-static void adam_f64(const adam_hp *h, double *p, const double *g, double *m, double *v,
+NO_ERRNO static void adam_f64(const adam_hp *h, double *p, const double *g, double *m, double *v,
                      int64_t n, int nth) {
-    #pragma omp parallel for num_threads(nth) if (n > PAR_MIN) schedule(static)
+    #pragma omp parallel for simd num_threads(nth) if (n > PAR_MIN) schedule(static)
     for (int64_t i = 0; i < n; i++) p[i] = adam_elem(h, p[i], g[i], &m[i], &v[i]);
 }
 
@@ -123,8 +129,10 @@ static void adam_f64(const adam_hp *h, double *p, const double *g, double *m, do
  * d[0] = lr, d[1] = beta1, d[2] = beta2, d[3] = eps, d[4] = weight_decay,
  * d[5] = 1 - beta1^step, d[6] = 1 - beta2^step (bias corrections); i[0] = decoupled (AdamW). */
 gm_status gm_cpu_ADAM_STEP(gm_ctx *c, const gm_kargs *a) {
-    adam_hp h = {a->d[0], a->d[1], a->d[2], a->d[3], a->d[4], a->d[5], sqrt(a->d[6]),
-                 a->i[0] != 0};
+    double lr = a->d[0], wd = a->d[4];
+    bool decoupled = a->i[0] != 0;
+    adam_hp h = {decoupled ? 1.0 - lr * wd : 1.0, decoupled ? 0.0 : wd, a->d[1], a->d[2], a->d[3],
+                 lr / a->d[5], sqrt(a->d[6])};
     int64_t n = numel(&a->out[0]);
     (void)c;
     for (int64_t s = 0; s < n; s += BLOCK) {
