@@ -36,7 +36,7 @@ WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wpointe
 ifeq ($(WERROR),1)
 WARN += -Werror
 endif
-CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -fopenmp \
+CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -fopenmp -fno-math-errno \
              $(WARN) $(SANFLAGS) -Icore -Ilua $(PKG_CFLAGS) $(CFLAGS)
 LDLIBS_ALL = $(PKG_LIBS) -fopenmp -lm $(SANFLAGS) $(LDFLAGS) $(LDLIBS)
 
@@ -119,7 +119,12 @@ test: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD) SAN=$(SAN) $(BUILD)/gmoe $(C_TESTS)
 	GMOE=$(BUILD)/gmoe prove -j$(PROVE_JOBS) --exec tests/exec $(C_TESTS) tests/lua/t_*.lua
 
-bench: $(BUILD)/gmoe
+BENCH_C := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
+$(BUILD)/bench/%: tests/bench/%.c $(ENGINE_OBJ) $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) $< $(ENGINE_OBJ) -o $@ $(LDLIBS_ALL)
+
+bench: $(BUILD)/gmoe $(BENCH_C)
 	@sh tests/bench/run.sh $(BUILD)
 
 figures: deps

@@ -8,7 +8,7 @@
 
 /* ---- struct pools: every op makes a tensor (and usually a storage); recycling the structs
  * keeps malloc off the per-op path. The engine is single-threaded outside kernels. -------- */
-#define POOL_MAX 4096
+#define POOL_MAX 32768
 typedef union pooled { union pooled *next; gm_tensor t; gm_storage s; } pooled;
 static pooled *tensor_pool, *storage_pool;
 static int tensor_pooled, storage_pooled;

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <lualib.h>
 
@@ -33,33 +34,40 @@ int gm_lua_error(lua_State *L, gm_status st) {
     return lua_error(L);
 }
 
-/* ---- tensor userdata ------------------------------------------------------------------------ */
+/* ---- tensor userdata ------------------------------------------------------------------------
+ * A tensor userdata is {gm_tensor *, magic}: recognising one needs no metatable lookup, which
+ * matters at several checks per op. Only C code could forge the magic; Lua code cannot. */
+#define TENSOR_MAGIC 0x676d6f6554656e73ull /* "gmoeTens" */
+typedef struct tensor_ud {
+    gm_tensor *t;
+    uint64_t magic;
+} tensor_ud;
+
+static tensor_ud *to_ud(lua_State *L, int i) {
+    if (lua_type(L, i) != LUA_TUSERDATA || lua_rawlen(L, i) != sizeof(tensor_ud)) return NULL;
+    tensor_ud *u = lua_touserdata(L, i);
+    return u->magic == TENSOR_MAGIC ? u : NULL;
+}
+
 gm_tensor *gm_lua_to_tensor(lua_State *L, int i) {
-    gm_tensor **ud = lua_touserdata(L, i);
-    if (!ud || !lua_getmetatable(L, i)) return NULL;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &TENSOR_MT);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return same ? *ud : NULL;
+    tensor_ud *u = to_ud(L, i);
+    return u ? u->t : NULL;
 }
 
 gm_tensor *gm_lua_check_tensor(lua_State *L, int i) {
-    gm_tensor *t = gm_lua_to_tensor(L, i);
-    if (!t) {
-        if (lua_touserdata(L, i) && lua_getmetatable(L, i)) {
-            lua_rawgetp(L, LUA_REGISTRYINDEX, &TENSOR_MT);
-            if (lua_rawequal(L, -1, -2)) luaL_error(L, "tensor was closed (used after <close>)");
-            lua_pop(L, 2);
-        }
-        luaL_typeerror(L, i, "tensor");
-    }
-    return t;
+    tensor_ud *u = to_ud(L, i);
+    if (u && u->t) return u->t;
+    if (u) luaL_error(L, "tensor was closed (used after <close>)");
+    luaL_typeerror(L, i, "tensor");
+    return NULL;
 }
 
-void gm_lua_push_tensor(lua_State *L, gm_tensor *t) {
-    gm_tensor **ud = lua_newuserdatauv(L, sizeof *ud, 0);
-    *ud = t;
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &TENSOR_MT);
+/* Push t (owned); the tensor metatable is at stack index mt. */
+static void push_tensor_mt(lua_State *L, gm_tensor *t, int mt) {
+    tensor_ud *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->t = t;
+    u->magic = TENSOR_MAGIC;
+    lua_pushvalue(L, mt);
     lua_setmetatable(L, -2);
     /* Tell the collector about tensor bytes so loops stay bounded without collectgarbage(). */
     if (t->storage->refcount == 1) {
@@ -73,11 +81,17 @@ void gm_lua_push_tensor(lua_State *L, gm_tensor *t) {
     }
 }
 
+void gm_lua_push_tensor(lua_State *L, gm_tensor *t) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &TENSOR_MT);
+    push_tensor_mt(L, t, lua_gettop(L));
+    lua_remove(L, -2);
+}
+
 static int t_gc(lua_State *L) {
-    gm_tensor **ud = lua_touserdata(L, 1);
-    if (ud && *ud) {
-        gm_tensor_release(*ud);
-        *ud = NULL;
+    tensor_ud *u = to_ud(L, 1);
+    if (u && u->t) {
+        gm_tensor_release(u->t);
+        u->t = NULL;
     }
     return 0;
 }
@@ -262,6 +276,7 @@ static int op_call(lua_State *L) {
     const sigtok *toks = sigs[op];
     int top = lua_gettop(L), arg = 1, opts = 0, nin = 0, list = 0;
     int tpos[GM_MAX_IN];
+    gm_tensor *ins[GM_MAX_IN], **inp = ins, *tmp[GM_MAX_IN] = {0};
     gm_params p;
     gm_params_init(&p);
     for (int k = 0; k < nsig[op]; k++) {
@@ -279,7 +294,8 @@ static int op_call(lua_State *L) {
             continue;
         }
         if (t->kind == A_TENSOR) {
-            if (!gm_lua_to_tensor(L, arg) && lua_type(L, arg) != LUA_TNUMBER)
+            ins[nin] = gm_lua_to_tensor(L, arg);
+            if (!ins[nin] && lua_type(L, arg) != LUA_TNUMBER)
                 argerr(L, d->name, arg, t->name, "a tensor or a number");
             tpos[nin++] = arg++;
             continue;
@@ -307,7 +323,6 @@ static int op_call(lua_State *L) {
 
     /* Gather tensors: nothing below raises until every temporary is released. */
     gm_ctx *c = gm_lua_ctx(L);
-    gm_tensor *ins[GM_MAX_IN], **inp = ins, *tmp[GM_MAX_IN] = {0};
     int n = nin;
     if (list) {
         n = (int)lua_rawlen(L, list);
@@ -325,7 +340,6 @@ static int op_call(lua_State *L) {
         gm_dtype ref = GM_F32;
         bool have_ref = false;
         for (int k = 0; k < nin; k++) {
-            ins[k] = gm_lua_to_tensor(L, tpos[k]);
             if (ins[k] && (!have_ref || (!gm_dtype_is_float(ref) && gm_dtype_is_float(ins[k]->dtype)))) {
                 ref = ins[k]->dtype;
                 have_ref = true;
@@ -345,7 +359,7 @@ static int op_call(lua_State *L) {
     gm_status st = gm_op(c, op, n, inp, &p, out);
     for (int k = 0; k < nin; k++) gm_tensor_release(tmp[k]);
     if (st != GM_OK) return gm_lua_error(L, st);
-    for (int k = 0; k < d->n_out; k++) gm_lua_push_tensor(L, out[k]);
+    for (int k = 0; k < d->n_out; k++) push_tensor_mt(L, out[k], lua_upvalueindex(2));
     return d->n_out;
 }
 
@@ -933,6 +947,14 @@ static int l_blas_info(lua_State *L) {
     lua_pushstring(L, gm_blas_info());
     return 1;
 }
+/* gm.clock(): monotonic wall time in seconds, for timing cells and benchmarks. */
+static int l_clock(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
 static int l_interrupted(lua_State *L) {
     lua_pushboolean(L, gm_interrupted());
     return 1;
@@ -1077,7 +1099,7 @@ static const luaL_Reg module_fns[] = {
     {"set_rng_state", l_set_rng_state}, {"is_tensor", l_is_tensor},
     {"is_grad_enabled", l_is_grad_enabled}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"live_bytes", l_live_bytes}, {"blas_info", l_blas_info},
-    {"ops", l_ops}, {NULL, NULL}
+    {"ops", l_ops}, {"clock", l_clock}, {NULL, NULL}
 };
 
 static const luaL_Reg internal_fns[] = {
@@ -1123,7 +1145,8 @@ int luaopen_gmoe_core(lua_State *L) {
     for (int op = 0; op < GM_OP_COUNT; op++) {
         const gm_opdef *d = gm_opdef_get(op);
         lua_pushinteger(L, op);
-        lua_pushcclosure(L, op_call, 1);
+        lua_pushvalue(L, mt);
+        lua_pushcclosure(L, op_call, 2);
         if (!(d->flags & GM_F_NOMETHOD)) {
             lua_pushvalue(L, -1);
             lua_setfield(L, methods, d->name);

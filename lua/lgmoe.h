@@ -11,6 +11,8 @@
 /* Preload the embedded Lua modules, require 'gmoe', set the global `gm`. 0 on success, else
  * an error message is on the stack. */
 int gm_lua_setup(lua_State *L);
+/* A new state with gmoe's small-block allocator (lua/lalloc.c); NULL when out of memory. */
+lua_State *gm_lua_newstate(void);
 /* Back to a clean engine state after an error or interrupt at the prompt. */
 void gm_lua_reset(lua_State *L);
 

@@ -172,7 +172,7 @@ int main(int argc, char **argv) {
         print_version();
         return EXIT_SUCCESS;
     }
-    L = luaL_newstate();
+    L = gm_lua_newstate();
     if (L == NULL) {
         fputs(PROGNAME ": cannot create the Lua state: not enough memory\n", stderr);
         return EXIT_FAILURE;

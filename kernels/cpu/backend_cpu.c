@@ -49,7 +49,7 @@ static gm_status cpu_alloc(gm_ctx *c, size_t nbytes, void **ptr) {
         free_list[cls] = b->next;
         cached_bytes -= class_size(cls);
     } else {
-        b = aligned_alloc(64, HDR + class_size(cls));
+        b = aligned_alloc(64, (HDR + class_size(cls) + 63) & ~(size_t)63); /* C11: size % align == 0 */
         if (!b) return gm_errf(c, GM_ENOMEM, "out of memory allocating %zu bytes", nbytes);
         b->cls = cls;
     }

@@ -4,6 +4,7 @@
  * by size (4 bytes: f32/i32, 8: f64); scatters add serially so results never depend on the
  * thread count; gathers run in parallel chunks. */
 #include "backend.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -14,7 +15,8 @@
 #include "ops.def"
 #undef GM_KERNEL
 
-#define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls / per parallel task */
+#define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls */
+#define PAR_MIN 32768            /* elements per thread at least; less work runs inline */
 #define NV 3                     /* views a walker follows at most */
 
 /* Row-major walk over a shape keeping the element offsets of up to NV views. */
@@ -60,6 +62,21 @@ static int64_t numel_of(int nd, const int64_t *shape)
     int64_t n = 1;
     for (int d = 0; d < nd; d++) n *= shape[d];
     return n;
+}
+
+/* Has a range seen an interrupt (its own poll or another range's)? */
+static bool halted(int *stop)
+{
+    if (__atomic_load_n(stop, __ATOMIC_RELAXED)) return true;
+    if (!gm_interrupted()) return false;
+    __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* Units (rows) per thread so that each thread gets at least PAR_MIN elements. */
+static int64_t min_units(int64_t per_unit)
+{
+    return per_unit >= PAR_MIN ? 1 : PAR_MIN / (per_unit > 0 ? per_unit : 1);
 }
 
 static inline double load(const void *p, gm_dtype t, int64_t off)
@@ -112,40 +129,49 @@ static gm_status check_index(gm_ctx *c, const char *op, const gm_kview *ix, int 
     return GM_OK;
 }
 
-/* out[p] = x[p with p[dim] = index[p]] over the index shape. */
-static gm_status gather_run(const gm_kargs *a, size_t esz)
-{
-    const gm_kview *x = &a->in[0], *ix = &a->in[1], *o = &a->out[0];
-    int dim = (int)a->i[0], nd = ix->ndim;
-    int64_t n = numel_of(nd, ix->shape), xs = x->stride[dim];
+/* A copy loop over elements [lo, hi) of a walk; ranges run on separate threads. */
+typedef struct {
+    const gm_kargs *a;
+    size_t esz;
     int64_t xst[GM_MAX_DIMS];
-    memcpy(xst, x->stride, sizeof xst);
-    xst[dim] = 0;
-    const int64_t *st[3] = {o->stride, ix->stride, xst};
-    int64_t nch = (n + CHUNK - 1) / CHUNK;
-    int stop = 0;
-#pragma omp parallel for num_threads(a->nthreads) if (n > 32768) schedule(static)
-    for (int64_t ch = 0; ch < nch; ch++) {
-        int halt;
-#pragma omp atomic read
-        halt = stop;
-        if (halt) continue;
-        if (gm_interrupted()) {
-#pragma omp atomic write
-            stop = 1;
-            continue;
-        }
-        int64_t lo = ch * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
-        walker w;
-        walk_init(&w, nd, ix->shape, 3, st, lo);
-        for (int64_t i = lo; i < hi; i++) {
+    int stop;
+} copy_job;
+
+/* out[p] = x[p with p[dim] = index[p]] over the index shape; esz is a constant once inlined. */
+static inline void gather_body(copy_job *j, int64_t lo, int64_t hi, size_t esz)
+{
+    const gm_kview *x = &j->a->in[0], *ix = &j->a->in[1], *o = &j->a->out[0];
+    int dim = (int)j->a->i[0];
+    int64_t xs = x->stride[dim];
+    const int64_t *st[3] = {o->stride, ix->stride, j->xst};
+    walker w;
+    walk_init(&w, ix->ndim, ix->shape, 3, st, lo);
+    for (int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
+        if (halted(&j->stop)) return;
+        int64_t c1 = c0 + CHUNK < hi ? c0 + CHUNK : hi;
+        for (int64_t i = c0; i < c1; i++) {
             int64_t k = ((const int32_t *)ix->data)[w.off[1]];
             memcpy((char *)o->data + w.off[0] * (int64_t)esz,
                    (const char *)x->data + (w.off[2] + k * xs) * (int64_t)esz, esz);
             walk_next(&w);
         }
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void gather_range(void *ctx, int64_t lo, int64_t hi)
+{
+    copy_job *j = ctx;
+    if (j->esz == 4) gather_body(j, lo, hi, 4);
+    else gather_body(j, lo, hi, 8);
+}
+
+static gm_status gather_run(const gm_kargs *a)
+{
+    copy_job j = {.a = a, .esz = gm_dtype_size(a->in[0].dtype)};
+    memcpy(j.xst, a->in[0].stride, sizeof j.xst);
+    j.xst[a->i[0]] = 0;
+    gm_parallel_for(numel_of(a->in[1].ndim, a->in[1].shape), PAR_MIN, a->nthreads, gather_range, &j);
+    return j.stop ? GM_EINTR : GM_OK;
 }
 
 gm_status gm_cpu_GATHER(gm_ctx *c, const gm_kargs *a)
@@ -153,7 +179,7 @@ gm_status gm_cpu_GATHER(gm_ctx *c, const gm_kargs *a)
     int dim = (int)a->i[0];
     gm_status s = check_index(c, "gather", &a->in[1], dim, a->in[0].shape[dim]);
     if (s) return s;
-    s = gm_dtype_size(a->in[0].dtype) == 4 ? gather_run(a, 4) : gather_run(a, 8);
+    s = gather_run(a);
     return s == GM_EINTR ? gm_errf(c, GM_EINTR, "gather: interrupted") : s;
 }
 
@@ -182,40 +208,42 @@ gm_status gm_cpu_SCATTER_ADD(gm_ctx *c, const gm_kargs *a)
 }
 
 /* out[p] = x[p with p[dim] = index[p[dim]]] over the out shape. */
-static gm_status index_select_run(const gm_kargs *a, size_t esz)
+static inline void index_select_body(copy_job *j, int64_t lo, int64_t hi, size_t esz)
 {
-    const gm_kview *x = &a->in[0], *ix = &a->in[1], *o = &a->out[0];
-    int dim = (int)a->i[0], nd = o->ndim;
-    int64_t n = numel_of(nd, o->shape), xs = x->stride[dim], is = ix->stride[0];
-    int64_t xst[GM_MAX_DIMS];
-    memcpy(xst, x->stride, sizeof xst);
-    xst[dim] = 0;
-    const int64_t *st[2] = {o->stride, xst};
+    const gm_kview *x = &j->a->in[0], *ix = &j->a->in[1], *o = &j->a->out[0];
+    int dim = (int)j->a->i[0];
+    int64_t xs = x->stride[dim], is = ix->stride[0];
+    const int64_t *st[2] = {o->stride, j->xst};
     const int32_t *id = ix->data;
-    int64_t nch = (n + CHUNK - 1) / CHUNK;
-    int stop = 0;
-#pragma omp parallel for num_threads(a->nthreads) if (n > 32768) schedule(static)
-    for (int64_t ch = 0; ch < nch; ch++) {
-        int halt;
-#pragma omp atomic read
-        halt = stop;
-        if (halt) continue;
-        if (gm_interrupted()) {
-#pragma omp atomic write
-            stop = 1;
-            continue;
-        }
-        int64_t lo = ch * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
-        walker w;
-        walk_init(&w, nd, o->shape, 2, st, lo);
-        for (int64_t i = lo; i < hi; i++) {
+    walker w;
+    walk_init(&w, o->ndim, o->shape, 2, st, lo);
+    for (int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
+        if (halted(&j->stop)) return;
+        int64_t c1 = c0 + CHUNK < hi ? c0 + CHUNK : hi;
+        for (int64_t i = c0; i < c1; i++) {
             int64_t k = id[w.pos[dim] * is];
             memcpy((char *)o->data + w.off[0] * (int64_t)esz,
                    (const char *)x->data + (w.off[1] + k * xs) * (int64_t)esz, esz);
             walk_next(&w);
         }
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void index_select_range(void *ctx, int64_t lo, int64_t hi)
+{
+    copy_job *j = ctx;
+    if (j->esz == 4) index_select_body(j, lo, hi, 4);
+    else index_select_body(j, lo, hi, 8);
+}
+
+static gm_status index_select_run(const gm_kargs *a)
+{
+    copy_job j = {.a = a, .esz = gm_dtype_size(a->in[0].dtype)};
+    memcpy(j.xst, a->in[0].stride, sizeof j.xst);
+    j.xst[a->i[0]] = 0;
+    gm_parallel_for(numel_of(a->out[0].ndim, a->out[0].shape), PAR_MIN, a->nthreads,
+                    index_select_range, &j);
+    return j.stop ? GM_EINTR : GM_OK;
 }
 
 static bool contig(const gm_kview *v)
@@ -229,32 +257,36 @@ static bool contig(const gm_kview *v)
 }
 
 /* Contiguous x [O, S, I] and out [O, L, I]: one memcpy of I elements per (o, l). */
-static gm_status index_select_rows(const gm_kargs *a, size_t esz)
+typedef struct {
+    const char *x;
+    char *o;
+    const int32_t *id;
+    int64_t S, Lk, inner, is, esz;
+    int stop;
+} rows_job;
+
+static void index_rows_range(void *ctx, int64_t lo, int64_t hi)
 {
-    const gm_kview *x = &a->in[0], *ix = &a->in[1], *o = &a->out[0];
-    int dim = (int)a->i[0];
-    int64_t outer = numel_of(dim, x->shape), S = x->shape[dim], Lk = o->shape[dim];
-    int64_t inner = numel_of(x->ndim - dim - 1, x->shape + dim + 1), is = ix->stride[0];
-    const int32_t *id = ix->data;
-    int64_t rows = outer * Lk;
-    size_t bytes = (size_t)inner * esz;
-    int stop = 0;
-#pragma omp parallel for num_threads(a->nthreads) if (rows * inner > 32768) schedule(static)
-    for (int64_t r = 0; r < rows; r++) {
-        int halt;
-#pragma omp atomic read
-        halt = stop;
-        if (halt) continue;
-        if ((r & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-            stop = 1;
-            continue;
-        }
-        int64_t ob = r / Lk, l = r % Lk;
-        memcpy((char *)o->data + r * (int64_t)bytes,
-               (const char *)x->data + ((ob * S + id[l * is]) * inner) * (int64_t)esz, bytes);
+    rows_job *j = ctx;
+    size_t bytes = (size_t)(j->inner * j->esz);
+    for (int64_t r = lo; r < hi; r++) {
+        if (((r - lo) & 1023) == 0 && halted(&j->stop)) return;
+        int64_t ob = r / j->Lk, l = r % j->Lk;
+        memcpy(j->o + r * (int64_t)bytes, j->x + ((ob * j->S + j->id[l * j->is]) * j->inner) * j->esz,
+               bytes);
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static gm_status index_select_rows(const gm_kargs *a)
+{
+    const gm_kview *x = &a->in[0], *o = &a->out[0];
+    int dim = (int)a->i[0];
+    rows_job j = {.x = x->data, .o = o->data, .id = a->in[1].data, .S = x->shape[dim],
+                  .Lk = o->shape[dim], .inner = numel_of(x->ndim - dim - 1, x->shape + dim + 1),
+                  .is = a->in[1].stride[0], .esz = (int64_t)gm_dtype_size(x->dtype)};
+    int64_t rows = numel_of(dim, x->shape) * j.Lk;
+    gm_parallel_for(rows, min_units(j.inner), a->nthreads, index_rows_range, &j);
+    return j.stop ? GM_EINTR : GM_OK;
 }
 
 gm_status gm_cpu_INDEX_SELECT(gm_ctx *c, const gm_kargs *a)
@@ -262,9 +294,8 @@ gm_status gm_cpu_INDEX_SELECT(gm_ctx *c, const gm_kargs *a)
     int dim = (int)a->i[0];
     gm_status s = check_index(c, "index_select", &a->in[1], dim, a->in[0].shape[dim]);
     if (s) return s;
-    size_t esz = gm_dtype_size(a->in[0].dtype);
-    if (contig(&a->in[0]) && contig(&a->out[0])) s = index_select_rows(a, esz);
-    else s = esz == 4 ? index_select_run(a, 4) : index_select_run(a, 8);
+    if (contig(&a->in[0]) && contig(&a->out[0])) s = index_select_rows(a);
+    else s = index_select_run(a);
     return s == GM_EINTR ? gm_errf(c, GM_EINTR, "index_select: interrupted") : s;
 }
 
@@ -348,58 +379,59 @@ static void select_k(pair *buf, int64_t n, int64_t k, int largest)
     }
 }
 
+typedef struct {
+    const gm_kargs *a;
+    int64_t rshape[GM_MAX_DIMS];
+    int64_t per; /* rows between interrupt polls */
+    int stop;    /* 1: interrupted, 2: out of memory */
+} topk_job;
+
+static void topk_range(void *ctx, int64_t lo, int64_t hi)
+{
+    topk_job *j = ctx;
+    const gm_kview *x = &j->a->in[0], *ov = &j->a->out[0], *oi = &j->a->out[1];
+    int dim = (int)j->a->i[0];
+    int64_t k = j->a->i[1], len = x->shape[dim];
+    int largest = j->a->i[2] != 0, sorted = j->a->i[3] != 0;
+    const int64_t *st[3] = {x->stride, ov->stride, oi->stride};
+    pair *buf = malloc((size_t)len * sizeof *buf);
+    if (!buf) {
+        __atomic_store_n(&j->stop, 2, __ATOMIC_RELAXED);
+        return;
+    }
+    walker w;
+    walk_init(&w, x->ndim, j->rshape, 3, st, lo);
+    for (int64_t r = lo; r < hi; r++) {
+        if ((r - lo) % j->per == 0 && halted(&j->stop)) break;
+        for (int64_t q = 0; q < len; q++) {
+            buf[q].v = load(x->data, x->dtype, w.off[0] + q * x->stride[dim]);
+            buf[q].i = q;
+        }
+        select_k(buf, len, k, largest);
+        if (!sorted) qsort(buf, (size_t)k, sizeof *buf, cmp_index);
+        for (int64_t q = 0; q < k; q++) {
+            store(ov->data, ov->dtype, w.off[1] + q * ov->stride[dim], buf[q].v);
+            ((int32_t *)oi->data)[w.off[2] + q * oi->stride[dim]] = (int32_t)buf[q].i;
+        }
+        walk_next(&w);
+    }
+    free(buf);
+}
+
 gm_status gm_cpu_TOPK(gm_ctx *c, const gm_kargs *a)
 {
-    const gm_kview *x = &a->in[0], *ov = &a->out[0], *oi = &a->out[1];
-    int dim = (int)a->i[0], nd = x->ndim;
+    const gm_kview *x = &a->in[0];
+    int dim = (int)a->i[0];
     int64_t k = a->i[1], len = x->shape[dim];
-    int largest = a->i[2] != 0, sorted = a->i[3] != 0;
-    int64_t rshape[GM_MAX_DIMS];
-    memcpy(rshape, x->shape, sizeof rshape);
-    rshape[dim] = 1;
-    int64_t rows = numel_of(nd, rshape);
+    topk_job j = {.a = a};
+    memcpy(j.rshape, x->shape, sizeof j.rshape);
+    j.rshape[dim] = 1;
+    int64_t rows = numel_of(x->ndim, j.rshape);
     if (k == 0 || rows == 0) return GM_OK;
-    const int64_t *st[3] = {x->stride, ov->stride, oi->stride};
-    int64_t per = len > 0 && CHUNK / len > 0 ? CHUNK / len : 1; /* rows per task */
-    int64_t nch = (rows + per - 1) / per;
-    int stop = 0; /* 1: interrupted, 2: out of memory */
-#pragma omp parallel for num_threads(a->nthreads) if (rows * len > 32768) schedule(static)
-    for (int64_t ch = 0; ch < nch; ch++) {
-        int halt;
-#pragma omp atomic read
-        halt = stop;
-        if (halt) continue;
-        if (gm_interrupted()) {
-#pragma omp atomic write
-            stop = 1;
-            continue;
-        }
-        pair *buf = malloc((size_t)len * sizeof *buf);
-        if (!buf) {
-#pragma omp atomic write
-            stop = 2;
-            continue;
-        }
-        int64_t lo = ch * per, hi = lo + per < rows ? lo + per : rows;
-        walker w;
-        walk_init(&w, nd, rshape, 3, st, lo);
-        for (int64_t r = lo; r < hi; r++) {
-            for (int64_t j = 0; j < len; j++) {
-                buf[j].v = load(x->data, x->dtype, w.off[0] + j * x->stride[dim]);
-                buf[j].i = j;
-            }
-            select_k(buf, len, k, largest);
-            if (!sorted) qsort(buf, (size_t)k, sizeof *buf, cmp_index);
-            for (int64_t j = 0; j < k; j++) {
-                store(ov->data, ov->dtype, w.off[1] + j * ov->stride[dim], buf[j].v);
-                ((int32_t *)oi->data)[w.off[2] + j * oi->stride[dim]] = (int32_t)buf[j].i;
-            }
-            walk_next(&w);
-        }
-        free(buf);
-    }
-    if (stop == 1) return gm_errf(c, GM_EINTR, "topk: interrupted");
-    if (stop == 2) return gm_errf(c, GM_ENOMEM, "topk: out of memory for a row of %lld", (long long)len);
+    j.per = len > 0 && CHUNK / len > 0 ? CHUNK / len : 1;
+    gm_parallel_for(rows, min_units(len), a->nthreads, topk_range, &j);
+    if (j.stop == 1) return gm_errf(c, GM_EINTR, "topk: interrupted");
+    if (j.stop == 2) return gm_errf(c, GM_ENOMEM, "topk: out of memory for a row of %lld", (long long)len);
     return GM_OK;
 }
 

@@ -2,6 +2,7 @@
  * forward and backward. Reductions over rows/elements run serially in double so a loss is
  * bitwise the same for any thread count; per-row work (softmax rows) runs in parallel. */
 #include "backend.h"
+#include "parallel.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -13,6 +14,16 @@
 #undef GM_KERNEL
 
 #define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls */
+#define PAR_MIN 32768            /* elements per thread at least; less work runs inline */
+
+/* Has a range seen an interrupt (its own poll or another range's)? */
+static bool halted(int *stop)
+{
+    if (__atomic_load_n(stop, __ATOMIC_RELAXED)) return true;
+    if (!gm_interrupted()) return false;
+    __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
+    return true;
+}
 
 /* ---- cross-entropy: logits [N,C] (any strides), target [N] i32 ------------------------- */
 
@@ -72,6 +83,35 @@ static double ce_row(const gm_kview *L, const gm_kview *T, int64_t r, int64_t ig
     return lse_d(x, s, C) - x[k * s];
 }
 
+/* Rows of a cross-entropy kernel; per = rows between interrupt polls. */
+typedef struct {
+    const gm_kargs *a;
+    double *row;  /* forward with a reduction: per-row losses, summed serially afterwards */
+    double scale; /* backward: 1/count for the mean, else 1 */
+    int64_t per;
+    int stop;
+} ce_job;
+
+static void ce_range(void *ctx, int64_t lo, int64_t hi)
+{
+    ce_job *j = ctx;
+    const gm_kview *L = &j->a->in[0], *T = &j->a->in[1], *O = &j->a->out[0];
+    int64_t ign = j->a->i[1];
+    for (int64_t r = lo; r < hi; r++) {
+        if ((r - lo) % j->per == 0 && halted(&j->stop)) return;
+        double l = ce_row(L, T, r, ign);
+        if (j->row) j->row[r] = l;
+        else if (O->dtype == GM_F32) ((float *)O->data)[r * O->stride[0]] = (float)l;
+        else ((double *)O->data)[r * O->stride[0]] = l;
+    }
+}
+
+/* Rows per thread so that each thread gets at least PAR_MIN logits. */
+static int64_t ce_min_rows(int64_t C)
+{
+    return C >= PAR_MIN ? 1 : PAR_MIN / (C > 0 ? C : 1);
+}
+
 gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *L = &a->in[0], *T = &a->in[1], *O = &a->out[0];
@@ -82,29 +122,9 @@ gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
     double *row = NULL;
     if (red != GM_RED_NONE && !(row = malloc((size_t)(N > 0 ? N : 1) * sizeof *row)))
         return gm_errf(c, GM_ENOMEM, "cross_entropy: out of memory for %lld rows", (long long)N);
-    int64_t per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1; /* rows per task */
-    int64_t nch = (N + per - 1) / per;
-    int stop = 0;
-#pragma omp parallel for num_threads(a->nthreads) if (N * C > 32768) schedule(static)
-    for (int64_t ch = 0; ch < nch; ch++) {
-        int halt;
-#pragma omp atomic read
-        halt = stop;
-        if (halt) continue;
-        if (gm_interrupted()) {
-#pragma omp atomic write
-            stop = 1;
-            continue;
-        }
-        int64_t hi = (ch + 1) * per < N ? (ch + 1) * per : N;
-        for (int64_t r = ch * per; r < hi; r++) {
-            double l = ce_row(L, T, r, ign);
-            if (row) row[r] = l;
-            else if (O->dtype == GM_F32) ((float *)O->data)[r * O->stride[0]] = (float)l;
-            else ((double *)O->data)[r * O->stride[0]] = l;
-        }
-    }
-    if (stop) {
+    ce_job j = {.a = a, .row = row, .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1};
+    gm_parallel_for(N, ce_min_rows(C), a->nthreads, ce_range, &j);
+    if (j.stop) {
         free(row);
         return gm_errf(c, GM_EINTR, "cross_entropy: interrupted");
     }
@@ -137,53 +157,47 @@ static void ce_bwd_d(const double *x, int64_t xs, double *o, int64_t os, int64_t
     o[k * os] -= w;
 }
 
+static void ce_bwd_range(void *ctx, int64_t lo, int64_t hi)
+{
+    ce_job *j = ctx;
+    const gm_kview *L = &j->a->in[0], *T = &j->a->in[1], *G = &j->a->in[2], *O = &j->a->out[0];
+    int64_t C = L->shape[1], ign = j->a->i[1];
+    int64_t gs = G->ndim > 0 ? G->stride[0] : 0; /* [N] for reduction none, else 0-dim */
+    for (int64_t r = lo; r < hi; r++) {
+        if ((r - lo) % j->per == 0 && halted(&j->stop)) return;
+        int64_t k = ((const int32_t *)T->data)[r * T->stride[0]];
+        double w = k == ign ? 0
+                 : (G->dtype == GM_F32 ? ((const float *)G->data)[r * gs]
+                                       : ((const double *)G->data)[r * gs]) * j->scale;
+        if (L->dtype == GM_F32) {
+            float *o = (float *)O->data + r * O->stride[0];
+            if (k == ign)
+                for (int64_t q = 0; q < C; q++) o[q * O->stride[1]] = 0;
+            else
+                ce_bwd_f((const float *)L->data + r * L->stride[0], L->stride[1], o,
+                         O->stride[1], C, k, w);
+        } else {
+            double *o = (double *)O->data + r * O->stride[0];
+            if (k == ign)
+                for (int64_t q = 0; q < C; q++) o[q * O->stride[1]] = 0;
+            else
+                ce_bwd_d((const double *)L->data + r * L->stride[0], L->stride[1], o,
+                         O->stride[1], C, k, w);
+        }
+    }
+}
+
 gm_status gm_cpu_CROSS_ENTROPY_BWD(gm_ctx *c, const gm_kargs *a)
 {
-    const gm_kview *L = &a->in[0], *T = &a->in[1], *G = &a->in[2], *O = &a->out[0];
+    const gm_kview *L = &a->in[0], *T = &a->in[1];
     int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count;
     int red = (int)a->i[0];
     gm_status s = check_targets(c, T, C, ign, &count);
     if (s) return s;
-    double scale = red == GM_RED_MEAN && count > 0 ? 1.0 / (double)count : 1.0;
-    int64_t gs = G->ndim > 0 ? G->stride[0] : 0; /* [N] for reduction none, else 0-dim */
-    int64_t per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1;
-    int64_t nch = (N + per - 1) / per;
-    int stop = 0;
-#pragma omp parallel for num_threads(a->nthreads) if (N * C > 32768) schedule(static)
-    for (int64_t ch = 0; ch < nch; ch++) {
-        int halt;
-#pragma omp atomic read
-        halt = stop;
-        if (halt) continue;
-        if (gm_interrupted()) {
-#pragma omp atomic write
-            stop = 1;
-            continue;
-        }
-        int64_t hi = (ch + 1) * per < N ? (ch + 1) * per : N;
-        for (int64_t r = ch * per; r < hi; r++) {
-            int64_t k = ((const int32_t *)T->data)[r * T->stride[0]];
-            double w = k == ign ? 0
-                     : (G->dtype == GM_F32 ? ((const float *)G->data)[r * gs]
-                                           : ((const double *)G->data)[r * gs]) * scale;
-            if (L->dtype == GM_F32) {
-                float *o = (float *)O->data + r * O->stride[0];
-                if (k == ign)
-                    for (int64_t j = 0; j < C; j++) o[j * O->stride[1]] = 0;
-                else
-                    ce_bwd_f((const float *)L->data + r * L->stride[0], L->stride[1], o,
-                             O->stride[1], C, k, w);
-            } else {
-                double *o = (double *)O->data + r * O->stride[0];
-                if (k == ign)
-                    for (int64_t j = 0; j < C; j++) o[j * O->stride[1]] = 0;
-                else
-                    ce_bwd_d((const double *)L->data + r * L->stride[0], L->stride[1], o,
-                             O->stride[1], C, k, w);
-            }
-        }
-    }
-    return stop ? gm_errf(c, GM_EINTR, "cross_entropy: interrupted") : GM_OK;
+    ce_job j = {.a = a, .scale = red == GM_RED_MEAN && count > 0 ? 1.0 / (double)count : 1.0,
+                .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1};
+    gm_parallel_for(N, ce_min_rows(C), a->nthreads, ce_bwd_range, &j);
+    return j.stop ? gm_errf(c, GM_EINTR, "cross_entropy: interrupted") : GM_OK;
 }
 
 /* ---- mse: x, y (and g) of one shape, any strides --------------------------------------- */
@@ -311,47 +325,51 @@ static bool all_zero_strides(const gm_kview *v)
     return true;
 }
 
+typedef struct {
+    const gm_kargs *a;
+    double scale;
+    int64_t gs; /* g contiguous (1) or one broadcast scalar (0) on the fast path */
+    bool two, fast;
+    int stop;
+} mse_job;
+
+static void mse_bwd_range(void *ctx, int64_t lo, int64_t hi)
+{
+    mse_job *j = ctx;
+    const gm_kview *X = &j->a->in[0], *Y = &j->a->in[1], *G = &j->a->in[2];
+    const gm_kview *O = &j->a->out[0], *O2 = &j->a->out[1];
+    int64_t gs = j->gs;
+    for (int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
+        if (halted(&j->stop)) return;
+        int64_t c1 = c0 + CHUNK < hi ? c0 + CHUNK : hi;
+        if (j->fast) {
+            if (X->dtype == GM_F32)
+                mse_bwd_f((const float *)X->data + c0, (const float *)Y->data + c0,
+                          (const float *)G->data + c0 * gs, gs, (float *)O->data + c0,
+                          j->two ? (float *)O2->data + c0 : NULL, c1 - c0, j->scale);
+            else
+                mse_bwd_d((const double *)X->data + c0, (const double *)Y->data + c0,
+                          (const double *)G->data + c0 * gs, gs, (double *)O->data + c0,
+                          j->two ? (double *)O2->data + c0 : NULL, c1 - c0, j->scale);
+            continue;
+        }
+        for (int64_t i = c0; i < c1; i++) {
+            double v = j->scale * (ld(X, off_of(X, i)) - ld(Y, off_of(Y, i))) * ld(G, off_of(G, i));
+            st(O, off_of(O, i), v);
+            if (j->two) st(O2, off_of(O2, i), -v);
+        }
+    }
+}
+
 /* out[0] = d[0] * (x - y) * g; out[1] (when given) = -out[0]. */
 gm_status gm_cpu_MSE_LOSS_BWD(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *X = &a->in[0], *Y = &a->in[1], *G = &a->in[2];
-    int64_t n = numel_of(X);
-    double scale = a->d[0];
-    bool two = a->n_out > 1;
+    mse_job j = {.a = a, .scale = a->d[0], .two = a->n_out > 1};
     bool gscalar = all_zero_strides(G);
-    int64_t gs = gscalar ? 0 : 1;
-    bool fast = contig(X) && contig(Y) && contig(&a->out[0]) && (!two || contig(&a->out[1])) &&
-                (gscalar || contig(G));
-    int64_t nch = (n + CHUNK - 1) / CHUNK;
-    int stop = 0;
-#pragma omp parallel for num_threads(a->nthreads) if (n > 32768) schedule(static)
-    for (int64_t ch = 0; ch < nch; ch++) {
-        int halt;
-#pragma omp atomic read
-        halt = stop;
-        if (halt) continue;
-        if (gm_interrupted()) {
-#pragma omp atomic write
-            stop = 1;
-            continue;
-        }
-        int64_t lo = ch * CHUNK, hi = lo + CHUNK < n ? lo + CHUNK : n;
-        if (fast) {
-            if (X->dtype == GM_F32)
-                mse_bwd_f((const float *)X->data + lo, (const float *)Y->data + lo,
-                          (const float *)G->data + lo * gs, gs, (float *)a->out[0].data + lo,
-                          two ? (float *)a->out[1].data + lo : NULL, hi - lo, scale);
-            else
-                mse_bwd_d((const double *)X->data + lo, (const double *)Y->data + lo,
-                          (const double *)G->data + lo * gs, gs, (double *)a->out[0].data + lo,
-                          two ? (double *)a->out[1].data + lo : NULL, hi - lo, scale);
-            continue;
-        }
-        for (int64_t i = lo; i < hi; i++) {
-            double v = scale * (ld(X, off_of(X, i)) - ld(Y, off_of(Y, i))) * ld(G, off_of(G, i));
-            st(&a->out[0], off_of(&a->out[0], i), v);
-            if (two) st(&a->out[1], off_of(&a->out[1], i), -v);
-        }
-    }
-    return stop ? gm_errf(c, GM_EINTR, "mse_loss: interrupted") : GM_OK;
+    j.gs = gscalar ? 0 : 1;
+    j.fast = contig(X) && contig(Y) && contig(&a->out[0]) && (!j.two || contig(&a->out[1])) &&
+             (gscalar || contig(G));
+    gm_parallel_for(numel_of(X), PAR_MIN, a->nthreads, mse_bwd_range, &j);
+    return j.stop ? gm_errf(c, GM_EINTR, "mse_loss: interrupted") : GM_OK;
 }

@@ -4,11 +4,11 @@
  * are flat restrict loops the compiler vectorises. i[0] is the GM_OP_* id of the element
  * function, so one kernel serves a whole op family (binary, unary, their backward, where). */
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "backend.h"
+#include "parallel.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
@@ -95,35 +95,50 @@ static void pw_next_row(const pw_iter *it, int64_t *idx, char **p) {
 
 /* Work units: a piece of at most PW_CHUNK elements of one long row, or a run of short rows
  * covering about PW_CHUNK elements. Units are independent, so threads split them freely and
- * the result does not depend on the thread count. *flag ORs the row functions' flags. */
+ * the result does not depend on the thread count. */
+typedef struct pw_job {
+    const pw_iter *it;
+    pw_rowfn fn;
+    const void *ctx;
+    int64_t rows, inner, pieces, rpu, ist[PW_OPS];
+    int bad; /* OR of the row functions' flags, set with an atomic OR by each range */
+} pw_job;
+
+static void pw_range(void *vj, int64_t u0, int64_t u1) {
+    pw_job *j = vj;
+    int bad = 0;
+    for (int64_t u = u0; u < u1; u++) {
+        if (gm_interrupted()) break;
+        int64_t idx[GM_MAX_DIMS];
+        char *p[PW_OPS];
+        int64_t r0 = u / j->pieces * j->rpu, off = u % j->pieces * PW_CHUNK;
+        int64_t len = j->inner - off < PW_CHUNK ? j->inner - off : PW_CHUNK;
+        int64_t r1 = r0 + j->rpu < j->rows ? r0 + j->rpu : j->rows;
+        pw_seek(j->it, r0, off, idx, p);
+        for (int64_t r = r0; r < r1; r++) {
+            bad |= j->fn(j->ctx, p, j->ist, len);
+            if (r + 1 < r1) pw_next_row(j->it, idx, p);
+        }
+    }
+    if (bad) __atomic_fetch_or(&j->bad, bad, __ATOMIC_RELAXED);
+}
+
+/* *flag ORs the row functions' flags. */
 static gm_status pw_run(gm_ctx *c, const char *name, const pw_iter *it, pw_rowfn fn,
                         const void *ctx, int nthreads, int *flag) {
     int64_t n = 1;
     for (int d = 0; d < it->ndim; d++) n *= it->shape[d];
     *flag = 0;
     if (n == 0) return GM_OK;
-    int64_t inner = it->shape[it->ndim - 1], rows = n / inner;
-    int64_t pieces = (inner + PW_CHUNK - 1) / PW_CHUNK;
-    int64_t rpu = inner >= PW_CHUNK ? 1 : PW_CHUNK / inner;
-    int64_t units = (rows + rpu - 1) / rpu * pieces;
-    int64_t ist[PW_OPS];
-    for (int k = 0; k < it->nops; k++) ist[k] = it->st[k][it->ndim - 1];
-    int bad = 0, nt = nthreads > 0 ? nthreads : 1;
-#pragma omp parallel for num_threads(nt) if (n > PW_PAR_MIN && units > 1) reduction(| : bad) schedule(static)
-    for (int64_t u = 0; u < units; u++) {
-        if (gm_interrupted()) continue;
-        int64_t idx[GM_MAX_DIMS];
-        char *p[PW_OPS];
-        int64_t r0 = u / pieces * rpu, off = u % pieces * PW_CHUNK;
-        int64_t len = inner - off < PW_CHUNK ? inner - off : PW_CHUNK;
-        int64_t r1 = r0 + rpu < rows ? r0 + rpu : rows;
-        pw_seek(it, r0, off, idx, p);
-        for (int64_t r = r0; r < r1; r++) {
-            bad |= fn(ctx, p, ist, len);
-            if (r + 1 < r1) pw_next_row(it, idx, p);
-        }
-    }
-    *flag = bad;
+    pw_job j = {.it = it, .fn = fn, .ctx = ctx, .inner = it->shape[it->ndim - 1]};
+    j.rows = n / j.inner;
+    j.pieces = (j.inner + PW_CHUNK - 1) / PW_CHUNK;
+    j.rpu = j.inner >= PW_CHUNK ? 1 : PW_CHUNK / j.inner;
+    int64_t units = (j.rows + j.rpu - 1) / j.rpu * j.pieces;
+    for (int k = 0; k < it->nops; k++) j.ist[k] = it->st[k][it->ndim - 1];
+    /* Threads only past PW_PAR_MIN elements (and at least one unit each). */
+    gm_parallel_for(units, 1, n > PW_PAR_MIN ? nthreads : 1, pw_range, &j);
+    *flag = j.bad;
     if (gm_interrupted()) return gm_errf(c, GM_EINTR, "%s: interrupted", name);
     return GM_OK;
 }

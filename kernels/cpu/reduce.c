@@ -8,13 +8,14 @@
 #include <string.h>
 
 #include "backend.h"
+#include "parallel.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
 #undef GM_KERNEL
 
-/* Output elements per parallel chunk of work before polling the interrupt flag. */
-#define CHUNK 4096
+#define POLL (1 << 16)  /* input elements between interrupt polls (at least one unit) */
+#define PAR_MIN 32768   /* input elements per thread at least; less work runs inline */
 
 /* ---- dim plans ------------------------------------------------------------------------- */
 
@@ -102,13 +103,40 @@ static inline void st(void *p, gm_dtype t, int64_t i, double v) {
     }
 }
 
-static bool interrupted_flag(volatile int *stop) {
-    if (*stop) return true;
-    if (gm_interrupted()) {
-        *stop = 1;
-        return true;
-    }
-    return false;
+/* Has a range seen an interrupt (its own poll or another range's)? */
+static bool halted(int *stop) {
+    if (__atomic_load_n(stop, __ATOMIC_RELAXED)) return true;
+    if (!gm_interrupted()) return false;
+    __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
+    return true;
+}
+
+/* Units of w input elements each: at least PAR_MIN elements per thread, and a poll every POLL
+ * elements. A unit is one or more whole outputs, so no reduction is split across threads. */
+static int64_t min_units(int64_t w) { return w >= PAR_MIN ? 1 : PAR_MIN / (w > 0 ? w : 1); }
+static int64_t poll_units(int64_t w) { return w >= POLL ? 1 : POLL / (w > 0 ? w : 1); }
+
+/* A reduction over the plan pl: each range of output elements (or column blocks) is one
+ * thread's; fields past pl serve the kernels that need them. */
+typedef struct {
+    const gm_kview *x;
+    void *out;
+    gm_dtype t;
+    const rd_plan *pl;
+    double scale;  /* sum: applied to each sum; var: the divisor */
+    int64_t per;   /* units between interrupt polls */
+    void *vals;    /* maxmin: values (or NULL) */
+    int32_t *idx;  /* maxmin: indices */
+    bool min;      /* maxmin: min instead of max */
+    rd_dims head;  /* sum_cols: outer dims but the last */
+    int64_t m, nblk; /* sum_cols: size of the last outer dim, column blocks per head index */
+    int stop;
+} rd_job;
+
+static gm_status rd_launch(rd_job *j, int64_t units, int64_t w, int nth, gm_range_fn fn) {
+    j->per = poll_units(w);
+    gm_parallel_for(units, min_units(w), nth, fn, j);
+    return j->stop ? GM_EINTR : GM_OK;
 }
 
 /* ---- sum and mean ---------------------------------------------------------------------- */
@@ -141,75 +169,79 @@ static inline double row_sum(const void *x, gm_dtype t, int64_t off, int64_t n, 
 }
 
 /* Sum of each output element over its inner set, times scale. */
-static inline gm_status sum_generic(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
-                                    double scale, int nth) {
-    volatile int stop = 0;
-    int64_t nchunk = (pl->nout + CHUNK - 1) / CHUNK;
-    int64_t work = pl->nout * pl->nrows * pl->len;
-#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (work > 32768 && nchunk > 1)
-    for (int64_t ch = 0; ch < nchunk; ch++) {
-        if (interrupted_flag(&stop)) continue;
-        int64_t o1 = (ch + 1) * CHUNK < pl->nout ? (ch + 1) * CHUNK : pl->nout;
-        for (int64_t o = ch * CHUNK; o < o1; o++) {
-            int64_t base = rd_offset(&pl->outer, o);
-            double acc = 0;
-            for (int64_t r = 0; r < pl->nrows; r++)
-                acc += row_sum(x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step);
-            st(out, t, o, acc * scale);
-        }
+static inline void sum_generic_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+    const rd_plan *pl = j->pl;
+    for (int64_t o = lo; o < hi; o++) {
+        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        int64_t base = rd_offset(&pl->outer, o);
+        double acc = 0;
+        for (int64_t r = 0; r < pl->nrows; r++)
+            acc += row_sum(j->x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step);
+        st(j->out, t, o, acc * j->scale);
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void sum_generic_range(void *ctx, int64_t lo, int64_t hi) {
+    rd_job *j = ctx;
+    switch (j->t) {
+    case GM_F32: sum_generic_body(j, GM_F32, lo, hi); break;
+    case GM_F64: sum_generic_body(j, GM_F64, lo, hi); break;
+    default: sum_generic_body(j, GM_I32, lo, hi);
+    }
 }
 
 /* Column blocks: when the innermost kept dim has stride 1 and the reduction walks a larger
  * stride (sum over dim 0 of [N, D]), accumulate up to 64 neighbouring outputs at once so each
  * input row is read contiguously. Per output the order is still row-major over the inner set. */
 #define COLS 64
-static inline gm_status sum_cols(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
-                                 double scale, int nth) {
-    int no = pl->outer.n;
-    int64_t m = pl->outer.size[no - 1];
-    rd_dims head = pl->outer;
-    head.n--;
-    int64_t nhead = rd_count(&head), nblk = (m + COLS - 1) / COLS;
-    int64_t ntask = nhead * nblk;
-    volatile int stop = 0;
-#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (pl->nout * pl->nrows * pl->len > 32768 && ntask > 1)
-    for (int64_t task = 0; task < ntask; task++) {
-        if (interrupted_flag(&stop)) continue;
+static inline void sum_cols_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+    const rd_plan *pl = j->pl;
+    int64_t m = j->m, nblk = j->nblk;
+    for (int64_t task = lo; task < hi; task++) {
+        if ((task - lo) % j->per == 0 && halted(&j->stop)) return;
         int64_t h = task / nblk, b0 = (task % nblk) * COLS;
         int w = (int)(m - b0 < COLS ? m - b0 : COLS);
-        int64_t base = rd_offset(&head, h) + b0;
+        int64_t base = rd_offset(&j->head, h) + b0;
         double acc[COLS] = {0};
         for (int64_t r = 0; r < pl->nrows; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
             for (int64_t l = 0; l < pl->len; l++) {
                 int64_t off = roff + l * pl->step;
                 if (t == GM_F32) {
-                    const float *q = (const float *)x->data + off;
-                    for (int j = 0; j < w; j++) acc[j] += q[j];
+                    const float *q = (const float *)j->x->data + off;
+                    for (int k = 0; k < w; k++) acc[k] += q[k];
                 } else if (t == GM_F64) {
-                    const double *q = (const double *)x->data + off;
-                    for (int j = 0; j < w; j++) acc[j] += q[j];
+                    const double *q = (const double *)j->x->data + off;
+                    for (int k = 0; k < w; k++) acc[k] += q[k];
                 } else {
-                    for (int j = 0; j < w; j++) acc[j] += ld(x->data, t, off + j);
+                    for (int k = 0; k < w; k++) acc[k] += ld(j->x->data, t, off + k);
                 }
             }
         }
-        for (int j = 0; j < w; j++) st(out, t, h * m + b0 + j, acc[j] * scale);
+        for (int k = 0; k < w; k++) st(j->out, t, h * m + b0 + k, acc[k] * j->scale);
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void sum_cols_range(void *ctx, int64_t lo, int64_t hi) {
+    rd_job *j = ctx;
+    switch (j->t) {
+    case GM_F32: sum_cols_body(j, GM_F32, lo, hi); break;
+    case GM_F64: sum_cols_body(j, GM_F64, lo, hi); break;
+    default: sum_cols_body(j, GM_I32, lo, hi);
+    }
 }
 
 static gm_status sum_any(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl, double scale,
                          int nth) {
     bool cols = pl->outer.n > 0 && pl->outer.stride[pl->outer.n - 1] == 1 && pl->step != 1 &&
                 pl->nrows * pl->len > 1;
-    switch (t) {
-    case GM_F32: return cols ? sum_cols(x, out, GM_F32, pl, scale, nth) : sum_generic(x, out, GM_F32, pl, scale, nth);
-    case GM_F64: return cols ? sum_cols(x, out, GM_F64, pl, scale, nth) : sum_generic(x, out, GM_F64, pl, scale, nth);
-    default: return cols ? sum_cols(x, out, GM_I32, pl, scale, nth) : sum_generic(x, out, GM_I32, pl, scale, nth);
-    }
+    rd_job j = {.x = x, .out = out, .t = t, .pl = pl, .scale = scale};
+    if (!cols) return rd_launch(&j, pl->nout, pl->nrows * pl->len, nth, sum_generic_range);
+    j.m = pl->outer.size[pl->outer.n - 1];
+    j.head = pl->outer;
+    j.head.n--;
+    j.nblk = (j.m + COLS - 1) / COLS;
+    return rd_launch(&j, rd_count(&j.head) * j.nblk, COLS * pl->nrows * pl->len, nth, sum_cols_range);
 }
 
 /* SUM: in[0]=x (any strides), out[0] contiguous with one element per kept index (row-major).
@@ -224,33 +256,32 @@ gm_status gm_cpu_SUM(gm_ctx *c, const gm_kargs *a) {
 
 /* ---- variance -------------------------------------------------------------------------- */
 
-static inline gm_status var_generic(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
-                                    double divisor, int nth) {
-    volatile int stop = 0;
-    int64_t nchunk = (pl->nout + CHUNK - 1) / CHUNK;
+static inline void var_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+    const rd_plan *pl = j->pl;
     int64_t cnt = pl->nrows * pl->len;
-#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (pl->nout * cnt > 32768 && nchunk > 1)
-    for (int64_t ch = 0; ch < nchunk; ch++) {
-        if (interrupted_flag(&stop)) continue;
-        int64_t o1 = (ch + 1) * CHUNK < pl->nout ? (ch + 1) * CHUNK : pl->nout;
-        for (int64_t o = ch * CHUNK; o < o1; o++) {
-            int64_t base = rd_offset(&pl->outer, o);
-            double s = 0, ss = 0;
-            for (int64_t r = 0; r < pl->nrows; r++)
-                s += row_sum(x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step);
-            /* Two passes: squares of deviations from the mean, no cancellation. */
-            double mean = s / (double)cnt;
-            for (int64_t r = 0; r < pl->nrows; r++) {
-                int64_t roff = base + rd_offset(&pl->rows, r);
-                for (int64_t l = 0; l < pl->len; l++) {
-                    double dv = ld(x->data, t, roff + l * pl->step) - mean;
-                    ss += dv * dv;
-                }
+    for (int64_t o = lo; o < hi; o++) {
+        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        int64_t base = rd_offset(&pl->outer, o);
+        double s = 0, ss = 0;
+        for (int64_t r = 0; r < pl->nrows; r++)
+            s += row_sum(j->x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step);
+        /* Two passes: squares of deviations from the mean, no cancellation. */
+        double mean = s / (double)cnt;
+        for (int64_t r = 0; r < pl->nrows; r++) {
+            int64_t roff = base + rd_offset(&pl->rows, r);
+            for (int64_t l = 0; l < pl->len; l++) {
+                double dv = ld(j->x->data, t, roff + l * pl->step) - mean;
+                ss += dv * dv;
             }
-            st(out, t, o, cnt == 0 ? NAN : ss / divisor);
         }
+        st(j->out, t, o, cnt == 0 ? NAN : ss / j->scale);
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void var_range(void *ctx, int64_t lo, int64_t hi) {
+    rd_job *j = ctx;
+    if (j->t == GM_F32) var_body(j, GM_F32, lo, hi);
+    else var_body(j, GM_F64, lo, hi);
 }
 
 /* VAR: in[0]=x (float), out[0] contiguous per kept index. i[0] = reduced-dims mask, d[0] = the
@@ -259,42 +290,42 @@ gm_status gm_cpu_VAR(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     rd_plan pl;
     rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
-    if (a->in[0].dtype == GM_F32) return var_generic(&a->in[0], a->out[0].data, GM_F32, &pl, a->d[0], a->nthreads);
-    return var_generic(&a->in[0], a->out[0].data, GM_F64, &pl, a->d[0], a->nthreads);
+    rd_job j = {.x = &a->in[0], .out = a->out[0].data, .t = a->in[0].dtype, .pl = &pl, .scale = a->d[0]};
+    return rd_launch(&j, pl.nout, pl.nrows * pl.len, a->nthreads, var_range);
 }
 
 /* ---- logsumexp ------------------------------------------------------------------------- */
 
-static inline gm_status lse_generic(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
-                                    int nth) {
-    volatile int stop = 0;
-    int64_t nchunk = (pl->nout + CHUNK - 1) / CHUNK;
-#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (pl->nout * pl->nrows * pl->len > 32768 && nchunk > 1)
-    for (int64_t ch = 0; ch < nchunk; ch++) {
-        if (interrupted_flag(&stop)) continue;
-        int64_t o1 = (ch + 1) * CHUNK < pl->nout ? (ch + 1) * CHUNK : pl->nout;
-        for (int64_t o = ch * CHUNK; o < o1; o++) {
-            int64_t base = rd_offset(&pl->outer, o);
-            double m = -INFINITY, s = 0;
-            for (int64_t r = 0; r < pl->nrows; r++) {
-                int64_t roff = base + rd_offset(&pl->rows, r);
-                for (int64_t l = 0; l < pl->len; l++) {
-                    double v = ld(x->data, t, roff + l * pl->step);
-                    if (v > m || v != v) m = v;
-                }
+static inline void lse_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+    const rd_plan *pl = j->pl;
+    const void *x = j->x->data;
+    for (int64_t o = lo; o < hi; o++) {
+        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        int64_t base = rd_offset(&pl->outer, o);
+        double m = -INFINITY, s = 0;
+        for (int64_t r = 0; r < pl->nrows; r++) {
+            int64_t roff = base + rd_offset(&pl->rows, r);
+            for (int64_t l = 0; l < pl->len; l++) {
+                double v = ld(x, t, roff + l * pl->step);
+                if (v > m || v != v) m = v;
             }
-            if (isinf(m) || m != m) { /* all -inf, some +inf, or NaN: the max says it all */
-                st(out, t, o, m);
-                continue;
-            }
-            for (int64_t r = 0; r < pl->nrows; r++) {
-                int64_t roff = base + rd_offset(&pl->rows, r);
-                for (int64_t l = 0; l < pl->len; l++) s += exp(ld(x->data, t, roff + l * pl->step) - m);
-            }
-            st(out, t, o, m + log(s));
         }
+        if (isinf(m) || m != m) { /* all -inf, some +inf, or NaN: the max says it all */
+            st(j->out, t, o, m);
+            continue;
+        }
+        for (int64_t r = 0; r < pl->nrows; r++) {
+            int64_t roff = base + rd_offset(&pl->rows, r);
+            for (int64_t l = 0; l < pl->len; l++) s += exp(ld(x, t, roff + l * pl->step) - m);
+        }
+        st(j->out, t, o, m + log(s));
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void lse_range(void *ctx, int64_t lo, int64_t hi) {
+    rd_job *j = ctx;
+    if (j->t == GM_F32) lse_body(j, GM_F32, lo, hi);
+    else lse_body(j, GM_F64, lo, hi);
 }
 
 /* LOGSUMEXP: in[0]=x (float), out[0] contiguous per kept index, i[0] = reduced-dims mask.
@@ -303,40 +334,43 @@ gm_status gm_cpu_LOGSUMEXP(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     rd_plan pl;
     rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
-    if (a->in[0].dtype == GM_F32) return lse_generic(&a->in[0], a->out[0].data, GM_F32, &pl, a->nthreads);
-    return lse_generic(&a->in[0], a->out[0].data, GM_F64, &pl, a->nthreads);
+    rd_job j = {.x = &a->in[0], .out = a->out[0].data, .t = a->in[0].dtype, .pl = &pl};
+    return rd_launch(&j, pl.nout, pl.nrows * pl.len, a->nthreads, lse_range);
 }
 
 /* ---- max / min / argmax / argmin ------------------------------------------------------- */
 
-static inline gm_status best_generic(const gm_kview *x, void *vals, int32_t *idx, gm_dtype t,
-                                     const rd_plan *pl, bool min, int nth) {
-    volatile int stop = 0;
-    int64_t nchunk = (pl->nout + CHUNK - 1) / CHUNK;
-#pragma omp parallel for num_threads(nth) schedule(dynamic, 1) if (pl->nout * pl->nrows * pl->len > 32768 && nchunk > 1)
-    for (int64_t ch = 0; ch < nchunk; ch++) {
-        if (interrupted_flag(&stop)) continue;
-        int64_t o1 = (ch + 1) * CHUNK < pl->nout ? (ch + 1) * CHUNK : pl->nout;
-        for (int64_t o = ch * CHUNK; o < o1; o++) {
-            int64_t base = rd_offset(&pl->outer, o), bi = 0, k = 0;
-            double best = ld(x->data, t, base + rd_offset(&pl->rows, 0));
-            /* First occurrence wins (strict comparison); a NaN wins and ends the search. */
-            for (int64_t r = 0; r < pl->nrows && best == best; r++) {
-                int64_t roff = base + rd_offset(&pl->rows, r);
-                for (int64_t l = 0; l < pl->len; l++, k++) {
-                    double v = ld(x->data, t, roff + l * pl->step);
-                    if (v != v || (min ? v < best : v > best)) {
-                        best = v;
-                        bi = k;
-                        if (v != v) break;
-                    }
+static inline void best_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+    const rd_plan *pl = j->pl;
+    const void *x = j->x->data;
+    for (int64_t o = lo; o < hi; o++) {
+        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        int64_t base = rd_offset(&pl->outer, o), bi = 0, k = 0;
+        double best = ld(x, t, base + rd_offset(&pl->rows, 0));
+        /* First occurrence wins (strict comparison); a NaN wins and ends the search. */
+        for (int64_t r = 0; r < pl->nrows && best == best; r++) {
+            int64_t roff = base + rd_offset(&pl->rows, r);
+            for (int64_t l = 0; l < pl->len; l++, k++) {
+                double v = ld(x, t, roff + l * pl->step);
+                if (v != v || (j->min ? v < best : v > best)) {
+                    best = v;
+                    bi = k;
+                    if (v != v) break;
                 }
             }
-            if (vals) st(vals, t, o, best);
-            idx[o] = (int32_t)bi;
         }
+        if (j->vals) st(j->vals, t, o, best);
+        j->idx[o] = (int32_t)bi;
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void best_range(void *ctx, int64_t lo, int64_t hi) {
+    rd_job *j = ctx;
+    switch (j->t) {
+    case GM_F32: best_body(j, GM_F32, lo, hi); break;
+    case GM_F64: best_body(j, GM_F64, lo, hi); break;
+    default: best_body(j, GM_I32, lo, hi);
+    }
 }
 
 /* MAXMIN: in[0]=x (non-empty inner set: the rules refuse empty reductions), i[0] = reduced-dims
@@ -347,14 +381,10 @@ gm_status gm_cpu_MAXMIN(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     rd_plan pl;
     rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
-    void *vals = a->n_out == 2 ? a->out[0].data : NULL;
-    int32_t *idx = a->out[a->n_out - 1].data;
-    bool min = a->i[1] != 0;
-    switch (a->in[0].dtype) {
-    case GM_F32: return best_generic(&a->in[0], vals, idx, GM_F32, &pl, min, a->nthreads);
-    case GM_F64: return best_generic(&a->in[0], vals, idx, GM_F64, &pl, min, a->nthreads);
-    default: return best_generic(&a->in[0], vals, idx, GM_I32, &pl, min, a->nthreads);
-    }
+    rd_job j = {.x = &a->in[0], .t = a->in[0].dtype, .pl = &pl,
+                .vals = a->n_out == 2 ? a->out[0].data : NULL, .idx = a->out[a->n_out - 1].data,
+                .min = a->i[1] != 0};
+    return rd_launch(&j, pl.nout, pl.nrows * pl.len, a->nthreads, best_range);
 }
 
 static inline void scatter_generic(const void *g, const int32_t *idx, void *dx, gm_dtype t,
@@ -433,30 +463,46 @@ static void softmax_row_f64(const double *x, int64_t sx, double *y, int64_t sy, 
     for (int64_t i = 0; i < n; i++) y[i * sy] *= inv;
 }
 
-static gm_status softmax_rows(const gm_kargs *a, bool logsm) {
-    rd_plan px, py;
-    int dim = (int)a->i[0];
-    row_plan(&px, &a->in[0], dim);
-    row_plan(&py, &a->out[0], dim);
-    bool f32 = a->in[0].dtype == GM_F32;
-    int64_t n = px.len;
-    volatile int stop = 0;
-    int64_t nchunk = (px.nout + 255) / 256;
-#pragma omp parallel for num_threads(a->nthreads) schedule(dynamic, 1) if (px.nout * n > 32768 && nchunk > 1)
-    for (int64_t ch = 0; ch < nchunk; ch++) {
-        if (interrupted_flag(&stop)) continue;
-        int64_t o1 = (ch + 1) * 256 < px.nout ? (ch + 1) * 256 : px.nout;
-        for (int64_t o = ch * 256; o < o1; o++) {
-            int64_t bx = rd_offset(&px.outer, o), by = rd_offset(&py.outer, o);
-            if (f32)
-                softmax_row_f32((const float *)a->in[0].data + bx, px.step, (float *)a->out[0].data + by,
-                                py.step, n, logsm);
-            else
-                softmax_row_f64((const double *)a->in[0].data + bx, px.step, (double *)a->out[0].data + by,
-                                py.step, n, logsm);
-        }
+/* Rows along one dim: row o of each operand k starts at rd_offset(&p[k].outer, o) and steps
+ * by p[k].step. One row is one unit, so a row is never split across threads. */
+typedef struct {
+    const gm_kargs *a;
+    rd_plan p[3];
+    gm_dtype t;
+    bool flag; /* softmax: log_softmax; cumsum: reverse */
+    int64_t per;
+    int stop;
+} row_job;
+
+/* v[0..nv): the operands' views, v[0] the one whose rows are counted. */
+static gm_status row_launch(row_job *j, int nv, const gm_kview *const *v, gm_range_fn fn) {
+    for (int k = 0; k < nv; k++) row_plan(&j->p[k], v[k], (int)j->a->i[0]);
+    int64_t n = j->p[0].len;
+    j->per = poll_units(n);
+    gm_parallel_for(j->p[0].nout, min_units(n), j->a->nthreads, fn, j);
+    return j->stop ? GM_EINTR : GM_OK;
+}
+
+static void softmax_range(void *ctx, int64_t lo, int64_t hi) {
+    row_job *j = ctx;
+    const rd_plan *px = &j->p[0], *py = &j->p[1];
+    const gm_kargs *a = j->a;
+    for (int64_t o = lo; o < hi; o++) {
+        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        int64_t bx = rd_offset(&px->outer, o), by = rd_offset(&py->outer, o);
+        if (j->t == GM_F32)
+            softmax_row_f32((const float *)a->in[0].data + bx, px->step, (float *)a->out[0].data + by,
+                            py->step, px->len, j->flag);
+        else
+            softmax_row_f64((const double *)a->in[0].data + bx, px->step, (double *)a->out[0].data + by,
+                            py->step, px->len, j->flag);
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static gm_status softmax_rows(const gm_kargs *a, bool logsm) {
+    row_job j = {.a = a, .t = a->in[0].dtype, .flag = logsm};
+    const gm_kview *v[2] = {&a->in[0], &a->out[0]};
+    return row_launch(&j, 2, v, softmax_range);
 }
 
 /* SOFTMAX: in[0]=x (float), out[0]=y (same shape), i[0] = dim (normalised; 0 for a 0-dim x),
@@ -466,36 +512,31 @@ gm_status gm_cpu_SOFTMAX(gm_ctx *c, const gm_kargs *a) {
     return softmax_rows(a, a->i[1] != 0);
 }
 
-static inline gm_status softmax_bw_generic(const gm_kargs *a, gm_dtype t, bool logsm) {
-    rd_plan py, pg, pd;
-    int dim = (int)a->i[0];
-    row_plan(&py, &a->in[0], dim);
-    row_plan(&pg, &a->in[1], dim);
-    row_plan(&pd, &a->out[0], dim);
-    const void *y = a->in[0].data, *g = a->in[1].data;
-    void *dx = a->out[0].data;
-    int64_t n = py.len, sy = py.step, sg = pg.step, sd = pd.step;
-    volatile int stop = 0;
-    int64_t nchunk = (py.nout + 255) / 256;
-#pragma omp parallel for num_threads(a->nthreads) schedule(dynamic, 1) if (py.nout * n > 32768 && nchunk > 1)
-    for (int64_t ch = 0; ch < nchunk; ch++) {
-        if (interrupted_flag(&stop)) continue;
-        int64_t o1 = (ch + 1) * 256 < py.nout ? (ch + 1) * 256 : py.nout;
-        for (int64_t o = ch * 256; o < o1; o++) {
-            int64_t by = rd_offset(&py.outer, o), bg = rd_offset(&pg.outer, o), bd = rd_offset(&pd.outer, o);
-            double s = 0;
-            if (logsm) {
-                for (int64_t i = 0; i < n; i++) s += ld(g, t, bg + i * sg);
-                for (int64_t i = 0; i < n; i++)
-                    st(dx, t, bd + i * sd, ld(g, t, bg + i * sg) - exp(ld(y, t, by + i * sy)) * s);
-            } else {
-                for (int64_t i = 0; i < n; i++) s += ld(g, t, bg + i * sg) * ld(y, t, by + i * sy);
-                for (int64_t i = 0; i < n; i++)
-                    st(dx, t, bd + i * sd, ld(y, t, by + i * sy) * (ld(g, t, bg + i * sg) - s));
-            }
+static inline void softmax_bw_body(row_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+    const rd_plan *py = &j->p[0], *pg = &j->p[1], *pd = &j->p[2];
+    const void *y = j->a->in[0].data, *g = j->a->in[1].data;
+    void *dx = j->a->out[0].data;
+    int64_t n = py->len, sy = py->step, sg = pg->step, sd = pd->step;
+    for (int64_t o = lo; o < hi; o++) {
+        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        int64_t by = rd_offset(&py->outer, o), bg = rd_offset(&pg->outer, o), bd = rd_offset(&pd->outer, o);
+        double s = 0;
+        if (j->flag) {
+            for (int64_t i = 0; i < n; i++) s += ld(g, t, bg + i * sg);
+            for (int64_t i = 0; i < n; i++)
+                st(dx, t, bd + i * sd, ld(g, t, bg + i * sg) - exp(ld(y, t, by + i * sy)) * s);
+        } else {
+            for (int64_t i = 0; i < n; i++) s += ld(g, t, bg + i * sg) * ld(y, t, by + i * sy);
+            for (int64_t i = 0; i < n; i++)
+                st(dx, t, bd + i * sd, ld(y, t, by + i * sy) * (ld(g, t, bg + i * sg) - s));
         }
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void softmax_bw_range(void *ctx, int64_t lo, int64_t hi) {
+    row_job *j = ctx;
+    if (j->t == GM_F32) softmax_bw_body(j, GM_F32, lo, hi);
+    else softmax_bw_body(j, GM_F64, lo, hi);
 }
 
 /* SOFTMAX_BACKWARD: in[0]=y (the forward output), in[1]=g (dL/dy), out[0]=dx, all of one shape;
@@ -503,38 +544,37 @@ static inline gm_status softmax_bw_generic(const gm_kargs *a, gm_dtype t, bool l
  * log_softmax: dx = g - exp(y) * sum(g). */
 gm_status gm_cpu_SOFTMAX_BACKWARD(gm_ctx *c, const gm_kargs *a) {
     (void)c;
-    bool logsm = a->i[1] != 0;
-    if (a->in[0].dtype == GM_F32) return softmax_bw_generic(a, GM_F32, logsm);
-    return softmax_bw_generic(a, GM_F64, logsm);
+    row_job j = {.a = a, .t = a->in[0].dtype, .flag = a->i[1] != 0};
+    const gm_kview *v[3] = {&a->in[0], &a->in[1], &a->out[0]};
+    return row_launch(&j, 3, v, softmax_bw_range);
 }
 
 /* ---- cumsum ---------------------------------------------------------------------------- */
 
-static inline gm_status cumsum_generic(const gm_kargs *a, gm_dtype t, bool rev) {
-    rd_plan px, py;
-    int dim = (int)a->i[0];
-    row_plan(&px, &a->in[0], dim);
-    row_plan(&py, &a->out[0], dim);
-    const void *x = a->in[0].data;
-    void *y = a->out[0].data;
-    int64_t n = px.len, sx = px.step, sy = py.step;
-    volatile int stop = 0;
-    int64_t nchunk = (px.nout + 255) / 256;
-#pragma omp parallel for num_threads(a->nthreads) schedule(dynamic, 1) if (px.nout * n > 32768 && nchunk > 1)
-    for (int64_t ch = 0; ch < nchunk; ch++) {
-        if (interrupted_flag(&stop)) continue;
-        int64_t o1 = (ch + 1) * 256 < px.nout ? (ch + 1) * 256 : px.nout;
-        for (int64_t o = ch * 256; o < o1; o++) {
-            int64_t bx = rd_offset(&px.outer, o), by = rd_offset(&py.outer, o);
-            double s = 0;
-            for (int64_t j = 0; j < n; j++) {
-                int64_t i = rev ? n - 1 - j : j;
-                s += ld(x, t, bx + i * sx);
-                st(y, t, by + i * sy, s);
-            }
+static inline void cumsum_body(row_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+    const rd_plan *px = &j->p[0], *py = &j->p[1];
+    const void *x = j->a->in[0].data;
+    void *y = j->a->out[0].data;
+    int64_t n = px->len, sx = px->step, sy = py->step;
+    for (int64_t o = lo; o < hi; o++) {
+        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        int64_t bx = rd_offset(&px->outer, o), by = rd_offset(&py->outer, o);
+        double s = 0;
+        for (int64_t q = 0; q < n; q++) {
+            int64_t i = j->flag ? n - 1 - q : q;
+            s += ld(x, t, bx + i * sx);
+            st(y, t, by + i * sy, s);
         }
     }
-    return stop ? GM_EINTR : GM_OK;
+}
+
+static void cumsum_range(void *ctx, int64_t lo, int64_t hi) {
+    row_job *j = ctx;
+    switch (j->t) {
+    case GM_F32: cumsum_body(j, GM_F32, lo, hi); break;
+    case GM_F64: cumsum_body(j, GM_F64, lo, hi); break;
+    default: cumsum_body(j, GM_I32, lo, hi);
+    }
 }
 
 /* CUMSUM: in[0]=x, out[0]=y (same shape, same dtype), i[0] = dim (0 for a 0-dim x),
@@ -542,10 +582,7 @@ static inline gm_status cumsum_generic(const gm_kargs *a, gm_dtype t, bool rev) 
  * (exact for i32 up to 2^53, then wrapped to int32). */
 gm_status gm_cpu_CUMSUM(gm_ctx *c, const gm_kargs *a) {
     (void)c;
-    bool rev = a->i[1] != 0;
-    switch (a->in[0].dtype) {
-    case GM_F32: return cumsum_generic(a, GM_F32, rev);
-    case GM_F64: return cumsum_generic(a, GM_F64, rev);
-    default: return cumsum_generic(a, GM_I32, rev);
-    }
+    row_job j = {.a = a, .t = a->in[0].dtype, .flag = a->i[1] != 0};
+    const gm_kview *v[2] = {&a->in[0], &a->out[0]};
+    return row_launch(&j, 2, v, cumsum_range);
 }

@@ -156,6 +156,14 @@ do
   tap.close(gm._C.sumsq{x, x:to('f64')}, 60, 1e-12, 'sumsq over f32 and f64 tensors')
   local big = gm.zeros({1000, 1000}) + 0.5
   tap.close(gm._C.sumsq{big}, 250000, 1e-12, 'sumsq of a 10^6-element tensor (chunked)')
+  local r = gm.randn{3, 400001}
+  local threads = gm.get_num_threads()
+  gm.set_num_threads(1)
+  local s1 = gm._C.sumsq{r}
+  gm.set_num_threads(4)
+  local s4 = gm._C.sumsq{r}
+  gm.set_num_threads(threads)
+  tap.is(s1, s4, 'sumsq is the same for 1 and 4 threads')
   gm._C.scale_(big, 2)
   tap.close(gm._C.sumsq{big}, 1e6, 1e-12, 'scale_ in place')
 end

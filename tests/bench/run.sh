@@ -1,0 +1,39 @@
+#!/bin/sh
+# run.sh: `make bench` runs this with the build dir ($1, default build). Prints the machine,
+# then the benchmark tables: the engine against cblas_sgemm and a STREAM triad in one C
+# process (tests/bench/bench_engine.c, built here against the engine objects), the Lua
+# binding's per-op overhead, and memory over a long training loop. Benchmarks inform; this
+# script always exits 0. Environment: BENCH_REPS (repeats, default 15), BENCH_STEPS (10000).
+B=${1:-build}
+REPS=${BENCH_REPS:-15}
+STEPS=${BENCH_STEPS:-10000}
+GMOE=$B/gmoe
+HERE=$(dirname "$0")
+
+line() { printf '%s\n' "------------------------------------------------------------------------------------------------------"; }
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null) &&
+    { git diff --quiet HEAD -- 2>/dev/null || COMMIT="$COMMIT (+ uncommitted changes)"; }
+echo "gmoe benchmarks  $(date -u '+%Y-%m-%d %H:%M UTC')  commit ${COMMIT:-unknown}"
+echo "machine: $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1), $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "OPENBLAS_CORETYPE=${OPENBLAS_CORETYPE:-unset}  OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-unset}  OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}"
+if [ ! -x "$GMOE" ]; then
+    echo "run.sh: $GMOE not found; run 'make BUILD=$B' first"
+    exit 0
+fi
+"$GMOE" -e 'local gm = require "gmoe"; print(("gm.blas_info(): %s   gm.get_num_threads(): %d"):format(gm.blas_info(), gm.get_num_threads()))'
+echo "ratio: how far past the target (>= 1 passes); times: median [min..max] after warm-up"
+line
+printf '%-36s %-30s %-14s %7s  %s\n' name measured target ratio verdict
+line
+
+# The C benchmark links the engine objects; `make bench` builds it ($(BUILD)/bench/bench_engine).
+BIN=$B/bench/bench_engine
+[ -x "$BIN" ] || echo "run.sh: $BIN not built (run make bench); skipping the engine benchmarks"
+[ -x "$BIN" ] && "$BIN" "$REPS"
+line
+"$GMOE" "$HERE/overhead.lua" "$REPS"
+line
+"$GMOE" "$HERE/memory.lua" "$STEPS" "$(getconf PAGESIZE 2>/dev/null || echo 4096)"
+line
+exit 0

@@ -1,0 +1,79 @@
+-- t_threads.lua: thread-count determinism. Every CPU kernel splits work with gm_parallel_for
+-- into a fixed partition of independent units (no reduction is split), so large inputs give
+-- bitwise the same results with 1 and 2 threads. Inputs are big enough (~200000 elements) to
+-- take the threaded path; the same tensors feed both runs.
+package.path = 'tests/?.lua;' .. package.path
+local tap = require 'tap'
+local gm = require 'gmoe'
+
+local saved = gm.get_num_threads()
+
+-- Bitwise comparison element by element (NaN-free inputs; i32 compared exactly too).
+local function same(a, b, name)
+  local fa, fb = a:flatten():totable(), b:flatten():totable()
+  local bad
+  if #fa ~= #fb then bad = ('sizes %d vs %d'):format(#fa, #fb)
+  else
+    for i = 1, #fa do
+      if fa[i] ~= fb[i] then
+        bad = ('element %d: %.17g vs %.17g'):format(i - 1, fa[i], fb[i])
+        break
+      end
+    end
+  end
+  return tap.ok(bad == nil, name, bad)
+end
+
+-- Run f (returning a list of tensors) with 1 and with 2 threads; compare each output.
+local function check(name, f)
+  gm.set_num_threads(1)
+  local r1 = {f()}
+  gm.set_num_threads(2)
+  local r2 = {f()}
+  for k = 1, #r1 do same(r1[k], r2[k], ('%s [%d] 1 vs 2 threads'):format(name, k)) end
+end
+
+for _, dt in ipairs{'f32', 'f64'} do
+  local a = gm.randn{200000}:to(dt)
+  local b = gm.randn{200000}:to(dt)
+  local m = gm.randn{400, 500}:to(dt) -- rows of 500 for softmax and row reductions
+  local t = gm.randn{500, 400}:to(dt):transpose(0, 1) -- non-contiguous [400, 500]
+  check(dt .. ' add', function() return a + b end)
+  check(dt .. ' add broadcast', function() return m + a:narrow(0, 0, 500) end)
+  check(dt .. ' exp', function() return a:exp() end)
+  check(dt .. ' exp non-contiguous', function() return t:exp() end)
+  check(dt .. ' sum all', function() return a:sum() end)
+  check(dt .. ' sum dim 1', function() return m:sum(1) end)
+  check(dt .. ' sum dim 0 (column blocks)', function() return m:sum(0) end)
+  check(dt .. ' var / logsumexp dim 1', function() return m:var(1), m:logsumexp(1) end)
+  check(dt .. ' max dim 1', function() return m:max(1) end)
+  check(dt .. ' softmax', function() return m:softmax(1), m:log_softmax(1), t:softmax(1) end)
+  check(dt .. ' cumsum', function() return m:cumsum(1) end)
+
+  local idx = gm.randint(500, {400, 500})
+  check(dt .. ' gather', function() return gm.gather(m, 1, idx) end)
+  local rows = gm.randint(400, {300})
+  check(dt .. ' index_select', function() return m:index_select(0, rows), t:index_select(0, rows) end)
+  check(dt .. ' topk', function() return m:topk(5, 1) end)
+
+  local logits = gm.randn{2000, 100}:to(dt)
+  local target = gm.randint(100, {2000})
+  check(dt .. ' cross_entropy', function()
+    return gm.cross_entropy(logits, target), gm.cross_entropy(logits, target, -100, 'none')
+  end)
+  check(dt .. ' cross_entropy backward', function()
+    local x = logits:clone()
+    x:requires_grad_()
+    gm.cross_entropy(x, target):backward()
+    return x.grad
+  end)
+  check(dt .. ' mse_loss backward', function()
+    local x = a:clone()
+    x:requires_grad_()
+    gm.mse_loss(x, b):backward()
+    return x.grad
+  end)
+end
+
+gm.set_num_threads(saved)
+tap.done()
