@@ -43,6 +43,10 @@ gm_status gm_rand_fill(gm_ctx *c, gm_tensor *x, gm_rand_kind kind, double a, dou
     if (!gm_tensor_is_contiguous(x)) return gm_errf(c, GM_EARG, "rand: output must be contiguous");
     if (kind == GM_RAND_INT ? b <= a : kind == GM_RAND_UNIFORM ? b < a : b < 0)
         return gm_errf(c, GM_EARG, "rand: bad range (%g, %g)", a, b);
+    if (kind == GM_RAND_INT && b - a > 4294967296.0)
+        return gm_errf(c, GM_EARG, "randint: range [%.0f, %.0f) is wider than 2^32", a, b);
+    if (kind == GM_RAND_INT && x->dtype == GM_I32 && (a < INT32_MIN || b - 1 > INT32_MAX))
+        return gm_errf(c, GM_EARG, "randint: range [%.0f, %.0f) does not fit i32", a, b);
     if (kind != GM_RAND_INT && x->dtype == GM_I32)
         return gm_errf(c, GM_EDTYPE, "rand: uniform/normal values need a float dtype, got i32");
     if (!g) g = &c->gen;

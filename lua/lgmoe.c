@@ -295,6 +295,7 @@ static int op_call(lua_State *L) {
         }
         if (t->kind == A_TENSOR) {
             ins[nin] = gm_lua_to_tensor(L, arg);
+            if (!ins[nin] && to_ud(L, arg)) luaL_error(L, "%s: argument %d (%s): tensor was closed (used after <close>)", d->name, arg, t->name);
             if (!ins[nin] && lua_type(L, arg) != LUA_TNUMBER)
                 argerr(L, d->name, arg, t->name, "a tensor or a number");
             tpos[nin++] = arg++;
@@ -426,6 +427,8 @@ static int t_newindex(lua_State *L) {
         p.index = get_int(L, 2, "setindex", "index");
         gm_tensor *v, *src = gm_lua_to_tensor(L, 3);
         if (!src && lua_type(L, 3) != LUA_TNUMBER) return argerr(L, "setindex", 3, "value", "a number or a tensor");
+        if (x->requires_grad && gm_grad_enabled(c))
+            return luaL_error(L, "setindex: in-place write into a tensor that requires grad (wrap it in gm.no_grad or detach it first)");
         gm_grad_push(c, false); /* the view itself needs no graph */
         st = gm_op(c, GM_OP_SELECT, 1, &x, &p, &v);
         gm_grad_pop(c);
@@ -488,7 +491,8 @@ static int t_size(lua_State *L) {
         return 1;
     }
     int d;
-    if (gm_dim_norm(gm_lua_ctx(L), "size", (int)get_int(L, 2, "size", "dim"), x->ndim, &d) != GM_OK || x->ndim == 0)
+    if (x->ndim == 0) return luaL_error(L, "size: a 0-dim tensor has no dims");
+    if (gm_dim_norm(gm_lua_ctx(L), "size", (int)get_int(L, 2, "size", "dim"), x->ndim, &d) != GM_OK)
         return gm_lua_error(L, GM_EINDEX);
     lua_pushinteger(L, x->shape[d]);
     return 1;
@@ -514,7 +518,7 @@ static void push_number(lua_State *L, const gm_tensor *x, int64_t i) {
 static int t_item(lua_State *L) {
     gm_tensor *x = gm_lua_check_tensor(L, 1);
     int64_t n = gm_tensor_numel(x);
-    if (n != 1) return luaL_error(L, "item: tensor with %lld elements (only one-element tensors have an item)", (long long)n);
+    if (n != 1) return luaL_error(L, "item: tensor with %I elements (only one-element tensors have an item)", (lua_Integer)n);
     push_number(L, x, 0);
     return 1;
 }
@@ -697,7 +701,7 @@ static int l_randint(lua_State *L) {
         hi = luaL_checkinteger(L, 1);
         at = 2;
     }
-    if (hi <= lo) return luaL_error(L, "randint: empty range [%d, %d)", (int)lo, (int)hi);
+    if (hi <= lo) return luaL_error(L, "randint: empty range [%I, %I)", lo, hi);
     return rand_impl(L, at, GM_RAND_INT, (double)lo, (double)hi, GM_I32);
 }
 
@@ -721,9 +725,12 @@ static int l_arange(lua_State *L) {
     double step = nnum == 3 ? lua_tonumber(L, 3) : 1;
     ctor_opts o = read_opts(L, nnum + 1, ints ? GM_I32 : GM_F32);
     if (step == 0 || !isfinite(step) || !isfinite(start) || !isfinite(end))
-        return luaL_error(L, "arange: bad range (start %g, end %g, step %g)", start, end, step);
+        return luaL_error(L, "arange: bad range (start %f, end %f, step %f)", start, end, step);
     double cnt = ceil((end - start) / step);
     int64_t n = cnt > 0 ? (int64_t)cnt : 0;
+    if (o.dtype == GM_I32 && n > 0 && (fmin(start, start + (double)(n - 1) * step) < INT32_MIN ||
+                                        fmax(start, start + (double)(n - 1) * step) > INT32_MAX))
+        return luaL_error(L, "arange: values outside the i32 range; pass {dtype=\"f64\"}");
     gm_tensor *t;
     gm_status st = gm_tensor_new(gm_lua_ctx(L), o.dtype, GM_CPU, 1, &n, &t);
     if (st == GM_OK) {
