@@ -8,16 +8,32 @@
 
 #include "internal.h"
 
+/* Nodes are recycled through a free list: recording one per op must not cost a calloc. */
+#define NODE_POOL_MAX 4096
+static gm_node *node_pool;
+static int node_pooled;
+
 gm_node *gm_node_new(int op, int n_in, int n_out) {
-    gm_node *n = calloc(1, sizeof *n);
-    if (!n) return NULL;
-    n->in = calloc((size_t)(n_in > 0 ? n_in : 1), sizeof *n->in);
-    n->needs = calloc((size_t)(n_in > 0 ? n_in : 1), sizeof *n->needs);
-    if (!n->in || !n->needs) {
-        free(n->in);
-        free(n->needs);
-        free(n);
+    gm_node *n = node_pool;
+    if (n) {
+        node_pool = *(gm_node **)n;
+        node_pooled--;
+    } else if (!(n = malloc(sizeof *n))) {
         return NULL;
+    }
+    memset(n, 0, sizeof *n);
+    if (n_in <= GM_MAX_IN) {
+        n->in = n->in_small;
+        n->needs = n->needs_small;
+    } else {
+        n->in = calloc((size_t)n_in, sizeof *n->in);
+        n->needs = calloc((size_t)n_in, sizeof *n->needs);
+        if (!n->in || !n->needs) {
+            free(n->in);
+            free(n->needs);
+            free(n);
+            return NULL;
+        }
     }
     n->op = op;
     n->n_in = n_in;
@@ -30,7 +46,7 @@ static void node_free_state(gm_node *n) {
         gm_tensor_release(n->in[i]);
         n->in[i] = NULL;
     }
-    for (int i = 0; i < GM_MAX_OUT; i++) {
+    for (int i = 0; i < n->n_out; i++) {
         gm_tensor_release(n->saved_out[i]);
         gm_tensor_release(n->gout[i]);
         n->saved_out[i] = n->gout[i] = NULL;
@@ -40,9 +56,17 @@ static void node_free_state(gm_node *n) {
 void gm_node_release(gm_node *n) {
     if (!n || --n->refcount > 0) return;
     node_free_state(n);
-    free(n->in);
-    free(n->needs);
-    free(n);
+    if (n->in != n->in_small) {
+        free(n->in);
+        free(n->needs);
+    }
+    if (node_pooled >= NODE_POOL_MAX) {
+        free(n);
+        return;
+    }
+    *(gm_node **)n = node_pool;
+    node_pool = n;
+    node_pooled++;
 }
 
 gm_status gm_autograd_record(gm_ctx *c, int op, gm_opcall *o, const gm_params *p) {
@@ -62,7 +86,7 @@ gm_status gm_autograd_record(gm_ctx *c, int op, gm_opcall *o, const gm_params *p
     for (int i = 0; i < o->n_out; i++) {
         gm_tensor *y = o->out[i];
         n->out_ndim[i] = y->ndim;
-        memcpy(n->out_shape[i], y->shape, sizeof y->shape);
+        memcpy(n->out_shape[i], y->shape, sizeof y->shape[0] * (size_t)y->ndim);
         n->out_dtype[i] = y->dtype;
         if ((d->flags & GM_F_SAVE_OUT) && gm_tensor_alias(c, y, &n->saved_out[i]) != GM_OK) {
             n->refcount = 1;

@@ -42,7 +42,12 @@ gm_status gm_kernel_run(gm_ctx *c, gm_device d, int kid, gm_kargs *a) {
     if (!b) return gm_errf(c, GM_EDEVICE, "device '%s' is not available in this build", gm_device_name(d));
     if (!b->kernel[kid])
         return gm_errf(c, GM_ENOTSUP, "kernel '%s' has no %s implementation", gm_kernel_name(kid), b->name);
-    a->nthreads = c->nthreads > 0 ? c->nthreads : b->max_threads ? b->max_threads() : 1;
+    if (c->nthreads > 0) {
+        a->nthreads = c->nthreads;
+    } else {
+        if (!c->default_threads) c->default_threads = b->max_threads ? b->max_threads() : 1;
+        a->nthreads = c->default_threads;
+    }
     gm_status st = b->kernel[kid](c, a);
     if (st == GM_EINTR && !c->err[0]) gm_errf(c, GM_EINTR, "interrupted");
     if (st != GM_OK && !c->err[0]) gm_errf(c, st, "kernel '%s' failed", gm_kernel_name(kid));

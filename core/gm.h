@@ -77,7 +77,7 @@ void gm_interrupt_clear(void);
 bool gm_interrupted(void);
 
 /* ---- dtypes ------------------------------------------------------------------------- */
-size_t gm_dtype_size(gm_dtype t);
+static inline size_t gm_dtype_size(gm_dtype t) { return t == GM_F64 ? 8 : 4; }
 const char *gm_dtype_name(gm_dtype t);           /* "f32" "f64" "i32" */
 bool gm_dtype_parse(const char *s, gm_dtype *out); /* also accepts float32/float64/int32 etc */
 bool gm_dtype_is_float(gm_dtype t);
@@ -98,8 +98,11 @@ gm_tensor *gm_tensor_retain(gm_tensor *x);
 void gm_tensor_release(gm_tensor *x); /* NULL is fine */
 int64_t gm_tensor_numel(const gm_tensor *x);
 bool gm_tensor_is_contiguous(const gm_tensor *x);
-void *gm_tensor_data(const gm_tensor *x); /* pointer to element [0,...,0] (host or device) */
-gm_device gm_tensor_device(const gm_tensor *x);
+/* Pointer to element [0,...,0] (host or device memory). */
+static inline void *gm_tensor_data(const gm_tensor *x) {
+    return (char *)x->storage->data + x->offset * (int64_t)gm_dtype_size(x->dtype);
+}
+static inline gm_device gm_tensor_device(const gm_tensor *x) { return x->storage->device; }
 /* Element access on CPU tensors, by flat row-major index over the logical shape. */
 double gm_tensor_get_flat(const gm_tensor *x, int64_t i);
 /* "[4, 8]" into buf; returns buf. */
@@ -184,6 +187,8 @@ struct gm_node {
     gm_tensor *gout[GM_MAX_OUT]; /* gradient accumulated w.r.t. each output during backward */
     bool freed;               /* backward already ran and released the saved state */
     uint64_t mark;            /* traversal stamp of the last backward that visited it */
+    gm_tensor *in_small[GM_MAX_IN]; /* storage for in/needs when n_in <= GM_MAX_IN */
+    bool needs_small[GM_MAX_IN];
 };
 
 /* The rules of one op, defined next to each other in core/ops/<family>.c as

@@ -13,6 +13,7 @@ struct gm_ctx {
     uint64_t node_seq;
     gm_generator gen;
     int nthreads;
+    int default_threads;     /* the CPU backend's thread count, read once */
     size_t live_bytes;
 };
 

@@ -94,8 +94,6 @@ void gm_interrupt_clear(void) { interrupt_flag = 0; }
 bool gm_interrupted(void) { return interrupt_flag != 0; }
 
 /* ---- dtypes and devices ----------------------------------------------------------------- */
-size_t gm_dtype_size(gm_dtype t) { return t == GM_F64 ? 8 : 4; }
-
 const char *gm_dtype_name(gm_dtype t) {
     switch (t) {
     case GM_F32: return "f32";

@@ -178,12 +178,6 @@ bool gm_tensor_is_contiguous(const gm_tensor *x) {
     return true;
 }
 
-void *gm_tensor_data(const gm_tensor *x) {
-    return (char *)x->storage->data + x->offset * (int64_t)gm_dtype_size(x->dtype);
-}
-
-gm_device gm_tensor_device(const gm_tensor *x) { return x->storage->device; }
-
 double gm_tensor_get_flat(const gm_tensor *x, int64_t i) {
     int64_t off = 0;
     for (int d = x->ndim - 1; d >= 0; d--) {

@@ -72,7 +72,7 @@ static void push_tensor_mt(lua_State *L, gm_tensor *t, int mt) {
     /* Tell the collector about tensor bytes so loops stay bounded without collectgarbage(). */
     if (t->storage->refcount == 1) {
         lstate *s = lstate_of(L);
-        s->pending += t->storage->nbytes + sizeof *t;
+        s->pending += t->storage->nbytes;
         if (s->pending > GC_STEP_BYTES) {
             int kb = (int)(s->pending >> 10);
             s->pending = 0;

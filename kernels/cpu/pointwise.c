@@ -130,6 +130,13 @@ static gm_status pw_run(gm_ctx *c, const char *name, const pw_iter *it, pw_rowfn
     for (int d = 0; d < it->ndim; d++) n *= it->shape[d];
     *flag = 0;
     if (n == 0) return GM_OK;
+    if (it->ndim == 1 && n <= PW_CHUNK) { /* one row, one unit: skip the work splitting */
+        char *p[PW_OPS];
+        int64_t st[PW_OPS];
+        for (int k = 0; k < it->nops; k++) p[k] = it->base[k], st[k] = it->st[k][0];
+        *flag = fn(ctx, p, st, n);
+        return GM_OK;
+    }
     pw_job j = {.it = it, .fn = fn, .ctx = ctx, .inner = it->shape[it->ndim - 1]};
     j.rows = n / j.inner;
     j.pieces = (j.inner + PW_CHUNK - 1) / PW_CHUNK;
