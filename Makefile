@@ -92,12 +92,13 @@ $(BUILD)/lua_embed.S: $(LUA_MODS) Makefile
 	@mkdir -p $(@D)
 	@{ echo '.section .rodata'; i=0; for f in $(LUA_MODS); do \
 	    m=$$(echo $$f | sed -e 's|^lua/||' -e 's|\.lua$$||' -e 's|/init$$||' -e 's|/|.|g'); \
-	    echo "gm_mod_name$$i: .asciz \"$$m\""; echo "gm_mod_src$$i: .incbin \"$(CURDIR)/$$f\""; \
+	    echo "gm_mod_name$$i: .asciz \"$$m\""; echo "gm_mod_path$$i: .asciz \"@$$f\""; \
+	    echo "gm_mod_src$$i: .incbin \"$(CURDIR)/$$f\""; \
 	    echo '.byte 0'; i=$$((i+1)); done; \
 	  echo '.section .data.rel.ro,"aw"'; echo '.balign 8'; echo '.globl gm_embedded_lua'; \
 	  echo 'gm_embedded_lua:'; i=0; for f in $(LUA_MODS); do \
-	    echo ".quad gm_mod_name$$i, gm_mod_src$$i"; i=$$((i+1)); done; \
-	  echo '.quad 0, 0'; echo '.section .note.GNU-stack,"",@progbits'; } > $@
+	    echo ".quad gm_mod_name$$i, gm_mod_src$$i, gm_mod_path$$i"; i=$$((i+1)); done; \
+	  echo '.quad 0, 0, 0'; echo '.section .note.GNU-stack,"",@progbits'; } > $@
 
 $(BUILD)/lua_embed.o: $(BUILD)/lua_embed.S
 	$(CC) -c $< -o $@

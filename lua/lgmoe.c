@@ -1197,6 +1197,7 @@ int luaopen_gmoe_core(lua_State *L) {
 
     luaL_newlib(L, internal_fns);
     gm_lua_optim_register(L);
+    gm_lua_io_register(L);
     lua_setfield(L, M, "_C");
     lua_pushstring(L, GM_VERSION);
     lua_setfield(L, M, "version");
@@ -1206,17 +1207,14 @@ int luaopen_gmoe_core(lua_State *L) {
 void gm_lua_reset(lua_State *L) { gm_ctx_reset(gm_lua_ctx(L)); }
 
 /* ---- embedded Lua modules --------------------------------------------------------------------- */
-typedef struct { const char *name, *src; } embedded_mod;
-extern const embedded_mod gm_embedded_lua[]; /* build/lua_embed.S */
+/* The lua/gmoe Lua files, embedded by the Makefile (build/lua_embed.S): module name, source, and
+ * the chunk name ("@lua/gmoe/x.lua") tracebacks show. */
+typedef struct { const char *name, *src, *path; } embedded_mod;
+extern const embedded_mod gm_embedded_lua[];
 
 static int load_embedded(lua_State *L) {
     const embedded_mod *m = lua_touserdata(L, lua_upvalueindex(1));
-    char chunk[160];
-    const char *rest = strncmp(m->name, "gmoe.", 5) == 0 ? m->name + 5 : "init";
-    snprintf(chunk, sizeof chunk, "@lua/gmoe/%s.lua", rest);
-    for (char *p = chunk + 10; *p; p++)
-        if (*p == '.' && strcmp(p, ".lua") != 0) *p = '/';
-    if (luaL_loadbuffer(L, m->src, strlen(m->src), chunk) != LUA_OK) return lua_error(L);
+    if (luaL_loadbuffer(L, m->src, strlen(m->src), m->path) != LUA_OK) return lua_error(L);
     lua_pushstring(L, m->name);
     lua_call(L, 1, 1);
     return 1;

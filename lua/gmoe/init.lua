@@ -153,7 +153,9 @@ end
 --- gm.show(...): print values the way the REPL does (replaceable).
 function gm.show(...) return require('gmoe.show').show(...) end
 
-for _, name in ipairs {'optim'} do
+-- Submodules become gm.<name>; some also add functions to gm itself when they load
+-- (gmoe.checkpoint adds gm.save, gm.load, gm.save_npy, gm.load_npy).
+for _, name in ipairs {'doc', 'optim', 'nn', 'data', 'checkpoint', 'plot'} do
   if package.preload['gmoe.' .. name] then gm[name] = require('gmoe.' .. name) end
 end
 
