@@ -65,7 +65,7 @@ LUA_MODS   := $(wildcard lua/gmoe/*.lua lua/gmoe/*/*.lua)
 OBJ := $(patsubst %.c,$(BUILD)/%.o,$(CORE_SRC) $(KERNEL_SRC) $(LUA_SRC)) $(BUILD)/lua_embed.o \
        $(CUDA_OBJ)
 ENGINE_OBJ := $(filter-out $(BUILD)/lua/%,$(OBJ))
-HEADERS := $(wildcard core/*.h core/*.def core/ops/*.def kernels/*/*.h lua/*.h)
+HEADERS := $(wildcard core/*.h core/*.def core/ops/*.h core/ops/*.def kernels/*/*.h lua/*.h)
 C_TESTS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/t_*.c))
 
 .PHONY: all deps check-deps test bench figures clean asan

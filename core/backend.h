@@ -25,6 +25,65 @@ typedef struct gm_kview {
     int64_t stride[GM_MAX_DIMS]; /* elements */
 } gm_kview;
 
+/* Shape arithmetic shared by the core and the kernels (static inline: kernels call these in
+ * their setup, and the element loops must not pay for a call). */
+
+/* Number of elements of shape[0..ndim-1] (1 for ndim 0). */
+static inline int64_t gm_shape_numel(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+/* Row-major contiguous: each dim of size > 1 has the stride of the dims after it. */
+static inline bool gm_shape_contiguous(int ndim, const int64_t *shape, const int64_t *stride) {
+    int64_t st = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        if (shape[i] != 1 && stride[i] != st) return false;
+        st *= shape[i];
+    }
+    return true;
+}
+
+/* Element offset of flat row-major index i over dims 0..ndim-1 with the given strides. */
+static inline int64_t gm_shape_offset(int ndim, const int64_t *shape, const int64_t *stride,
+                                      int64_t i) {
+    int64_t off = 0;
+    for (int d = ndim - 1; d >= 0; d--) {
+        off += (i % shape[d]) * stride[d];
+        i /= shape[d];
+    }
+    return off;
+}
+
+static inline int64_t gm_kview_numel(const gm_kview *v) {
+    return gm_shape_numel(v->ndim, v->shape);
+}
+static inline bool gm_kview_contiguous(const gm_kview *v) {
+    return gm_shape_contiguous(v->ndim, v->shape, v->stride);
+}
+/* Element offset of flat row-major element i of v. */
+static inline int64_t gm_kview_offset(const gm_kview *v, int64_t i) {
+    return gm_shape_offset(v->ndim, v->shape, v->stride, i);
+}
+
+/* Element i of data of dtype t as a double, and back (f32 rounds, i32 truncates). */
+static inline double gm_elem_load(const void *p, gm_dtype t, int64_t i) {
+    switch (t) {
+    case GM_F32: return ((const float *)p)[i];
+    case GM_F64: return ((const double *)p)[i];
+    default: return ((const int32_t *)p)[i];
+    }
+}
+
+static inline void gm_elem_store(void *p, gm_dtype t, int64_t i, double v) {
+    switch (t) {
+    case GM_F32: ((float *)p)[i] = (float)v; break;
+    case GM_F64: ((double *)p)[i] = v; break;
+    default: ((int32_t *)p)[i] = (int32_t)v; break;
+    }
+}
+
 /* Arguments of one kernel launch. The meaning of i[]/d[] is documented at each kernel. */
 typedef struct gm_kargs {
     int n_in, n_out;

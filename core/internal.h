@@ -32,6 +32,8 @@ gm_status gm_tensor_view(gm_ctx *c, const gm_tensor *x, int ndim, const int64_t 
 gm_status gm_tensor_broadcast_view(gm_ctx *c, const gm_tensor *x, int ndim, const int64_t *shape,
                                    gm_tensor **out);
 void gm_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
+/* A fresh contiguous copy of x in dtype t on x's device (no autograd). */
+gm_status gm_tensor_copy_as(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out);
 /* Run a kernel on the device of out[0] (or in[0]). */
 gm_status gm_run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out,
                  gm_tensor *const *out, const gm_params *p, gm_kargs *extra);

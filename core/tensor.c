@@ -163,19 +163,10 @@ void gm_tensor_release(gm_tensor *x) {
     pool_put(&tensor_pool, &tensor_pooled, x);
 }
 
-int64_t gm_tensor_numel(const gm_tensor *x) {
-    int64_t n = 1;
-    for (int i = 0; i < x->ndim; i++) n *= x->shape[i];
-    return n;
-}
+int64_t gm_tensor_numel(const gm_tensor *x) { return gm_shape_numel(x->ndim, x->shape); }
 
 bool gm_tensor_is_contiguous(const gm_tensor *x) {
-    int64_t st = 1;
-    for (int i = x->ndim - 1; i >= 0; i--) {
-        if (x->shape[i] != 1 && x->stride[i] != st) return false;
-        st *= x->shape[i];
-    }
-    return true;
+    return gm_shape_contiguous(x->ndim, x->shape, x->stride);
 }
 
 double gm_tensor_get_flat(const gm_tensor *x, int64_t i) {
@@ -278,7 +269,7 @@ gm_status gm_tensor_fill_(gm_ctx *c, gm_tensor *dst, double value) {
     return gm_run(c, GM_K_FILL, 0, NULL, 1, &dst, NULL, &extra);
 }
 
-static gm_status copy_new(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out) {
+gm_status gm_tensor_copy_as(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out) {
     gm_tensor *y;
     gm_status st = gm_tensor_new(c, t, gm_tensor_device(x), x->ndim, x->shape, &y);
     if (st != GM_OK) return st;
@@ -295,7 +286,7 @@ gm_status gm_tensor_contiguous(gm_ctx *c, gm_tensor *x, gm_tensor **out) {
         *out = gm_tensor_retain(x);
         return GM_OK;
     }
-    return copy_new(c, x, x->dtype, out);
+    return gm_tensor_copy_as(c, x, x->dtype, out);
 }
 
 gm_status gm_tensor_to_dtype(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out) {
@@ -303,5 +294,5 @@ gm_status gm_tensor_to_dtype(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **ou
         *out = gm_tensor_retain(x);
         return GM_OK;
     }
-    return copy_new(c, x, t, out);
+    return gm_tensor_copy_as(c, x, t, out);
 }

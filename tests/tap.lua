@@ -1,5 +1,7 @@
 -- tap.lua: a tiny TAP (version 13) emitter for gmoe's Lua tests, run by prove through gmoe.
 -- Usage: local tap = require 'tap'; tap.ok(cond, name); ...; tap.done()
+-- Besides the TAP calls: helpers shared by the tests (value references and comparisons,
+-- running the gmoe executable), below.
 local M = {}
 local n, failed, planned = 0, 0, nil
 
@@ -58,8 +60,131 @@ function M.lives(fn, name)
   return M.ok(ok, name, not ok and tostring(err) or nil)
 end
 
--- Close out the stream: the plan (when not given first) and the exit status.
+-- ---- values: reference data and comparisons for the op tests ---------------------------
+
+-- A nested table (as from x:totable()) as a flat row-major list; a number gives {number}.
+function M.flatten(t, out)
+  out = out or {}
+  if type(t) ~= 'table' then out[#out + 1] = t; return out end
+  for i = 1, #t do M.flatten(t[i], out) end
+  return out
+end
+
+-- A nested table of the given shape from a flat row-major list.
+function M.nest(flat, shape)
+  local pos = 0
+  local function build(d)
+    local t = {}
+    for i = 1, shape[d] do
+      if d == #shape then pos = pos + 1; t[i] = flat[pos] else t[i] = build(d + 1) end
+    end
+    return t
+  end
+  return build(1)
+end
+
+-- Are two shape lists ({2, 3}, x.shape) equal?
+function M.same_shape(s, want)
+  if #s ~= #want then return false end
+  for i = 1, #want do if s[i] ~= want[i] then return false end end
+  return true
+end
+
+-- n deterministic values without the engine's RNG, no ties: v[i] = sin(7 i + offset) * amp
+-- (offset 1 and amp 3 by default).
+function M.values(n, offset, amp)
+  local t = {}
+  for i = 1, n do t[i] = math.sin(7 * i + (offset or 1)) * (amp or 3) end
+  return t
+end
+
+-- One test: got and want (nested tables or flat lists, compared flat) have the same number of
+-- values and each is within tol of the other (|got - want| <= tol * (1 + |want|)).
+function M.all_close(got, want, tol, name)
+  got, want = M.flatten(got), M.flatten(want)
+  if #got ~= #want then return M.ok(false, name, ('%d values, want %d'):format(#got, #want)) end
+  for i = 1, #want do
+    local g, w = got[i], want[i]
+    if not (g == w or math.abs(g - w) <= tol * (1 + math.abs(w))) then
+      return M.ok(false, name, ('at %d: got %.10g want %.10g'):format(i, g, w))
+    end
+  end
+  return M.ok(true, name)
+end
+
+-- ---- the gmoe executable: tests of batch mode and the REPL ------------------------------
+
+-- The interpreter running this test is the gmoe under test: arg's lowest index (lua.c).
+function M.gmoe_path()
+  local lo = 0
+  while arg[lo - 1] do lo = lo - 1 end
+  return lo < 0 and arg[lo] or os.getenv('GMOE') or 'build/gmoe'
+end
+
+-- s quoted for sh.
+function M.q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+-- A temporary file name ending in ext (same ext, same name); tap.done() removes them all.
+local tmp_base, tmp_files = nil, {}
+function M.tmpfile(ext)
+  if not tmp_base then tmp_base = os.tmpname(); tmp_files[tmp_base] = true end
+  local p = tmp_base .. (ext or '')
+  tmp_files[p] = true
+  return p
+end
+
+function M.slurp(p)
+  local f = io.open(p, 'rb')
+  if not f then return '' end
+  local s = f:read('a')
+  f:close()
+  return s
+end
+
+function M.spit(p, s) local f = assert(io.open(p, 'wb')); f:write(s); f:close() end
+
+-- Runs gmoe with args (a shell-ready string) under a 20 s timeout; returns its exit code,
+-- stdout and stderr. opts.input: text for stdin; opts.stdin: a file for stdin (default
+-- /dev/null); opts.env: assignments put before the command ('GMOE_HISTORY=/dev/null').
+function M.run(args, opts)
+  opts = opts or {}
+  local stdin, out, err = opts.stdin, M.tmpfile('.out'), M.tmpfile('.err')
+  if opts.input then stdin = M.tmpfile('.in'); M.spit(stdin, opts.input) end
+  local cmd = ('%stimeout 20 %s %s < %s > %s 2> %s'):format(opts.env and opts.env .. ' ' or '',
+    M.q(M.gmoe_path()), args or '', stdin and M.q(stdin) or '/dev/null', M.q(out), M.q(err))
+  local _, _, code = os.execute(cmd)
+  return code, M.slurp(out), M.slurp(err)
+end
+
+-- Runs gmoe as tap.run does, in the background; once it writes "ready" on stderr, waits
+-- opts.settle seconds (default 0.2), sends SIGINT and gives it 2 s to end. Returns its exit
+-- code (or "hung" when it had to be killed), stdout and stderr.
+function M.run_interrupted(args, opts)
+  opts = opts or {}
+  local stdin, out, err, rc = opts.stdin, M.tmpfile('.out'), M.tmpfile('.err'), M.tmpfile('.rc')
+  if opts.input then stdin = M.tmpfile('.in'); M.spit(stdin, opts.input) end
+  local script = '"$0" ' .. (args or '') .. [[ <"$1" >"$2" 2>"$3" &
+pid=$!
+i=0; while ! grep -q ready "$3" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+sleep ]] .. (opts.settle or 0.2) .. [[
+
+kill -INT $pid
+i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
+if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid; echo hung >"$4"; exit; fi
+wait $pid; echo $? >"$4"
+]]
+  os.remove(rc)
+  os.execute(('%stimeout 30 sh -c %s %s %s %s %s %s'):format(opts.env and opts.env .. ' ' or '',
+    M.q(script), M.q(M.gmoe_path()), stdin and M.q(stdin) or '/dev/null', M.q(out), M.q(err),
+    M.q(rc)))
+  local code = M.slurp(rc):match('%S+')
+  return tonumber(code) or code, M.slurp(out), M.slurp(err)
+end
+
+-- Close out the stream: the plan (when not given first) and the exit status; removes the
+-- files of tap.tmpfile.
 function M.done()
+  for p in pairs(tmp_files) do os.remove(p) end
   if not planned then line('1..' .. n) end
   os.exit(failed == 0 and (not planned or planned == n) and 0 or 1)
 end

@@ -3,6 +3,7 @@
  * i32; their values are bounds-checked by the kernels. Backward rules run the forward kernels
  * of the dual op (gather <-> scatter_add, index_select <-> index_add) on fresh tensors. */
 #include "internal.h"
+#include "sample.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -20,21 +21,6 @@ static gm_status run1(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_
     ex.i[2] = i2;
     ex.i[3] = i3;
     return gm_run(c, kid, n_in, in, n_out, out, p, &ex);
-}
-
-/* A new contiguous tensor holding a copy of src (no autograd). */
-static gm_status copy_new(gm_ctx *c, gm_tensor *src, gm_tensor **out)
-{
-    gm_tensor *t = NULL;
-    gm_status s = gm_tensor_new(c, src->dtype, gm_tensor_device(src), src->ndim, src->shape, &t);
-    if (s) return s;
-    if (gm_tensor_numel(t) > 0) s = gm_run(c, GM_K_COPY, 1, &src, 1, &t, NULL, NULL);
-    if (s) {
-        gm_tensor_release(t);
-        return s;
-    }
-    *out = t;
-    return GM_OK;
 }
 
 /* The gradient of an output, or zeros of its recorded shape when it got none. */
@@ -75,40 +61,6 @@ static gm_status index_1d(gm_ctx *c, const char *op, gm_tensor *ix, gm_tensor **
     }
     if (ix->ndim == 0) return gm_tensor_view(c, ix, 1, &one, &st, ix->offset, out);
     return gm_errf(c, GM_ESHAPE, "%s: index must be 1-D, got shape %s", op, GM_SHAPE_STR(ix, b));
-}
-
-static gm_tensor *new_i32(gm_ctx *c, int ndim, const int64_t *shape, const int32_t *vals)
-{
-    gm_tensor *t = NULL;
-    if (gm_tensor_new(c, GM_I32, GM_CPU, ndim, shape, &t)) return NULL;
-    memcpy(gm_tensor_data(t), vals, (size_t)gm_tensor_numel(t) * sizeof *vals);
-    return t;
-}
-
-static gm_tensor *new_randn(gm_ctx *c, gm_dtype t, int ndim, const int64_t *shape,
-                            uint64_t seed)
-{
-    gm_tensor *x = NULL;
-    gm_generator g;
-    gm_generator_init(&g, seed);
-    if (gm_tensor_new(c, t, GM_CPU, ndim, shape, &x)) return NULL;
-    if (gm_rand_fill(c, x, GM_RAND_NORMAL, 0, 1, &g)) {
-        gm_tensor_release(x);
-        return NULL;
-    }
-    return x;
-}
-
-/* Fills in[] from a NULL-terminated build; on a NULL entry releases the others. */
-static gm_status sample_done(gm_ctx *c, int n, gm_tensor **in, int *n_in)
-{
-    for (int i = 0; i < n; i++)
-        if (!in[i]) {
-            for (int j = 0; j < n; j++) gm_tensor_release(in[j]);
-            return gm_errf(c, GM_ENOMEM, "sample: could not build inputs");
-        }
-    *n_in = n;
-    return GM_OK;
 }
 
 /* ---- gather ---------------------------------------------------------------------------- */
@@ -162,18 +114,18 @@ static gm_status gather_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in
     gm_params_init(p);
     if (variant == 0) { /* x [3,4], dim 1, index [3,2] with repeats */
         static const int32_t iv[] = {0, 3, 1, 1, 2, 0};
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 1000);
-        in[1] = new_i32(c, 2, (int64_t[]){3, 2}, iv);
+        in[0] = gm_sample_randn(c, GM_F64, 1000, 2, (int64_t[]){3, 4});
+        in[1] = gm_sample_i32(c, 2, (int64_t[]){3, 2}, iv);
         p->dim = 1;
     } else if (variant == 1) { /* dim 0 (negative), index smaller than x in dim 1 */
         static const int32_t iv[] = {2, 0, 1, 2, 2, 2};
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 1001);
-        in[1] = new_i32(c, 2, (int64_t[]){2, 3}, iv);
+        in[0] = gm_sample_randn(c, GM_F64, 1001, 2, (int64_t[]){3, 4});
+        in[1] = gm_sample_i32(c, 2, (int64_t[]){2, 3}, iv);
         p->dim = -2;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 static gm_status gather_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
@@ -181,28 +133,28 @@ static gm_status gather_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, g
 {
     gm_params_init(p);
     p->dim = 1;
-    in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 1100);
+    in[0] = gm_sample_randn(c, GM_F64, 1100, 2, (int64_t[]){3, 4});
     if (variant == 0) { /* index out of range */
         static const int32_t iv[] = {0, 4, 1, 1, 2, 0};
-        in[1] = new_i32(c, 2, (int64_t[]){3, 2}, iv);
+        in[1] = gm_sample_i32(c, 2, (int64_t[]){3, 2}, iv);
         *expect = GM_EINDEX;
     } else if (variant == 1) { /* index with a different ndim */
         static const int32_t iv[] = {0, 1, 2};
-        in[1] = new_i32(c, 1, (int64_t[]){3}, iv);
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){3}, iv);
         *expect = GM_ESHAPE;
     } else if (variant == 2) { /* float index */
-        in[1] = new_randn(c, GM_F64, 2, (int64_t[]){3, 2}, 1101);
+        in[1] = gm_sample_randn(c, GM_F64, 1101, 2, (int64_t[]){3, 2});
         *expect = GM_EDTYPE;
     } else if (variant == 3) { /* negative index */
         static const int32_t iv[] = {0, -1, 1, 1, 2, 0};
-        in[1] = new_i32(c, 2, (int64_t[]){3, 2}, iv);
+        in[1] = gm_sample_i32(c, 2, (int64_t[]){3, 2}, iv);
         *expect = GM_EINDEX;
     } else {
         gm_tensor_release(in[0]);
         in[0] = NULL;
         return GM_ENOTSUP;
     }
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 extern const gm_oprules gm_rules_GATHER;
@@ -234,7 +186,7 @@ static gm_status scatter_add_fwd(gm_ctx *c, gm_opcall *o)
     gm_tensor *x = o->in[0], *ix = o->in[1], *src = o->in[2];
     int dim;
     gm_status s = scatter_check(c, x, ix, src, o->p->dim, &dim);
-    if (!s) s = copy_new(c, x, &o->out[0]);
+    if (!s) s = gm_tensor_copy_as(c, x, x->dtype, &o->out[0]);
     if (s) return s;
     gm_tensor *ins[2] = {ix, src};
     return run1(c, GM_K_SCATTER_ADD, 2, ins, 1, o->out, o->p, dim, 0, 0, 0);
@@ -248,7 +200,7 @@ static gm_status scatter_add_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_ten
     gm_status s = gm_dim_norm(c, "scatter_add", n->p.dim, x->ndim, &dim);
     if (!s) s = grad_or_zeros(c, n, gout, 0, gm_tensor_device(x), &g);
     if (s) return s;
-    if (n->needs[0]) s = copy_new(c, g, &gin[0]);
+    if (n->needs[0]) s = gm_tensor_copy_as(c, g, g->dtype, &gin[0]);
     if (!s && n->needs[2]) {
         s = gm_tensor_zeros(c, src->dtype, gm_tensor_device(src), src->ndim, src->shape, &gin[2]);
         if (!s) s = gm_tensor_view(c, gin[2], ix->ndim, ix->shape, gin[2]->stride,
@@ -268,20 +220,20 @@ static gm_status scatter_add_sample(gm_ctx *c, int variant, int *n_in, gm_tensor
     gm_params_init(p);
     if (variant == 0) { /* x [3,4], dim 0, index/src [2,4] with collisions */
         static const int32_t iv[] = {0, 2, 2, 1, 0, 0, 2, 1};
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 1200);
-        in[1] = new_i32(c, 2, (int64_t[]){2, 4}, iv);
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){2, 4}, 1201);
+        in[0] = gm_sample_randn(c, GM_F64, 1200, 2, (int64_t[]){3, 4});
+        in[1] = gm_sample_i32(c, 2, (int64_t[]){2, 4}, iv);
+        in[2] = gm_sample_randn(c, GM_F64, 1201, 2, (int64_t[]){2, 4});
         p->dim = 0;
     } else if (variant == 1) { /* dim -1, src larger than index */
         static const int32_t iv[] = {1, 1, 0, 2};
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 1202);
-        in[1] = new_i32(c, 2, (int64_t[]){2, 2}, iv);
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){2, 5}, 1203);
+        in[0] = gm_sample_randn(c, GM_F64, 1202, 2, (int64_t[]){2, 3});
+        in[1] = gm_sample_i32(c, 2, (int64_t[]){2, 2}, iv);
+        in[2] = gm_sample_randn(c, GM_F64, 1203, 2, (int64_t[]){2, 5});
         p->dim = -1;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 3, in, n_in);
+    return gm_sample_done(c, 3, in, n_in);
 }
 
 static gm_status scatter_add_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in,
@@ -292,22 +244,22 @@ static gm_status scatter_add_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **
     gm_params_init(p);
     p->dim = 0;
     if (variant > 3) return GM_ENOTSUP;
-    in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 1300);
-    in[1] = new_i32(c, 2, (int64_t[]){2, 4}, variant == 0 ? big : ok);
+    in[0] = gm_sample_randn(c, GM_F64, 1300, 2, (int64_t[]){3, 4});
+    in[1] = gm_sample_i32(c, 2, (int64_t[]){2, 4}, variant == 0 ? big : ok);
     if (variant == 0) { /* index 3 out of range for dim 0 of size 3 */
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){2, 4}, 1301);
+        in[2] = gm_sample_randn(c, GM_F64, 1301, 2, (int64_t[]){2, 4});
         *expect = GM_EINDEX;
     } else if (variant == 1) { /* src smaller than index */
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 1301);
+        in[2] = gm_sample_randn(c, GM_F64, 1301, 2, (int64_t[]){2, 3});
         *expect = GM_ESHAPE;
     } else if (variant == 2) { /* src f32 into x f64 */
-        in[2] = new_randn(c, GM_F32, 2, (int64_t[]){2, 4}, 1301);
+        in[2] = gm_sample_randn(c, GM_F32, 1301, 2, (int64_t[]){2, 4});
         *expect = GM_EDTYPE;
     } else { /* src with a different ndim */
-        in[2] = new_randn(c, GM_F64, 3, (int64_t[]){2, 4, 1}, 1301);
+        in[2] = gm_sample_randn(c, GM_F64, 1301, 3, (int64_t[]){2, 4, 1});
         *expect = GM_ESHAPE;
     }
-    return sample_done(c, 3, in, n_in);
+    return gm_sample_done(c, 3, in, n_in);
 }
 
 extern const gm_oprules gm_rules_SCATTER_ADD;
@@ -355,18 +307,18 @@ static gm_status index_select_sample(gm_ctx *c, int variant, int *n_in, gm_tenso
     gm_params_init(p);
     if (variant == 0) { /* x [4,3], dim 0, repeated rows */
         static const int32_t iv[] = {3, 0, 3, 1, 2};
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){4, 3}, 1400);
-        in[1] = new_i32(c, 1, (int64_t[]){5}, iv);
+        in[0] = gm_sample_randn(c, GM_F64, 1400, 2, (int64_t[]){4, 3});
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){5}, iv);
         p->dim = 0;
     } else if (variant == 1) { /* x [2,3,4], dim -1 */
         static const int32_t iv[] = {2, 2};
-        in[0] = new_randn(c, GM_F64, 3, (int64_t[]){2, 3, 4}, 1401);
-        in[1] = new_i32(c, 1, (int64_t[]){2}, iv);
+        in[0] = gm_sample_randn(c, GM_F64, 1401, 3, (int64_t[]){2, 3, 4});
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){2}, iv);
         p->dim = -1;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 static gm_status index_select_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in,
@@ -376,18 +328,18 @@ static gm_status index_select_bad(gm_ctx *c, int variant, int *n_in, gm_tensor *
     gm_params_init(p);
     p->dim = 1;
     if (variant > 2) return GM_ENOTSUP;
-    in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 5}, 1500);
+    in[0] = gm_sample_randn(c, GM_F64, 1500, 2, (int64_t[]){3, 5});
     if (variant == 0) { /* index 5 for dim 1 of size 5 */
-        in[1] = new_i32(c, 1, (int64_t[]){4}, iv);
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){4}, iv);
         *expect = GM_EINDEX;
     } else if (variant == 1) { /* 2-D index */
-        in[1] = new_i32(c, 2, (int64_t[]){2, 2}, iv);
+        in[1] = gm_sample_i32(c, 2, (int64_t[]){2, 2}, iv);
         *expect = GM_ESHAPE;
     } else { /* float index */
-        in[1] = new_randn(c, GM_F32, 1, (int64_t[]){4}, 1501);
+        in[1] = gm_sample_randn(c, GM_F32, 1501, 1, (int64_t[]){4});
         *expect = GM_EDTYPE;
     }
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 extern const gm_oprules gm_rules_INDEX_SELECT;
@@ -423,7 +375,7 @@ static gm_status index_add_fwd(gm_ctx *c, gm_opcall *o)
     if (!s) s = gm_dim_norm(c, "index_add", o->p->dim, x->ndim, &dim);
     if (!s) s = index_1d(c, "index_add", o->in[1], &ix);
     if (!s) s = index_add_check(c, x, ix, src, &dim);
-    if (!s) s = copy_new(c, x, &o->out[0]);
+    if (!s) s = gm_tensor_copy_as(c, x, x->dtype, &o->out[0]);
     gm_tensor *ins[2] = {ix, src};
     if (!s) s = run1(c, GM_K_INDEX_ADD, 2, ins, 1, o->out, o->p, dim, 0, 0, 0);
     gm_tensor_release(ix);
@@ -438,7 +390,7 @@ static gm_status index_add_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tenso
     gm_status s = gm_dim_norm(c, "index_add", n->p.dim, x->ndim, &dim);
     if (!s) s = index_1d(c, "index_add", n->in[1], &ix);
     if (!s) s = grad_or_zeros(c, n, gout, 0, gm_tensor_device(x), &g);
-    if (!s && n->needs[0]) s = copy_new(c, g, &gin[0]);
+    if (!s && n->needs[0]) s = gm_tensor_copy_as(c, g, g->dtype, &gin[0]);
     if (!s && n->needs[2]) {
         s = gm_tensor_new(c, src->dtype, gm_tensor_device(src), src->ndim, src->shape, &gin[2]);
         gm_tensor *ins[2] = {g, ix};
@@ -455,20 +407,20 @@ static gm_status index_add_sample(gm_ctx *c, int variant, int *n_in, gm_tensor *
     gm_params_init(p);
     if (variant == 0) { /* x [4,3], dim 0, index [5] with repeats */
         static const int32_t iv[] = {3, 0, 3, 1, 3};
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){4, 3}, 1600);
-        in[1] = new_i32(c, 1, (int64_t[]){5}, iv);
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){5, 3}, 1601);
+        in[0] = gm_sample_randn(c, GM_F64, 1600, 2, (int64_t[]){4, 3});
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){5}, iv);
+        in[2] = gm_sample_randn(c, GM_F64, 1601, 2, (int64_t[]){5, 3});
         p->dim = 0;
     } else if (variant == 1) { /* x [2,3,4], dim -1 */
         static const int32_t iv[] = {2, 0};
-        in[0] = new_randn(c, GM_F64, 3, (int64_t[]){2, 3, 4}, 1602);
-        in[1] = new_i32(c, 1, (int64_t[]){2}, iv);
-        in[2] = new_randn(c, GM_F64, 3, (int64_t[]){2, 3, 2}, 1603);
+        in[0] = gm_sample_randn(c, GM_F64, 1602, 3, (int64_t[]){2, 3, 4});
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){2}, iv);
+        in[2] = gm_sample_randn(c, GM_F64, 1603, 3, (int64_t[]){2, 3, 2});
         p->dim = -1;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 3, in, n_in);
+    return gm_sample_done(c, 3, in, n_in);
 }
 
 static gm_status index_add_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
@@ -479,19 +431,19 @@ static gm_status index_add_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in
     gm_params_init(p);
     p->dim = 0;
     if (variant > 2) return GM_ENOTSUP;
-    in[0] = new_randn(c, GM_F64, 2, (int64_t[]){4, 3}, 1700);
-    in[1] = new_i32(c, 1, (int64_t[]){3}, variant == 0 ? big : ok);
+    in[0] = gm_sample_randn(c, GM_F64, 1700, 2, (int64_t[]){4, 3});
+    in[1] = gm_sample_i32(c, 1, (int64_t[]){3}, variant == 0 ? big : ok);
     if (variant == 0) {
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){3, 3}, 1701);
+        in[2] = gm_sample_randn(c, GM_F64, 1701, 2, (int64_t[]){3, 3});
         *expect = GM_EINDEX;
     } else if (variant == 1) { /* src rows != index length */
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 1701);
+        in[2] = gm_sample_randn(c, GM_F64, 1701, 2, (int64_t[]){2, 3});
         *expect = GM_ESHAPE;
     } else {
-        in[2] = new_randn(c, GM_F32, 2, (int64_t[]){3, 3}, 1701);
+        in[2] = gm_sample_randn(c, GM_F32, 1701, 2, (int64_t[]){3, 3});
         *expect = GM_EDTYPE;
     }
-    return sample_done(c, 3, in, n_in);
+    return gm_sample_done(c, 3, in, n_in);
 }
 
 extern const gm_oprules gm_rules_INDEX_ADD;
@@ -539,7 +491,7 @@ static gm_status topk_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
 /* Distinct values with gaps >= 0.1 so finite differences never swap the order. */
 static gm_tensor *distinct(gm_ctx *c, int ndim, const int64_t *shape, uint64_t seed)
 {
-    gm_tensor *x = new_randn(c, GM_F64, ndim, shape, seed);
+    gm_tensor *x = gm_sample_randn(c, GM_F64, seed, ndim, shape);
     if (!x) return NULL;
     double *d = gm_tensor_data(x);
     int64_t n = gm_tensor_numel(x);
@@ -563,7 +515,7 @@ static gm_status topk_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, 
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 1, in, n_in);
+    return gm_sample_done(c, 1, in, n_in);
 }
 
 static gm_status topk_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
@@ -580,8 +532,8 @@ static gm_status topk_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_
     } else {
         return GM_ENOTSUP;
     }
-    in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 5}, 1900);
-    return sample_done(c, 1, in, n_in);
+    in[0] = gm_sample_randn(c, GM_F64, 1900, 2, (int64_t[]){3, 5});
+    return gm_sample_done(c, 1, in, n_in);
 }
 
 extern const gm_oprules gm_rules_TOPK;
@@ -616,10 +568,10 @@ static gm_status one_hot_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **i
     static const int32_t iv[] = {2, 0, 3, 3, 1, 0};
     gm_params_init(p);
     if (variant != 0) return GM_ENOTSUP;
-    in[0] = new_i32(c, 2, (int64_t[]){2, 3}, iv);
+    in[0] = gm_sample_i32(c, 2, (int64_t[]){2, 3}, iv);
     p->n = 4;
     p->dtype = GM_F64;
-    return sample_done(c, 1, in, n_in);
+    return gm_sample_done(c, 1, in, n_in);
 }
 
 static gm_status one_hot_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
@@ -629,19 +581,19 @@ static gm_status one_hot_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, 
     gm_params_init(p);
     p->n = 4;
     if (variant == 0) { /* 4 out of range for 4 classes */
-        in[0] = new_i32(c, 1, (int64_t[]){3}, iv);
+        in[0] = gm_sample_i32(c, 1, (int64_t[]){3}, iv);
         *expect = GM_EINDEX;
     } else if (variant == 1) {
-        in[0] = new_i32(c, 1, (int64_t[]){2}, iv);
+        in[0] = gm_sample_i32(c, 1, (int64_t[]){2}, iv);
         p->n = 0;
         *expect = GM_EARG;
     } else if (variant == 2) {
-        in[0] = new_randn(c, GM_F64, 1, (int64_t[]){3}, 2000);
+        in[0] = gm_sample_randn(c, GM_F64, 2000, 1, (int64_t[]){3});
         *expect = GM_EDTYPE;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 1, in, n_in);
+    return gm_sample_done(c, 1, in, n_in);
 }
 
 extern const gm_oprules gm_rules_ONE_HOT;
@@ -722,7 +674,7 @@ static gm_status cat_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gi
         if (n->needs[j]) {
             s = gm_tensor_view(c, g, g->ndim, x->shape, g->stride,
                                g->offset + at * g->stride[dim], &v);
-            if (!s) s = copy_new(c, v, &gin[j]);
+            if (!s) s = gm_tensor_copy_as(c, v, v->dtype, &gin[j]);
             gm_tensor_release(v);
         }
         at += x->shape[dim];
@@ -775,7 +727,7 @@ static gm_status stack_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **
         gm_tensor *v = NULL;
         if (!n->needs[j]) continue;
         s = gm_tensor_view(c, g, x0->ndim, x0->shape, st, g->offset + j * g->stride[dim], &v);
-        if (!s) s = copy_new(c, v, &gin[j]);
+        if (!s) s = gm_tensor_copy_as(c, v, v->dtype, &gin[j]);
         gm_tensor_release(v);
     }
     gm_tensor_release(g);
@@ -787,19 +739,19 @@ static gm_status join_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, 
 {
     gm_params_init(p);
     if (variant == 0) { /* three pieces along dim 0 */
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 2100);
-        in[1] = new_randn(c, GM_F64, 2, (int64_t[]){cat ? 1 : 2, 3}, 2101);
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 2102);
+        in[0] = gm_sample_randn(c, GM_F64, 2100, 2, (int64_t[]){2, 3});
+        in[1] = gm_sample_randn(c, GM_F64, 2101, 2, (int64_t[]){cat ? 1 : 2, 3});
+        in[2] = gm_sample_randn(c, GM_F64, 2102, 2, (int64_t[]){2, 3});
         p->dim = 0;
     } else if (variant == 1) { /* along the last dim */
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 2103);
-        in[1] = new_randn(c, GM_F64, 2, (int64_t[]){2, cat ? 4 : 3}, 2104);
-        in[2] = new_randn(c, GM_F64, 2, (int64_t[]){2, cat ? 1 : 3}, 2105);
+        in[0] = gm_sample_randn(c, GM_F64, 2103, 2, (int64_t[]){2, 3});
+        in[1] = gm_sample_randn(c, GM_F64, 2104, 2, (int64_t[]){2, cat ? 4 : 3});
+        in[2] = gm_sample_randn(c, GM_F64, 2105, 2, (int64_t[]){2, cat ? 1 : 3});
         p->dim = -1;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 3, in, n_in);
+    return gm_sample_done(c, 3, in, n_in);
 }
 
 static gm_status join_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
@@ -808,21 +760,21 @@ static gm_status join_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_
     gm_params_init(p);
     p->dim = 0;
     if (variant == 0) { /* mismatched shape outside the dim */
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 2200);
-        in[1] = new_randn(c, GM_F64, 2, (int64_t[]){2, 4}, 2201);
+        in[0] = gm_sample_randn(c, GM_F64, 2200, 2, (int64_t[]){2, 3});
+        in[1] = gm_sample_randn(c, GM_F64, 2201, 2, (int64_t[]){2, 4});
         *expect = GM_ESHAPE;
     } else if (variant == 1) { /* mismatched dtypes */
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 2202);
-        in[1] = new_randn(c, GM_F32, 2, (int64_t[]){2, 3}, 2203);
+        in[0] = gm_sample_randn(c, GM_F64, 2202, 2, (int64_t[]){2, 3});
+        in[1] = gm_sample_randn(c, GM_F32, 2203, 2, (int64_t[]){2, 3});
         *expect = GM_EDTYPE;
     } else if (variant == 2) { /* mismatched ndim */
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){2, 3}, 2204);
-        in[1] = new_randn(c, GM_F64, 1, (int64_t[]){3}, 2205);
+        in[0] = gm_sample_randn(c, GM_F64, 2204, 2, (int64_t[]){2, 3});
+        in[1] = gm_sample_randn(c, GM_F64, 2205, 1, (int64_t[]){3});
         *expect = GM_ESHAPE;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 static gm_status cat_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p)

@@ -6,6 +6,7 @@
 #include <limits.h>
 
 #include "internal.h"
+#include "sample.h"
 
 /* Same test as the CPU kernel: can BLAS read this rows x cols matrix as it is (row-major, or
  * the transpose of a row-major one)? Size-1 dims take any stride. */
@@ -196,31 +197,15 @@ out:
     return st;
 }
 
-static gm_status randn(gm_ctx *c, uint64_t seed, int ndim, const int64_t *shape, gm_tensor **out) {
-    gm_generator g;
-    gm_generator_init(&g, seed);
-    gm_status st = gm_tensor_new(c, GM_F64, GM_CPU, ndim, shape, out);
-    if (st != GM_OK) return st;
-    if ((st = gm_rand_fill(c, *out, GM_RAND_NORMAL, 0, 1, &g)) != GM_OK) {
-        gm_tensor_release(*out);
-        *out = NULL;
-    }
-    return st;
-}
-
-/* Pairs of shapes: {ndim_a, shape_a..., ndim_b, shape_b...}. */
-static gm_status pair(gm_ctx *c, int variant, const int *s, gm_tensor **in) {
+/* Pairs of shapes: {ndim_a, shape_a..., ndim_b, shape_b...}; f64 normal samples. */
+static gm_status pair(gm_ctx *c, int variant, const int *s, gm_tensor **in, int *n_in) {
     int64_t sa[GM_MAX_DIMS], sb[GM_MAX_DIMS];
     int na = s[0], nb = s[1 + na];
     for (int i = 0; i < na; i++) sa[i] = s[1 + i];
     for (int i = 0; i < nb; i++) sb[i] = s[2 + na + i];
-    gm_status st = randn(c, 1000 + (uint64_t)variant, na, sa, &in[0]);
-    if (st != GM_OK) return st;
-    if ((st = randn(c, 2000 + (uint64_t)variant, nb, sb, &in[1])) != GM_OK) {
-        gm_tensor_release(in[0]);
-        in[0] = NULL;
-    }
-    return st;
+    in[0] = gm_sample_randn(c, GM_F64, 1000 + (uint64_t)variant, na, sa);
+    in[1] = gm_sample_randn(c, GM_F64, 2000 + (uint64_t)variant, nb, sb);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 static gm_status matmul_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {
@@ -236,7 +221,7 @@ static gm_status matmul_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in
     gm_params_init(p);
     if (variant < 0 || variant >= (int)(sizeof shapes / sizeof shapes[0])) return GM_ENOTSUP;
     *n_in = 2;
-    return pair(c, variant, shapes[variant], in);
+    return pair(c, variant, shapes[variant], in, n_in);
 }
 
 static gm_status matmul_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
@@ -253,7 +238,7 @@ static gm_status matmul_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, g
     gm_status st;
     if (variant < 4) {
         *expect = GM_ESHAPE;
-        return pair(c, variant, shapes[variant], in);
+        return pair(c, variant, shapes[variant], in, n_in);
     }
     switch (variant) {
     case 4: /* f64 @ f32 */

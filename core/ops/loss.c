@@ -3,22 +3,9 @@
  * kernel; its backward is one fused kernel (softmax - onehot) * g / count. mse_loss needs
  * equal shapes (no silent broadcasting of a loss). */
 #include "internal.h"
+#include "sample.h"
 
 #include <string.h>
-
-static gm_status copy_new(gm_ctx *c, gm_tensor *src, gm_tensor **out)
-{
-    gm_tensor *t = NULL;
-    gm_status s = gm_tensor_new(c, src->dtype, gm_tensor_device(src), src->ndim, src->shape, &t);
-    if (s) return s;
-    if (gm_tensor_numel(t) > 0) s = gm_run(c, GM_K_COPY, 1, &src, 1, &t, NULL, NULL);
-    if (s) {
-        gm_tensor_release(t);
-        return s;
-    }
-    *out = t;
-    return GM_OK;
-}
 
 /* A contiguous view of x as [rows, cols] (or [rows] when cols < 0), copying x when its
  * strides cannot be merged. */
@@ -27,7 +14,7 @@ static gm_status flat_view(gm_ctx *c, gm_tensor *x, int64_t rows, int64_t cols, 
     gm_tensor *base = NULL;
     gm_status s = GM_OK;
     if (gm_tensor_is_contiguous(x)) base = gm_tensor_retain(x);
-    else s = copy_new(c, x, &base);
+    else s = gm_tensor_copy_as(c, x, x->dtype, &base);
     if (s) return s;
     int64_t shape[2] = {rows, cols}, st[2] = {cols, 1};
     if (cols < 0) st[0] = 1;
@@ -41,39 +28,6 @@ static gm_status check_reduction(gm_ctx *c, const char *op, int r)
     if (r == GM_RED_MEAN || r == GM_RED_SUM || r == GM_RED_NONE) return GM_OK;
     return gm_errf(c, GM_EARG, "%s: reduction must be \"mean\", \"sum\" or \"none\", got %d", op,
                    r);
-}
-
-static gm_tensor *new_randn(gm_ctx *c, gm_dtype t, int ndim, const int64_t *shape,
-                            uint64_t seed)
-{
-    gm_tensor *x = NULL;
-    gm_generator g;
-    gm_generator_init(&g, seed);
-    if (gm_tensor_new(c, t, GM_CPU, ndim, shape, &x)) return NULL;
-    if (gm_rand_fill(c, x, GM_RAND_NORMAL, 0, 1, &g)) {
-        gm_tensor_release(x);
-        return NULL;
-    }
-    return x;
-}
-
-static gm_tensor *new_i32(gm_ctx *c, int ndim, const int64_t *shape, const int32_t *vals)
-{
-    gm_tensor *t = NULL;
-    if (gm_tensor_new(c, GM_I32, GM_CPU, ndim, shape, &t)) return NULL;
-    memcpy(gm_tensor_data(t), vals, (size_t)gm_tensor_numel(t) * sizeof *vals);
-    return t;
-}
-
-static gm_status sample_done(gm_ctx *c, int n, gm_tensor **in, int *n_in)
-{
-    for (int i = 0; i < n; i++)
-        if (!in[i]) {
-            for (int j = 0; j < n; j++) gm_tensor_release(in[j]);
-            return gm_errf(c, GM_ENOMEM, "sample: could not build inputs");
-        }
-    *n_in = n;
-    return GM_OK;
 }
 
 /* ---- cross_entropy --------------------------------------------------------------------- */
@@ -164,18 +118,18 @@ static gm_status ce_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm
     static const int32_t t1[] = {1, 0, 2, 2, 7, 1};
     gm_params_init(p);
     if (variant >= 0 && variant <= 2) { /* [4,5] with one ignored row; mean, sum, none */
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){4, 5}, 3000 + (uint64_t)variant);
-        in[1] = new_i32(c, 1, (int64_t[]){4}, t0);
+        in[0] = gm_sample_randn(c, GM_F64, 3000 + (uint64_t)variant, 2, (int64_t[]){4, 5});
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){4}, t0);
         p->ignore_index = -100;
         p->reduction = variant == 0 ? GM_RED_MEAN : variant == 1 ? GM_RED_SUM : GM_RED_NONE;
     } else if (variant == 3) { /* [2,3,3] language-model layout, ignore_index 7 */
-        in[0] = new_randn(c, GM_F64, 3, (int64_t[]){2, 3, 3}, 3003);
-        in[1] = new_i32(c, 2, (int64_t[]){2, 3}, t1);
+        in[0] = gm_sample_randn(c, GM_F64, 3003, 3, (int64_t[]){2, 3, 3});
+        in[1] = gm_sample_i32(c, 2, (int64_t[]){2, 3}, t1);
         p->ignore_index = 7;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 static gm_status ce_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
@@ -185,27 +139,27 @@ static gm_status ce_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_pa
     static const int32_t ok[] = {2, 4, 0, 1};
     gm_params_init(p);
     if (variant > 4) return GM_ENOTSUP;
-    in[0] = new_randn(c, GM_F64, 2, (int64_t[]){4, 5}, 3100);
+    in[0] = gm_sample_randn(c, GM_F64, 3100, 2, (int64_t[]){4, 5});
     if (variant == 0) { /* target 5 for 5 classes */
-        in[1] = new_i32(c, 1, (int64_t[]){4}, tv);
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){4}, tv);
         *expect = GM_EINDEX;
     } else if (variant == 1) { /* target [3] for 4 rows */
-        in[1] = new_i32(c, 1, (int64_t[]){3}, ok);
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){3}, ok);
         *expect = GM_ESHAPE;
     } else if (variant == 2) { /* float target */
-        in[1] = new_randn(c, GM_F64, 1, (int64_t[]){4}, 3101);
+        in[1] = gm_sample_randn(c, GM_F64, 3101, 1, (int64_t[]){4});
         *expect = GM_EDTYPE;
     } else if (variant == 3) { /* i32 logits */
         gm_tensor_release(in[0]);
-        in[0] = new_i32(c, 2, (int64_t[]){2, 2}, ok);
-        in[1] = new_i32(c, 1, (int64_t[]){2}, ok + 2);
+        in[0] = gm_sample_i32(c, 2, (int64_t[]){2, 2}, ok);
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){2}, ok + 2);
         *expect = GM_EDTYPE;
     } else { /* negative target that is not ignore_index */
         static const int32_t neg[] = {2, -1, 0, 1};
-        in[1] = new_i32(c, 1, (int64_t[]){4}, neg);
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){4}, neg);
         *expect = GM_EINDEX;
     }
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 extern const gm_oprules gm_rules_CROSS_ENTROPY;
@@ -275,10 +229,10 @@ static gm_status mse_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, g
 {
     gm_params_init(p);
     if (variant < 0 || variant > 2) return GM_ENOTSUP;
-    in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 3200 + (uint64_t)variant);
-    in[1] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 3210 + (uint64_t)variant);
+    in[0] = gm_sample_randn(c, GM_F64, 3200 + (uint64_t)variant, 2, (int64_t[]){3, 4});
+    in[1] = gm_sample_randn(c, GM_F64, 3210 + (uint64_t)variant, 2, (int64_t[]){3, 4});
     p->reduction = variant == 0 ? GM_RED_MEAN : variant == 1 ? GM_RED_SUM : GM_RED_NONE;
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 static gm_status mse_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
@@ -286,22 +240,22 @@ static gm_status mse_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_p
 {
     gm_params_init(p);
     if (variant == 0) { /* broadcastable but not equal: refused */
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 3300);
-        in[1] = new_randn(c, GM_F64, 1, (int64_t[]){4}, 3301);
+        in[0] = gm_sample_randn(c, GM_F64, 3300, 2, (int64_t[]){3, 4});
+        in[1] = gm_sample_randn(c, GM_F64, 3301, 1, (int64_t[]){4});
         *expect = GM_ESHAPE;
     } else if (variant == 1) {
-        in[0] = new_randn(c, GM_F64, 2, (int64_t[]){3, 4}, 3302);
-        in[1] = new_randn(c, GM_F32, 2, (int64_t[]){3, 4}, 3303);
+        in[0] = gm_sample_randn(c, GM_F64, 3302, 2, (int64_t[]){3, 4});
+        in[1] = gm_sample_randn(c, GM_F32, 3303, 2, (int64_t[]){3, 4});
         *expect = GM_EDTYPE;
     } else if (variant == 2) { /* i32 into a float-only op */
         static const int32_t v[] = {1, 2, 3};
-        in[0] = new_i32(c, 1, (int64_t[]){3}, v);
-        in[1] = new_i32(c, 1, (int64_t[]){3}, v);
+        in[0] = gm_sample_i32(c, 1, (int64_t[]){3}, v);
+        in[1] = gm_sample_i32(c, 1, (int64_t[]){3}, v);
         *expect = GM_EDTYPE;
     } else {
         return GM_ENOTSUP;
     }
-    return sample_done(c, 2, in, n_in);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 extern const gm_oprules gm_rules_MSE_LOSS;

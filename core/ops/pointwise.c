@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "sample.h"
 
 /* ---- shared helpers -------------------------------------------------------------------- */
 
@@ -139,19 +140,11 @@ static gm_status binary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
  * at x = +-0.5); small integers (comparisons hit equality). */
 enum { SM_NORMAL, SM_POS, SM_AWAY, SM_GRID_A, SM_GRID_B, SM_INT };
 
-static gm_status pw_sample_t(gm_ctx *c, uint64_t seed, int kind, int nd, const int64_t *shape,
-                             gm_tensor **out) {
-    gm_generator g;
-    gm_generator_init(&g, seed);
-    gm_status st = gm_tensor_new(c, GM_F64, GM_CPU, nd, shape, out);
-    if (st == GM_OK) st = gm_rand_fill(c, *out, GM_RAND_NORMAL, 0, 1, &g);
-    if (st != GM_OK) {
-        gm_tensor_release(*out);
-        *out = NULL;
-        return st;
-    }
-    double *d = gm_tensor_data(*out);
-    for (int64_t i = 0, n = gm_tensor_numel(*out); i < n; i++) {
+static gm_tensor *pw_sample_t(gm_ctx *c, uint64_t seed, int kind, int nd, const int64_t *shape) {
+    gm_tensor *t = gm_sample_randn(c, GM_F64, seed, nd, shape);
+    if (!t) return NULL;
+    double *d = gm_tensor_data(t);
+    for (int64_t i = 0, n = gm_tensor_numel(t); i < n; i++) {
         double z = d[i];
         switch (kind) {
         case SM_POS: d[i] = fabs(z) + 0.2; break;
@@ -162,7 +155,7 @@ static gm_status pw_sample_t(gm_ctx *c, uint64_t seed, int kind, int nd, const i
         default: break;
         }
     }
-    return GM_OK;
+    return t;
 }
 
 /* Shapes of binary samples: equal, [3,1] with [1,4], a 0-dim y, and rank-changing broadcast. */
@@ -193,11 +186,9 @@ static gm_status binary_sample(gm_ctx *c, int op, int variant, int *n_in, gm_ten
         break;
     default: break;
     }
-    *n_in = 2;
-    gm_status st = pw_sample_t(c, 1000 + (uint64_t)variant, kx, nx, sx, &in[0]);
-    if (st == GM_OK) st = pw_sample_t(c, 2000 + (uint64_t)variant, ky, ny, sy, &in[1]);
-    if (st != GM_OK) pw_release(2, in);
-    return st;
+    in[0] = pw_sample_t(c, 1000 + (uint64_t)variant, kx, nx, sx);
+    in[1] = pw_sample_t(c, 2000 + (uint64_t)variant, ky, ny, sy);
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 /* 0: shapes that do not broadcast; 1: f64 with f32; 2 (pow): i32; 2 (div): i32 / 0. */
@@ -292,8 +283,8 @@ static gm_status unary_sample(gm_ctx *c, int op, int variant, int *n_in, gm_tens
         break;
     default: break;
     }
-    *n_in = 1;
-    return pw_sample_t(c, 1000 + (uint64_t)variant, kind, ndims[variant], shapes[variant], &in[0]);
+    in[0] = pw_sample_t(c, 1000 + (uint64_t)variant, kind, ndims[variant], shapes[variant]);
+    return gm_sample_done(c, 1, in, n_in);
 }
 
 /* Float-only ops refuse i32; clamp refuses a call without bounds. */
@@ -356,25 +347,22 @@ static gm_status where_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **
     return st;
 }
 
-/* cond is i32 (it is not differentiable: finite differences must not perturb it). */
+/* cond is i32 (it is not differentiable: finite differences must not perturb it): element i
+ * is 0 where i % 3 == 1, else i + 1 (true values other than 1). */
 static gm_status where_sample(gm_ctx *c, int op, int variant, int *n_in, gm_tensor **in,
                               gm_params *p) {
     static const int64_t shapes[2][3][2] = {{{3, 1}, {3, 4}, {4}}, {{2, 3}, {0}, {2, 3}}};
     static const int ndims[2][3] = {{2, 2, 1}, {2, 0, 2}};
+    static const int32_t conds[2][6] = {{1, 0, 3}, {1, 0, 3, 4, 0, 6}};
     gm_params_init(p);
     if (variant < 0 || variant >= 2) return GM_ENOTSUP;
-    *n_in = 3;
-    in[0] = in[1] = in[2] = NULL;
-    gm_status st = gm_tensor_new(c, GM_I32, GM_CPU, ndims[variant][0], shapes[variant][0], &in[0]);
-    if (st == GM_OK) {
-        int32_t *d = gm_tensor_data(in[0]);
-        for (int64_t i = 0, n = gm_tensor_numel(in[0]); i < n; i++) d[i] = (int32_t)(i % 3 != 1) * (int32_t)(i + 1);
-    }
-    if (st == GM_OK) st = pw_sample_t(c, 1000 + (uint64_t)variant, SM_NORMAL, ndims[variant][1], shapes[variant][1], &in[1]);
-    if (st == GM_OK) st = pw_sample_t(c, 2000 + (uint64_t)variant, SM_NORMAL, ndims[variant][2], shapes[variant][2], &in[2]);
-    if (st != GM_OK) pw_release(3, in);
+    in[0] = gm_sample_i32(c, ndims[variant][0], shapes[variant][0], conds[variant]);
+    in[1] = pw_sample_t(c, 1000 + (uint64_t)variant, SM_NORMAL, ndims[variant][1],
+                        shapes[variant][1]);
+    in[2] = pw_sample_t(c, 2000 + (uint64_t)variant, SM_NORMAL, ndims[variant][2],
+                        shapes[variant][2]);
     (void)op;
-    return st;
+    return gm_sample_done(c, 3, in, n_in);
 }
 
 /* 0: cond [2,3] with x [4]; 1: x f64 with y f32. */
@@ -445,21 +433,15 @@ static gm_status masked_fill_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_ten
 static gm_status masked_fill_sample(gm_ctx *c, int op, int variant, int *n_in, gm_tensor **in,
                                     gm_params *p) {
     static const int64_t shapes[2][2][2] = {{{3, 4}, {1, 4}}, {{2, 3}, {2, 3}}};
+    static const int32_t masks[2][6] = {{1, 0, 1, 0}, {1, 0, 1, 0, 1, 0}}; /* even positions */
     gm_params_init(p);
     if (variant < 0 || variant >= 2) return GM_ENOTSUP;
     p->has_a = true;
     p->a = variant == 0 ? 0.5 : -2.0;
-    *n_in = 2;
-    in[0] = in[1] = NULL;
-    gm_status st = pw_sample_t(c, 1000 + (uint64_t)variant, SM_NORMAL, 2, shapes[variant][0], &in[0]);
-    if (st == GM_OK) st = gm_tensor_new(c, GM_I32, GM_CPU, 2, shapes[variant][1], &in[1]);
-    if (st == GM_OK) {
-        int32_t *d = gm_tensor_data(in[1]);
-        for (int64_t i = 0, n = gm_tensor_numel(in[1]); i < n; i++) d[i] = i % 2 == 0;
-    }
-    if (st != GM_OK) pw_release(2, in);
+    in[0] = pw_sample_t(c, 1000 + (uint64_t)variant, SM_NORMAL, 2, shapes[variant][0]);
+    in[1] = gm_sample_i32(c, 2, shapes[variant][1], masks[variant]);
     (void)op;
-    return st;
+    return gm_sample_done(c, 2, in, n_in);
 }
 
 /* 0: mask [3] with x [2,4]; 1: mask [2,3] would enlarge x [3]; 2: i32 x filled with 0.5. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "sample.h"
 
 /* ---- shared helpers -------------------------------------------------------------------- */
 
@@ -92,17 +93,11 @@ static gm_status zeros_like(gm_ctx *c, const gm_tensor *x, gm_tensor **out) {
     return gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, out);
 }
 
-/* An f64 sample filled from a normal(0, 1) generator seeded by the variant. */
-static gm_status randn(gm_ctx *c, int variant, int ndim, const int64_t *shape, gm_tensor **out) {
-    gm_generator g;
-    gm_generator_init(&g, 1000 + (uint64_t)variant);
-    gm_status st = gm_tensor_new(c, GM_F64, GM_CPU, ndim, shape, out);
-    if (st != GM_OK) return st;
-    if ((st = gm_rand_fill(c, *out, GM_RAND_NORMAL, 0, 1, &g)) != GM_OK) {
-        gm_tensor_release(*out);
-        *out = NULL;
-    }
-    return st;
+/* in[0] = an f64 normal(0, 1) sample seeded by the variant (the callers set *n_in). */
+static gm_status randn(gm_ctx *c, int variant, int ndim, const int64_t *shape, gm_tensor **in) {
+    int n;
+    in[0] = gm_sample_randn(c, GM_F64, 1000 + (uint64_t)variant, ndim, shape);
+    return gm_sample_done(c, 1, in, &n);
 }
 
 static void set_dims(gm_params *p, int n, int d0, int d1) {

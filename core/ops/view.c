@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "../internal.h"
+#include "sample.h"
 
 #define RULES(id) extern const gm_oprules gm_rules_##id; const gm_oprules gm_rules_##id
 
@@ -113,21 +114,15 @@ static gm_status back_scatter_view(gm_ctx *c, gm_node *n, gm_tensor *g, gm_tenso
     return GM_OK;
 }
 
-static gm_tensor *rand_input(gm_ctx *c, int variant, int ndim, const int64_t *shape) {
-    gm_tensor *t;
-    gm_generator g;
-    gm_generator_init(&g, 4000 + (uint64_t)variant);
-    if (gm_tensor_new(c, GM_F64, GM_CPU, ndim, shape, &t) != GM_OK) return NULL;
-    gm_rand_fill(c, t, GM_RAND_NORMAL, 0, 1, &g);
-    return t;
-}
-
-#define SAMPLE_X(...)                                                        \
-    do {                                                                     \
-        int64_t shp_[] = {__VA_ARGS__};                                      \
-        in[0] = rand_input(c, variant, (int)(sizeof shp_ / sizeof shp_[0]), shp_); \
-        *n_in = 1;                                                           \
-        if (!in[0]) return GM_ENOMEM;                                        \
+/* in[0] = an f64 normal(0, 1) sample of the given shape (seed 4000 + variant), *n_in = 1;
+ * returns from the calling sample/bad rule when it cannot be built. */
+#define SAMPLE_X(...)                                                                   \
+    do {                                                                                \
+        int64_t shp_[] = {__VA_ARGS__};                                                 \
+        in[0] = gm_sample_randn(c, GM_F64, 4000 + (uint64_t)variant,                    \
+                                (int)(sizeof shp_ / sizeof shp_[0]), shp_);             \
+        gm_status st_ = gm_sample_done(c, 1, in, n_in);                                 \
+        if (st_ != GM_OK) return st_;                                                   \
     } while (0)
 
 /* ---- reshape / view ---------------------------------------------------------------------- */
@@ -462,33 +457,21 @@ RULES(UNSQUEEZE) = {unsqueeze_fwd, back_reshape, unsqueeze_sample, dim_bad};
 RULES(FLATTEN) = {flatten_fwd, back_reshape, flatten_sample, dim_bad};
 
 /* ---- contiguous / clone / to ------------------------------------------------------------- */
-static gm_status copy_into_new(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out) {
-    gm_tensor *y;
-    gm_status st = gm_tensor_new(c, t, gm_tensor_device(x), x->ndim, x->shape, &y);
-    if (st != GM_OK) return st;
-    if ((st = gm_run(c, GM_K_COPY, 1, &x, 1, &y, NULL, NULL)) != GM_OK) {
-        gm_tensor_release(y);
-        return st;
-    }
-    *out = y;
-    return GM_OK;
-}
-
 static gm_status contiguous_fwd(gm_ctx *c, gm_opcall *o) {
     gm_tensor *x = o->in[0];
     if (gm_tensor_is_contiguous(x)) return gm_tensor_alias(c, x, &o->out[0]);
-    return copy_into_new(c, x, x->dtype, &o->out[0]);
+    return gm_tensor_copy_as(c, x, x->dtype, &o->out[0]);
 }
 
 static gm_status clone_fwd(gm_ctx *c, gm_opcall *o) {
-    return copy_into_new(c, o->in[0], o->in[0]->dtype, &o->out[0]);
+    return gm_tensor_copy_as(c, o->in[0], o->in[0]->dtype, &o->out[0]);
 }
 
 static gm_status to_fwd(gm_ctx *c, gm_opcall *o) {
     gm_tensor *x = o->in[0];
     if ((unsigned)o->p->dtype >= GM_DTYPE_COUNT) return gm_errf(c, GM_EARG, "to: bad dtype");
     if (x->dtype == o->p->dtype) return gm_tensor_alias(c, x, &o->out[0]);
-    return copy_into_new(c, x, o->p->dtype, &o->out[0]);
+    return gm_tensor_copy_as(c, x, o->p->dtype, &o->out[0]);
 }
 
 static gm_status identity_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {

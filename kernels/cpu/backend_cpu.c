@@ -142,55 +142,13 @@ bool gm_cuda_built(void) {
 #endif
 }
 
-/* ---- element access shared by the base kernels ---------------------------------------- */
-static inline double load(const void *p, gm_dtype t, int64_t i) {
-    switch (t) {
-    case GM_F32: return ((const float *)p)[i];
-    case GM_F64: return ((const double *)p)[i];
-    default: return ((const int32_t *)p)[i];
-    }
-}
-
-static inline void store(void *p, gm_dtype t, int64_t i, double v) {
-    switch (t) {
-    case GM_F32: ((float *)p)[i] = (float)v; break;
-    case GM_F64: ((double *)p)[i] = v; break;
-    default: ((int32_t *)p)[i] = (int32_t)v; break;
-    }
-}
-
-static bool view_contiguous(const gm_kview *v) {
-    int64_t st = 1;
-    for (int i = v->ndim - 1; i >= 0; i--) {
-        if (v->shape[i] != 1 && v->stride[i] != st) return false;
-        st *= v->shape[i];
-    }
-    return true;
-}
-
-static int64_t view_numel(const gm_kview *v) {
-    int64_t n = 1;
-    for (int i = 0; i < v->ndim; i++) n *= v->shape[i];
-    return n;
-}
-
-/* Element offset of flat row-major index i. */
-static inline int64_t view_offset(const gm_kview *v, int64_t i) {
-    int64_t off = 0;
-    for (int d = v->ndim - 1; d >= 0; d--) {
-        off += (i % v->shape[d]) * v->stride[d];
-        i /= v->shape[d];
-    }
-    return off;
-}
-
 /* out[0] = in[0]: same shape, any strides, converting dtypes. Rows of the last dim are the
  * unit of work so the offset arithmetic runs once per row. */
 gm_status gm_cpu_COPY(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *x = &a->in[0], *y = &a->out[0];
-    int64_t n = view_numel(y);
+    int64_t n = gm_kview_numel(y);
     if (n == 0) return GM_OK;
-    if (x->dtype == y->dtype && view_contiguous(x) && view_contiguous(y)) {
+    if (x->dtype == y->dtype && gm_kview_contiguous(x) && gm_kview_contiguous(y)) {
         memmove(y->data, x->data, (size_t)n * gm_dtype_size(x->dtype));
         return GM_OK;
     }
@@ -201,7 +159,7 @@ gm_status gm_cpu_COPY(gm_ctx *c, const gm_kargs *a) {
     xr.ndim = yr.ndim = last > 0 ? last : 0;
     for (int64_t r = 0; r < rows; r++) {
         if ((r & 1023) == 0 && gm_interrupted()) return GM_EINTR;
-        int64_t ox = view_offset(&xr, r), oy = view_offset(&yr, r);
+        int64_t ox = gm_kview_offset(&xr, r), oy = gm_kview_offset(&yr, r);
         if (x->dtype == y->dtype && x->dtype == GM_F64) {
             const double *s = (const double *)x->data + ox;
             double *d = (double *)y->data + oy;
@@ -212,7 +170,8 @@ gm_status gm_cpu_COPY(gm_ctx *c, const gm_kargs *a) {
             for (int64_t j = 0; j < inner; j++) d[j * sy] = s[j * sx];
         } else {
             for (int64_t j = 0; j < inner; j++)
-                store(y->data, y->dtype, oy + j * sy, load(x->data, x->dtype, ox + j * sx));
+                gm_elem_store(y->data, y->dtype, oy + j * sy,
+                              gm_elem_load(x->data, x->dtype, ox + j * sx));
         }
     }
     (void)c;
@@ -222,10 +181,10 @@ gm_status gm_cpu_COPY(gm_ctx *c, const gm_kargs *a) {
 /* out[0][...] = d[0] */
 gm_status gm_cpu_FILL(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *y = &a->out[0];
-    int64_t n = view_numel(y);
+    int64_t n = gm_kview_numel(y);
     double v = a->d[0];
     (void)c;
-    if (view_contiguous(y)) {
+    if (gm_kview_contiguous(y)) {
         switch (y->dtype) {
         case GM_F32: { float *p = y->data, f = (float)v; for (int64_t i = 0; i < n; i++) p[i] = f; break; }
         case GM_F64: { double *p = y->data; for (int64_t i = 0; i < n; i++) p[i] = v; break; }
@@ -233,7 +192,7 @@ gm_status gm_cpu_FILL(gm_ctx *c, const gm_kargs *a) {
         }
         return GM_OK;
     }
-    for (int64_t i = 0; i < n; i++) store(y->data, y->dtype, view_offset(y, i), v);
+    for (int64_t i = 0; i < n; i++) gm_elem_store(y->data, y->dtype, gm_kview_offset(y, i), v);
     return GM_OK;
 }
 
@@ -286,13 +245,13 @@ static void rand_blocks(void *ctx, int64_t b0, int64_t b1) {
             double x = v[k];
             if (j->y->dtype == GM_F32 && j->kind == GM_RAND_UNIFORM && (float)x >= hi && hi > lo)
                 x = nextafterf((float)hi, (float)lo); /* keep [lo, hi) after rounding */
-            store(j->y->data, j->y->dtype, b * j->per + k, x);
+            gm_elem_store(j->y->data, j->y->dtype, b * j->per + k, x);
         }
     }
 }
 
 gm_status gm_cpu_RAND(gm_ctx *c, const gm_kargs *a) {
-    rand_job j = {.y = &a->out[0], .n = view_numel(&a->out[0]), .kind = a->i[0],
+    rand_job j = {.y = &a->out[0], .n = gm_kview_numel(&a->out[0]), .kind = a->i[0],
                   .seed = (uint64_t)a->i[1], .off = (uint64_t)a->i[2], .lo = a->d[0], .hi = a->d[1]};
     j.wide = a->out[0].dtype == GM_F64 && j.kind != GM_RAND_INT;
     j.per = j.wide ? 2 : 4;

@@ -16,7 +16,6 @@
 #undef GM_KERNEL
 
 #define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls */
-#define PAR_MIN 32768            /* elements per thread at least; less work runs inline */
 #define NV 3                     /* views a walker follows at most */
 
 /* Row-major walk over a shape keeping the element offsets of up to NV views. */
@@ -57,46 +56,6 @@ static inline void walk_next(walker *w)
     }
 }
 
-static int64_t numel_of(int nd, const int64_t *shape)
-{
-    int64_t n = 1;
-    for (int d = 0; d < nd; d++) n *= shape[d];
-    return n;
-}
-
-/* Has a range seen an interrupt (its own poll or another range's)? */
-static bool halted(int *stop)
-{
-    if (__atomic_load_n(stop, __ATOMIC_RELAXED)) return true;
-    if (!gm_interrupted()) return false;
-    __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
-    return true;
-}
-
-/* Units (rows) per thread so that each thread gets at least PAR_MIN elements. */
-static int64_t min_units(int64_t per_unit)
-{
-    return per_unit >= PAR_MIN ? 1 : PAR_MIN / (per_unit > 0 ? per_unit : 1);
-}
-
-static inline double load(const void *p, gm_dtype t, int64_t off)
-{
-    switch (t) {
-    case GM_F32: return ((const float *)p)[off];
-    case GM_F64: return ((const double *)p)[off];
-    default: return ((const int32_t *)p)[off];
-    }
-}
-
-static inline void store(void *p, gm_dtype t, int64_t off, double v)
-{
-    switch (t) {
-    case GM_F32: ((float *)p)[off] = (float)v; break;
-    case GM_F64: ((double *)p)[off] = v; break;
-    default: ((int32_t *)p)[off] = (int32_t)v; break;
-    }
-}
-
 static inline void add_at(void *o, int64_t oo, const void *s, int64_t so, gm_dtype t)
 {
     switch (t) {
@@ -116,7 +75,7 @@ static gm_status bad_index(gm_ctx *c, const char *op, int32_t k, int dim, int64_
 static gm_status check_index(gm_ctx *c, const char *op, const gm_kview *ix, int dim,
                              int64_t size)
 {
-    int64_t n = numel_of(ix->ndim, ix->shape);
+    int64_t n = gm_shape_numel(ix->ndim, ix->shape);
     const int64_t *st[1] = {ix->stride};
     const int32_t *id = ix->data;
     walker w;
@@ -147,7 +106,7 @@ static inline void gather_body(copy_job *j, int64_t lo, int64_t hi, size_t esz)
     walker w;
     walk_init(&w, ix->ndim, ix->shape, 3, st, lo);
     for (int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
-        if (halted(&j->stop)) return;
+        if (gm_halted(&j->stop)) return;
         int64_t c1 = c0 + CHUNK < hi ? c0 + CHUNK : hi;
         for (int64_t i = c0; i < c1; i++) {
             int64_t k = ((const int32_t *)ix->data)[w.off[1]];
@@ -170,7 +129,8 @@ static gm_status gather_run(const gm_kargs *a)
     copy_job j = {.a = a, .esz = gm_dtype_size(a->in[0].dtype)};
     memcpy(j.xst, a->in[0].stride, sizeof j.xst);
     j.xst[a->i[0]] = 0;
-    gm_parallel_for(numel_of(a->in[1].ndim, a->in[1].shape), PAR_MIN, a->nthreads, gather_range, &j);
+    gm_parallel_for(gm_shape_numel(a->in[1].ndim, a->in[1].shape), GM_PAR_MIN, a->nthreads,
+                    gather_range, &j);
     return j.stop ? GM_EINTR : GM_OK;
 }
 
@@ -188,7 +148,7 @@ gm_status gm_cpu_SCATTER_ADD(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *ix = &a->in[0], *src = &a->in[1], *o = &a->out[0];
     int dim = (int)a->i[0], nd = ix->ndim;
-    int64_t n = numel_of(nd, ix->shape), size = o->shape[dim], os = o->stride[dim];
+    int64_t n = gm_shape_numel(nd, ix->shape), size = o->shape[dim], os = o->stride[dim];
     int64_t ost[GM_MAX_DIMS];
     memcpy(ost, o->stride, sizeof ost);
     ost[dim] = 0;
@@ -218,7 +178,7 @@ static inline void index_select_body(copy_job *j, int64_t lo, int64_t hi, size_t
     walker w;
     walk_init(&w, o->ndim, o->shape, 2, st, lo);
     for (int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
-        if (halted(&j->stop)) return;
+        if (gm_halted(&j->stop)) return;
         int64_t c1 = c0 + CHUNK < hi ? c0 + CHUNK : hi;
         for (int64_t i = c0; i < c1; i++) {
             int64_t k = id[w.pos[dim] * is];
@@ -241,19 +201,9 @@ static gm_status index_select_run(const gm_kargs *a)
     copy_job j = {.a = a, .esz = gm_dtype_size(a->in[0].dtype)};
     memcpy(j.xst, a->in[0].stride, sizeof j.xst);
     j.xst[a->i[0]] = 0;
-    gm_parallel_for(numel_of(a->out[0].ndim, a->out[0].shape), PAR_MIN, a->nthreads,
+    gm_parallel_for(gm_shape_numel(a->out[0].ndim, a->out[0].shape), GM_PAR_MIN, a->nthreads,
                     index_select_range, &j);
     return j.stop ? GM_EINTR : GM_OK;
-}
-
-static bool contig(const gm_kview *v)
-{
-    int64_t want = 1;
-    for (int d = v->ndim - 1; d >= 0; d--) {
-        if (v->shape[d] != 1 && v->stride[d] != want) return false;
-        want *= v->shape[d];
-    }
-    return true;
 }
 
 /* Contiguous x [O, S, I] and out [O, L, I]: one memcpy of I elements per (o, l). */
@@ -270,7 +220,7 @@ static void index_rows_range(void *ctx, int64_t lo, int64_t hi)
     rows_job *j = ctx;
     size_t bytes = (size_t)(j->inner * j->esz);
     for (int64_t r = lo; r < hi; r++) {
-        if (((r - lo) & 1023) == 0 && halted(&j->stop)) return;
+        if (((r - lo) & 1023) == 0 && gm_halted(&j->stop)) return;
         int64_t ob = r / j->Lk, l = r % j->Lk;
         memcpy(j->o + r * (int64_t)bytes, j->x + ((ob * j->S + j->id[l * j->is]) * j->inner) * j->esz,
                bytes);
@@ -282,10 +232,11 @@ static gm_status index_select_rows(const gm_kargs *a)
     const gm_kview *x = &a->in[0], *o = &a->out[0];
     int dim = (int)a->i[0];
     rows_job j = {.x = x->data, .o = o->data, .id = a->in[1].data, .S = x->shape[dim],
-                  .Lk = o->shape[dim], .inner = numel_of(x->ndim - dim - 1, x->shape + dim + 1),
+                  .Lk = o->shape[dim],
+                  .inner = gm_shape_numel(x->ndim - dim - 1, x->shape + dim + 1),
                   .is = a->in[1].stride[0], .esz = (int64_t)gm_dtype_size(x->dtype)};
-    int64_t rows = numel_of(dim, x->shape) * j.Lk;
-    gm_parallel_for(rows, min_units(j.inner), a->nthreads, index_rows_range, &j);
+    int64_t rows = gm_shape_numel(dim, x->shape) * j.Lk;
+    gm_parallel_for(rows, gm_min_units(j.inner), a->nthreads, index_rows_range, &j);
     return j.stop ? GM_EINTR : GM_OK;
 }
 
@@ -294,7 +245,7 @@ gm_status gm_cpu_INDEX_SELECT(gm_ctx *c, const gm_kargs *a)
     int dim = (int)a->i[0];
     gm_status s = check_index(c, "index_select", &a->in[1], dim, a->in[0].shape[dim]);
     if (s) return s;
-    if (contig(&a->in[0]) && contig(&a->out[0])) s = index_select_rows(a);
+    if (gm_kview_contiguous(&a->in[0]) && gm_kview_contiguous(&a->out[0])) s = index_select_rows(a);
     else s = index_select_run(a);
     return s == GM_EINTR ? gm_errf(c, GM_EINTR, "index_select: interrupted") : s;
 }
@@ -304,7 +255,7 @@ gm_status gm_cpu_INDEX_ADD(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *ix = &a->in[0], *src = &a->in[1], *o = &a->out[0];
     int dim = (int)a->i[0], nd = src->ndim;
-    int64_t n = numel_of(nd, src->shape), size = o->shape[dim], os = o->stride[dim];
+    int64_t n = gm_shape_numel(nd, src->shape), size = o->shape[dim], os = o->stride[dim];
     int64_t ost[GM_MAX_DIMS];
     memcpy(ost, o->stride, sizeof ost);
     ost[dim] = 0;
@@ -402,15 +353,15 @@ static void topk_range(void *ctx, int64_t lo, int64_t hi)
     walker w;
     walk_init(&w, x->ndim, j->rshape, 3, st, lo);
     for (int64_t r = lo; r < hi; r++) {
-        if ((r - lo) % j->per == 0 && halted(&j->stop)) break;
+        if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) break;
         for (int64_t q = 0; q < len; q++) {
-            buf[q].v = load(x->data, x->dtype, w.off[0] + q * x->stride[dim]);
+            buf[q].v = gm_elem_load(x->data, x->dtype, w.off[0] + q * x->stride[dim]);
             buf[q].i = q;
         }
         select_k(buf, len, k, largest);
         if (!sorted) qsort(buf, (size_t)k, sizeof *buf, cmp_index);
         for (int64_t q = 0; q < k; q++) {
-            store(ov->data, ov->dtype, w.off[1] + q * ov->stride[dim], buf[q].v);
+            gm_elem_store(ov->data, ov->dtype, w.off[1] + q * ov->stride[dim], buf[q].v);
             ((int32_t *)oi->data)[w.off[2] + q * oi->stride[dim]] = (int32_t)buf[q].i;
         }
         walk_next(&w);
@@ -426,10 +377,10 @@ gm_status gm_cpu_TOPK(gm_ctx *c, const gm_kargs *a)
     topk_job j = {.a = a};
     memcpy(j.rshape, x->shape, sizeof j.rshape);
     j.rshape[dim] = 1;
-    int64_t rows = numel_of(x->ndim, j.rshape);
+    int64_t rows = gm_shape_numel(x->ndim, j.rshape);
     if (k == 0 || rows == 0) return GM_OK;
     j.per = len > 0 && CHUNK / len > 0 ? CHUNK / len : 1;
-    gm_parallel_for(rows, min_units(len), a->nthreads, topk_range, &j);
+    gm_parallel_for(rows, gm_min_units(len), a->nthreads, topk_range, &j);
     if (j.stop == 1) return gm_errf(c, GM_EINTR, "topk: interrupted");
     if (j.stop == 2) return gm_errf(c, GM_ENOMEM, "topk: out of memory for a row of %lld", (long long)len);
     return GM_OK;
@@ -439,7 +390,7 @@ gm_status gm_cpu_TOPK(gm_ctx *c, const gm_kargs *a)
 gm_status gm_cpu_ONE_HOT(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *ix = &a->in[0], *o = &a->out[0];
-    int64_t n = a->i[0], cnt = numel_of(ix->ndim, ix->shape), os = o->stride[ix->ndim];
+    int64_t n = a->i[0], cnt = gm_shape_numel(ix->ndim, ix->shape), os = o->stride[ix->ndim];
     const int32_t *id = ix->data;
     walker w;
     const int64_t *st[2] = {ix->stride, o->stride};
@@ -456,7 +407,7 @@ gm_status gm_cpu_ONE_HOT(gm_ctx *c, const gm_kargs *a)
         if ((i & (CHUNK - 1)) == 0 && gm_interrupted())
             return gm_errf(c, GM_EINTR, "one_hot: interrupted");
         int32_t k = id[w.off[0]];
-        for (int64_t j = 0; j < n; j++) store(o->data, o->dtype, w.off[1] + j * os, j == k);
+        for (int64_t j = 0; j < n; j++) gm_elem_store(o->data, o->dtype, w.off[1] + j * os, j == k);
         walk_next(&w);
     }
     return GM_OK;

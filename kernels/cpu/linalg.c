@@ -38,16 +38,6 @@ static bool blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool
     return false;
 }
 
-/* Offset of batch entry b (row-major over the batch dims) in a view. */
-static int64_t batch_offset(const gm_kview *v, int nb, int64_t b) {
-    int64_t off = 0;
-    for (int k = nb - 1; k >= 0; k--) {
-        off += (b % v->shape[k]) * v->stride[k];
-        b /= v->shape[k];
-    }
-    return off;
-}
-
 /* MATMUL: in[0] = A [batch..., M, K], in[1] = B [batch..., K, N] (same batch shape, float,
  * same dtype, last two dims BLAS-compatible: see blas_layout), out[0] = C [batch..., M, N]
  * contiguous. C = A @ B per batch entry. */
@@ -74,7 +64,9 @@ gm_status gm_cpu_MATMUL(gm_ctx *c, const gm_kargs *a) {
     CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
     for (int64_t b = 0; b < nbatch; b++) {
         if (gm_interrupted()) return GM_EINTR;
-        int64_t oa = batch_offset(A, nb, b), ob = batch_offset(B, nb, b), oc = b * M * N;
+        /* batch entry b, row-major over the batch dims */
+        int64_t oa = gm_shape_offset(nb, A->shape, A->stride, b);
+        int64_t ob = gm_shape_offset(nb, B->shape, B->stride, b), oc = b * M * N;
         if (C->dtype == GM_F32)
             cblas_sgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, 1.0f,
                         (const float *)A->data + oa, (int)lda, (const float *)B->data + ob, (int)ldb,

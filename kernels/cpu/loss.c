@@ -14,16 +14,6 @@
 #undef GM_KERNEL
 
 #define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls */
-#define PAR_MIN 32768            /* elements per thread at least; less work runs inline */
-
-/* Has a range seen an interrupt (its own poll or another range's)? */
-static bool halted(int *stop)
-{
-    if (__atomic_load_n(stop, __ATOMIC_RELAXED)) return true;
-    if (!gm_interrupted()) return false;
-    __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
-    return true;
-}
 
 /* ---- cross-entropy: logits [N,C] (any strides), target [N] i32 ------------------------- */
 
@@ -98,18 +88,12 @@ static void ce_range(void *ctx, int64_t lo, int64_t hi)
     const gm_kview *L = &j->a->in[0], *T = &j->a->in[1], *O = &j->a->out[0];
     int64_t ign = j->a->i[1];
     for (int64_t r = lo; r < hi; r++) {
-        if ((r - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         double l = ce_row(L, T, r, ign);
         if (j->row) j->row[r] = l;
         else if (O->dtype == GM_F32) ((float *)O->data)[r * O->stride[0]] = (float)l;
         else ((double *)O->data)[r * O->stride[0]] = l;
     }
-}
-
-/* Rows per thread so that each thread gets at least PAR_MIN logits. */
-static int64_t ce_min_rows(int64_t C)
-{
-    return C >= PAR_MIN ? 1 : PAR_MIN / (C > 0 ? C : 1);
 }
 
 gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
@@ -123,7 +107,7 @@ gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
     if (red != GM_RED_NONE && !(row = malloc((size_t)(N > 0 ? N : 1) * sizeof *row)))
         return gm_errf(c, GM_ENOMEM, "cross_entropy: out of memory for %lld rows", (long long)N);
     ce_job j = {.a = a, .row = row, .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1};
-    gm_parallel_for(N, ce_min_rows(C), a->nthreads, ce_range, &j);
+    gm_parallel_for(N, gm_min_units(C), a->nthreads, ce_range, &j);
     if (j.stop) {
         free(row);
         return gm_errf(c, GM_EINTR, "cross_entropy: interrupted");
@@ -164,7 +148,7 @@ static void ce_bwd_range(void *ctx, int64_t lo, int64_t hi)
     int64_t C = L->shape[1], ign = j->a->i[1];
     int64_t gs = G->ndim > 0 ? G->stride[0] : 0; /* [N] for reduction none, else 0-dim */
     for (int64_t r = lo; r < hi; r++) {
-        if ((r - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t k = ((const int32_t *)T->data)[r * T->stride[0]];
         double w = k == ign ? 0
                  : (G->dtype == GM_F32 ? ((const float *)G->data)[r * gs]
@@ -196,39 +180,11 @@ gm_status gm_cpu_CROSS_ENTROPY_BWD(gm_ctx *c, const gm_kargs *a)
     if (s) return s;
     ce_job j = {.a = a, .scale = red == GM_RED_MEAN && count > 0 ? 1.0 / (double)count : 1.0,
                 .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1};
-    gm_parallel_for(N, ce_min_rows(C), a->nthreads, ce_bwd_range, &j);
+    gm_parallel_for(N, gm_min_units(C), a->nthreads, ce_bwd_range, &j);
     return j.stop ? gm_errf(c, GM_EINTR, "cross_entropy: interrupted") : GM_OK;
 }
 
 /* ---- mse: x, y (and g) of one shape, any strides --------------------------------------- */
-
-/* Offset of flat row-major element i in view v. */
-static inline int64_t off_of(const gm_kview *v, int64_t i)
-{
-    int64_t off = 0;
-    for (int d = v->ndim - 1; d >= 0; d--) {
-        off += (i % v->shape[d]) * v->stride[d];
-        i /= v->shape[d];
-    }
-    return off;
-}
-
-static bool contig(const gm_kview *v)
-{
-    int64_t want = 1;
-    for (int d = v->ndim - 1; d >= 0; d--) {
-        if (v->shape[d] != 1 && v->stride[d] != want) return false;
-        want *= v->shape[d];
-    }
-    return true;
-}
-
-static int64_t numel_of(const gm_kview *v)
-{
-    int64_t n = 1;
-    for (int d = 0; d < v->ndim; d++) n *= v->shape[d];
-    return n;
-}
 
 static inline double ld(const gm_kview *v, int64_t off)
 {
@@ -264,9 +220,9 @@ static double sumsq_diff_d(const double *x, const double *y, int64_t n)
 gm_status gm_cpu_MSE_LOSS(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *X = &a->in[0], *Y = &a->in[1], *O = &a->out[0];
-    int64_t n = numel_of(X);
+    int64_t n = gm_kview_numel(X);
     int red = (int)a->i[0];
-    bool fast = contig(X) && contig(Y);
+    bool fast = gm_kview_contiguous(X) && gm_kview_contiguous(Y);
     double sum = 0;
     for (int64_t lo = 0; lo < n; lo += CHUNK) {
         if (gm_interrupted()) return gm_errf(c, GM_EINTR, "mse_loss: interrupted");
@@ -279,7 +235,7 @@ gm_status gm_cpu_MSE_LOSS(gm_ctx *c, const gm_kargs *a)
                                       (const double *)Y->data + lo, hi - lo);
             continue;
         }
-        if (fast && contig(O)) {
+        if (fast && gm_kview_contiguous(O)) {
             for (int64_t i = lo; i < hi; i++) {
                 double d = ld(X, i) - ld(Y, i);
                 st(O, i, d * d);
@@ -287,8 +243,8 @@ gm_status gm_cpu_MSE_LOSS(gm_ctx *c, const gm_kargs *a)
             continue;
         }
         for (int64_t i = lo; i < hi; i++) {
-            double d = ld(X, off_of(X, i)) - ld(Y, off_of(Y, i));
-            if (red == GM_RED_NONE) st(O, off_of(O, i), d * d);
+            double d = ld(X, gm_kview_offset(X, i)) - ld(Y, gm_kview_offset(Y, i));
+            if (red == GM_RED_NONE) st(O, gm_kview_offset(O, i), d * d);
             else sum += d * d;
         }
     }
@@ -340,7 +296,7 @@ static void mse_bwd_range(void *ctx, int64_t lo, int64_t hi)
     const gm_kview *O = &j->a->out[0], *O2 = &j->a->out[1];
     int64_t gs = j->gs;
     for (int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
-        if (halted(&j->stop)) return;
+        if (gm_halted(&j->stop)) return;
         int64_t c1 = c0 + CHUNK < hi ? c0 + CHUNK : hi;
         if (j->fast) {
             if (X->dtype == GM_F32)
@@ -354,9 +310,10 @@ static void mse_bwd_range(void *ctx, int64_t lo, int64_t hi)
             continue;
         }
         for (int64_t i = c0; i < c1; i++) {
-            double v = j->scale * (ld(X, off_of(X, i)) - ld(Y, off_of(Y, i))) * ld(G, off_of(G, i));
-            st(O, off_of(O, i), v);
-            if (j->two) st(O2, off_of(O2, i), -v);
+            double v = j->scale * (ld(X, gm_kview_offset(X, i)) - ld(Y, gm_kview_offset(Y, i))) *
+                       ld(G, gm_kview_offset(G, i));
+            st(O, gm_kview_offset(O, i), v);
+            if (j->two) st(O2, gm_kview_offset(O2, i), -v);
         }
     }
 }
@@ -368,8 +325,8 @@ gm_status gm_cpu_MSE_LOSS_BWD(gm_ctx *c, const gm_kargs *a)
     mse_job j = {.a = a, .scale = a->d[0], .two = a->n_out > 1};
     bool gscalar = all_zero_strides(G);
     j.gs = gscalar ? 0 : 1;
-    j.fast = contig(X) && contig(Y) && contig(&a->out[0]) && (!j.two || contig(&a->out[1])) &&
-             (gscalar || contig(G));
-    gm_parallel_for(numel_of(X), PAR_MIN, a->nthreads, mse_bwd_range, &j);
+    j.fast = gm_kview_contiguous(X) && gm_kview_contiguous(Y) && gm_kview_contiguous(&a->out[0]) &&
+             (!j.two || gm_kview_contiguous(&a->out[1])) && (gscalar || gm_kview_contiguous(G));
+    gm_parallel_for(gm_kview_numel(X), GM_PAR_MIN, a->nthreads, mse_bwd_range, &j);
     return j.stop ? gm_errf(c, GM_EINTR, "mse_loss: interrupted") : GM_OK;
 }

@@ -19,12 +19,6 @@
 #define PART ((int64_t)1 << 13)
 #define PAR_MIN 32768
 
-static int64_t numel(const gm_kview *v) {
-    int64_t n = 1;
-    for (int i = 0; i < v->ndim; i++) n *= v->shape[i];
-    return n;
-}
-
 /* Element loops carry `omp simd`: operands never overlap (core/optim.c), and at -O2 GCC
  * would not otherwise vectorise loops that need alias checks or a remainder loop. (The Adam
  * loops vectorise only under -fno-math-errno: sqrt's errno path is a branch.) */
@@ -120,7 +114,7 @@ gm_status gm_cpu_SGD_STEP(gm_ctx *c, const gm_kargs *a) {
         .p = a->out[0].data, .buf = a->n_out > 1 ? a->out[1].data : NULL, .g = a->in[0].data,
     };
     (void)c;
-    return run_ranges(numel(&a->out[0]), a->nthreads,
+    return run_ranges(gm_kview_numel(&a->out[0]), a->nthreads,
                       a->out[0].dtype == GM_F32 ? sgd_range_f32 : sgd_range_f64, &h);
 }
 
@@ -179,7 +173,7 @@ gm_status gm_cpu_ADAM_STEP(gm_ctx *c, const gm_kargs *a) {
         .p = a->out[0].data, .m = a->out[1].data, .v = a->out[2].data, .g = a->in[0].data,
     };
     (void)c;
-    return run_ranges(numel(&a->out[0]), a->nthreads,
+    return run_ranges(gm_kview_numel(&a->out[0]), a->nthreads,
                       a->out[0].dtype == GM_F32 ? adam_range_f32 : adam_range_f64, &h);
 }
 
@@ -213,7 +207,7 @@ static void sumsq_range(const void *args, int64_t lo, int64_t hi) {
  * summed independently (in parallel when large) and their partial sums added in order, so
  * the result is the same for any thread count. */
 gm_status gm_cpu_SUMSQ(gm_ctx *c, const gm_kargs *a) {
-    int64_t n = numel(&a->in[0]), nparts = (n + PART - 1) / PART;
+    int64_t n = gm_kview_numel(&a->in[0]), nparts = (n + PART - 1) / PART;
     double one, *part = nparts <= 1 ? &one : malloc((size_t)nparts * sizeof *part);
     if (!part)
         return gm_errf(c, GM_ENOMEM, "sumsq: out of memory for %lld partial sums", (long long)nparts);
@@ -252,5 +246,5 @@ static void scale_range(const void *args, int64_t lo, int64_t hi) {
 gm_status gm_cpu_SCALE(gm_ctx *c, const gm_kargs *a) {
     scale_args h = {a->out[0].data, a->out[0].dtype, a->d[0]};
     (void)c;
-    return run_ranges(numel(&a->out[0]), a->nthreads, scale_range, &h);
+    return run_ranges(gm_kview_numel(&a->out[0]), a->nthreads, scale_range, &h);
 }

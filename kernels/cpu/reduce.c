@@ -15,7 +15,6 @@
 #undef GM_KERNEL
 
 #define POLL (1 << 16)  /* input elements between interrupt polls (at least one unit) */
-#define PAR_MIN 32768   /* input elements per thread at least; less work runs inline */
 
 /* ---- dim plans ------------------------------------------------------------------------- */
 
@@ -82,15 +81,8 @@ static void rd_plan_init(rd_plan *pl, const gm_kview *x, uint64_t mask) {
     pl->nrows = rd_count(&inner);
 }
 
-/* Element loads: callers pass a constant dtype so the switch folds away once inlined. */
-static inline double ld(const void *p, gm_dtype t, int64_t i) {
-    switch (t) {
-    case GM_F32: return ((const float *)p)[i];
-    case GM_F64: return ((const double *)p)[i];
-    default: return ((const int32_t *)p)[i];
-    }
-}
-
+/* Element stores (loads are gm_elem_load): callers pass a constant dtype so the switch folds
+ * away once inlined. Unlike gm_elem_store, i32 results wrap. */
 static inline void st(void *p, gm_dtype t, int64_t i, double v) {
     switch (t) {
     case GM_F32: ((float *)p)[i] = (float)v; break;
@@ -103,17 +95,9 @@ static inline void st(void *p, gm_dtype t, int64_t i, double v) {
     }
 }
 
-/* Has a range seen an interrupt (its own poll or another range's)? */
-static bool halted(int *stop) {
-    if (__atomic_load_n(stop, __ATOMIC_RELAXED)) return true;
-    if (!gm_interrupted()) return false;
-    __atomic_store_n(stop, 1, __ATOMIC_RELAXED);
-    return true;
-}
-
-/* Units of w input elements each: at least PAR_MIN elements per thread, and a poll every POLL
- * elements. A unit is one or more whole outputs, so no reduction is split across threads. */
-static int64_t min_units(int64_t w) { return w >= PAR_MIN ? 1 : PAR_MIN / (w > 0 ? w : 1); }
+/* Units of w input elements each between interrupt polls (a poll every POLL elements; threads
+ * get gm_min_units(w) units at least). A unit is one or more whole outputs, so no reduction is
+ * split across threads. */
 static int64_t poll_units(int64_t w) { return w >= POLL ? 1 : POLL / (w > 0 ? w : 1); }
 
 /* A reduction over the plan pl: each range of output elements (or column blocks) is one
@@ -135,7 +119,7 @@ typedef struct {
 
 static gm_status rd_launch(rd_job *j, int64_t units, int64_t w, int nth, gm_range_fn fn) {
     j->per = poll_units(w);
-    gm_parallel_for(units, min_units(w), nth, fn, j);
+    gm_parallel_for(units, gm_min_units(w), nth, fn, j);
     return j->stop ? GM_EINTR : GM_OK;
 }
 
@@ -164,7 +148,7 @@ static inline double row_sum(const void *x, gm_dtype t, int64_t off, int64_t n, 
     if (s == 1 && n >= 16 && t == GM_F32) return sum_contig_f32((const float *)x + off, n);
     if (s == 1 && n >= 16 && t == GM_F64) return sum_contig_f64((const double *)x + off, n);
     double acc = 0;
-    for (int64_t i = 0; i < n; i++) acc += ld(x, t, off + i * s);
+    for (int64_t i = 0; i < n; i++) acc += gm_elem_load(x, t, off + i * s);
     return acc;
 }
 
@@ -172,7 +156,7 @@ static inline double row_sum(const void *x, gm_dtype t, int64_t off, int64_t n, 
 static inline void sum_generic_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     const rd_plan *pl = j->pl;
     for (int64_t o = lo; o < hi; o++) {
-        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t base = rd_offset(&pl->outer, o);
         double acc = 0;
         for (int64_t r = 0; r < pl->nrows; r++)
@@ -198,7 +182,7 @@ static inline void sum_cols_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) 
     const rd_plan *pl = j->pl;
     int64_t m = j->m, nblk = j->nblk;
     for (int64_t task = lo; task < hi; task++) {
-        if ((task - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((task - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t h = task / nblk, b0 = (task % nblk) * COLS;
         int w = (int)(m - b0 < COLS ? m - b0 : COLS);
         int64_t base = rd_offset(&j->head, h) + b0;
@@ -214,7 +198,7 @@ static inline void sum_cols_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) 
                     const double *q = (const double *)j->x->data + off;
                     for (int k = 0; k < w; k++) acc[k] += q[k];
                 } else {
-                    for (int k = 0; k < w; k++) acc[k] += ld(j->x->data, t, off + k);
+                    for (int k = 0; k < w; k++) acc[k] += gm_elem_load(j->x->data, t, off + k);
                 }
             }
         }
@@ -260,7 +244,7 @@ static inline void var_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     const rd_plan *pl = j->pl;
     int64_t cnt = pl->nrows * pl->len;
     for (int64_t o = lo; o < hi; o++) {
-        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t base = rd_offset(&pl->outer, o);
         double s = 0, ss = 0;
         for (int64_t r = 0; r < pl->nrows; r++)
@@ -270,7 +254,7 @@ static inline void var_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
         for (int64_t r = 0; r < pl->nrows; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
             for (int64_t l = 0; l < pl->len; l++) {
-                double dv = ld(j->x->data, t, roff + l * pl->step) - mean;
+                double dv = gm_elem_load(j->x->data, t, roff + l * pl->step) - mean;
                 ss += dv * dv;
             }
         }
@@ -300,13 +284,13 @@ static inline void lse_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     const rd_plan *pl = j->pl;
     const void *x = j->x->data;
     for (int64_t o = lo; o < hi; o++) {
-        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t base = rd_offset(&pl->outer, o);
         double m = -INFINITY, s = 0;
         for (int64_t r = 0; r < pl->nrows; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
             for (int64_t l = 0; l < pl->len; l++) {
-                double v = ld(x, t, roff + l * pl->step);
+                double v = gm_elem_load(x, t, roff + l * pl->step);
                 if (v > m || v != v) m = v;
             }
         }
@@ -316,7 +300,8 @@ static inline void lse_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
         }
         for (int64_t r = 0; r < pl->nrows; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
-            for (int64_t l = 0; l < pl->len; l++) s += exp(ld(x, t, roff + l * pl->step) - m);
+            for (int64_t l = 0; l < pl->len; l++)
+                s += exp(gm_elem_load(x, t, roff + l * pl->step) - m);
         }
         st(j->out, t, o, m + log(s));
     }
@@ -344,14 +329,14 @@ static inline void best_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     const rd_plan *pl = j->pl;
     const void *x = j->x->data;
     for (int64_t o = lo; o < hi; o++) {
-        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t base = rd_offset(&pl->outer, o), bi = 0, k = 0;
-        double best = ld(x, t, base + rd_offset(&pl->rows, 0));
+        double best = gm_elem_load(x, t, base + rd_offset(&pl->rows, 0));
         /* First occurrence wins (strict comparison); a NaN wins and ends the search. */
         for (int64_t r = 0; r < pl->nrows && best == best; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
             for (int64_t l = 0; l < pl->len; l++, k++) {
-                double v = ld(x, t, roff + l * pl->step);
+                double v = gm_elem_load(x, t, roff + l * pl->step);
                 if (v != v || (j->min ? v < best : v > best)) {
                     best = v;
                     bi = k;
@@ -392,7 +377,7 @@ static inline void scatter_generic(const void *g, const int32_t *idx, void *dx, 
     for (int64_t o = 0; o < pl->nout; o++) {
         int64_t k = idx[o], r = k / pl->len, l = k % pl->len;
         int64_t off = rd_offset(&pl->outer, o) + rd_offset(&pl->rows, r) + l * pl->step;
-        st(dx, t, off, ld(dx, t, off) + ld(g, t, o));
+        st(dx, t, off, gm_elem_load(dx, t, off) + gm_elem_load(g, t, o));
     }
 }
 
@@ -479,7 +464,7 @@ static gm_status row_launch(row_job *j, int nv, const gm_kview *const *v, gm_ran
     for (int k = 0; k < nv; k++) row_plan(&j->p[k], v[k], (int)j->a->i[0]);
     int64_t n = j->p[0].len;
     j->per = poll_units(n);
-    gm_parallel_for(j->p[0].nout, min_units(n), j->a->nthreads, fn, j);
+    gm_parallel_for(j->p[0].nout, gm_min_units(n), j->a->nthreads, fn, j);
     return j->stop ? GM_EINTR : GM_OK;
 }
 
@@ -488,7 +473,7 @@ static void softmax_range(void *ctx, int64_t lo, int64_t hi) {
     const rd_plan *px = &j->p[0], *py = &j->p[1];
     const gm_kargs *a = j->a;
     for (int64_t o = lo; o < hi; o++) {
-        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t bx = rd_offset(&px->outer, o), by = rd_offset(&py->outer, o);
         if (j->t == GM_F32)
             softmax_row_f32((const float *)a->in[0].data + bx, px->step, (float *)a->out[0].data + by,
@@ -518,17 +503,20 @@ static inline void softmax_bw_body(row_job *j, gm_dtype t, int64_t lo, int64_t h
     void *dx = j->a->out[0].data;
     int64_t n = py->len, sy = py->step, sg = pg->step, sd = pd->step;
     for (int64_t o = lo; o < hi; o++) {
-        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t by = rd_offset(&py->outer, o), bg = rd_offset(&pg->outer, o), bd = rd_offset(&pd->outer, o);
         double s = 0;
         if (j->flag) {
-            for (int64_t i = 0; i < n; i++) s += ld(g, t, bg + i * sg);
+            for (int64_t i = 0; i < n; i++) s += gm_elem_load(g, t, bg + i * sg);
             for (int64_t i = 0; i < n; i++)
-                st(dx, t, bd + i * sd, ld(g, t, bg + i * sg) - exp(ld(y, t, by + i * sy)) * s);
+                st(dx, t, bd + i * sd,
+                   gm_elem_load(g, t, bg + i * sg) - exp(gm_elem_load(y, t, by + i * sy)) * s);
         } else {
-            for (int64_t i = 0; i < n; i++) s += ld(g, t, bg + i * sg) * ld(y, t, by + i * sy);
             for (int64_t i = 0; i < n; i++)
-                st(dx, t, bd + i * sd, ld(y, t, by + i * sy) * (ld(g, t, bg + i * sg) - s));
+                s += gm_elem_load(g, t, bg + i * sg) * gm_elem_load(y, t, by + i * sy);
+            for (int64_t i = 0; i < n; i++)
+                st(dx, t, bd + i * sd,
+                   gm_elem_load(y, t, by + i * sy) * (gm_elem_load(g, t, bg + i * sg) - s));
         }
     }
 }
@@ -557,12 +545,12 @@ static inline void cumsum_body(row_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     void *y = j->a->out[0].data;
     int64_t n = px->len, sx = px->step, sy = py->step;
     for (int64_t o = lo; o < hi; o++) {
-        if ((o - lo) % j->per == 0 && halted(&j->stop)) return;
+        if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t bx = rd_offset(&px->outer, o), by = rd_offset(&py->outer, o);
         double s = 0;
         for (int64_t q = 0; q < n; q++) {
             int64_t i = j->flag ? n - 1 - q : q;
-            s += ld(x, t, bx + i * sx);
+            s += gm_elem_load(x, t, bx + i * sx);
             st(y, t, by + i * sy, s);
         }
     }

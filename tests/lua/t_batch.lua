@@ -3,36 +3,11 @@
 package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
 
--- The interpreter running this test is the gmoe under test: arg's lowest index (lua.c).
-local function gmoe_path()
-  local lo = 0
-  while arg[lo - 1] do lo = lo - 1 end
-  return lo < 0 and arg[lo] or os.getenv('GMOE') or 'build/gmoe'
-end
-local GMOE = gmoe_path()
+local q, path, spit = tap.q, tap.tmpfile, tap.spit
 
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local tmp = os.tmpname()
-local files = {tmp}
-local function path(ext) local p = tmp .. ext; files[#files + 1] = p; return p end
-local OUT, ERR, RC = path('.out'), path('.err'), path('.rc')
-
-local function slurp(p)
-  local f = io.open(p, 'rb')
-  if not f then return '' end
-  local s = f:read('a')
-  f:close()
-  return s
-end
-local function spit(p, s) local f = assert(io.open(p, 'wb')); f:write(s); f:close() end
-
--- Runs gmoe with a shell-ready argument string; returns exit code, stdout, stderr.
-local function gmoe(args, stdin)
-  local cmd = ('timeout 20 %s %s < %s > %s 2> %s'):format(
-    q(GMOE), args, stdin and q(stdin) or '/dev/null', q(OUT), q(ERR))
-  local _, _, code = os.execute(cmd)
-  return code, slurp(OUT), slurp(ERR)
-end
+-- Runs gmoe with a shell-ready argument string and stdin from a file; returns exit code,
+-- stdout, stderr.
+local function gmoe(args, stdin) return tap.run(args, {stdin = stdin}) end
 
 local rc, out, err
 
@@ -70,7 +45,7 @@ spit(syntax, 'x = = 1\n')
 rc, out, err = gmoe(q(syntax))
 tap.is(rc, 1, 'a script with a syntax error exits 1')
 tap.like(err, "unexpected symbol near '='", 'and says why')
-rc, out, err = gmoe(q(tmp .. '_missing.lua'))
+rc, out, err = gmoe(q(path('_missing.lua')))
 tap.is(rc, 1, 'a missing script exits 1')
 tap.like(err, 'cannot open', 'and says so')
 
@@ -104,20 +79,9 @@ rc = gmoe('run')
 tap.is(rc, 2, 'run without a script exits 2')
 
 -- Ctrl-C in batch: SIGINT once the loop runs; it must end within 2 s, non-zero, "interrupted".
-local script = [[
-"$0" -e 'io.stderr:write("ready\n") while true do end' </dev/null >"$1" 2>"$2" &
-pid=$!
-i=0; while ! grep -q ready "$2" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-sleep 0.3
-kill -INT $pid
-i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
-if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid; echo hung >"$3"; exit; fi
-wait $pid; echo $? >"$3"
-]]
-os.execute(('timeout 30 sh -c %s %s %s %s %s'):format(q(script), q(GMOE), q(OUT), q(ERR), q(RC)))
-local code = slurp(RC):match('%S+')
-tap.is(code, '1', 'Ctrl-C ends a batch run within 2 s with status 1')
-tap.like(slurp(ERR), 'interrupted', 'with "interrupted" on stderr')
+rc, out, err = tap.run_interrupted('-e ' .. q('io.stderr:write("ready\\n") while true do end'),
+                                   {settle = 0.3})
+tap.is(rc, 1, 'Ctrl-C ends a batch run within 2 s with status 1')
+tap.like(err, 'interrupted', 'with "interrupted" on stderr')
 
-for _, p in ipairs(files) do os.remove(p) end
 tap.done()

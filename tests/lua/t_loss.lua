@@ -5,49 +5,6 @@ package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
 local gm = require 'gmoe'
 
-local function flatten(t, out)
-  out = out or {}
-  if type(t) ~= 'table' then out[#out + 1] = t; return out end
-  for i = 1, #t do flatten(t[i], out) end
-  return out
-end
-
-local function shape_eq(s, want)
-  if #s ~= #want then return false end
-  for i = 1, #want do if s[i] ~= want[i] then return false end end
-  return true
-end
-
-local function all_close(got, want, tol, name)
-  got, want = flatten(got), flatten(want)
-  if #got ~= #want then return tap.ok(false, name, ('%d values, want %d'):format(#got, #want)) end
-  for i = 1, #want do
-    local g, w = got[i], want[i]
-    if not (g == w or math.abs(g - w) <= tol * (1 + math.abs(w))) then
-      return tap.ok(false, name, ('at %d: got %.10g want %.10g'):format(i, g, w))
-    end
-  end
-  return tap.ok(true, name)
-end
-
-local function values(n, seed)
-  local t = {}
-  for i = 1, n do t[i] = math.sin(7 * i + (seed or 1)) * 3 end
-  return t
-end
-
-local function nest(flat, shape)
-  local pos = 0
-  local function build(d)
-    local t = {}
-    for i = 1, shape[d] do
-      if d == #shape then pos = pos + 1; t[i] = flat[pos] else t[i] = build(d + 1) end
-    end
-    return t
-  end
-  return build(1)
-end
-
 local function i32(t) return gm.tensor(t):to('i32') end
 local function f64(t) return gm.tensor(t, {dtype = 'f64'}) end
 
@@ -68,7 +25,7 @@ local function softmax(row)
 end
 
 -- ---- cross_entropy -----------------------------------------------------------------------
-local L = nest(values(20), {4, 5})
+local L = tap.nest(tap.values(20), {4, 5})
 local Tg = {2, -100, 0, 4}
 local logits = f64(L)
 local target = i32(Tg)
@@ -77,12 +34,12 @@ for r = 1, 4 do
   if Tg[r] == -100 then rows[r] = 0 else rows[r] = nll(L[r], Tg[r]); sum = sum + rows[r]; cnt = cnt + 1 end
 end
 local ce = gm.cross_entropy(logits, target)
-tap.ok(shape_eq(ce.shape, {}), 'cross_entropy mean is 0-dim')
+tap.ok(tap.same_shape(ce.shape, {}), 'cross_entropy mean is 0-dim')
 tap.close(ce:item(), sum / cnt, 1e-12, 'cross_entropy mean over non-ignored rows')
 tap.close(gm.cross_entropy(logits, target, -100, 'sum'):item(), sum, 1e-12, 'cross_entropy sum')
 local cn = gm.cross_entropy(logits, target, -100, 'none')
-tap.ok(shape_eq(cn.shape, {4}), 'cross_entropy none has the target shape')
-all_close(cn:totable(), rows, 1e-12, 'cross_entropy none: per-row losses, 0 where ignored')
+tap.ok(tap.same_shape(cn.shape, {4}), 'cross_entropy none has the target shape')
+tap.all_close(cn:totable(), rows, 1e-12, 'cross_entropy none: per-row losses, 0 where ignored')
 tap.close(gm.cross_entropy(logits, target, {reduction = 'sum'}):item(), sum, 1e-12,
           'cross_entropy reduction from an options table')
 tap.close(gm.cross_entropy(logits:to('f32'), target):item(), sum / cnt, 1e-5, 'cross_entropy f32 agrees with f64')
@@ -105,7 +62,7 @@ end
 
 -- [B, T, C] language-model layout flattens the leading dims
 do
-  local L3 = nest(values(24, 4), {2, 3, 4})
+  local L3 = tap.nest(tap.values(24, 4), {2, 3, 4})
   local T3 = {{1, 3, 0}, {2, -100, 3}}
   local s, n, per = 0, 0, {}
   for b = 1, 2 do
@@ -119,8 +76,8 @@ do
   local l3 = f64(L3)
   tap.close(gm.cross_entropy(l3, i32(T3)):item(), s / n, 1e-12, 'cross_entropy over [B, T, C]')
   local c3 = gm.cross_entropy(l3, i32(T3), -100, 'none')
-  tap.ok(shape_eq(c3.shape, {2, 3}), 'cross_entropy none over [B, T, C] has shape [B, T]')
-  all_close(c3:totable(), per, 1e-12, 'cross_entropy none over [B, T, C] values')
+  tap.ok(tap.same_shape(c3.shape, {2, 3}), 'cross_entropy none over [B, T, C] has shape [B, T]')
+  tap.all_close(c3:totable(), per, 1e-12, 'cross_entropy none over [B, T, C] values')
 end
 
 -- non-contiguous logits: a transposed [C, N] tensor viewed as [N, C]
@@ -148,17 +105,17 @@ do
       else want[r][c] = (p[c] - (c - 1 == Tg[r] and 1 or 0)) / cnt end
     end
   end
-  all_close(la.grad:totable(), want, 1e-12, 'cross_entropy backward (mean)')
+  tap.all_close(la.grad:totable(), want, 1e-12, 'cross_entropy backward (mean)')
   local lb = f64(L); lb:requires_grad_()
   local w = f64({1, 2, 3, 4})
   ;(gm.cross_entropy(lb, target, -100, 'none') * w):sum():backward()
   for r = 1, 4 do for c = 1, 5 do want[r][c] = want[r][c] * cnt * r end end
-  all_close(lb.grad:totable(), want, 1e-12, 'cross_entropy backward (none, weighted rows)')
+  tap.all_close(lb.grad:totable(), want, 1e-12, 'cross_entropy backward (none, weighted rows)')
 end
 
 -- ---- mse_loss ----------------------------------------------------------------------------
-local X = nest(values(12, 5), {3, 4})
-local Y = nest(values(12, 6), {3, 4})
+local X = tap.nest(tap.values(12, 5), {3, 4})
+local Y = tap.nest(tap.values(12, 6), {3, 4})
 local x, y = f64(X), f64(Y)
 local sq, ssum = {}, 0
 for i = 1, 3 do
@@ -168,8 +125,8 @@ end
 tap.close(gm.mse_loss(x, y):item(), ssum / 12, 1e-12, 'mse_loss mean')
 tap.close(x:mse_loss(y, 'sum'):item(), ssum, 1e-12, 'mse_loss sum (method form)')
 local mn = gm.mse_loss(x, y, 'none')
-tap.ok(shape_eq(mn.shape, {3, 4}), 'mse_loss none keeps the shape')
-all_close(mn:totable(), sq, 1e-12, 'mse_loss none values')
+tap.ok(tap.same_shape(mn.shape, {3, 4}), 'mse_loss none keeps the shape')
+tap.all_close(mn:totable(), sq, 1e-12, 'mse_loss none values')
 tap.close(gm.mse_loss(x:to('f32'), y:to('f32')):item(), ssum / 12, 1e-5, 'mse_loss f32 agrees with f64')
 tap.close(gm.mse_loss(x:transpose(0, 1), y:transpose(0, 1)):item(), ssum / 12, 1e-12, 'mse_loss of transposed views')
 tap.close(gm.mse_loss(gm.tensor(2.0), gm.tensor(-1.0)):item(), 9, 0, 'mse_loss of 0-dim tensors')
@@ -186,12 +143,12 @@ do
     gx[i], gy[i] = {}, {}
     for j = 1, 4 do gx[i][j] = 2 * (X[i][j] - Y[i][j]) / 12; gy[i][j] = -gx[i][j] end
   end
-  all_close(xa.grad:totable(), gx, 1e-12, 'mse_loss backward to x: 2 (x - y) / N')
-  all_close(ya.grad:totable(), gy, 1e-12, 'mse_loss backward to y: -2 (x - y) / N')
+  tap.all_close(xa.grad:totable(), gx, 1e-12, 'mse_loss backward to x: 2 (x - y) / N')
+  tap.all_close(ya.grad:totable(), gy, 1e-12, 'mse_loss backward to y: -2 (x - y) / N')
   local yb = f64(Y); yb:requires_grad_()
   gm.mse_loss(x, yb, 'sum'):backward()
   for i = 1, 3 do for j = 1, 4 do gy[i][j] = gy[i][j] * 12 end end
-  all_close(yb.grad:totable(), gy, 1e-12, 'mse_loss sum backward to y only')
+  tap.all_close(yb.grad:totable(), gy, 1e-12, 'mse_loss sum backward to y only')
 end
 
 -- ---- large inputs: the parallel row path agrees with Lua and with one thread -------------

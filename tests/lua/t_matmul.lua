@@ -5,53 +5,10 @@ package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
 local gm = require 'gmoe'
 
-local function values(n, seed)
-  local t = {}
-  for i = 1, n do t[i] = math.sin(seed * 13 + 7 * i) * 2 end
-  return t
-end
-
-local function nest(flat, shape)
-  local pos = 0
-  local function build(d)
-    local t = {}
-    for i = 1, shape[d] do
-      if d == #shape then pos = pos + 1; t[i] = flat[pos] else t[i] = build(d + 1) end
-    end
-    return t
-  end
-  return build(1)
-end
-
-local function flatten(t, out)
-  out = out or {}
-  if type(t) ~= 'table' then out[#out + 1] = t; return out end
-  for i = 1, #t do flatten(t[i], out) end
-  return out
-end
-
-local function shape_eq(s, want)
-  if #s ~= #want then return false end
-  for i = 1, #want do if s[i] ~= want[i] then return false end end
-  return true
-end
-
-local function all_close(got, want, tol, name)
-  got, want = flatten(got), flatten(want)
-  if #got ~= #want then return tap.ok(false, name, ('%d values, want %d'):format(#got, #want)) end
-  for i = 1, #want do
-    local g, w = got[i], want[i]
-    if not (g == w or math.abs(g - w) <= tol * (1 + math.abs(w))) then
-      return tap.ok(false, name, ('at %d: got %.10g want %.10g'):format(i, g, w))
-    end
-  end
-  return tap.ok(true, name)
-end
-
 local function rand(shape, seed)
   local n = 1
   for _, s in ipairs(shape) do n = n * s end
-  return gm.tensor(nest(values(n, seed), shape), {dtype = 'f64'})
+  return gm.tensor(tap.nest(tap.values(n, seed * 13, 2), shape), {dtype = 'f64'})
 end
 
 -- Naive product of two Lua matrices.
@@ -77,33 +34,33 @@ end
 -- ---- 2-D ---------------------------------------------------------------------------------
 local a, b = rand({5, 7}, 1), rand({7, 3}, 2)
 local c = gm.matmul(a, b)
-tap.ok(shape_eq(c.shape, {5, 3}), '[5,7] @ [7,3] has shape [5,3]')
-all_close(c:totable(), mm(a:totable(), b:totable()), 1e-12, '2-D matmul matches the triple loop')
-all_close(a:matmul(b):totable(), c:totable(), 0, 'method form x:matmul(y)')
+tap.ok(tap.same_shape(c.shape, {5, 3}), '[5,7] @ [7,3] has shape [5,3]')
+tap.all_close(c:totable(), mm(a:totable(), b:totable()), 1e-12, '2-D matmul matches the triple loop')
+tap.all_close(a:matmul(b):totable(), c:totable(), 0, 'method form x:matmul(y)')
 
 -- transposed (non-contiguous) operands go to BLAS as transposes
 local at, bt = rand({7, 5}, 3):transpose(0, 1), rand({3, 7}, 4):transpose(0, 1)
-all_close(gm.matmul(at, bt):totable(), mm(at:totable(), bt:totable()), 1e-12, 'transposed @ transposed')
-all_close(gm.matmul(at, b):totable(), mm(at:totable(), b:totable()), 1e-12, 'transposed @ contiguous')
+tap.all_close(gm.matmul(at, bt):totable(), mm(at:totable(), bt:totable()), 1e-12, 'transposed @ transposed')
+tap.all_close(gm.matmul(at, b):totable(), mm(at:totable(), b:totable()), 1e-12, 'transposed @ contiguous')
 -- a narrowed inner dim is not BLAS-readable: copied first
 local an = rand({5, 9}, 5):narrow(1, 1, 7)
-all_close(gm.matmul(an, b):totable(), mm(an:totable(), b:totable()), 1e-12, 'narrowed view @ matrix')
+tap.all_close(gm.matmul(an, b):totable(), mm(an:totable(), b:totable()), 1e-12, 'narrowed view @ matrix')
 -- a row slice of a bigger matrix (leading dim > cols) needs no copy
 local ar = rand({5, 7}, 6):narrow(0, 1, 3)
-all_close(gm.matmul(ar, b):totable(), mm(ar:totable(), b:totable()), 1e-12, 'row slice @ matrix')
+tap.all_close(gm.matmul(ar, b):totable(), mm(ar:totable(), b:totable()), 1e-12, 'row slice @ matrix')
 
 -- ---- f32 vs f64 ----------------------------------------------------------------------------
 local a32, b32 = a:to('f32'), b:to('f32')
 tap.is(gm.matmul(a32, b32).dtype, 'f32', 'f32 @ f32 is f32')
-all_close(gm.matmul(a32, b32):totable(), c:totable(), 1e-5, 'f32 agrees with f64')
+tap.all_close(gm.matmul(a32, b32):totable(), c:totable(), 1e-5, 'f32 agrees with f64')
 local big1, big2 = gm.randn{64, 128}, gm.randn{128, 32}
-all_close(gm.matmul(big1, big2):totable(), gm.matmul(big1:to('f64'), big2:to('f64')):totable(), 1e-4,
+tap.all_close(gm.matmul(big1, big2):totable(), gm.matmul(big1:to('f64'), big2:to('f64')):totable(), 1e-4,
           'f32 agrees with f64 on [64,128] @ [128,32]')
 
 -- ---- batched with broadcast batch dims -------------------------------------------------------
 local xa, xb = rand({2, 1, 3, 4}, 7), rand({5, 4, 2}, 8)
 local xc = gm.matmul(xa, xb)
-tap.ok(shape_eq(xc.shape, {2, 5, 3, 2}), '[2,1,3,4] @ [5,4,2] has shape [2,5,3,2]')
+tap.ok(tap.same_shape(xc.shape, {2, 5, 3, 2}), '[2,1,3,4] @ [5,4,2] has shape [2,5,3,2]')
 local ta, tb, tc = xa:totable(), xb:totable(), xc:totable()
 local ok = true
 for i = 1, 2 do for j = 1, 5 do
@@ -114,47 +71,47 @@ for i = 1, 2 do for j = 1, 5 do
 end end
 tap.ok(ok, 'broadcast batched matmul matches per-batch triple loops')
 local bb = gm.matmul(rand({4, 2, 3}, 9), rand({4, 3, 5}, 10))
-tap.ok(shape_eq(bb.shape, {4, 2, 5}), '[4,2,3] @ [4,3,5] has shape [4,2,5]')
+tap.ok(tap.same_shape(bb.shape, {4, 2, 5}), '[4,2,3] @ [4,3,5] has shape [4,2,5]')
 local ba = gm.matmul(rand({4, 3, 2}, 11):transpose(1, 2), rand({3, 5}, 12))
-tap.ok(shape_eq(ba.shape, {4, 2, 5}), 'batched transposed @ matrix shape')
+tap.ok(tap.same_shape(ba.shape, {4, 2, 5}), 'batched transposed @ matrix shape')
 local bat, bm = rand({4, 3, 2}, 11):transpose(1, 2):totable(), rand({3, 5}, 12):totable()
-all_close(ba:totable()[3], mm(bat[3], bm), 1e-12, 'batched transposed @ matrix values')
+tap.all_close(ba:totable()[3], mm(bat[3], bm), 1e-12, 'batched transposed @ matrix values')
 
 -- ---- 1-D promotion -----------------------------------------------------------------------------
 local v, w = rand({7}, 13), rand({7}, 14)
 local dot = gm.matmul(v, w)
-tap.ok(shape_eq(dot.shape, {}), '1-D @ 1-D is a 0-dim dot product')
+tap.ok(tap.same_shape(dot.shape, {}), '1-D @ 1-D is a 0-dim dot product')
 local vt, wt, s = v:totable(), w:totable(), 0
 for i = 1, 7 do s = s + vt[i] * wt[i] end
-all_close(dot:item(), s, 1e-12, 'dot product value')
+tap.all_close(dot:item(), s, 1e-12, 'dot product value')
 local mv = gm.matmul(a, v)
-tap.ok(shape_eq(mv.shape, {5}), '[5,7] @ [7] has shape [5]')
-all_close(mv:totable(), flatten(mm(a:totable(), transpose({vt}))), 1e-12, 'matrix @ vector')
+tap.ok(tap.same_shape(mv.shape, {5}), '[5,7] @ [7] has shape [5]')
+tap.all_close(mv:totable(), tap.flatten(mm(a:totable(), transpose({vt}))), 1e-12, 'matrix @ vector')
 local vm = gm.matmul(rand({5}, 15), a)
-tap.ok(shape_eq(vm.shape, {7}), '[5] @ [5,7] has shape [7]')
-all_close(vm:totable(), mm({rand({5}, 15):totable()}, a:totable())[1], 1e-12, 'vector @ matrix')
+tap.ok(tap.same_shape(vm.shape, {7}), '[5] @ [5,7] has shape [7]')
+tap.all_close(vm:totable(), mm({rand({5}, 15):totable()}, a:totable())[1], 1e-12, 'vector @ matrix')
 local bv = gm.matmul(rand({2, 3, 4}, 16), rand({4}, 17))
-tap.ok(shape_eq(bv.shape, {2, 3}), '[2,3,4] @ [4] has shape [2,3]')
+tap.ok(tap.same_shape(bv.shape, {2, 3}), '[2,3,4] @ [4] has shape [2,3]')
 local vb = gm.matmul(rand({3}, 18), rand({2, 3, 4}, 19))
-tap.ok(shape_eq(vb.shape, {2, 4}), '[3] @ [2,3,4] has shape [2,4]')
-all_close(vb:totable()[2], mm({rand({3}, 18):totable()}, rand({2, 3, 4}, 19):totable()[2])[1], 1e-12,
+tap.ok(tap.same_shape(vb.shape, {2, 4}), '[3] @ [2,3,4] has shape [2,4]')
+tap.all_close(vb:totable()[2], mm({rand({3}, 18):totable()}, rand({2, 3, 4}, 19):totable()[2])[1], 1e-12,
           'vector @ batched values')
 -- a strided vector (a column of a matrix)
 local col = rand({7, 2}, 20):select(1, 1)
-all_close(gm.matmul(a, col):totable(), flatten(mm(a:totable(), transpose({col:totable()}))), 1e-12,
+tap.all_close(gm.matmul(a, col):totable(), tap.flatten(mm(a:totable(), transpose({col:totable()}))), 1e-12,
           'matrix @ strided column vector')
 
 -- ---- zero sizes ----------------------------------------------------------------------------------
 local z = gm.matmul(gm.zeros{3, 0}, gm.zeros{0, 4})
-tap.ok(shape_eq(z.shape, {3, 4}), '[3,0] @ [0,4] has shape [3,4]')
-all_close(z:totable(), {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}}, 0, 'an empty inner dim gives zeros')
-tap.ok(shape_eq(gm.matmul(gm.zeros{0, 3}, gm.zeros{3, 2}).shape, {0, 2}), '[0,3] @ [3,2] has shape [0,2]')
+tap.ok(tap.same_shape(z.shape, {3, 4}), '[3,0] @ [0,4] has shape [3,4]')
+tap.all_close(z:totable(), {{0, 0, 0, 0}, {0, 0, 0, 0}, {0, 0, 0, 0}}, 0, 'an empty inner dim gives zeros')
+tap.ok(tap.same_shape(gm.matmul(gm.zeros{0, 3}, gm.zeros{3, 2}).shape, {0, 2}), '[0,3] @ [3,2] has shape [0,2]')
 
 -- ---- gradients -------------------------------------------------------------------------------------
 local ga, gb = rand({2, 1, 3, 4}, 21), rand({5, 4, 2}, 22)
 ga:requires_grad_(); gb:requires_grad_()
 gm.matmul(ga, gb):sum():backward()
-tap.ok(shape_eq(ga.grad.shape, {2, 1, 3, 4}) and shape_eq(gb.grad.shape, {5, 4, 2}),
+tap.ok(tap.same_shape(ga.grad.shape, {2, 1, 3, 4}) and tap.same_shape(gb.grad.shape, {5, 4, 2}),
        'gradients have the operand shapes (broadcast batch dims reduced)')
 -- d sum(A @ B) / dA[i][k] = sum over broadcast batch and columns of B[k][:]
 local gbt = gb:totable()
@@ -164,11 +121,11 @@ for k = 1, 4 do
   for j = 1, 5 do for q = 1, 2 do s2 = s2 + gbt[j][k][q] end end
   want[k] = s2
 end
-all_close(ga.grad:totable()[1][1][2], want, 1e-12, 'dA of a broadcast batched matmul')
+tap.all_close(ga.grad:totable()[1][1][2], want, 1e-12, 'dA of a broadcast batched matmul')
 local gv, gw2 = rand({4}, 23), rand({4}, 24)
 gv:requires_grad_()
 gm.matmul(gv, gw2):backward()
-all_close(gv.grad:totable(), gw2:totable(), 0, 'gradient of a dot product')
+tap.all_close(gv.grad:totable(), gw2:totable(), 0, 'gradient of a dot product')
 
 -- ---- errors -----------------------------------------------------------------------------------------
 tap.errors(function() return gm.matmul(gm.zeros{4, 8}, gm.zeros{7, 3}) end,

@@ -6,19 +6,11 @@ package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
 local gm = require 'gmoe'
 
--- Flatten a nested totable() result, row-major.
-local function flat(t, out)
-  out = out or {}
-  if type(t) ~= 'table' then out[#out + 1] = t; return out end
-  for _, v in ipairs(t) do flat(v, out) end
-  return out
-end
-
 local function shape_str(s) return '{' .. table.concat(s, ',') .. '}' end
 
 -- Every element of got (a tensor) within tol of want (a flat array); NaN must match NaN.
 local function all_close(got, want, tol, name)
-  local g = flat(got:totable())
+  local g = tap.flatten(got:totable())
   if #g ~= #want then return tap.ok(false, name, ('%d elements, want %d'):format(#g, #want)) end
   for i = 1, #g do
     local a, b = g[i], want[i]
@@ -43,7 +35,7 @@ local function trunc(a) return a >= 0 and math.floor(a) or math.ceil(a) end
 -- ---- binary ops on equal shapes, f32 and f64 ---------------------------------------------
 local xv = {{1.5, -2, 0.25}, {3, -0.5, 4}}
 local yv = {{0.5, 2, -1}, {3, 1.5, -0.25}}
-local fx, fy = flat(xv), flat(yv)
+local fx, fy = tap.flatten(xv), tap.flatten(yv)
 local binary = {
   add = function(a, b) return a + b end, sub = function(a, b) return a - b end,
   mul = function(a, b) return a * b end, div = function(a, b) return a / b end,
@@ -169,11 +161,11 @@ do
   local x64 = gm.randn({4, 5}, {dtype = 'f64'})
   local x32 = x64:to('f32')
   for _, name in ipairs{'neg', 'exp', 'abs', 'sigmoid', 'tanh', 'relu', 'gelu', 'silu', 'softplus', 'logsigmoid'} do
-    all_close(x32[name](x32), flat(x64[name](x64):totable()), 2e-6, name .. ': f32 agrees with f64')
+    all_close(x32[name](x32), tap.flatten(x64[name](x64):totable()), 2e-6, name .. ': f32 agrees with f64')
   end
   local p64 = x64:abs() + 0.1
   for _, name in ipairs{'log', 'sqrt', 'rsqrt'} do
-    all_close(p64:to('f32')[name](p64:to('f32')), flat(p64[name](p64):totable()), 2e-6, name .. ': f32 agrees with f64')
+    all_close(p64:to('f32')[name](p64:to('f32')), tap.flatten(p64[name](p64):totable()), 2e-6, name .. ': f32 agrees with f64')
   end
 end
 

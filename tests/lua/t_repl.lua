@@ -3,58 +3,16 @@
 package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
 
--- The interpreter running this test is the gmoe under test: arg's lowest index (lua.c).
-local function gmoe_path()
-  local lo = 0
-  while arg[lo - 1] do lo = lo - 1 end
-  return lo < 0 and arg[lo] or os.getenv('GMOE') or 'build/gmoe'
-end
-local GMOE = gmoe_path()
-
-local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
-local tmp = os.tmpname()
-local files = {tmp}
-local function path(ext) local p = tmp .. ext; files[#files + 1] = p; return p end
-local IN, OUT, ERR, RC = path('.in'), path('.out'), path('.err'), path('.rc')
-
-local function slurp(p)
-  local f = io.open(p, 'rb')
-  if not f then return '' end
-  local s = f:read('a')
-  f:close()
-  return s
-end
-local function spit(p, s) local f = assert(io.open(p, 'wb')); f:write(s); f:close() end
+local q, path, slurp = tap.q, tap.tmpfile, tap.slurp
+local ENV = 'GMOE_HISTORY=/dev/null'
 
 -- Feeds `input` to the REPL; returns exit code, stdout, stderr.
-local function repl(input, args)
-  spit(IN, input)
-  local cmd = ('GMOE_HISTORY=/dev/null timeout 20 %s %s < %s > %s 2> %s'):format(
-    q(GMOE), args or '', q(IN), q(OUT), q(ERR))
-  local _, _, code = os.execute(cmd)
-  return code, slurp(OUT), slurp(ERR)
-end
+local function repl(input, args) return tap.run(args, {input = input, env = ENV}) end
 
 -- Starts the REPL in the background on `input`, waits for it to write "ready" on stderr,
 -- sends SIGINT and waits up to 2 s for the end of input. Returns exit code (or "hung"),
 -- stdout, stderr.
-local function repl_interrupted(input)
-  spit(IN, input)
-  local script = [[
-"$0" <"$1" >"$2" 2>"$3" &
-pid=$!
-i=0; while ! grep -q ready "$3" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-sleep 0.2
-kill -INT $pid
-i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
-if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid; echo hung >"$4"; exit; fi
-wait $pid; echo $? >"$4"
-]]
-  os.execute(('GMOE_HISTORY=/dev/null timeout 30 sh -c %s %s %s %s %s %s'):format(
-    q(script), q(GMOE), q(IN), q(OUT), q(ERR), q(RC)))
-  local rc = slurp(RC):match('%S+')
-  return tonumber(rc) or rc, slurp(OUT), slurp(ERR)
-end
+local function repl_interrupted(input) return tap.run_interrupted('', {input = input, env = ENV}) end
 
 local rc, out, err
 
@@ -171,8 +129,9 @@ i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1));
 if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid; echo hung >"$4"; exit; fi
 wait $pid; echo $? >"$4"
 ]]
-  os.execute(('GMOE_HISTORY=/dev/null timeout 30 sh -c %s %s %s %s %s %s'):format(
-    q(script), q(GMOE), q(fifo), q(OUT), q(ERR), q(RC)))
+  local OUT, ERR, RC = path('.out'), path('.err'), path('.rc')
+  os.execute(('%s timeout 30 sh -c %s %s %s %s %s %s'):format(
+    ENV, q(script), q(tap.gmoe_path()), q(fifo), q(OUT), q(ERR), q(RC)))
   local code, o = slurp(RC):match('%S+'), slurp(OUT)
   local _, hints = o:gsub('%(press Ctrl%-C again or Ctrl%-D to exit%)', '')
   tap.is(code, '0', 'two Ctrl-C in a row at the prompt exit with status 0')
@@ -180,5 +139,4 @@ wait $pid; echo $? >"$4"
   tap.like(o, 'gmoe> 2\n', 'a cell between two Ctrl-C resets the count')
 end
 
-for _, p in ipairs(files) do os.remove(p) end
 tap.done()

@@ -11,13 +11,6 @@ local function same(a, b)
   return true
 end
 
-local function flat(t, acc)
-  acc = acc or {}
-  if type(t) ~= 'table' then acc[#acc + 1] = t return acc end
-  for _, v in ipairs(t) do flat(v, acc) end
-  return acc
-end
-
 local function shape_str(s) return '{' .. table.concat(s, ',') .. '}' end
 
 -- ---- constructors -------------------------------------------------------------------------
@@ -47,8 +40,8 @@ do
   tap.errors(function() return gm.tensor('abc') end, 'number', 'a string is not a tensor')
 
   local z = gm.zeros{2, 3}
-  tap.ok(same(flat(z:totable()), {0, 0, 0, 0, 0, 0}) and z.dtype == 'f32', 'zeros{2,3}')
-  tap.ok(same(flat(gm.ones(2, 2):totable()), {1, 1, 1, 1}), 'ones(2, 2): sizes as arguments')
+  tap.ok(same(tap.flatten(z:totable()), {0, 0, 0, 0, 0, 0}) and z.dtype == 'f32', 'zeros{2,3}')
+  tap.ok(same(tap.flatten(gm.ones(2, 2):totable()), {1, 1, 1, 1}), 'ones(2, 2): sizes as arguments')
   local f = gm.full({3}, 7, {dtype = 'i32'})
   tap.ok(same(f:totable(), {7, 7, 7}) and f.dtype == 'i32', 'full({3}, 7, {dtype="i32"})')
   local e = gm.empty{4, 5}
@@ -175,7 +168,7 @@ do
     tap.ok(v:numel() == (expect_numel or v:numel()), name .. ': numel')
     v:fill_(-1)
     local n = 0
-    for _, e in ipairs(flat(x:totable())) do if e == -1 then n = n + 1 end end
+    for _, e in ipairs(tap.flatten(x:totable())) do if e == -1 then n = n + 1 end end
     tap.ok(n > 0 and n == (expect_numel or v:numel()), ('%s: fill_ on the view changed %d elements of the base'):format(name, n))
   end
   check_alias('narrow(2, 1, 2)', function(x) return x:narrow(2, 1, 2) end, 12)
