@@ -62,19 +62,27 @@ gm_status gm_cpu_MATMUL(gm_ctx *c, const gm_kargs *a) {
         return gm_errf(c, GM_ENOTSUP, "matmul: dims %lld x %lld x %lld exceed BLAS int range",
                        (long long)M, (long long)K, (long long)N);
     CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
+    /* Rows of C in blocks of about 2^30 flops (~10 ms), so Ctrl-C lands between blocks even
+     * inside one large product; below that size a product is a single BLAS call. */
+    int64_t mb = ((int64_t)1 << 29) / (N * K > 0 ? N * K : 1);
+    mb = mb < 64 ? 64 : mb / 64 * 64;
     for (int64_t b = 0; b < nbatch; b++) {
-        if (gm_interrupted()) return GM_EINTR;
         /* batch entry b, row-major over the batch dims */
         int64_t oa = gm_shape_offset(nb, A->shape, A->stride, b);
         int64_t ob = gm_shape_offset(nb, B->shape, B->stride, b), oc = b * M * N;
-        if (C->dtype == GM_F32)
-            cblas_sgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, 1.0f,
-                        (const float *)A->data + oa, (int)lda, (const float *)B->data + ob, (int)ldb,
-                        0.0f, (float *)C->data + oc, (int)N);
-        else
-            cblas_dgemm(CblasRowMajor, opa, opb, (int)M, (int)N, (int)K, 1.0,
-                        (const double *)A->data + oa, (int)lda, (const double *)B->data + ob, (int)ldb,
-                        0.0, (double *)C->data + oc, (int)N);
+        for (int64_t r0 = 0; r0 < M; r0 += mb) {
+            if (gm_interrupted()) return GM_EINTR;
+            int64_t m = M - r0 < mb ? M - r0 : mb;
+            int64_t ra = oa + r0 * (ta ? 1 : lda); /* row r0 of A: a column of A^T when transposed */
+            if (C->dtype == GM_F32)
+                cblas_sgemm(CblasRowMajor, opa, opb, (int)m, (int)N, (int)K, 1.0f,
+                            (const float *)A->data + ra, (int)lda, (const float *)B->data + ob,
+                            (int)ldb, 0.0f, (float *)C->data + oc + r0 * N, (int)N);
+            else
+                cblas_dgemm(CblasRowMajor, opa, opb, (int)m, (int)N, (int)K, 1.0,
+                            (const double *)A->data + ra, (int)lda, (const double *)B->data + ob,
+                            (int)ldb, 0.0, (double *)C->data + oc + r0 * N, (int)N);
+        }
     }
     return GM_OK;
 }
