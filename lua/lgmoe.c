@@ -152,6 +152,8 @@ typedef struct sigtok {
 static sigtok sigs[GM_OP_COUNT][MAX_TOK];
 static int nsig[GM_OP_COUNT];
 
+/* A token is "name", "name?" or "name:param?" (a Lua-facing name for one of param_names,
+ * e.g. "label_smoothing:a?"): the name is what errors and options tables use. */
 static void compile_sigs(void) {
     for (int op = 0; op < GM_OP_COUNT; op++) {
         const char *s = gm_opdef_get(op)->sig;
@@ -162,15 +164,45 @@ static void compile_sigs(void) {
             if (!len) break;
             sigtok *t = &sigs[op][n++];
             t->opt = s[len - 1] == '?';
-            size_t nl = len - t->opt < sizeof t->name - 1 ? len - t->opt : sizeof t->name - 1;
+            size_t body = len - t->opt, colon = strcspn(s, ":");
+            size_t nl = colon < body ? colon : body;
+            if (nl > sizeof t->name - 1) nl = sizeof t->name - 1;
             memcpy(t->name, s, nl);
             t->name[nl] = 0;
+            char kind[16];
+            size_t kl = colon < body ? body - colon - 1 : nl;
+            if (kl > sizeof kind - 1) kl = sizeof kind - 1;
+            memcpy(kind, colon < body ? s + colon + 1 : s, kl);
+            kind[kl] = 0;
             t->kind = A_TENSOR;
             for (int k = 1; param_names[k]; k++)
-                if (strcmp(t->name, param_names[k]) == 0) t->kind = (unsigned char)k;
+                if (strcmp(kind, param_names[k]) == 0) t->kind = (unsigned char)k;
             s += len;
         }
         nsig[op] = n;
+    }
+}
+
+/* Every key of the options table at index opts must name a token from `first` on. */
+static void check_options(lua_State *L, int opts, const sigtok *toks, int first, int ntok, const char *op) {
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
+        bool known = false;
+        if (lua_type(L, -2) == LUA_TSTRING)
+            for (int k = first; k < ntok && !known; k++) known = strcmp(lua_tostring(L, -2), toks[k].name) == 0;
+        if (!known) {
+            luaL_Buffer b;
+            luaL_buffinit(L, &b);
+            for (int k = first; k < ntok; k++) {
+                if (toks[k].kind == A_TENSOR || toks[k].kind == A_TENSORS) continue;
+                luaL_addstring(&b, k > first ? ", " : "");
+                luaL_addstring(&b, toks[k].name);
+            }
+            luaL_pushresult(&b);
+            luaL_error(L, "%s: unknown option '%s' (options here: %s)", op,
+                       lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : luaL_typename(L, -3), lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
     }
 }
 
@@ -308,6 +340,7 @@ static int op_call(lua_State *L) {
         }
         if (t->opt && is_options(L, arg)) {
             opts = arg++;
+            check_options(L, opts, toks, k, nsig[op], d->name);
             k--; /* read this token from the options table */
             continue;
         }

@@ -183,23 +183,23 @@ do
   for r = 1, 4 do
     if Tg[r] == -100 then rs[r] = 0 else rs[r] = ls_nll(L[r], Tg[r], eps); s = s + rs[r]; n = n + 1 end
   end
-  tap.close(gm.cross_entropy(logits, target, {a = eps}):item(), s / n, 1e-12,
-            'label smoothing {a=0.1}: mean over non-ignored rows')
+  tap.close(gm.cross_entropy(logits, target, {label_smoothing = eps}):item(), s / n, 1e-12,
+            'label smoothing {label_smoothing=0.1}: mean over non-ignored rows')
   tap.close(gm.cross_entropy(logits, target, -100, 'mean', eps):item(), s / n, 1e-12,
             'label smoothing as the fifth positional argument')
-  tap.close(gm.cross_entropy(logits, target, {reduction = 'sum', a = eps}):item(), s, 1e-12,
+  tap.close(gm.cross_entropy(logits, target, {reduction = 'sum', label_smoothing = eps}):item(), s, 1e-12,
             'label smoothing, sum')
-  tap.all_close(gm.cross_entropy(logits, target, {reduction = 'none', a = eps}):totable(), rs, 1e-12,
+  tap.all_close(gm.cross_entropy(logits, target, {reduction = 'none', label_smoothing = eps}):totable(), rs, 1e-12,
                 'label smoothing, none: per row, 0 where ignored')
-  tap.close(gm.cross_entropy(logits:to('f32'), target, {a = eps}):item(), s / n, 1e-5,
+  tap.close(gm.cross_entropy(logits:to('f32'), target, {label_smoothing = eps}):item(), s / n, 1e-5,
             'label smoothing f32 agrees with f64')
-  tap.close(gm.cross_entropy(logits, target, {a = 0}):item(), sum / cnt, 0, 'a = 0 is plain cross_entropy')
+  tap.close(gm.cross_entropy(logits, target, {label_smoothing = 0}):item(), sum / cnt, 0, 'a = 0 is plain cross_entropy')
   -- a = 1: the target is ignored, the loss is the mean over classes of -log p
   local s1 = 0
   for r = 1, 4 do if Tg[r] ~= -100 then s1 = s1 + ls_nll(L[r], 0, 1) end end
-  tap.close(gm.cross_entropy(logits, target, {a = 1}):item(), s1 / cnt, 1e-12, 'label smoothing a = 1')
+  tap.close(gm.cross_entropy(logits, target, {label_smoothing = 1}):item(), s1 / cnt, 1e-12, 'label smoothing a = 1')
   -- stability: lse 1000, x_k 1000, mean 500 -> 1000 - 0.9 * 1000 - 0.1 * 500
-  tap.close(gm.cross_entropy(gm.tensor({{1000, 0}}), i32({0}), {a = 0.1}):item(), 50, 1e-6,
+  tap.close(gm.cross_entropy(gm.tensor({{1000, 0}}), i32({0}), {label_smoothing = 0.1}):item(), 50, 1e-6,
             'label smoothing is stable for logits of 1000')
   -- [B, T, C] layout with smoothing
   local L3 = tap.nest(tap.values(24, 9), {2, 3, 4})
@@ -208,10 +208,10 @@ do
   for b = 1, 2 do for t = 1, 3 do
     if T3[b][t] ~= -100 then s3 = s3 + ls_nll(L3[b][t], T3[b][t], 0.2); n3 = n3 + 1 end
   end end
-  tap.close(gm.cross_entropy(f64(L3), i32(T3), {a = 0.2}):item(), s3 / n3, 1e-12, 'label smoothing over [B, T, C]')
+  tap.close(gm.cross_entropy(f64(L3), i32(T3), {label_smoothing = 0.2}):item(), s3 / n3, 1e-12, 'label smoothing over [B, T, C]')
   -- gradient: (softmax - (1 - eps) onehot - eps / C) / count
   local la = f64(L); la:requires_grad_()
-  gm.cross_entropy(la, target, {a = eps}):backward()
+  gm.cross_entropy(la, target, {label_smoothing = eps}):backward()
   local want = {}
   for r = 1, 4 do
     local p = softmax(L[r])
@@ -223,7 +223,7 @@ do
   end
   tap.all_close(la.grad:totable(), want, 1e-12, 'label smoothing backward (mean)')
   local lf = gm.tensor(L); lf:requires_grad_()
-  gm.cross_entropy(lf, target, {a = eps}):backward()
+  gm.cross_entropy(lf, target, {label_smoothing = eps}):backward()
   tap.all_close(lf.grad:totable(), want, 1e-6, 'label smoothing backward in f32')
 end
 
@@ -496,7 +496,7 @@ do
   end)
   tap.is(e1, e4, 'symmetric_kl backward: the same for 1 and 4 threads')
   local tgt = gm.randint(300, {512})
-  local c1, c4 = both(function() return gm.cross_entropy(x, tgt, {a = 0.1}):item() end)
+  local c1, c4 = both(function() return gm.cross_entropy(x, tgt, {label_smoothing = 0.1}):item() end)
   tap.is(c1, c4, 'label-smoothed cross_entropy: bitwise the same for 1 and 4 threads')
 end
 
@@ -514,7 +514,7 @@ tap.errors(function() return gm.cross_entropy(i32({{1, 2}}), i32({0})) end,
 tap.errors(function() return gm.mse_loss(x, gm.zeros{4}:to('f64')) end,
            'mse_loss: x %[3, 4%] and y %[4%] must have the same shape', 'mse_loss: no broadcasting, names both shapes')
 tap.errors(function() return gm.mse_loss(x, y:to('f32')) end, 'mse_loss: dtype mismatch', 'mse_loss: dtype mismatch')
-tap.errors(function() return gm.cross_entropy(logits, target, {a = 1.5}) end,
+tap.errors(function() return gm.cross_entropy(logits, target, {label_smoothing = 1.5}) end,
            'cross_entropy: label smoothing a must be in %[0, 1%], got 1.5', 'cross_entropy: label smoothing out of range')
 tap.errors(function() return gm.binary_cross_entropy_with_logits(gm.randn{3, 4}, gm.rand{4}) end,
            'binary_cross_entropy_with_logits: logits %[3, 4%] and target %[4%] must have the same shape',

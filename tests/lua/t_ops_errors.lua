@@ -44,5 +44,10 @@ tap.errors(function() return gm.zeros{2, 2}:reshape{3, 2} end, 'cannot reshape',
 tap.errors(function() return gm.add(gm.randn{2}, 'x') end, 'add: argument 2', 'argument type error')
 tap.errors(function() return gm.sum(gm.randn{2}, 0, 'yes') end, 'keepdim', 'bad keepdim')
 tap.errors(function() return gm.tensor{{1, 2}, {3}} end, 'ragged', 'ragged table')
+tap.errors(function() return gm.cross_entropy(gm.randn{2, 3}, gm.tensor({0, 1}, {dtype = 'i32'}),
+                                              {label_smooth = 0.1}) end,
+           "unknown option 'label_smooth' %(options here: ignore_index, reduction, label_smoothing%)",
+           'an unknown option key is an error listing the options')
+tap.ok(gm.clamp(gm.tensor{-2, 0.5, 3}, {min = 0, max = 1}):sum():item() == 1.5, 'named options: clamp{min=, max=}')
 tap.ok((gm.ones{2} + 1):sum():item() == 4, 'the session goes on after errors')
 tap.done()

@@ -141,7 +141,7 @@ do
   all_close(x:clamp(-1, 1), {-1, -0.5, 0, 0.5, 1}, 0, 'clamp(-1, 1)')
   all_close(x:clamp(0), {0, 0, 0, 0.5, 2}, 0, 'clamp(min only)')
   all_close(x:clamp(nil, 0), {-2, -0.5, 0, 0, 0}, 0, 'clamp(nil, max)')
-  all_close(gm.clamp(x, {b = 0.25}), {-2, -0.5, 0, 0.25, 0.25}, 0, 'clamp{b = max}')
+  all_close(gm.clamp(x, {max = 0.25}), {-2, -0.5, 0, 0.25, 0.25}, 0, 'clamp{b = max}')
   tap.errors(function() return x:clamp() end, 'clamp', 'clamp without bounds is an error')
 end
 
