@@ -29,4 +29,7 @@ doc.add('gm.nn', 'gm.nn.<Layer>{...}',
   'dtype="f64" and generator=g for the init.')
 doc.add('gm.nn.is_module', 'gm.nn.is_module(v) -> boolean', 'Whether v is an instance of a gm.nn.Module class.')
 
+-- The MoE layer (lua/gmoe/nn/moe.lua) builds on the layers above and on gm.gates.
+if package.preload['gmoe.nn.moe'] then nn.MoE = require('gmoe.nn.moe').MoE end
+
 return nn
