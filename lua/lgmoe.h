@@ -13,6 +13,8 @@
 int gm_lua_setup(lua_State *L);
 /* A new state with gmoe's small-block allocator (lua/lalloc.c); NULL when out of memory. */
 lua_State *gm_lua_newstate(void);
+/* Process settings before anything else runs (lua/process.c); may re-exec the program. */
+void gm_process_setup(int argc, char **argv);
 /* Back to a clean engine state after an error or interrupt at the prompt. */
 void gm_lua_reset(lua_State *L);
 

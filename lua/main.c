@@ -1,5 +1,6 @@
 /* main.c: the gmoe executable. No arguments: the REPL (lua/repl.c). A script (`gmoe FILE`,
- * `gmoe run FILE`, `gmoe -` for stdin) or -e code: batch, exit status 1 on any error. Options
+ * `gmoe run FILE`, `gmoe -` for stdin), a Markdown notebook (FILE.md, lua/gmoe/notebook.lua)
+ * or -e code: batch, exit status 1 on any error. Options
  * and the global `arg` follow lua.c; like lua.c, everything runs inside one lua_pcall so even
  * start-up failures are reported rather than crashed on. */
 #include <stdbool.h>
@@ -45,7 +46,8 @@ static void usage(FILE *f) {
           "  -v, --version  print the versions of gmoe, Lua, BLAS, the compiler, CUDA\n"
           "  -h, --help     print this help\n"
           "A script gets its arguments as '...' and in the global 'arg' (arg[0] is the\n"
-          "script, arg[1] its first argument).\n",
+          "script, arg[1] its first argument). A Markdown notebook (FILE.md) runs its\n"
+          "```lua cells in order; 'gmoe run FILE.md --update' rewrites their outputs.\n",
           f);
 }
 
@@ -125,10 +127,40 @@ static int run_options(lua_State *L, const args *a) {
     return LUA_OK;
 }
 
+static bool ends_with(const char *s, const char *tail) {
+    size_t n = strlen(s), m = strlen(tail);
+    return n >= m && strcmp(s + n - m, tail) == 0;
+}
+
+/* A Markdown notebook: gmoe.notebook.run(file, {update = "--update" among its arguments}). */
+static int run_notebook(lua_State *L, const args *a) {
+    bool update = false;
+    for (int i = a->script + 1; i < a->argc; i++) {
+        if (strcmp(a->argv[i], "--update") == 0) {
+            update = true;
+        } else {
+            lua_pushfstring(L, "notebook: unknown argument '%s' (only --update)", a->argv[i]);
+            return gm_repl_report(L, LUA_ERRRUN, PROGNAME);
+        }
+    }
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "gmoe.notebook");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "run");
+    lua_remove(L, -2);
+    lua_pushstring(L, a->argv[a->script]);
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, update);
+    lua_setfield(L, -2, "update");
+    return gm_repl_report(L, gm_repl_docall(L, 2, 0), PROGNAME);
+}
+
 static int run_script(lua_State *L, const args *a) {
     const char *fname = a->argv[a->script];
     bool from_stdin = strcmp(fname, "-") == 0 && strcmp(a->argv[a->script - 1], "--") != 0;
-    int status = luaL_loadfile(L, from_stdin ? NULL : fname);
+    int status;
+    if (ends_with(fname, ".md")) return run_notebook(L, a);
+    status = luaL_loadfile(L, from_stdin ? NULL : fname);
     if (status == LUA_OK) {
         int n = a->argc - a->script - 1;
         luaL_checkstack(L, n + 3, "too many arguments to script");
@@ -144,6 +176,10 @@ static int pmain(lua_State *L) {
     const args *a = lua_touserdata(L, 1);
     bool ok = true;
     luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, gm_repl_open_term);
+    lua_setfield(L, -2, "gmoe.term");
+    lua_pop(L, 1);
     create_arg_table(L, a);
     if (gm_lua_setup(L) != 0) {
         gm_repl_report(L, LUA_ERRRUN, PROGNAME);
@@ -163,6 +199,7 @@ int main(int argc, char **argv) {
     lua_State *L;
     int status;
     bool ok;
+    gm_process_setup(argc, argv);
     if (!parse_args(&a)) return EXIT_USAGE;
     if (a.help) {
         usage(stdout);

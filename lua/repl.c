@@ -1,8 +1,9 @@
 /* repl.c: gmoe's interactive prompt, and the protected call that batch mode shares with it.
  * Reference: lua.c (Lua 5.4): msghandler/docall, `return <line>` first, continuation only while
- * the syntax error ends in "<eof>". Added here: results kept in `_` and printed by the
- * replaceable gm.show, a sticky Ctrl-C, a history file, and readline's callback interface so
- * that Ctrl-C at the prompt leaves the terminal in a clean state. */
+ * the syntax error ends in "<eof>". Added here: a sticky Ctrl-C, a history file, Tab completion
+ * and readline's callback interface so that Ctrl-C at the prompt leaves the terminal clean.
+ * What happens to a cell once read (In/Out, printing, magics, help, completion candidates,
+ * timing) is Lua: lua/gmoe/repl.lua. Also the small C module `gmoe.term` (tty, cwd). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/select.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -30,8 +32,7 @@
 
 #define CHUNKNAME "=stdin"
 #define EOFMARK "<eof>"
-#define HISTORY_MAX 1000
-#define INTERRUPT_HINT "(press Ctrl-C again or Ctrl-D to exit)"
+#define HISTORY_MAX 10000
 
 /* {====================================================================
 ** Running a chunk: traceback and Ctrl-C
@@ -114,13 +115,100 @@ int gm_repl_report(lua_State *L, int status, const char *prefix) {
 /* }==================================================================== */
 
 /* {====================================================================
+** gmoe.term: what Lua cannot ask by itself (a terminal's size, the working folder)
+** ===================================================================== */
+
+static int term_isatty(lua_State *L) {
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+/* cols, rows of the terminal on stdout (else stderr, stdin); nothing when there is none. */
+static int term_size(lua_State *L) {
+    struct winsize ws;
+    int fds[] = {STDOUT_FILENO, STDERR_FILENO, STDIN_FILENO};
+    for (int i = 0; i < 3; i++) {
+        if (ioctl(fds[i], TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) {
+            lua_pushinteger(L, ws.ws_col);
+            lua_pushinteger(L, ws.ws_row);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static int term_chdir(lua_State *L) {
+    const char *dir = luaL_checkstring(L, 1);
+    if (chdir(dir) != 0) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", dir, strerror(errno));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int term_getcwd(lua_State *L) {
+    char buf[4096];
+    if (getcwd(buf, sizeof buf) == NULL) return luaL_error(L, "getcwd: %s", strerror(errno));
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+int gm_repl_open_term(lua_State *L) {
+    static const luaL_Reg fns[] = {
+        {"isatty", term_isatty}, {"size", term_size}, {"chdir", term_chdir},
+        {"getcwd", term_getcwd}, {NULL, NULL}};
+    luaL_newlib(L, fns);
+    return 1;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
+** The Lua half (lua/gmoe/repl.lua), kept in the registry
+** ===================================================================== */
+
+static const char REPL_KEY = 'r';
+
+/* Pushes gmoe.repl's field `name` (a function). */
+static void push_repl_fn(lua_State *L, const char *name) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &REPL_KEY);
+    lua_getfield(L, -1, name);
+    lua_remove(L, -2);
+}
+
+/* gmoe.repl.strip on the string on top of the stack (pasted prompts removed), in place. */
+static void strip_prompts(lua_State *L) {
+    push_repl_fn(L, "strip");
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushliteral(L, "");
+    }
+}
+
+static bool is_special(lua_State *L, int idx) {
+    bool yes;
+    idx = lua_absindex(L, idx);
+    push_repl_fn(L, "is_special");
+    lua_pushvalue(L, idx);
+    yes = lua_pcall(L, 1, 1, 0) == LUA_OK && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return yes;
+}
+
+/* }==================================================================== */
+
+/* {====================================================================
 ** Reading lines: readline on a terminal, getline otherwise
 ** ===================================================================== */
 
 typedef struct repl {
     lua_State *L;
-    bool tty;       /* stdin is a terminal: readline, history file, banner */
+    bool tty;       /* stdin is a terminal: readline, history file, banner, completion */
     char *histfile; /* NULL when there is none */
+    int n;          /* number of the next cell */
 } repl;
 
 enum { LINE_OK, LINE_EOF, LINE_INTR };
@@ -132,10 +220,12 @@ static void on_signal_prompt(int sig) {
     else g_sigwinch = 1;
 }
 
-/* The prompt of the first line of a cell and of its continuation lines. Cells are not
- * numbered yet; this is the one place that would change. */
-static const char *prompt(bool first) {
-    return first ? "gmoe> " : "...> ";
+/* "gmoe [n]> " for the first line of a cell, "...> " for its continuation lines. */
+static const char *prompt(const repl *r, bool first) {
+    static char buf[32];
+    if (!first) return "...> ";
+    snprintf(buf, sizeof buf, "gmoe [%d]> ", r->n);
+    return buf;
 }
 
 static char *g_rl_line; /* what readline's callback delivered */
@@ -222,7 +312,7 @@ static int read_line(const repl *r, bool first, char **out) {
     g_prompt_sigint = 0;
     sigaction(SIGINT, &sa, &old_int);
     if (r->tty) sigaction(SIGWINCH, &sa, &old_winch);
-    st = r->tty ? read_tty(prompt(first), out) : read_pipe(prompt(first), out);
+    st = r->tty ? read_tty(prompt(r, first), out) : read_pipe(prompt(r, first), out);
     if (r->tty) sigaction(SIGWINCH, &old_winch, NULL);
     sigaction(SIGINT, &old_int, NULL);
     g_prompt_sigint = 0;
@@ -231,6 +321,85 @@ static int read_line(const repl *r, bool first, char **out) {
 
 /* }==================================================================== */
 
+/* {====================================================================
+** Tab completion: names from gmoe.repl.complete, file paths inside strings from readline
+** ===================================================================== */
+
+static lua_State *g_complete_L;
+static char **g_cands; /* NULL-terminated, malloc'd */
+
+static void free_cands(void) {
+    if (!g_cands) return;
+    for (char **c = g_cands; *c; c++) free(*c);
+    free(g_cands);
+    g_cands = NULL;
+}
+
+/* True when the cursor is inside a string literal of the current line. */
+static bool in_string(void) {
+    char quote = 0;
+    for (int i = 0; i < rl_point && rl_line_buffer[i]; i++) {
+        char c = rl_line_buffer[i];
+        if (quote) {
+            if (c == '\\' && i + 1 < rl_point) i++;
+            else if (c == quote) quote = 0;
+        } else if (c == '"' || c == '\'') {
+            quote = c;
+        }
+    }
+    return quote != 0;
+}
+
+/* Word boundaries: inside a string the word is the path after the quote; elsewhere a Lua
+ * expression such as gm.nn.Lin or x:ma ('.' and ':' do not break words). */
+static char *word_breaks(void) {
+    static char str_breaks[] = "\"'";
+    static char lua_breaks[] = " \t\n\"'`@$><=;|&{}()[],+-*/%^~#!";
+    return in_string() ? str_breaks : lua_breaks;
+}
+
+static char *next_cand(const char *text, int state) {
+    static int i;
+    (void)text;
+    if (state == 0) i = 0;
+    if (!g_cands || !g_cands[i]) return NULL;
+    return strdup(g_cands[i++]);
+}
+
+/* Candidates from Lua into g_cands. Any error means no candidates. */
+static void lua_cands(const char *text) {
+    lua_State *L = g_complete_L;
+    int top = lua_gettop(L);
+    free_cands();
+    push_repl_fn(L, "complete");
+    lua_pushstring(L, text);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_istable(L, -1)) {
+        lua_Integer n = luaL_len(L, -1);
+        g_cands = calloc((size_t)n + 1, sizeof *g_cands);
+        for (lua_Integer i = 0; g_cands && i < n; i++) {
+            lua_rawgeti(L, -1, i + 1);
+            const char *s = lua_tostring(L, -1);
+            g_cands[i] = strdup(s ? s : "");
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, top);
+}
+
+static char **complete(const char *text, int start, int end) {
+    (void)start;
+    (void)end;
+    rl_attempted_completion_over = 1; /* never readline's default file names outside strings */
+    rl_completion_append_character = '\0';
+    if (in_string()) {
+        rl_filename_completion_desired = 1;
+        return rl_completion_matches(text, rl_filename_completion_function);
+    }
+    lua_cands(text);
+    return rl_completion_matches(text, next_cand);
+}
+
+/* }==================================================================== */
 /* {====================================================================
 ** History file: $GMOE_HISTORY, else $XDG_STATE_HOME/gmoe/history, else ~/.gmoe_history.
 ** Any failure to read or write it is ignored: history is a comfort, never a reason to fail.
@@ -293,10 +462,10 @@ static void history_close(repl *r) {
 /* }==================================================================== */
 
 /* {====================================================================
-** Cells: read, compile, run, print
+** Cells: read, compile, run (the rest is gmoe.repl's: begin, special, finish, fail)
 ** ===================================================================== */
 
-enum { CELL_EOF = -1, CELL_INTR = -2 }; /* besides the LUA_* statuses of loading */
+enum { CELL_LUA, CELL_SPECIAL, CELL_BAD, CELL_EMPTY, CELL_EOF, CELL_INTR };
 
 static bool incomplete(lua_State *L, int status) {
     if (status == LUA_ERRSYNTAX) {
@@ -318,17 +487,14 @@ static void warn_local(const char *cell) {
               "variable\n", stderr);
 }
 
-/* The line on top of the stack as an expression: replaces it with the compiled function and
+/* The text on top of the stack as an expression: pushes the compiled function above it and
  * returns LUA_OK, or leaves the stack alone. */
-static int try_expression(const repl *r) {
-    lua_State *L = r->L;
+static int try_expression(lua_State *L) {
     const char *line = lua_tostring(L, -1);
     const char *ret = lua_pushfstring(L, "return %s;", line);
     int status = luaL_loadbuffer(L, ret, strlen(ret), CHUNKNAME);
     if (status == LUA_OK) {
-        history_add(r, line);
         lua_remove(L, -2); /* the "return" text */
-        lua_remove(L, -2); /* the line */
     } else {
         lua_pop(L, 2);
     }
@@ -336,8 +502,8 @@ static int try_expression(const repl *r) {
 }
 
 /* The text on top of the stack as statements, reading continuation lines while the chunk is
- * merely unfinished. Replaces the text with the function or an error message; returns the
- * load status, or CELL_INTR (text popped) when Ctrl-C abandoned the cell. */
+ * merely unfinished. Leaves the (completed) text and, above it, the function or an error
+ * message; returns the load status, or CELL_INTR (text popped) when Ctrl-C abandoned it. */
 static int try_statements(const repl *r) {
     lua_State *L = r->L;
     for (;;) {
@@ -347,118 +513,145 @@ static int try_statements(const repl *r) {
         char *line;
         int st;
         if (!incomplete(L, status)) {
-            history_add(r, text);
             if (status == LUA_OK) warn_local(text);
-            lua_remove(L, -2);
             return status;
         }
         st = read_line(r, false, &line);
-        if (st == LINE_EOF) { /* report the "<eof>" error */
-            history_add(r, text);
-            lua_remove(L, -2);
-            return status;
-        }
-        lua_pop(L, 1); /* the "<eof>" message */
+        if (st == LINE_EOF) return status; /* report the "<eof>" error */
+        lua_pop(L, 1);                     /* the "<eof>" message */
         if (st == LINE_INTR) {
             lua_pop(L, 1);
             return CELL_INTR;
         }
-        lua_pushliteral(L, "\n");
         lua_pushstring(L, line);
         free(line);
+        strip_prompts(L);
+        lua_pushliteral(L, "\n");
+        lua_insert(L, -2);
         lua_concat(L, 3);
     }
 }
 
-/* Pushes the compiled cell (LUA_OK) or an error message (other LUA_* status); pushes nothing
- * and returns CELL_EOF or CELL_INTR at the end of input or on Ctrl-C. */
+/* Reads a cell. CELL_LUA: pushes its text and compiled function; CELL_SPECIAL (help, magic,
+ * shell): pushes the line; CELL_BAD: pushes the text and the syntax error; otherwise pushes
+ * nothing. */
 static int load_cell(const repl *r) {
+    lua_State *L = r->L;
     char *line;
     int st = read_line(r, true, &line);
     if (st != LINE_OK) return st == LINE_EOF ? CELL_EOF : CELL_INTR;
-    lua_pushstring(r->L, line);
+    lua_pushstring(L, line);
     free(line);
-    if (try_expression(r) == LUA_OK) return LUA_OK;
-    return try_statements(r);
-}
-
-/* Called with a cell's results: prints them through gm.show, looked up anew each time so a
- * user can replace it, or like print when gm.show is not a function. */
-static int show_results(lua_State *L) {
-    int n = lua_gettop(L);
-    if (lua_getglobal(L, "gm") == LUA_TTABLE && lua_getfield(L, -1, "show") == LUA_TFUNCTION) {
-        lua_insert(L, 1);
-        lua_settop(L, n + 1);
-        lua_call(L, n, 0);
-        return 0;
-    }
-    lua_settop(L, n);
-    for (int i = 1; i <= n; i++) {
-        size_t len;
-        const char *s = luaL_tolstring(L, i, &len);
-        if (i > 1) fputc('\t', stdout);
-        fwrite(s, 1, len, stdout);
+    strip_prompts(L);
+    if (lua_tostring(L, -1)[strspn(lua_tostring(L, -1), " \t\r\n")] == '\0') {
         lua_pop(L, 1);
+        return CELL_EMPTY;
     }
-    fputc('\n', stdout);
-    return 0;
+    if (is_special(L, -1)) return CELL_SPECIAL;
+    if (try_expression(L) == LUA_OK) return CELL_LUA;
+    st = try_statements(r);
+    if (st == CELL_INTR) return CELL_INTR;
+    return st == LUA_OK ? CELL_LUA : CELL_BAD;
 }
 
-static void fail(const repl *r, int status) {
-    if (r->tty && gm_interrupted()) fputc('\n', stderr); /* past the terminal's "^C" */
-    gm_repl_report(r->L, status, NULL);
-    gm_lua_reset(r->L);
-}
-
-/* Runs the compiled cell on top of the stack; its first result goes to `_`, all are shown. */
-static void run_cell(const repl *r) {
+/* gmoe.repl.fail(n, message) for the error on top of the stack (popped). */
+static void fail(const repl *r, int n) {
     lua_State *L = r->L;
-    int base = lua_gettop(L) - 1;
-    int status = gm_repl_docall(L, 0, LUA_MULTRET);
-    int n = lua_gettop(L) - base;
-    if (status == LUA_OK && n > 0) {
-        lua_pushvalue(L, base + 1);
-        lua_setglobal(L, "_");
-        lua_pushcfunction(L, show_results);
-        lua_insert(L, base + 1);
-        status = gm_repl_docall(L, n, 0);
+    if (r->tty && gm_interrupted()) fputc('\n', stderr); /* past the terminal's "^C" */
+    fflush(stdout);
+    push_repl_fn(L, "fail");
+    lua_pushinteger(L, n);
+    lua_rotate(L, -3, -1); /* message, fail, n -> fail, n, message */
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) gm_repl_report(L, LUA_ERRRUN, NULL);
+    gm_lua_reset(L);
+}
+
+/* Runs cell n: text at `base`, above it the compiled function (CELL_LUA) or nothing
+ * (CELL_SPECIAL, run by gmoe.repl.special). Results go to gmoe.repl.finish. */
+static void run_cell(repl *r, int kind, int base) {
+    lua_State *L = r->L;
+    int n = r->n++, status, nres;
+    history_add(r, lua_tostring(L, base));
+    push_repl_fn(L, "begin");
+    lua_pushinteger(L, n);
+    lua_pushvalue(L, base);
+    lua_pushboolean(L, kind == CELL_SPECIAL);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) lua_pop(L, 1); /* cannot fail but for memory */
+    if (kind == CELL_BAD) {
+        fail(r, n);
+        return;
+    }
+    if (kind == CELL_SPECIAL) {
+        push_repl_fn(L, "special");
+        lua_pushvalue(L, base);
+        status = gm_repl_docall(L, 1, LUA_MULTRET);
+    } else {
+        status = gm_repl_docall(L, 0, LUA_MULTRET);
+    }
+    if (status == LUA_OK) {
+        nres = lua_gettop(L) - base;
+        push_repl_fn(L, "finish");
+        lua_pushinteger(L, n);
+        lua_rotate(L, base + 1, 2); /* finish, n, results... */
+        status = gm_repl_docall(L, nres + 1, 0);
     }
     fflush(stdout);
-    if (status != LUA_OK) fail(r, status);
-    lua_settop(L, base);
+    if (status != LUA_OK) fail(r, n);
+}
+
+/* Starts gmoe.repl (kept in the registry for the completion and the cells). */
+static bool start_lua_half(repl *r) {
+    lua_State *L = r->L;
+    const char *nc = getenv("NO_COLOR");
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "gmoe.repl");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_istable(L, -1)) {
+        gm_repl_report(L, LUA_ERRRUN, "gmoe: the REPL's Lua half failed to load");
+        return false;
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &REPL_KEY);
+    push_repl_fn(L, "start");
+    lua_createtable(L, 0, 1);
+    lua_pushboolean(L, isatty(STDOUT_FILENO) && !(nc && *nc));
+    lua_setfield(L, -2, "color");
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        gm_repl_report(L, LUA_ERRRUN, "gmoe");
+        return false;
+    }
+    return true;
 }
 
 void gm_repl_run(lua_State *L) {
-    repl r = {.L = L, .tty = isatty(STDIN_FILENO), .histfile = NULL};
-    int sigints = 0; /* consecutive Ctrl-C at the prompt */
+    repl r = {.L = L, .tty = isatty(STDIN_FILENO), .histfile = NULL, .n = 1};
+    if (!start_lua_half(&r)) return;
     if (r.tty) {
         rl_readline_name = "gmoe";
         rl_catch_signals = 0; /* see read_tty */
         rl_catch_sigwinch = 0;
+        rl_attempted_completion_function = complete;
+        rl_completion_word_break_hook = word_breaks;
+        g_complete_L = L;
         history_open(&r);
-        printf("gmoe %s  %s  (gm is loaded; Ctrl-D exits)\n", GM_VERSION, LUA_RELEASE);
+        printf("gmoe %s  %s  (?name: help, %%help: magics, Tab completes, Ctrl-D exits)\n",
+               GM_VERSION, LUA_RELEASE);
     }
     for (;;) {
-        int base = lua_gettop(L), status;
+        int base = lua_gettop(L), kind;
         /* Back at the prompt: the one place that lowers the interrupt flag. */
         gm_interrupt_clear();
         lua_sethook(L, NULL, 0, 0);
-        status = load_cell(&r);
-        if (status == CELL_EOF) break;
-        if (status == CELL_INTR) {
-            if (++sigints >= 2) break;
-            fputs(INTERRUPT_HINT "\n", stdout);
-            continue;
-        }
-        sigints = 0;
-        if (status == LUA_OK) run_cell(&r);
-        else fail(&r, status);
+        kind = load_cell(&r);
+        if (kind == CELL_EOF) break;
+        /* Ctrl-C at the prompt discards the line (and a second one an empty line): only
+         * Ctrl-D ends the session. */
+        if (kind != CELL_INTR && kind != CELL_EMPTY) run_cell(&r, kind, base + 1);
         lua_settop(L, base);
     }
     /* Leave the shell's prompt on a line of its own (readline already did on a terminal). */
-    if (!r.tty && sigints < 2) fputc('\n', stdout);
+    if (!r.tty) fputc('\n', stdout);
     fflush(stdout);
     if (r.tty) history_close(&r);
+    free_cands();
 }
 
 /* }==================================================================== */

@@ -14,7 +14,13 @@ int gm_repl_docall(lua_State *L, int narg, int nres);
  * "prefix: " when prefix is not NULL) and pops it. Returns status. */
 int gm_repl_report(lua_State *L, int status, const char *prefix);
 
-/* Reads, evaluates and prints cells until Ctrl-D (or two Ctrl-C in a row at the prompt). */
+/* Reads, evaluates and prints numbered cells until Ctrl-D (end of input). Ctrl-C at the prompt
+ * discards the line; during a cell it interrupts the cell. Cells are handled by the Lua module
+ * gmoe.repl (lua/gmoe/repl.lua). */
 void gm_repl_run(lua_State *L);
+
+/* The module gmoe.term (for package.preload): isatty(fd), size() -> cols, rows,
+ * chdir(dir) -> true | nil, message, getcwd(). */
+int gm_repl_open_term(lua_State *L);
 
 #endif

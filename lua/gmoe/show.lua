@@ -1,8 +1,10 @@
 -- show.lua (module gmoe.show): how the REPL, gm.show and tostring print values.
 -- Tensors print like PyTorch's (torch/_tensor_str.py): one number format per tensor, "..."
 -- summaries past `threshold` elements fetched with narrow/select (never the whole tensor),
--- then dtype, shape, device, requires_grad and grad_fn. Tables print nested, with depth and
--- length caps.
+-- then dtype, shape, device, requires_grad and grad_fn. gm.show (the REPL) puts a header line
+-- first, with min/max/mean/std and NaN/Inf counts for float tensors. Tables print nested, with
+-- depth and length caps; objects with __tostring or __name (modules, gates, optimisers) print
+-- with tostring. Colour (opts.color) is switched on by the REPL on a terminal without NO_COLOR.
 local M = {}
 
 -- Printing options, changed in place: require('gmoe.show').opts.precision = 6
@@ -13,7 +15,17 @@ M.opts = {
   linewidth = 80,    -- wrap rows of numbers at this width
   depth = 3,         -- nested tables deeper than this print as {...}
   items = 20,        -- entries printed per table before "..."
+  stats = true,      -- gm.show: min/max/mean/std and NaN/Inf counts in a float tensor's header
+  color = false,     -- ANSI colour; the REPL sets it on a terminal unless NO_COLOR is set
 }
+
+-- ANSI SGR codes by role; paint() leaves text alone when colour is off.
+local COLORS = {header = '36', string = '32', number = '0', nil_ = '2', bad = '31', dim = '2'}
+local function paint(role, s)
+  if not M.opts.color then return s end
+  return '\27[' .. COLORS[role] .. 'm' .. s .. '\27[0m'
+end
+M.paint = paint
 
 local INDENT = #'tensor('
 local ELLIPSIS = {}  -- stands for the items a summary leaves out
@@ -204,7 +216,9 @@ function format(v, depth, seen)
     return nonfinite(v) or tostring(v)
   elseif t == 'table' then
     local mt = getmetatable(v)
-    if type(mt) == 'table' and rawget(mt, '__tostring') then return tostring(v) end
+    if type(mt) == 'table' and (rawget(mt, '__tostring') or rawget(mt, '__name')) then
+      return tostring(v)
+    end
     return table_str(v, depth, seen)
   end
   return tostring(v)
@@ -216,11 +230,75 @@ function M.format(v)
   return format(v, 0, {})
 end
 
+local function num(v)
+  if nonfinite(v) then return nonfinite(v) end
+  return string.format('%.' .. M.opts.precision .. 'g', v)
+end
+
+-- Statistics of a float tensor over its finite elements, computed without recording a graph:
+-- "min -1.2 max 3.4 mean 0.5 std 1.1 nan 2 inf 1" (counts only when non-zero).
+local function stats_str(x)
+  local gm = package.loaded.gmoe
+  return gm.no_grad(function()
+    local d = x:detach()
+    local finite = d:eq(d) * d:abs():lt(math.huge)
+    local nfin = finite:sum():item()
+    local nan = x:numel() - d:eq(d):sum():item()
+    local inf = x:numel() - nfin - nan
+    local s = ''
+    if nfin > 0 then
+      local zero = gm.zeros_like(d)
+      local mean = gm.where(finite, d, zero):sum():item() / nfin
+      local dev = gm.where(finite, d - mean, zero)
+      local std = math.sqrt((dev * dev):sum():item() / nfin)
+      local lo = gm.where(finite, d, gm.full_like(d, math.huge)):min():item()
+      local hi = gm.where(finite, d, gm.full_like(d, -math.huge)):max():item()
+      s = ('min %s  max %s  mean %s  std %s'):format(num(lo), num(hi), num(mean), num(std))
+    end
+    if nan > 0 then s = s .. '  ' .. paint('bad', 'nan ' .. math.tointeger(nan)) end
+    if inf > 0 then s = s .. '  ' .. paint('bad', 'inf ' .. math.tointeger(inf)) end
+    return s
+  end)
+end
+
+-- The REPL's view of a tensor: a header line, then the values.
+--   tensor f32[2, 3] cpu  min -0.9247  max 0.9911  mean -0.1677  std 0.6472
+--   [[ 0.9911, -0.9247, -0.6176],
+--    [-0.4821, -0.1536,  0.1808]]
+function M.tensor_show(x)
+  local head = 'tensor ' .. meta_str(x)
+  if M.opts.stats and x.dtype ~= 'i32' and x:numel() > 0 then
+    local st = stats_str(x)
+    if st ~= '' then head = head .. '  ' .. st end
+  end
+  local body
+  if x:numel() == 0 then
+    body = '[]'
+  elseif x:dim() == 0 then
+    local v = x:item()
+    body = formatter({v}, x.dtype)(v)
+  else
+    local data = gather(x, x:numel() > M.opts.threshold)
+    local fmt, width = formatter(flatten(data, {}), x.dtype)
+    body = render(data, x:dim(), 0, fmt, width)
+  end
+  return paint('header', head) .. '\n' .. body
+end
+
+-- format() with colour for the REPL: strings green, nil dim; tensors with a header.
+local function show_one(v)
+  if is_tensor(v) then return M.tensor_show(v) end
+  local s = format(v, 0, {})
+  if type(v) == 'string' then return paint('string', s) end
+  if v == nil then return paint('nil_', s) end
+  return s
+end
+
 -- Prints its arguments like the REPL does: formatted, separated by tabs (lua.c's print).
 function M.show(...)
   local n = select('#', ...)
   local parts = {}
-  for i = 1, n do parts[i] = M.format((select(i, ...))) end
+  for i = 1, n do parts[i] = show_one((select(i, ...))) end
   io.stdout:write(table.concat(parts, '\t'), '\n')
 end
 

@@ -1,0 +1,127 @@
+-- t_repl_pty.lua: the gmoe REPL in a pseudo-terminal, as a person types at it: readline,
+-- Tab completion, the Ctrl-C key during a Lua loop and during a long matmul, Ctrl-D, colour
+-- on a terminal, and a session exported with %export and replayed with `gmoe run`.
+-- The pty comes from script(1) (util-linux); keys are sent with pauses between them.
+package.path = 'tests/?.lua;' .. package.path
+local tap = require 'tap'
+
+local q, path, slurp = tap.q, tap.tmpfile, tap.slurp
+
+if not os.execute('command -v script >/dev/null 2>&1') then
+  tap.skip_all('script(1) from util-linux is not installed')
+end
+
+-- Bytes as a printf format of octal escapes (any byte survives the shell).
+local function octal(s) return (s:gsub('.', function(c) return ('\\%03o'):format(c:byte()) end)) end
+
+-- Types `steps` into a gmoe REPL on a 100x30 pty: each step {s, keys} types keys, then waits s.
+-- Ends with Ctrl-D. Returns the exit code and the terminal's text (CR removed), and the wall time.
+local function session(steps, env)
+  local out = path('.pty')
+  local feed = {'sleep 0.5'}
+  for _, s in ipairs(steps) do
+    feed[#feed + 1] = ('printf %s'):format(q(octal(s[2])))
+    feed[#feed + 1] = ('sleep %s'):format(s[1])
+  end
+  feed[#feed + 1] = "printf '\\004'; sleep 0.5"
+  local cmd = ('(%s) | %s TERM=dumb GMOE_HISTORY=/dev/null timeout 60 script -qfec %s /dev/null > %s 2>&1')
+    :format(table.concat(feed, '; '), env or 'NO_COLOR=1',
+            q('stty cols 100 rows 30; exec ' .. q(tap.gmoe_path())), q(out))
+  local t0 = os.time()
+  local _, _, code = os.execute(cmd)
+  return code, (slurp(out):gsub('\r', '')), os.time() - t0
+end
+
+local code, out
+
+-- cells, multi-line input, errors, Out[n] and _, help, %timeit, completion
+code, out = session({
+  {0.3, 'x = 40\n'},
+  {0.3, 'function f(a)\n'},
+  {0.2, '  return a + 2\n'},
+  {0.2, 'end\n'},
+  {0.3, 'f(x)\n'},
+  {0.3, 'error("boom")\n'},
+  {0.3, '_ + 1\n'},
+  {0.3, 'gm.zeros_l\t'},
+  {0.3, 'gm.ones{2})\n'},
+  {0.3, 'gm.optim.Adam\t'},
+  {0.3, '\t'},
+  {0.3, '\21'},               -- Ctrl-U: clear the line
+  {0.3, 't = gm.ones{1, 1}\n'},
+  {0.3, 't:matm\t'},
+  {0.3, 't)\n'},
+  {0.3, '?gm.no_grad\n'},
+  {2.5, '%timeit gm.zeros{64, 64}\n'},
+  {0.3, 'Out[3]\n'},
+})
+tap.is(code, 0, 'the session ends with Ctrl-D, status 0')
+tap.like(out, 'gmoe %[1%]> x = 40\n', 'the numbered prompt and the echoed cell')
+tap.like(out, 'gmoe %[2%]> function f%(a%)\n%.%.%.>   return a %+ 2\n%.%.%.> end\n',
+  'a multi-line cell with continuation prompts')
+tap.like(out, 'gmoe %[3%]> f%(x%)\nOut%[3%]: 42\n', 'its result as Out[3]')
+tap.like(out, 'stdin:1: boom\ngmoe %[5%]> ', 'an error, then the next prompt')
+tap.like(out, 'gmoe %[5%]> _ %+ 1\nOut%[5%]: 43\n', '_ survives the error')
+tap.like(out, 'gm%.zeros_like%(gm%.ones{2}%)\n', 'Tab completes a unique gm. name (with its parenthesis)')
+tap.like(out, 'Out%[6%]: \ntensor f32%[2%] cpu', 'the completed cell runs')
+tap.like(out, 'gm%.optim%.Adam%(%s+gm%.optim%.AdamW%(', 'a second Tab lists the candidates')
+tap.like(out, 't:matmul%(t%)\nOut%[8%]: ', 'methods complete through the metatable')
+tap.like(out, 'gm%.no_grad%(fn, %.%.%.%) %-> fn%(%.%.%.%)\n  Calls fn', '?name prints the help')
+tap.like(out, 'per loop %(median %+%- IQR of %d runs', '%timeit reports')
+tap.like(out, 'Out%[%d+%]: 42\n', 'Out[n] keeps old results')
+
+-- Ctrl-C during a busy Lua loop and during a long matmul: back to the prompt quickly,
+-- variables intact; Ctrl-C at the prompt clears the line and does not exit.
+local t_code, t_out, wall = session({
+  {0.3, 'keep = 7\n'},
+  {0.8, 'while true do end\n'},
+  {0.5, '\3'},
+  {0.3, 'keep + 1\n'},
+  {0.3, 'a = gm.randn{4000, 4000}\n'},
+  {0.8, 'b = a:matmul(a)\n'},
+  {1.0, '\3'},
+  {0.3, 'keep + 2, b == nil\n'},
+  {0.3, 'half typed'},
+  {0.3, '\3'},
+  {0.3, '\3'},
+  {0.3, 'keep + 3\n'},
+})
+tap.is(t_code, 0, 'Ctrl-C never ended the session')
+tap.like(t_out, 'while true do end\n^C\ninterrupted\ngmoe %[3%]> ', 'Ctrl-C stops a Lua loop')
+tap.like(t_out, 'Out%[3%]: 8\n', 'the variable defined before survives')
+tap.like(t_out, 'b = a:matmul%(a%)\n^C\ninterrupted\ngmoe %[6%]> ', 'Ctrl-C stops a long matmul')
+tap.like(t_out, 'Out%[6%]: 9\ttrue\n', 'the session is intact after it')
+tap.like(t_out, 'half typed^C\ngmoe %[7%]> ^C\ngmoe %[7%]> keep %+ 3\nOut%[7%]: 10\n',
+  'Ctrl-C at the prompt discards the line, twice, without exiting')
+tap.ok(wall < 20, 'the interrupts took effect at once (session in ' .. wall .. ' s)')
+
+-- colour on a terminal, none with NO_COLOR
+local _, c_out = session({{0.3, '"s"\n'}}, 'NO_COLOR=')
+tap.like(c_out, '\27%[31mOut%[1%]: \27%[0m\27%[32m"s"\27%[0m', 'values are coloured on a terminal')
+tap.ok(not out:find('\27[3', 1, true), 'and not with NO_COLOR')
+
+-- %export to Markdown, then `gmoe run` of the notebook reproduces the same outputs
+do
+  local nb = path('_pty.md')
+  local _, e_out = session({
+    {0.3, 'gm.manual_seed(3)\n'},
+    {0.3, 'v = gm.randn{3}\n'},
+    {0.3, 'v\n'},
+    {0.3, 'print("sum", v:sum():item() > -100)\n'},
+    {0.3, 'nosuch()\n'},
+    {0.3, '{a = 1, b = {2, 3}}\n'},
+    {0.5, '%export ' .. nb .. '\n'},
+  })
+  tap.like(e_out, 'wrote .-_pty%.md %(5 cells, 0 figures%)', '%export writes the Lua cells that ran')
+  local before = slurp(nb)
+  tap.like(before, '```lua\nv\n```\n\n```text\ntensor f32%[3%] cpu  min', 'a value under its cell')
+  tap.like(before, '```text\nsum\ttrue\n```', 'printed text under its cell')
+  tap.ok(not before:find('nosuch', 1, true), 'a failing cell is left out')
+  local rc, rout, rerr = tap.run('run ' .. q(nb) .. ' --update')
+  tap.is(rc, 0, 'gmoe run nb.md --update exits 0')
+  tap.is(rerr, '', 'nothing on stderr')
+  tap.is(slurp(nb), before, 'the replay reproduces every output exactly')
+  tap.like(rout, 'sum\ttrue\n', 'gmoe run prints the outputs as it goes')
+end
+
+tap.done()
