@@ -216,6 +216,12 @@ static gm_status run_node(gm_ctx *c, gm_node *n) {
     if (n->n_in > GM_MAX_IN && !(gins = calloc((size_t)n->n_in, sizeof *gins)))
         return gm_errf(c, GM_ENOMEM, "backward: out of memory");
     gm_status st = d->rules->backward(c, n, n->gout, gins);
+    /* The output gradients are spent: dropping them now lets an input gradient that is a view
+     * of one become a leaf's .grad without a copy. */
+    for (int i = 0; i < n->n_out; i++) {
+        gm_tensor_release(n->gout[i]);
+        n->gout[i] = NULL;
+    }
     for (int j = 0; j < n->n_in; j++) {
         gm_tensor *g = gins[j], *x = n->in[j];
         if (!g) continue;

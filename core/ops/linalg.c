@@ -155,6 +155,33 @@ static gm_status to_operand(gm_ctx *c, gm_tensor *g, const gm_tensor *x, bool le
 }
 
 /* C = A @ B: dA = dC @ B^T, dB = A^T @ dC, each reduced over its broadcast batch dims. */
+/* dW for a 2-D right operand W [K, N] (a layer's weight): the rows of every batch entry of
+ * a [..., M, K] and g [..., M, N] flattened into one gemm, dW = a2^T g2. When W is itself a
+ * transposed view (x @ w:t() with w [N, K] contiguous, as in Linear), the product is formed as
+ * (g2^T a2)^T, so the gradient reaching w is contiguous and needs no transposing copy. */
+static gm_status weight_grad(gm_ctx *c, gm_tensor *a, gm_tensor *g, const gm_tensor *w, gm_tensor **out) {
+    int64_t K = a->shape[a->ndim - 1], N = g->shape[g->ndim - 1];
+    int64_t rows = K ? gm_tensor_numel(a) / K : 0;
+    int64_t sa[2] = {rows, K}, sg[2] = {rows, N};
+    gm_tensor *a2 = NULL, *g2 = NULL, *t = NULL, *p = NULL;
+    bool colmajor = w->shape[0] > 1 && w->shape[1] > 1 && w->stride[0] == 1 && w->stride[1] == w->shape[0];
+    gm_status st;
+    if ((st = gm_reshape(c, a, 2, sa, &a2)) != GM_OK || (st = gm_reshape(c, g, 2, sg, &g2)) != GM_OK) goto out;
+    if (colmajor) {
+        if ((st = gm_transpose(c, g2, 0, 1, &t)) != GM_OK || (st = gm_matmul(c, t, a2, &p)) != GM_OK) goto out;
+        st = gm_transpose(c, p, 0, 1, out);
+    } else {
+        if ((st = gm_transpose(c, a2, 0, 1, &t)) != GM_OK) goto out;
+        st = gm_matmul(c, t, g2, out);
+    }
+out:
+    gm_tensor_release(a2);
+    gm_tensor_release(g2);
+    gm_tensor_release(t);
+    gm_tensor_release(p);
+    return st;
+}
+
 static gm_status matmul_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
     gm_tensor *x = n->in[0], *y = n->in[1], *a = NULL, *b = NULL, *g = NULL, *t = NULL, *p = NULL;
     gm_status st = GM_OK;
@@ -183,7 +210,9 @@ static gm_status matmul_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
         gm_tensor_release(p);
         t = p = NULL;
     }
-    if (n->needs[1]) {
+    if (n->needs[1] && y->ndim == 2) {
+        st = weight_grad(c, a, g, y, &gin[1]);
+    } else if (n->needs[1]) {
         if ((st = gm_transpose(c, a, a->ndim - 2, a->ndim - 1, &t)) != GM_OK) goto out;
         if ((st = gm_matmul(c, t, g, &p)) != GM_OK) goto out;
         st = to_operand(c, p, y, false, &gin[1]);

@@ -2,8 +2,10 @@
 # run.sh: `make bench` runs this with the build dir ($1, default build). Prints the machine,
 # then the benchmark tables: the engine against cblas_sgemm and a STREAM triad in one C
 # process (tests/bench/bench_engine.c, built here against the engine objects), the Lua
-# binding's per-op overhead, and memory over a long training loop. Benchmarks inform; this
-# script always exits 0. Environment: BENCH_REPS (repeats, default 15), BENCH_STEPS (10000).
+# binding's per-op overhead, memory over a long training loop, and full training steps
+# (tests/bench/train.lua) with OMP_WAIT_POLICY as it is and set to active. Benchmarks
+# inform; this script always exits 0. Environment: BENCH_REPS (repeats, default 15),
+# BENCH_STEPS (10000).
 B=${1:-build}
 REPS=${BENCH_REPS:-15}
 STEPS=${BENCH_STEPS:-10000}
@@ -35,5 +37,13 @@ line
 "$GMOE" "$HERE/overhead.lua" "$REPS"
 line
 "$GMOE" "$HERE/memory.lua" "$STEPS" "$(getconf PAGESIZE 2>/dev/null || echo 4096)"
+line
+# Training steps (MLP and CNN, AdamW) as GFLOP/s against gm.matmul's sgemm rate in the same
+# process: once with the environment as it is (gmoe re-execs itself with OMP_WAIT_POLICY=passive
+# when it is unset, lua/process.c), once with OMP_WAIT_POLICY=active, i.e. OpenMP threads
+# spinning against OpenBLAS's threads for the cores, to show what passive waiting buys.
+"$GMOE" "$HERE/train.lua" "$REPS" "OMP_WAIT_POLICY as-is"
+line
+OMP_WAIT_POLICY=active "$GMOE" "$HERE/train.lua" "$REPS" "OMP_WAIT_POLICY=active"
 line
 exit 0

@@ -138,4 +138,18 @@ tap.errors(function() return gm.matmul(gm.zeros{2, 2}:to('i32'), gm.zeros{2, 2}:
 tap.errors(function() return gm.matmul(gm.zeros{2, 2}, gm.zeros{2, 2}:to('f64')) end,
            'matmul.*dtype', 'mixed dtypes are an error')
 
+-- The weight gradient of x @ w^T (a Linear layer) takes the transposed-operand path of the
+-- backward rule (one gemm over all rows, formed so w.grad needs no transposing copy).
+for _, xs in ipairs {{5, 4}, {2, 3, 4}, {4}} do
+  local err = gm.gradcheck(function(x, w) return gm.matmul(x, w:t()) end,
+                           {gm.randn(xs, {dtype = 'f64'}), gm.randn({3, 4}, {dtype = 'f64'})})
+  tap.ok(err < 1e-6, ('gradcheck x[%s] @ w:t(): err %.2e'):format(table.concat(xs, ','), err))
+end
+do
+  local x, w = gm.randn{6, 4}, gm.randn({3, 4}, {requires_grad = true})
+  gm.matmul(x, w:t()):sum():backward()
+  tap.ok(w.grad:is_contiguous(), 'w.grad of x @ w:t() is contiguous')
+  tap.all_close(w.grad:totable(), x:sum(0):unsqueeze(0):expand{3, 4}:totable(), 1e-5,
+                'w.grad of sum(x @ w:t()) is the column sums of x for every row')
+end
 tap.done()
