@@ -1,0 +1,413 @@
+/* tree_gate.c: rules of the smooth-step tree-gate family: smooth_step (DSelect-k §3's cubic),
+ * dselect_k (binary-encoded selectors + softmax over selectors), comet_gate (k soft trees, one
+ * softmax over (tree, leaf) pairs) and log-space sinkhorn. The gates are fused: forward and
+ * backward kernels recompute the smooth-steps and products per token (cheap: k * E * log E),
+ * so nothing but the inputs is saved. Inputs are made contiguous here; kernels read them flat. */
+#include "internal.h"
+#include "sample.h"
+
+#include <math.h>
+#include <string.h>
+
+static gm_status check_gamma(gm_ctx *c, const char *op, double g) {
+    if (g > 0 && isfinite(g)) return GM_OK;
+    return gm_errf(c, GM_EARG, "%s: gamma must be a finite number > 0, got %g", op, g);
+}
+
+/* Contiguous versions of in[0..n-1] (retained or copied) into out[]. */
+static gm_status contig_all(gm_ctx *c, int n, gm_tensor **in, gm_tensor **out) {
+    for (int i = 0; i < n; i++) out[i] = NULL;
+    for (int i = 0; i < n; i++) {
+        gm_status s = gm_tensor_contiguous(c, in[i], &out[i]);
+        if (s) {
+            for (int j = 0; j < i; j++) gm_tensor_release(out[j]);
+            return s;
+        }
+    }
+    return GM_OK;
+}
+
+static void release_all(int n, gm_tensor **t) {
+    for (int i = 0; i < n; i++) gm_tensor_release(t[i]);
+}
+
+/* gout[i] or zeros of output i's shape. */
+static gm_status gout_or_zeros(gm_ctx *c, gm_node *n, gm_tensor **gout, int i, gm_tensor **out) {
+    if (gout[i]) return gm_tensor_contiguous(c, gout[i], out);
+    return gm_tensor_zeros(c, n->out_dtype[i], gm_tensor_device(n->in[0]), n->out_ndim[i],
+                           n->out_shape[i], out);
+}
+
+/* ---- smooth_step ----------------------------------------------------------------------- */
+
+static gm_status ss_fwd(gm_ctx *c, gm_opcall *o) {
+    gm_tensor *x = o->in[0];
+    gm_status s = gm_check_float(c, "smooth_step", x);
+    if (!s) s = check_gamma(c, "smooth_step", o->p->a);
+    if (!s) s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &o->out[0]);
+    if (s) return s;
+    gm_kargs ex;
+    memset(&ex, 0, sizeof ex);
+    ex.d[0] = o->p->a;
+    return gm_run(c, GM_K_SMOOTH_STEP, 1, &x, 1, &o->out[0], o->p, &ex);
+}
+
+static gm_status ss_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
+    gm_tensor *x = n->in[0];
+    if (!n->needs[0]) return GM_OK;
+    if (!gout[0]) return gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
+    gm_status s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
+    if (s) return s;
+    gm_kargs ex;
+    memset(&ex, 0, sizeof ex);
+    ex.d[0] = n->p.a;
+    gm_tensor *ins[2] = {x, gout[0]};
+    return gm_run(c, GM_K_SMOOTH_STEP_BWD, 2, ins, 1, &gin[0], &n->p, &ex);
+}
+
+static gm_status ss_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {
+    gm_params_init(p);
+    if (variant == 0) { /* band [-1.5, 1.5]: most points inside, some saturated */
+        in[0] = gm_sample_randn(c, GM_F64, 7000, 2, (int64_t[]){3, 4});
+        p->a = 3;
+    } else if (variant == 1) {
+        in[0] = gm_sample_randn(c, GM_F64, 7001, 3, (int64_t[]){2, 3, 2});
+        p->a = 5;
+    } else {
+        return GM_ENOTSUP;
+    }
+    p->has_a = true;
+    return gm_sample_done(c, 1, in, n_in);
+}
+
+static gm_status ss_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
+                        gm_status *expect) {
+    static const int32_t iv[] = {1, 2};
+    gm_params_init(p);
+    p->a = 1;
+    if (variant == 0) { /* i32 input */
+        in[0] = gm_sample_i32(c, 1, (int64_t[]){2}, iv);
+        *expect = GM_EDTYPE;
+    } else if (variant == 1 || variant == 2) { /* gamma 0 / negative */
+        in[0] = gm_sample_randn(c, GM_F64, 7002, 1, (int64_t[]){3});
+        p->a = variant == 1 ? 0 : -1;
+        *expect = GM_EARG;
+    } else {
+        return GM_ENOTSUP;
+    }
+    return gm_sample_done(c, 1, in, n_in);
+}
+
+extern const gm_oprules gm_rules_SMOOTH_STEP;
+const gm_oprules gm_rules_SMOOTH_STEP = {ss_fwd, ss_bwd, ss_sample, ss_bad};
+
+/* ---- dselect_k ------------------------------------------------------------------------- */
+
+/* ceil(log2 E) for E >= 1. */
+static int64_t nbits(int64_t E) {
+    int64_t m = 0;
+    while (((int64_t)1 << m) < E) m++;
+    return m;
+}
+
+/* z [..., k, m], w [..., k], E -> N (tokens), k, m. */
+static gm_status ds_check(gm_ctx *c, gm_tensor *z, gm_tensor *w, const gm_params *p, int64_t *N,
+                          int64_t *k, int64_t *m) {
+    char b1[64], b2[64];
+    gm_tensor *zw[2] = {z, w};
+    gm_status s = gm_check_float(c, "dselect_k", z);
+    if (!s) s = gm_check_same_dtype(c, "dselect_k", 2, zw);
+    if (!s) s = check_gamma(c, "dselect_k", p->a);
+    if (s) return s;
+    if (p->n < 1 || p->n > (1 << 24))
+        return gm_errf(c, GM_EARG, "dselect_k: experts must be in [1, 2^24], got %lld",
+                       (long long)p->n);
+    bool ok = z->ndim >= 2 && w->ndim == z->ndim - 1;
+    for (int d = 0; ok && d < w->ndim; d++) ok = w->shape[d] == z->shape[d];
+    if (!ok)
+        return gm_errf(c, GM_ESHAPE, "dselect_k: z %s must be [..., k, m] and w %s [..., k]",
+                       GM_SHAPE_STR(z, b1), GM_SHAPE_STR(w, b2));
+    *m = nbits(p->n);
+    if (z->shape[z->ndim - 1] != *m)
+        return gm_errf(c, GM_ESHAPE, "dselect_k: z %s: last dim must be ceil(log2(experts=%lld)) = %lld",
+                       GM_SHAPE_STR(z, b1), (long long)p->n, (long long)*m);
+    *k = z->shape[z->ndim - 2];
+    if (*k < 1)
+        return gm_errf(c, GM_ESHAPE, "dselect_k: z %s: need k >= 1 selectors", GM_SHAPE_STR(z, b1));
+    *N = gm_tensor_numel(w) / *k;
+    return GM_OK;
+}
+
+static gm_status ds_fwd(gm_ctx *c, gm_opcall *o) {
+    gm_tensor *z = o->in[0], *w = o->in[1], *in[2];
+    int64_t N, k, m, E = o->p->n, sh[GM_MAX_DIMS];
+    gm_status s = ds_check(c, z, w, o->p, &N, &k, &m);
+    if (s) return s;
+    memcpy(sh, z->shape, sizeof(int64_t) * (size_t)z->ndim);
+    sh[z->ndim - 2] = E; /* a: [..., E] */
+    s = gm_tensor_new(c, z->dtype, gm_tensor_device(z), z->ndim - 1, sh, &o->out[0]);
+    sh[z->ndim - 2] = k;
+    sh[z->ndim - 1] = E; /* r: [..., k, E] */
+    if (!s) s = gm_tensor_new(c, z->dtype, gm_tensor_device(z), z->ndim, sh, &o->out[1]);
+    if (!s) s = contig_all(c, 2, o->in, in);
+    if (s) return s;
+    gm_kargs ex;
+    memset(&ex, 0, sizeof ex);
+    ex.i[0] = N, ex.i[1] = k, ex.i[2] = m, ex.i[3] = E;
+    ex.d[0] = o->p->a;
+    s = gm_run(c, GM_K_DSELECT_K, 2, in, 2, o->out, o->p, &ex);
+    release_all(2, in);
+    return s;
+}
+
+static gm_status ds_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
+    gm_tensor *z = n->in[0], *w = n->in[1], *in[4] = {NULL, NULL, NULL, NULL}, *out[2] = {NULL, NULL};
+    int64_t N, k, m;
+    gm_status s = ds_check(c, z, w, &n->p, &N, &k, &m);
+    if (!s) s = contig_all(c, 2, n->in, in);
+    if (!s) s = gout_or_zeros(c, n, gout, 0, &in[2]);
+    if (!s) s = gout_or_zeros(c, n, gout, 1, &in[3]);
+    if (!s) s = gm_tensor_new(c, z->dtype, gm_tensor_device(z), z->ndim, z->shape, &out[0]);
+    if (!s) s = gm_tensor_new(c, w->dtype, gm_tensor_device(w), w->ndim, w->shape, &out[1]);
+    if (!s) {
+        gm_kargs ex;
+        memset(&ex, 0, sizeof ex);
+        ex.i[0] = N, ex.i[1] = k, ex.i[2] = m, ex.i[3] = n->p.n;
+        ex.d[0] = n->p.a;
+        s = gm_run(c, GM_K_DSELECT_K_BWD, 4, in, 2, out, &n->p, &ex);
+    }
+    release_all(4, in);
+    for (int j = 0; j < 2; j++) {
+        if (!s && n->needs[j]) gin[j] = out[j];
+        else gm_tensor_release(out[j]);
+    }
+    return s;
+}
+
+static gm_status ds_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {
+    gm_params_init(p);
+    p->a = 4, p->has_a = true;
+    if (variant == 0) { /* E = 8 (power of two), T = 2, k = 2 */
+        p->n = 8;
+        in[0] = gm_sample_randn(c, GM_F64, 7100, 3, (int64_t[]){2, 2, 3});
+        in[1] = gm_sample_randn(c, GM_F64, 7101, 2, (int64_t[]){2, 2});
+    } else if (variant == 1) { /* E = 5, k = 1, T = 3 */
+        p->n = 5;
+        in[0] = gm_sample_randn(c, GM_F64, 7102, 3, (int64_t[]){3, 1, 3});
+        in[1] = gm_sample_randn(c, GM_F64, 7103, 2, (int64_t[]){3, 1});
+    } else if (variant == 2) { /* static gate: z [k, m], w [k], E = 6 */
+        p->n = 6;
+        in[0] = gm_sample_randn(c, GM_F64, 7104, 2, (int64_t[]){3, 3});
+        in[1] = gm_sample_randn(c, GM_F64, 7105, 1, (int64_t[]){3});
+    } else {
+        return GM_ENOTSUP;
+    }
+    return gm_sample_done(c, 2, in, n_in);
+}
+
+static gm_status ds_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
+                        gm_status *expect) {
+    gm_params_init(p);
+    p->a = 1, p->n = 8;
+    if (variant > 4) return GM_ENOTSUP;
+    in[0] = gm_sample_randn(c, variant == 0 ? GM_F32 : GM_F64, 7110, 3, (int64_t[]){2, 2, 3});
+    in[1] = gm_sample_randn(c, GM_F64, 7111, 2, (int64_t[]){2, variant == 1 ? 3 : 2});
+    *expect = variant == 0 ? GM_EDTYPE : variant <= 2 ? GM_ESHAPE : GM_EARG;
+    if (variant == 2) p->n = 9;   /* needs m = 4 */
+    if (variant == 3) p->a = 0;   /* gamma */
+    if (variant == 4) p->n = 0;   /* experts */
+    return gm_sample_done(c, 2, in, n_in);
+}
+
+extern const gm_oprules gm_rules_DSELECT_K;
+const gm_oprules gm_rules_DSELECT_K = {ds_fwd, ds_bwd, ds_sample, ds_bad};
+
+/* ---- comet_gate ------------------------------------------------------------------------ */
+
+static gm_status cg_check(gm_ctx *c, gm_tensor *nd, gm_tensor *lf, const gm_params *p, int64_t *N,
+                          int64_t *k, int64_t *E) {
+    char b1[64], b2[64];
+    gm_tensor *t2[2] = {nd, lf};
+    gm_status s = gm_check_float(c, "comet_gate", nd);
+    if (!s) s = gm_check_same_dtype(c, "comet_gate", 2, t2);
+    if (!s) s = check_gamma(c, "comet_gate", p->a);
+    if (s) return s;
+    bool ok = nd->ndim >= 2 && lf->ndim == nd->ndim;
+    for (int d = 0; ok && d < nd->ndim - 1; d++) ok = nd->shape[d] == lf->shape[d];
+    if (ok) ok = lf->shape[lf->ndim - 1] >= 2 && nd->shape[nd->ndim - 1] == lf->shape[lf->ndim - 1] - 1 &&
+                 nd->shape[nd->ndim - 2] >= 1;
+    if (!ok)
+        return gm_errf(c, GM_ESHAPE,
+                       "comet_gate: nodes %s must be [..., k, E-1] and leaves %s [..., k, E] with E >= 2, k >= 1",
+                       GM_SHAPE_STR(nd, b1), GM_SHAPE_STR(lf, b2));
+    *E = lf->shape[lf->ndim - 1];
+    *k = lf->shape[lf->ndim - 2];
+    *N = gm_tensor_numel(lf) / (*k * *E);
+    return GM_OK;
+}
+
+static gm_status cg_fwd(gm_ctx *c, gm_opcall *o) {
+    gm_tensor *nd = o->in[0], *lf = o->in[1], *in[2];
+    int64_t N, k, E, sh[GM_MAX_DIMS];
+    gm_status s = cg_check(c, nd, lf, o->p, &N, &k, &E);
+    if (s) return s;
+    memcpy(sh, lf->shape, sizeof(int64_t) * (size_t)lf->ndim);
+    sh[lf->ndim - 2] = E; /* g: [..., E] */
+    s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim - 1, sh, &o->out[0]);
+    if (!s) s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim, lf->shape, &o->out[1]);
+    if (!s) s = contig_all(c, 2, o->in, in);
+    if (s) return s;
+    gm_kargs ex;
+    memset(&ex, 0, sizeof ex);
+    ex.i[0] = N, ex.i[1] = k, ex.i[2] = E;
+    ex.d[0] = o->p->a;
+    s = gm_run(c, GM_K_COMET_GATE, 2, in, 2, o->out, o->p, &ex);
+    release_all(2, in);
+    return s;
+}
+
+static gm_status cg_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
+    gm_tensor *nd = n->in[0], *lf = n->in[1], *in[4] = {NULL, NULL, NULL, NULL}, *out[2] = {NULL, NULL};
+    int64_t N, k, E;
+    gm_status s = cg_check(c, nd, lf, &n->p, &N, &k, &E);
+    if (!s) s = contig_all(c, 2, n->in, in);
+    if (!s) s = gout_or_zeros(c, n, gout, 0, &in[2]);
+    if (!s) s = gout_or_zeros(c, n, gout, 1, &in[3]);
+    if (!s) s = gm_tensor_new(c, nd->dtype, gm_tensor_device(nd), nd->ndim, nd->shape, &out[0]);
+    if (!s) s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim, lf->shape, &out[1]);
+    if (!s) {
+        gm_kargs ex;
+        memset(&ex, 0, sizeof ex);
+        ex.i[0] = N, ex.i[1] = k, ex.i[2] = E;
+        ex.d[0] = n->p.a;
+        s = gm_run(c, GM_K_COMET_GATE_BWD, 4, in, 2, out, &n->p, &ex);
+    }
+    release_all(4, in);
+    for (int j = 0; j < 2; j++) {
+        if (!s && n->needs[j]) gin[j] = out[j];
+        else gm_tensor_release(out[j]);
+    }
+    return s;
+}
+
+static gm_status cg_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {
+    gm_params_init(p);
+    p->a = 4, p->has_a = true;
+    if (variant == 0) { /* E = 4, k = 2, T = 2 */
+        in[0] = gm_sample_randn(c, GM_F64, 7200, 3, (int64_t[]){2, 2, 3});
+        in[1] = gm_sample_randn(c, GM_F64, 7201, 3, (int64_t[]){2, 2, 4});
+    } else if (variant == 1) { /* E = 5 (leaves at two depths), k = 1, T = 3 */
+        in[0] = gm_sample_randn(c, GM_F64, 7202, 3, (int64_t[]){3, 1, 4});
+        in[1] = gm_sample_randn(c, GM_F64, 7203, 3, (int64_t[]){3, 1, 5});
+    } else if (variant == 2) { /* static: [k, E-1], [k, E], E = 6 */
+        in[0] = gm_sample_randn(c, GM_F64, 7204, 2, (int64_t[]){2, 5});
+        in[1] = gm_sample_randn(c, GM_F64, 7205, 2, (int64_t[]){2, 6});
+        p->a = 3;
+    } else {
+        return GM_ENOTSUP;
+    }
+    return gm_sample_done(c, 2, in, n_in);
+}
+
+static gm_status cg_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
+                        gm_status *expect) {
+    gm_params_init(p);
+    p->a = 1;
+    if (variant > 3) return GM_ENOTSUP;
+    in[0] = gm_sample_randn(c, variant == 0 ? GM_F32 : GM_F64, 7210, 3,
+                            (int64_t[]){2, 2, variant == 1 ? 4 : 3});
+    in[1] = gm_sample_randn(c, GM_F64, 7211, 3, (int64_t[]){variant == 2 ? 3 : 2, 2, 4});
+    *expect = variant == 0 ? GM_EDTYPE : variant <= 2 ? GM_ESHAPE : GM_EARG;
+    if (variant == 3) p->a = -2;
+    return gm_sample_done(c, 2, in, n_in);
+}
+
+extern const gm_oprules gm_rules_COMET_GATE;
+const gm_oprules gm_rules_COMET_GATE = {cg_fwd, cg_bwd, cg_sample, cg_bad};
+
+/* ---- sinkhorn -------------------------------------------------------------------------- */
+
+static gm_status sk_check(gm_ctx *c, gm_tensor *x, const gm_params *p, int64_t *B, int64_t *n) {
+    char b1[64];
+    gm_status s = gm_check_float(c, "sinkhorn", x);
+    if (s) return s;
+    if (x->ndim < 2 || x->shape[x->ndim - 1] != x->shape[x->ndim - 2])
+        return gm_errf(c, GM_ESHAPE, "sinkhorn: x %s must be [..., n, n] (square)", GM_SHAPE_STR(x, b1));
+    if (p->n < 1 || p->n > 100000)
+        return gm_errf(c, GM_EARG, "sinkhorn: iters must be in [1, 100000], got %lld", (long long)p->n);
+    *n = x->shape[x->ndim - 1];
+    *B = *n ? gm_tensor_numel(x) / (*n * *n) : 0;
+    return GM_OK;
+}
+
+static gm_status sk_fwd(gm_ctx *c, gm_opcall *o) {
+    gm_tensor *x = o->in[0], *xc = NULL;
+    int64_t B, n;
+    gm_status s = sk_check(c, x, o->p, &B, &n);
+    if (!s) s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &o->out[0]);
+    if (!s) s = gm_tensor_contiguous(c, x, &xc);
+    if (s) return s;
+    gm_kargs ex;
+    memset(&ex, 0, sizeof ex);
+    ex.i[0] = B, ex.i[1] = n, ex.i[2] = o->p->n;
+    s = gm_run(c, GM_K_SINKHORN, 1, &xc, 1, &o->out[0], o->p, &ex);
+    gm_tensor_release(xc);
+    return s;
+}
+
+static gm_status sk_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
+    gm_tensor *x = n->in[0], *in[2] = {NULL, NULL};
+    int64_t B, nn;
+    if (!n->needs[0]) return GM_OK;
+    gm_status s = sk_check(c, x, &n->p, &B, &nn);
+    if (!s && !gout[0]) return gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
+    if (!s) s = contig_all(c, 1, n->in, in);
+    if (!s) s = gm_tensor_contiguous(c, gout[0], &in[1]);
+    if (!s) s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
+    if (!s) {
+        gm_kargs ex;
+        memset(&ex, 0, sizeof ex);
+        ex.i[0] = B, ex.i[1] = nn, ex.i[2] = n->p.n;
+        s = gm_run(c, GM_K_SINKHORN_BWD, 2, in, 1, &gin[0], &n->p, &ex);
+    }
+    release_all(2, in);
+    return s;
+}
+
+static gm_status sk_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {
+    gm_params_init(p);
+    if (variant == 0) {
+        in[0] = gm_sample_randn(c, GM_F64, 7300, 2, (int64_t[]){3, 3});
+        p->n = 5;
+    } else if (variant == 1) { /* a batch of two 4x4 */
+        in[0] = gm_sample_randn(c, GM_F64, 7301, 3, (int64_t[]){2, 4, 4});
+        p->n = 3;
+    } else {
+        return GM_ENOTSUP;
+    }
+    return gm_sample_done(c, 1, in, n_in);
+}
+
+static gm_status sk_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p,
+                        gm_status *expect) {
+    static const int32_t iv[] = {1, 2, 3, 4};
+    gm_params_init(p);
+    p->n = 3;
+    if (variant == 0) { /* not square */
+        in[0] = gm_sample_randn(c, GM_F64, 7310, 2, (int64_t[]){2, 3});
+        *expect = GM_ESHAPE;
+    } else if (variant == 1) {
+        in[0] = gm_sample_i32(c, 2, (int64_t[]){2, 2}, iv);
+        *expect = GM_EDTYPE;
+    } else if (variant == 2) {
+        in[0] = gm_sample_randn(c, GM_F64, 7311, 2, (int64_t[]){2, 2});
+        p->n = 0;
+        *expect = GM_EARG;
+    } else {
+        return GM_ENOTSUP;
+    }
+    return gm_sample_done(c, 1, in, n_in);
+}
+
+extern const gm_oprules gm_rules_SINKHORN;
+const gm_oprules gm_rules_SINKHORN = {sk_fwd, sk_bwd, sk_sample, sk_bad};
