@@ -148,7 +148,7 @@ local function gate_check(name, gate, T, scale)
     for i, h in ipairs(holders) do h[1][h[2]] = ps[i] end
     local r = gate(x, {step = 0})
     local outs = {r.weights}
-    for _, k in ipairs {'entropy', 'reach', 'perm_entropy'} do if r.aux[k] then outs[#outs + 1] = r.aux[k] end end
+    for _, k in ipairs {'entropy_reg', 'reach', 'perm_entropy'} do if r.aux[k] then outs[#outs + 1] = r.aux[k] end end
     return table.unpack(outs)
   end, inputs)
   tap.ok(err < 1e-5, name .. ': gradcheck w.r.t. input and parameters', 'max err ' .. err)

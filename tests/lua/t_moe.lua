@@ -341,4 +341,11 @@ do
   tap.ok(last < 0.5 * first, ('training reduces the loss (%.4f -> %.4f)'):format(first, last))
 end
 
+-- The tree gates' entropy regularisers come back from the layer under their own name.
+for _, G in ipairs {'DSelectK', 'COMET'} do
+  local moe = gm.nn.MoE{d_model = 4, d_ff = 8, experts = 5, gate = gm.gates[G]{k = 2, gamma = 4, entropy = 0.1}}
+  local _, aux = moe(gm.randn{6, 4})
+  tap.ok(aux.entropy_reg ~= nil and aux.entropy_reg:item() > 0 and aux.entropy ~= nil,
+         G .. ': aux.entropy_reg (the gate regulariser) beside aux.entropy (the gate entropy)')
+end
 tap.done()

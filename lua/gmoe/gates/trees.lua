@@ -108,7 +108,7 @@ function DSelectK:forward(x, ctx)
   local a, r = self:selectors(x)
   local aux = {}
   local lam = G.value(self.entropy, self:step(ctx))
-  if lam ~= 0 then aux.entropy = ent(r) * lam end
+  if lam ~= 0 then aux.entropy_reg = ent(r) * lam end
   if self.experts & (self.experts - 1) ~= 0 then
     aux.reach = (r:sum(-1) + 1e-12):pow(-1):sum()   -- sum over tokens, selectors of 1/sum_e r
   end
@@ -126,7 +126,7 @@ doc.add('gm.gates.DSelectK', 'gm.gates.DSelectK{k=2, gamma=1, entropy=0, static=
   '[T, k*m] (weights and bias uniform +-gamma/100, dense start), w = Linear(x) [T, k]; static=true: z [k, m] ' ..
   'and w [k] are free parameters (same weights for every token). Returns ids 0..E-1 with weights [T, E] ' ..
   '(zero for unselected experts; at most k nonzero once saturated), or with sparse=true the k largest. ' ..
-  'aux.entropy = lambda * sum over tokens and selectors of -sum_e r_s(e) log(r_s(e) + 1e-6) (summed, ' ..
+  'aux.entropy_reg = lambda * sum over tokens and selectors of -sum_e r_s(e) log(r_s(e) + 1e-6) (summed, ' ..
   'not averaged, over the batch as in the paper\'s code; entropy may be a gm.schedule). For E not a ' ..
   'power of two the unreachable codes lose mass (weights sum to < 1 until the selectors settle on ' ..
   'reachable codes) and aux.reach = sum over tokens and selectors of 1 / sum_e r_s(e) (unweighted, as in ' ..
@@ -183,7 +183,7 @@ function COMET:forward(x, ctx)
   local lam = G.value(self.entropy, self:step(ctx))
   if lam ~= 0 then
     local n = mu:dim() == 3 and mu.shape[1] or 1
-    aux.entropy = ent(mu) * (lam / n)
+    aux.entropy_reg = ent(mu) * (lam / n)
   end
   return result(self, g, x.shape[1], aux)
 end
@@ -197,7 +197,7 @@ doc.add('gm.gates.COMET', 'gm.gates.COMET{k=2, gamma=1, entropy=0, static=false,
   'score plus the log reach probability (fused C op gm.comet_gate). Per-example: node logits = Linear(x) ' ..
   '[T, k*(E-1)] (uniform +-gamma/100), leaf scores = Linear(x) [T, k*E] (weights uniform +-0.05, bias 0); ' ..
   'static=true: free parameters [k, E-1] and [k, E]. Returns ids 0..E-1 with weights [T, E] (sum 1; at ' ..
-  'most k nonzero once the smooth-steps saturate) or, sparse=true, the k largest. aux.entropy = lambda * ' ..
+  'most k nonzero once the smooth-steps saturate) or, sparse=true, the k largest. aux.entropy_reg = lambda * ' ..
   'mean over tokens of sum_{t,l} -mu_tl log(mu_tl + 1e-6) (entropy may be a gm.schedule). Needs E >= 2.',
   {formula = 'g_e(x) = sum_t mu_te(x) exp(a_te(x)) / sum_{t,l} mu_tl(x) exp(a_tl(x)), mu_tl = prod over the path of p or 1-p',
    paper = 'Ibrahim et al., COMET: Learning Cardinality Constrained Mixture of Experts with Trees and Local Search, KDD 2023'})

@@ -326,7 +326,8 @@ function MoE:forward(x, ctx)
     if r.logits then aux.z_loss = r.logits:logsumexp(-1):pow(2):mean() end
     if r.probs then aux.entropy = entropy(r.probs, r.logits) end
   end
-  for k, v in pairs(r.aux or {}) do if aux[k] == nil then aux[k] = v end end
+  -- The gate's own regularisers keep their names; one that would shadow the layer's gets gate_.
+  for k, v in pairs(r.aux or {}) do aux[aux[k] == nil and k or 'gate_' .. k] = v end
 
   -- routing statistics
   local tpe = (offsets:narrow(0, 1, Et) - offsets:narrow(0, 0, Et))
@@ -412,7 +413,7 @@ doc.add('gm.nn.MoE',
   '(balance="all": = 1 at uniform routing for any k, = Switch for k = 1, = DeepSeekMoE\'s expert-level loss); ' ..
   'balance="top1": f_e = fraction of tokens whose first id is e (GShard); f is a constant, the gradient flows through P. ' ..
   'Needs r.probs. z_loss = mean_t logsumexp(logits_t)^2 (ST-MoE; needs r.logits). entropy = mean_t -sum_e p log p. ' ..
-  'Plus every key of the gate\'s r.aux. ' ..
+  'Plus every key of the gate\'s r.aux (as gate_<key> if it would shadow one of the above). ' ..
   'stats (also moe.last_stats): tokens_per_expert [E_total] i32 (rows kept after capacity), routed_per_expert [E_total] ' ..
   'i32 (before capacity), dropped_fraction (dropped / valid assignments), active_per_token (kept assignments per ' ..
   'token), ffn_per_token (kept assignments to FFN experts per token), load_max_over_mean, capacity (C or -1), ' ..
