@@ -261,10 +261,87 @@ static gm_status dims_ok(gm_ctx *c, int64_t a, int64_t b, int64_t d) {
     return GM_OK;
 }
 
+/* One expert's product of a grouped matmul: C[m,n] = op(A)[m,k] op(B)[k,n] (row-major,
+ * beta 0), or nothing when m, n or k is 0 (the caller zeroes what needs zeroing). */
+typedef struct {
+    CBLAS_TRANSPOSE ta, tb;
+    int m, n, k, lda, ldb, ldc;
+    const void *A, *B;
+    void *C;
+} gemm_task;
+
+static void gemm_run(gm_dtype t, const gemm_task *g) {
+    if (g->m == 0 || g->n == 0 || g->k == 0) return;
+    if (t == GM_F32)
+        cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->A, g->lda, g->B, g->ldb, 0.0f, g->C,
+                    g->ldc);
+    else
+        cblas_dgemm(CblasRowMajor, g->ta, g->tb, g->m, g->n, g->k, 1.0, g->A, g->lda, g->B, g->ldb, 0.0, g->C,
+                    g->ldc);
+}
+
+/* Per-expert products below this many flops (2mnk) run concurrently on the kernel's threads
+ * with single-threaded BLAS: OpenBLAS splits one small gemm over its threads at a cost
+ * (thread wake-ups, sched_yield spinning) that dominates such products, while whole experts
+ * on separate threads need no synchronisation inside. Bigger products let BLAS thread each
+ * gemm, which balances better when experts get unequal rows. */
+#define GROUPED_PAR_MAX_FLOP 4e9
+
+static int by_size_desc(const void *x, const void *y, void *ctx) {
+    const gemm_task *t = ctx;
+    int i = *(const int *)x, j = *(const int *)y;
+    double a = (double)t[i].m * t[i].n * t[i].k, b = (double)t[j].m * t[j].n * t[j].k;
+    return a > b ? -1 : a < b ? 1 : i - j;
+}
+
+/* Run the E products of tasks. Each product is computed by one BLAS call whatever the mode, so
+ * the result of every expert depends only on its operands and on the BLAS thread count used
+ * for it, which depends only on the shapes and a->nthreads: deterministic for a thread count. */
+static gm_status grouped_gemm(gm_ctx *c, const gm_kargs *a, gm_dtype t, gemm_task *task, int64_t E) {
+    int nt = a->nthreads > 0 ? a->nthreads : 1, busy = 0;
+    double most = 0;
+    for (int64_t e = 0; e < E; e++) {
+        double f = 2.0 * task[e].m * task[e].n * task[e].k;
+        if (f > 0) busy++;
+        if (f > most) most = f;
+    }
+    bool par = nt > 1 && busy > 1 && most <= GROUPED_PAR_MAX_FLOP;
+    if (!par) {
+        for (int64_t e = 0; e < E; e++) {
+            if (gm_interrupted()) return GM_EINTR;
+            gemm_run(t, &task[e]);
+        }
+        return GM_OK;
+    }
+    if (gm_interrupted()) return GM_EINTR;
+    /* Largest products first (LPT) so the threads finish together. */
+    int *order = malloc((size_t)E * sizeof *order);
+    if (!order) return gm_errf(c, GM_ENOMEM, "expert_mm: out of memory");
+    int n = 0;
+    for (int64_t e = 0; e < E; e++)
+        if (task[e].m && task[e].n && task[e].k) order[n++] = (int)e;
+    /* insertion sort (E is small), by flops descending, ties by expert id */
+    for (int i = 1; i < n; i++) {
+        int v = order[i], j = i;
+        while (j > 0 && by_size_desc(&v, &order[j - 1], task) < 0) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+    int blas = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    if (nt > n) nt = n;
+    #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int i = 0; i < n; i++) gemm_run(t, &task[order[i]]);
+    openblas_set_num_threads(blas);
+    free(order);
+    return GM_OK;
+}
+
 /* EXPERT_MM: in xs [S,A], w, offsets; out [S,B]. i[0] = 0: w [E,A,B], out_e = xs_e w[e];
- * i[0] = 1: w [E,B,A], out_e = xs_e w[e]^T. Experts are run one after the other (BLAS
- * threads each gemm); rows of experts without tokens do not exist, so nothing is skipped
- * in out. */
+ * i[0] = 1: w [E,B,A], out_e = xs_e w[e]^T. Rows of experts without tokens do not exist, so
+ * nothing is skipped in out. */
 gm_status gm_cpu_EXPERT_MM(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *xs = &a->in[0], *w = &a->in[1], *out = &a->out[0];
     const int32_t *off = a->in[2].data;
@@ -278,23 +355,19 @@ gm_status gm_cpu_EXPERT_MM(gm_ctx *c, const gm_kargs *a) {
         memset(out->data, 0, (size_t)(S * B) * esz);
         return GM_OK;
     }
+    gemm_task *task = malloc((size_t)(E > 0 ? E : 1) * sizeof *task);
+    if (!task) return gm_errf(c, GM_ENOMEM, "expert_mm: out of memory");
     for (int64_t e = 0; e < E; e++) {
-        int64_t m = off[e + 1] - off[e];
-        if (m == 0 || B == 0) continue;
-        if (gm_interrupted()) return GM_EINTR;
         int64_t r0 = off[e];
-        CBLAS_TRANSPOSE tb = tr ? CblasTrans : CblasNoTrans;
-        int ldb = (int)(tr ? A : B);
-        if (out->dtype == GM_F32)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, tb, (int)m, (int)B, (int)A, 1.0f,
-                        (const float *)xs->data + r0 * A, (int)A, (const float *)w->data + e * A * B, ldb, 0.0f,
-                        (float *)out->data + r0 * B, (int)B);
-        else
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, tb, (int)m, (int)B, (int)A, 1.0,
-                        (const double *)xs->data + r0 * A, (int)A, (const double *)w->data + e * A * B, ldb, 0.0,
-                        (double *)out->data + r0 * B, (int)B);
+        task[e] = (gemm_task){CblasNoTrans, tr ? CblasTrans : CblasNoTrans, (int)(off[e + 1] - r0), (int)B, (int)A,
+                              (int)A, (int)(tr ? A : B), (int)B,
+                              (const char *)xs->data + (size_t)(r0 * A) * esz,
+                              (const char *)w->data + (size_t)(e * A * B) * esz,
+                              (char *)out->data + (size_t)(r0 * B) * esz};
     }
-    return GM_OK;
+    st = grouped_gemm(c, a, out->dtype, task, E);
+    free(task);
+    return st;
 }
 
 /* EXPERT_MM_WGRAD: in xs [S,Din], g [S,Dout], offsets; out dw [E,Din,Dout] = xs_e^T g_e
@@ -307,22 +380,17 @@ gm_status gm_cpu_EXPERT_MM_WGRAD(gm_ctx *c, const gm_kargs *a) {
     if (!st) st = dims_ok(c, S, Din, Dout);
     if (st) return st;
     size_t esz = gm_dtype_size(dw->dtype);
+    gemm_task *task = malloc((size_t)(E > 0 ? E : 1) * sizeof *task);
+    if (!task) return gm_errf(c, GM_ENOMEM, "expert_mm: out of memory");
     for (int64_t e = 0; e < E; e++) {
         int64_t m = off[e + 1] - off[e], r0 = off[e];
         char *o = (char *)dw->data + (size_t)(e * Din * Dout) * esz;
-        if (m == 0 || Din == 0 || Dout == 0) {
-            memset(o, 0, (size_t)(Din * Dout) * esz);
-            continue;
-        }
-        if (gm_interrupted()) return GM_EINTR;
-        if (dw->dtype == GM_F32)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Din, (int)Dout, (int)m, 1.0f,
-                        (const float *)xs->data + r0 * Din, (int)Din, (const float *)g->data + r0 * Dout, (int)Dout,
-                        0.0f, (float *)o, (int)Dout);
-        else
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)Din, (int)Dout, (int)m, 1.0,
-                        (const double *)xs->data + r0 * Din, (int)Din, (const double *)g->data + r0 * Dout, (int)Dout,
-                        0.0, (double *)o, (int)Dout);
+        if (m == 0 && Din > 0 && Dout > 0) memset(o, 0, (size_t)(Din * Dout) * esz);
+        task[e] = (gemm_task){CblasTrans, CblasNoTrans, (int)Din, (int)Dout, (int)m, (int)Din, (int)Dout, (int)Dout,
+                              (const char *)xs->data + (size_t)(r0 * Din) * esz,
+                              (const char *)g->data + (size_t)(r0 * Dout) * esz, o};
     }
-    return GM_OK;
+    st = grouped_gemm(c, a, dw->dtype, task, E);
+    free(task);
+    return st;
 }

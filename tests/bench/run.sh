@@ -3,7 +3,8 @@
 # then the benchmark tables: the engine against cblas_sgemm and a STREAM triad in one C
 # process (tests/bench/bench_engine.c, built here against the engine objects), the Lua
 # binding's per-op overhead, memory over a long training loop, and full training steps
-# (tests/bench/train.lua) with OMP_WAIT_POLICY as it is and set to active. Benchmarks
+# (tests/bench/train.lua) with OMP_WAIT_POLICY as it is and set to active, and top-k MoE
+# training steps at three sizes against PyTorch 1.13 (tests/bench/moe.lua). Benchmarks
 # inform; this script always exits 0. Environment: BENCH_REPS (repeats, default 15),
 # BENCH_STEPS (10000).
 B=${1:-build}
@@ -45,5 +46,10 @@ line
 "$GMOE" "$HERE/train.lua" "$REPS" "OMP_WAIT_POLICY as-is"
 line
 OMP_WAIT_POLICY=active "$GMOE" "$HERE/train.lua" "$REPS" "OMP_WAIT_POLICY=active"
+line
+# MoE training steps (issue 4): gm.nn.MoE with gm.gates.TopK{k=2}, dropless, f32, MSE + AdamW,
+# at the issue's three sizes against PyTorch 1.13 CPU times, the large one also against the
+# sgemm rate of the same process; info rows split each step into phases.
+"$GMOE" "$HERE/moe.lua" "$REPS"
 line
 exit 0
