@@ -263,6 +263,29 @@ gm_status gm_cpu_INDEX_ADD(gm_ctx *c, const gm_kargs *a)
     const int32_t *id = ix->data;
     gm_status s = check_index(c, "index_add", ix, dim, size);
     if (s) return s;
+    if (gm_kview_contiguous(src) && gm_kview_contiguous(o) && o->dtype != GM_I32) {
+        /* [outer, J, inner] rows added into [outer, size, inner]: the same additions in the same
+         * order as the walk below (j ascending for each destination element), a row at a time. */
+        int64_t J = src->shape[dim], inner = 1, outer = 1;
+        for (int d = dim + 1; d < nd; d++) inner *= src->shape[d];
+        for (int d = 0; d < dim; d++) outer *= src->shape[d];
+        for (int64_t b = 0; b < outer; b++) {
+            if (gm_interrupted()) return gm_errf(c, GM_EINTR, "index_add: interrupted");
+            for (int64_t j = 0; j < J; j++) {
+                int64_t so = (b * J + j) * inner, dst = (b * size + id[j * ix->stride[0]]) * inner;
+                if (o->dtype == GM_F32) {
+                    float *restrict y = (float *)o->data + dst;
+                    const float *restrict x = (const float *)src->data + so;
+                    for (int64_t t = 0; t < inner; t++) y[t] += x[t];
+                } else {
+                    double *restrict y = (double *)o->data + dst;
+                    const double *restrict x = (const double *)src->data + so;
+                    for (int64_t t = 0; t < inner; t++) y[t] += x[t];
+                }
+            }
+        }
+        return GM_OK;
+    }
     walker w;
     walk_init(&w, nd, src->shape, 2, st, 0);
     for (int64_t i = 0; i < n; i++) {
