@@ -52,4 +52,8 @@ line
 # sgemm rate of the same process; info rows split each step into phases.
 "$GMOE" "$HERE/moe.lua" "$REPS"
 line
+# LM training steps (issue 5): 2-layer LM with an MLP after each mixer, B=64, T=128, V=256,
+# attention / GLA recurrent / GLA chunkwise at d_model 64 and 128, against PyTorch 1.13 CPU.
+"$GMOE" "$HERE/lm.lua" "${LM_REPS:-3}"
+line
 exit 0
