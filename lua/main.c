@@ -1,6 +1,7 @@
 /* main.c: the gmoe executable. No arguments: the REPL (lua/repl.c). A script (`gmoe FILE`,
  * `gmoe run FILE`, `gmoe -` for stdin), a Markdown notebook (FILE.md, lua/gmoe/notebook.lua)
- * or -e code: batch, exit status 1 on any error. Options
+ * or -e code: batch, exit status 1 on any error. `gmoe sweep ...` and `gmoe plot ...` go to the
+ * experiment runner (lua/gmoe/experiment.lua). Options
  * and the global `arg` follow lua.c; like lua.c, everything runs inside one lua_pcall so even
  * start-up failures are reported rather than crashed on. */
 #include <stdbool.h>
@@ -31,12 +32,15 @@ typedef struct args {
     int argc;
     char **argv;
     int script; /* argv index of the script, 0 when there is none */
+    int cli;    /* 1 for `gmoe sweep|plot ...` (argv[1] is the command), else 0 */
     bool has_e, interactive, version, help;
 } args;
 
 static void usage(FILE *f) {
     fputs("usage: " PROGNAME " [options] [script [args]]\n"
           "       " PROGNAME " run script [args]\n"
+          "       " PROGNAME " sweep experiments/NAME.lua [-j N] [--emit parallel|slurm] key=a,b,c ...\n"
+          "       " PROGNAME " plot NAME [run-dir]\n"
           "With no script and no -e, " PROGNAME " starts the REPL (Ctrl-D exits).\n"
           "Options:\n"
           "  -e code        run code (may be repeated; runs before the script)\n"
@@ -68,6 +72,10 @@ static bool bad_usage(const char *what, const char *opt) {
 /* Options up to the script name (lua.c's collectargs); `run` as the first argument only
  * names the script explicitly. Returns false, after printing usage, on a bad command line. */
 static bool parse_args(args *a) {
+    if (a->argc > 1 && (strcmp(a->argv[1], "sweep") == 0 || strcmp(a->argv[1], "plot") == 0)) {
+        a->cli = 1;
+        return true;
+    }
     bool run = a->argc > 1 && strcmp(a->argv[1], "run") == 0;
     for (int i = run ? 2 : 1; i < a->argc; i++) {
         const char *s = a->argv[i];
@@ -100,7 +108,7 @@ static bool parse_args(args *a) {
 /* arg[0] is the script, arg[1..] its arguments, arg[-1..] the interpreter and options
  * (lua.c's createargtable). Without a script, only negative indices are used. */
 static void create_arg_table(lua_State *L, const args *a) {
-    int script = a->script ? a->script : a->argc;
+    int script = a->cli ? a->cli : a->script ? a->script : a->argc;
     lua_createtable(L, a->argc - script, script + 1);
     for (int i = 0; i < a->argc; i++) {
         lua_pushstring(L, a->argv[i]);
@@ -170,6 +178,28 @@ static int run_script(lua_State *L, const args *a) {
     return gm_repl_report(L, status, PROGNAME);
 }
 
+/* `gmoe sweep|plot args...`: require('gmoe.experiment').cli(cmd, {args...}), which reports its
+ * own errors and returns false on failure. */
+static int run_cli(lua_State *L, const args *a) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "gmoe.experiment");
+    int status = gm_repl_docall(L, 1, 1);
+    if (status != LUA_OK) return gm_repl_report(L, status, PROGNAME);
+    lua_getfield(L, -1, "cli");
+    lua_remove(L, -2);
+    lua_pushstring(L, a->argv[a->cli]);
+    lua_createtable(L, a->argc - a->cli - 1, 0);
+    for (int i = a->cli + 1; i < a->argc; i++) {
+        lua_pushstring(L, a->argv[i]);
+        lua_rawseti(L, -2, i - a->cli);
+    }
+    status = gm_repl_docall(L, 2, 1);
+    if (status != LUA_OK) return gm_repl_report(L, status, PROGNAME);
+    status = lua_toboolean(L, -1) ? LUA_OK : LUA_ERRRUN;
+    lua_pop(L, 1);
+    return status;
+}
+
 /* The whole program, run protected. Pushes true on success. With -i, a failing script or -e
  * still enters the REPL (to inspect what it left behind) and the exit status stays 1. */
 static int pmain(lua_State *L) {
@@ -184,6 +214,10 @@ static int pmain(lua_State *L) {
     if (gm_lua_setup(L) != 0) {
         gm_repl_report(L, LUA_ERRRUN, PROGNAME);
         lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (a->cli) {
+        lua_pushboolean(L, run_cli(L, a) == LUA_OK);
         return 1;
     }
     if (a->has_e && run_options(L, a) != LUA_OK) ok = false;

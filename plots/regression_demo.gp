@@ -1,21 +1,18 @@
 # regression_demo.gp: the walking skeleton's figure, from a run folder written by
 # experiments/regression_demo.lua: (a) training loss on a log scale, (b) noisy data, the target
 # function and the MLP's prediction. Usage: gnuplot -e "dir='runs/regression_demo/latest'" \
-#   plots/regression_demo.gp  ->  dir/regression_demo.{png,pdf}
+#   plots/regression_demo.gp  ->  dir/regression_demo.{png,pdf}; `gmoe plot regression_demo`
+# passes fmt (pdf, png or svg) and out to render one format at a time.
 if (!exists('dir')) dir = 'runs/regression_demo/latest'
+fmts = exists('fmt') ? fmt : 'pdf png'
 here = system('dirname ' . ARG0)
 stats dir . '/loss.tsv' using 1 nooutput
 last_step = STATS_max
 
-do for [fmt in 'pdf png'] {
-  if (fmt eq 'pdf') {
-    set terminal pdfcairo size 3.25in,1.6in font 'Helvetica,9'
-  } else {
-    # 3.25in x 1.6in at 200 dpi; fonts and lines scaled to look like the PDF
-    set terminal pngcairo size 650,320 fontscale 1.5 linewidth 2 font 'Helvetica,9'
-  }
-  set output dir . '/regression_demo.' . fmt
+do for [f in fmts] {
   load here . '/style.gp'
+  eval term_cmd(f, COL, 1.6)
+  set output (exists('out') ? out : dir . '/regression_demo.' . f)
   set multiplot layout 1,2 margins 0.12,0.98,0.22,0.9 spacing 0.1,0
 
   set title '(a) training loss' offset 0,-0.5

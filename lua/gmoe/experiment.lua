@@ -1,0 +1,881 @@
+-- gmoe.experiment: the experiment runner. A script declares a name, a description, a config of
+-- typed defaults, a quick preset and a run function (`return gm.experiment{...}`); run as a
+-- script it resolves its config from `arg`, expands comma lists and a..b ranges into a sweep,
+-- and writes one run folder per job (config.lua, meta.json, TSV results, log.txt, DONE last, every
+-- file atomically). `gmoe sweep` runs the jobs in a process pool (or emits them for GNU parallel
+-- or Slurm) and `gmoe plot` renders plots/<name>.gp against a run (cli below).
+local gm = require 'gmoe'
+local doc = require 'gmoe.doc'
+
+local M = {}
+local Run = {}
+Run.__index = Run
+local Exp = {}
+Exp.__index = Exp
+
+local RESERVED = {quick = true, force = true, out = true, dir = true}
+M.loading = false -- set while the cli loads a script for its spec (no auto-run then)
+
+-- ---- small helpers -----------------------------------------------------------------------------
+local function q(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function shell(cmd) -- stdout of cmd without the trailing newline, nil on failure
+  local p = io.popen(cmd .. ' 2>/dev/null')
+  if not p then return nil end
+  local out = p:read('a')
+  local ok = p:close()
+  if not ok then return nil end
+  return (out:gsub('\n$', ''))
+end
+
+local function exists(path)
+  local f = io.open(path, 'r')
+  if f then f:close() return true end
+  return false
+end
+
+local function mkdir_p(path)
+  if not os.execute('mkdir -p ' .. q(path)) then error('experiment: cannot create folder ' .. path, 0) end
+end
+
+--- Write text to path atomically: a temporary file in the same folder, then a rename.
+function M.write_atomic(path, text)
+  local tmp = ('%s.tmp%d'):format(path, math.random(1, 1 << 30))
+  local f, err = io.open(tmp, 'wb')
+  if not f then error('experiment: cannot write ' .. path .. ': ' .. tostring(err), 0) end
+  f:write(text)
+  assert(f:close())
+  local ok, rerr = os.rename(tmp, path)
+  if not ok then os.remove(tmp) error('experiment: cannot rename onto ' .. path .. ': ' .. tostring(rerr), 0) end
+end
+
+local function read_file(path)
+  local f = io.open(path, 'rb')
+  if not f then return nil end
+  local s = f:read('a')
+  f:close()
+  return s
+end
+
+local function sorted_keys(t)
+  local ks = {}
+  for k in pairs(t) do ks[#ks + 1] = k end
+  table.sort(ks)
+  return ks
+end
+
+local function fmt_value(v) -- a value as Lua source
+  if type(v) == 'string' then return ('%q'):format(v) end
+  if math.type(v) == 'float' then
+    if v ~= v then return '0/0' end
+    if v == math.huge then return 'math.huge' elseif v == -math.huge then return '-math.huge' end
+    local s = ('%.15g'):format(v)
+    if tonumber(s) ~= v then s = ('%.17g'):format(v) end
+    if not s:find('[%.eEn]') then s = s .. '.0' end
+    return s
+  end
+  return tostring(v)
+end
+
+local function config_source(cfg)
+  local lines = {'return {'}
+  for _, k in ipairs(sorted_keys(cfg)) do lines[#lines + 1] = ('  %s = %s,'):format(k, fmt_value(cfg[k])) end
+  lines[#lines + 1] = '}'
+  return table.concat(lines, '\n') .. '\n'
+end
+
+local function hash8(s) -- FNV-1a, 32 bits, as 8 hex digits
+  local h = 2166136261
+  for i = 1, #s do h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff end
+  return ('%08x'):format(h)
+end
+
+--- The id of a resolved config: the same config always gives the same id (resume, skip).
+function M.config_id(cfg) return hash8(config_source(cfg)) end
+
+-- JSON for meta.json: tables with 1..n keys are arrays, others objects with sorted keys.
+local function json(v, ind)
+  ind = ind or ''
+  local t = type(v)
+  if t == 'nil' then return 'null' end
+  if t == 'boolean' then return tostring(v) end
+  if t == 'number' then
+    if v ~= v or v == math.huge or v == -math.huge then return 'null' end
+    if math.type(v) == 'integer' then return tostring(v) end
+    local s = ('%.15g'):format(v)
+    return tonumber(s) == v and s or ('%.17g'):format(v)
+  end
+  if t == 'string' then
+    return '"' .. v:gsub('[%c"\\]', function(c)
+      local e = {['"'] = '\\"', ['\\'] = '\\\\', ['\n'] = '\\n', ['\t'] = '\\t', ['\r'] = '\\r'}
+      return e[c] or ('\\u%04x'):format(c:byte())
+    end) .. '"'
+  end
+  local inner = ind .. '  '
+  if #v > 0 or next(v) == nil then
+    if next(v) == nil then return '[]' end
+    local parts = {}
+    for i, x in ipairs(v) do parts[i] = json(x, inner) end
+    return '[' .. table.concat(parts, ', ') .. ']'
+  end
+  local parts = {}
+  for _, k in ipairs(sorted_keys(v)) do parts[#parts + 1] = inner .. json(tostring(k)) .. ': ' .. json(v[k], inner) end
+  return '{\n' .. table.concat(parts, ',\n') .. '\n' .. ind .. '}'
+end
+M.json = json
+
+local function levenshtein(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = {[0] = i}
+    for j = 1, #b do
+      local c = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + c)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function nearest(key, keys)
+  local best, bd = nil, math.huge
+  for _, k in ipairs(keys) do
+    local d = levenshtein(key, k)
+    if d < bd then best, bd = k, d end
+  end
+  return best
+end
+
+-- ---- the schema --------------------------------------------------------------------------------
+local function kind_of(v)
+  if math.type(v) == 'integer' then return 'integer' end
+  if type(v) == 'number' then return 'number' end
+  if type(v) == 'string' or type(v) == 'boolean' then return type(v) end
+  return nil
+end
+
+-- One override value, typed by the key's default.
+local function parse_value(e, key, s)
+  local kind = e.types[key]
+  if kind == 'integer' then
+    local v = math.tointeger(tonumber(s))
+    if not v then error(('%s: %s must be an integer, got "%s"'):format(e.name, key, s), 0) end
+    return v
+  elseif kind == 'number' then
+    local v = tonumber(s)
+    if not v then error(('%s: %s must be a number, got "%s"'):format(e.name, key, s), 0) end
+    return v + 0.0
+  elseif kind == 'boolean' then
+    if s == 'true' or s == '1' then return true end
+    if s == 'false' or s == '0' then return false end
+    error(('%s: %s must be true or false, got "%s"'):format(e.name, key, s), 0)
+  end
+  local choices = e.choices[key]
+  if choices then
+    for _, c in ipairs(choices) do if c == s then return s end end
+    error(('%s: %s must be one of %s, got "%s"'):format(e.name, key, table.concat(choices, ', '), s), 0)
+  end
+  return s
+end
+
+-- The values of one override: a comma list, an integer range a..b, or a single value.
+local function parse_values(e, key, s)
+  if e.types[key] == nil then
+    local near = nearest(key, e.keys)
+    error(('%s: unknown config key "%s"%s (keys: %s)'):format(e.name, key,
+      near and (', did you mean "' .. near .. '"?') or '', table.concat(e.keys, ', ')), 0)
+  end
+  local lo, hi = s:match('^(%-?%d+)%.%.(%-?%d+)$')
+  if lo and e.types[key] == 'integer' then
+    lo, hi = math.tointeger(tonumber(lo)), math.tointeger(tonumber(hi))
+    if hi < lo then error(('%s: empty range %s for %s'):format(e.name, s, key), 0) end
+    local vs = {}
+    for v = lo, hi do vs[#vs + 1] = v end
+    return vs
+  end
+  local vs = {}
+  for part in (s .. ','):gmatch('([^,]*),') do vs[#vs + 1] = parse_value(e, key, part) end
+  return vs
+end
+
+--- Parse command-line words: --quick, --force, --out DIR (runs root), --dir DIR (exact run
+-- folder), -j N, --emit parallel|slurm, key=value. Returns opts and overrides {key, values}.
+function Exp:parse_args(args)
+  local opts, over, seen = {quick = false, force = false, jobs = 1}, {}, {}
+  local i = 1
+  while args[i] do
+    local a = args[i]
+    local k, v = a:match('^([%a_][%w_]*)=(.*)$')
+    if k == 'out' then opts.dir = v -- out=DIR: the same as --dir DIR
+    elseif a == '--quick' then opts.quick = true
+    elseif a == '--force' then opts.force = true
+    elseif a == '--out' or a == '--dir' or a == '-j' or a == '--emit' then
+      local val = args[i + 1]
+      if not val then error(('%s: %s needs a value'):format(self.name, a), 0) end
+      i = i + 1
+      if a == '-j' then
+        opts.jobs = math.tointeger(tonumber(val))
+        if not opts.jobs or opts.jobs < 1 then error(self.name .. ': -j needs a positive integer', 0) end
+      elseif a == '--emit' then
+        if val ~= 'parallel' and val ~= 'slurm' then error(self.name .. ': --emit takes parallel or slurm', 0) end
+        opts.emit = val
+      else
+        opts[a:sub(3)] = val
+      end
+    elseif a:match('^%-j%d+$') then opts.jobs = math.tointeger(tonumber(a:sub(3)))
+    elseif k then
+      if seen[k] then error(('%s: %s given twice'):format(self.name, k), 0) end
+      seen[k] = true
+      over[#over + 1] = {key = k, values = parse_values(self, k, v), text = v}
+    else
+      error(('%s: expected --quick, --force, --out DIR, --dir DIR or key=value, got "%s"'):format(self.name, a), 0)
+    end
+    i = i + 1
+  end
+  return opts, over
+end
+
+--- The resolved configs of a command line: defaults, then the quick preset, then overrides;
+-- a key with several values expands (cartesian product, in the order given) into several jobs.
+-- Each job is {cfg = resolved, set = {key = value of the swept keys}, words = override words}.
+function Exp:jobs(opts, over)
+  local base = {}
+  for k, v in pairs(self.config) do base[k] = v end
+  if opts.quick then for k, v in pairs(self.quick) do base[k] = v end end
+  local jobs = {{cfg = base, set = {}, words = {}}}
+  for _, o in ipairs(over) do
+    local nxt = {}
+    for _, j in ipairs(jobs) do
+      for _, v in ipairs(o.values) do
+        local cfg, set, words = {}, {}, {table.unpack(j.words)}
+        for k, x in pairs(j.cfg) do cfg[k] = x end
+        for k, x in pairs(j.set) do set[k] = x end
+        cfg[o.key] = v
+        if #o.values > 1 then set[o.key] = v end
+        words[#words + 1] = o.key .. '=' .. (type(v) == 'number' and fmt_value(v):gsub('%.0$', '') or tostring(v))
+        nxt[#nxt + 1] = {cfg = cfg, set = set, words = words}
+      end
+    end
+    jobs = nxt
+  end
+  local swept = {}
+  for _, o in ipairs(over) do if #o.values > 1 then swept[#swept + 1] = o.key end end
+  for _, j in ipairs(jobs) do
+    if self.check then
+      local ok, err = pcall(self.check, j.cfg)
+      if not ok then error(('%s: bad config: %s'):format(self.name, tostring(err):gsub('^[^:]*:%d+: ', '')), 0) end
+    end
+  end
+  return jobs, swept
+end
+
+--- gm.experiment{name=, description=, config={defaults}, quick={preset}, choices={key={...}},
+--- doc={key=text}, check=function(cfg), run=function(cfg, run)} -> experiment
+-- Called from the script named by arg[0] (gmoe run x.lua ...), or when arg[0] is <name>.lua, it
+-- runs itself from arg.
+function M.define(spec)
+  if type(spec) ~= 'table' then error('experiment: expects a table {name=, config=, run=}', 2) end
+  if type(spec.name) ~= 'string' or not spec.name:match('^[%w_%-]+$') then
+    error('experiment: name must be a string of letters, digits, _ and -', 2)
+  end
+  if type(spec.run) ~= 'function' then error(spec.name .. ': run must be a function(cfg, run)', 2) end
+  local e = setmetatable({name = spec.name, description = spec.description or '', config = spec.config or {},
+                          quick = spec.quick or {}, choices = spec.choices or {}, doc = spec.doc or {},
+                          check = spec.check, fn = spec.run, types = {}, keys = {}}, Exp)
+  for k, v in pairs(e.config) do
+    if type(k) ~= 'string' or not k:match('^[%a_][%w_]*$') then error(spec.name .. ': config keys must be identifiers', 2) end
+    if RESERVED[k] then error(('%s: config key "%s" is reserved for the runner'):format(spec.name, k), 2) end
+    local kind = kind_of(v)
+    if not kind then error(('%s: config.%s must be a number, string or boolean, got %s'):format(spec.name, k, type(v)), 2) end
+    e.types[k] = kind
+    e.keys[#e.keys + 1] = k
+  end
+  table.sort(e.keys)
+  for k, v in pairs(e.quick) do
+    if e.types[k] == nil then
+      local near = nearest(k, e.keys)
+      error(('%s: quick preset sets unknown key "%s"%s'):format(spec.name, k, near and (', did you mean "' .. near .. '"?') or ''), 2)
+    end
+    local kind = kind_of(v)
+    if kind ~= e.types[k] and not (kind == 'integer' and e.types[k] == 'number') then
+      error(('%s: quick.%s is a %s but config.%s is a %s'):format(spec.name, k, tostring(kind), k, e.types[k]), 2)
+    end
+  end
+  -- run ourselves when called from the main script (gmoe run x.lua / gmoe x.lua)
+  -- (`return gm.experiment{...}` is a tail call that leaves no frame of the script, hence also
+  -- the file-name rule: experiments/<name>.lua)
+  local main_script = false
+  if arg and type(arg[0]) == 'string' then
+    main_script = arg[0]:match('([^/]+)%.lua$') == spec.name
+    for level = 2, 4 do
+      local info = debug.getinfo(level, 'S')
+      if info and info.source == '@' .. arg[0] then main_script = true end
+    end
+  end
+  if not M.loading and main_script then
+    local ok = e:main(arg)
+    if not ok then os.exit(1) end
+  end
+  return e
+end
+
+-- ---- provenance --------------------------------------------------------------------------------
+local function binary()
+  local lo = 0
+  if not arg then return 'gmoe' end
+  while arg[lo - 1] do lo = lo - 1 end
+  return lo < 0 and arg[lo] or 'gmoe'
+end
+M.binary = binary
+
+local function command_line()
+  if not arg then return '' end
+  local lo, hi = 0, #arg
+  while arg[lo - 1] do lo = lo - 1 end
+  local w = {}
+  for i = lo, hi do w[#w + 1] = arg[i] end
+  return table.concat(w, ' ')
+end
+
+local git_cache
+local function git_info()
+  if git_cache then return git_cache end
+  local commit = shell('git rev-parse HEAD')
+  local dirty
+  if commit then
+    local st = shell('git status --porcelain --untracked-files=no')
+    dirty = st ~= nil and st ~= ''
+  end
+  git_cache = {commit = commit, dirty = dirty}
+  return git_cache
+end
+
+local function host()
+  return shell('hostname') or read_file('/etc/hostname') or 'unknown'
+end
+
+local function build_info()
+  local b = {version = gm.version, lua = _VERSION, blas = gm.blas_info and gm.blas_info() or nil,
+             threads = gm.get_num_threads and gm.get_num_threads() or nil, cuda = 'none'}
+  local ver = shell(q(binary()) .. ' --version')
+  if ver then b.version_text = ver end
+  if gm.build_info then
+    local ok, info = pcall(gm.build_info)
+    if ok then b.build = info end
+  end
+  return b
+end
+
+-- ---- a run ---------------------------------------------------------------------------------
+--- The folder of a finished run of this config under root, or nil.
+local function find_runs(root, name, id)
+  local listing = shell(('ls -1 %s'):format(q(root .. '/' .. name))) or ''
+  local found = {}
+  for d in listing:gmatch('[^\n]+') do
+    if d:sub(-9) == '-' .. id then found[#found + 1] = root .. '/' .. name .. '/' .. d end
+  end
+  table.sort(found)
+  return found
+end
+
+function M.finished_run(root, name, id)
+  local found = find_runs(root, name, id)
+  for i = #found, 1, -1 do
+    if exists(found[i] .. '/DONE') then return found[i] end
+  end
+  return nil
+end
+
+local function now() return os.date('!%Y-%m-%dT%H:%M:%SZ') end
+
+local function wall_clock()
+  local s = shell('date +%s.%N')
+  return tonumber(s) or os.time()
+end
+
+--- seed = run:seed(stream): a stream's seed derived from the master seed (cfg.seed, else 0).
+function Run:seed(stream)
+  stream = stream or 'default'
+  local s = tonumber(hash8(('%d/%s'):format(self.master_seed, stream)), 16)
+  self.streams[stream] = s
+  return s
+end
+
+--- gen = run:generator(stream): gm.Generator(run:seed(stream)).
+function Run:generator(stream) return gm.Generator(self:seed(stream)) end
+
+--- run:log(fmt, ...): a line to log.txt (and stderr).
+function Run:log(fmt, ...)
+  local line = select('#', ...) > 0 and fmt:format(...) or tostring(fmt)
+  self.log_lines[#self.log_lines + 1] = line
+  if not self.quiet then self:_clear_bar() io.stderr:write(line, '\n') end
+  self:_maybe_flush()
+end
+
+--- run:metric(name, value): a final metric (metrics.tsv; gmoe sweep's summary.tsv).
+function Run:metric(name, value)
+  if type(name) ~= 'string' or not name:match('^[%w_%.%-]+$') then error('metric: name must be an identifier', 2) end
+  if self.metrics[name] == nil then self.metric_order[#self.metric_order + 1] = name end
+  self.metrics[name] = value
+end
+
+local Tsv = {}
+Tsv.__index = Tsv
+
+local function cell(v)
+  if type(v) == 'number' then
+    if v ~= v then return 'NaN' end
+    if v == math.huge then return 'Inf' elseif v == -math.huge then return '-Inf' end
+    return math.type(v) == 'integer' and tostring(v) or ('%.9g'):format(v)
+  end
+  if v == nil then return 'NaN' end
+  return tostring(v)
+end
+
+--- w = run:tsv(name, columns): a TSV results file run_dir/name.tsv with a '# col1\tcol2' header.
+--- w:row(v1, v2, ...) or w:row{col = v, ...} appends a row; w:flush() replaces the file
+--- atomically (done at most every 2 s while rows come in, and when the run ends).
+function Run:tsv(name, columns)
+  if type(name) ~= 'string' or not name:match('^[%w_%-]+$') then error('tsv: name must be an identifier', 2) end
+  if type(columns) ~= 'table' or #columns == 0 then error('tsv: columns must be a non-empty array of names', 2) end
+  if self.tsvs[name] then return self.tsvs[name] end
+  local w = setmetatable({run = self, path = self.dir .. '/' .. name .. '.tsv', columns = columns, rows = {}}, Tsv)
+  self.tsvs[name] = w
+  self.tsv_order[#self.tsv_order + 1] = name
+  w:flush()
+  return w
+end
+
+function Tsv:row(first, ...)
+  local vals
+  if type(first) == 'table' then
+    vals = {}
+    for i, c in ipairs(self.columns) do vals[i] = first[c] end
+    for k in pairs(first) do
+      local known = false
+      for _, c in ipairs(self.columns) do if c == k then known = true end end
+      if not known then error(('tsv %s: unknown column %s'):format(self.path, tostring(k)), 2) end
+    end
+  else
+    vals = {first, ...}
+    if select('#', ...) + 1 ~= #self.columns then
+      error(('tsv %s: a row has %d values but there are %d columns'):format(self.path, select('#', ...) + 1, #self.columns), 2)
+    end
+  end
+  local cells = {}
+  for i = 1, #self.columns do cells[i] = cell(vals[i]) end
+  self.rows[#self.rows + 1] = table.concat(cells, '\t')
+  self.run:_maybe_flush()
+end
+
+--- w:blank(n=1): n blank lines (gnuplot blocks: one between blocks, two between data sets).
+function Tsv:blank(n)
+  for _ = 1, n or 1 do self.rows[#self.rows + 1] = '' end
+end
+
+function Tsv:flush()
+  local body = '# ' .. table.concat(self.columns, '\t') .. '\n'
+  if #self.rows > 0 then body = body .. table.concat(self.rows, '\n') .. '\n' end
+  M.write_atomic(self.path, body)
+end
+
+function Run:flush()
+  for _, n in ipairs(self.tsv_order) do self.tsvs[n]:flush() end
+  M.write_atomic(self.dir .. '/log.txt', #self.log_lines > 0 and table.concat(self.log_lines, '\n') .. '\n' or '')
+  local m = {'# name\tvalue'}
+  for _, k in ipairs(self.metric_order) do m[#m + 1] = k .. '\t' .. cell(self.metrics[k]) end
+  M.write_atomic(self.dir .. '/metrics.tsv', table.concat(m, '\n') .. '\n')
+  self.last_flush = os.time()
+end
+
+function Run:_maybe_flush()
+  if os.time() - (self.last_flush or 0) >= 2 then self:flush() end
+end
+
+-- Progress: a bar with ETA on a terminal, a plain line every 10% (or 10 s) otherwise.
+local has_term, term = pcall(require, 'gmoe.term')
+local function stderr_tty()
+  return has_term and term.isatty(2) and os.getenv('TERM') ~= 'dumb'
+end
+
+function Run:_clear_bar()
+  if self.bar_shown then io.stderr:write('\r\27[K') self.bar_shown = false end
+end
+
+local function fmt_secs(s)
+  if s ~= s or s == math.huge then return '?' end
+  if s < 60 then return ('%.0fs'):format(s) end
+  if s < 3600 then return ('%dm%02ds'):format(s // 60, math.floor(s % 60)) end
+  return ('%dh%02dm'):format(s // 3600, math.floor(s % 3600 / 60))
+end
+
+--- run:progress(done, total, note): report progress on stderr (never stdout).
+function Run:progress(done, total, note)
+  if self.quiet then return end
+  local elapsed = os.clock() - self.cpu0
+  local wall = os.time() - self.t0
+  local eta = done > 0 and (math.max(wall, elapsed) * (total - done) / done) or math.huge
+  note = note and ('  ' .. note) or ''
+  if self.tty then
+    local width = 24
+    local fill = total > 0 and math.floor(width * done / total + 0.5) or 0
+    io.stderr:write(('\r\27[K%s [%s%s] %d/%d  ETA %s%s'):format(self.exp.name, ('#'):rep(fill),
+      ('.'):rep(width - fill), done, total, fmt_secs(eta), note))
+    io.stderr:flush()
+    self.bar_shown = done < total
+    if done >= total then io.stderr:write('\n') end
+  else
+    local step = math.max(1, total // 10)
+    if done == total or done % step == 0 or os.time() - (self.last_line or 0) >= 10 then
+      io.stderr:write(('%s: %d/%d  elapsed %s  ETA %s%s\n'):format(self.exp.name, done, total, fmt_secs(wall),
+        fmt_secs(eta), note))
+      self.last_line = os.time()
+    end
+  end
+end
+
+-- root/name/latest -> the run folder (a folder of that name from older tools is moved aside).
+local function point_latest(root, name, dir)
+  local link = root .. '/' .. name .. '/latest'
+  os.execute(('if [ -d %s ] && [ ! -L %s ]; then mv %s %s; fi; ln -sfn %s %s'):format(q(link), q(link), q(link),
+    q(link .. '.old-' .. os.date('!%Y%m%d-%H%M%S')), q(dir:match('[^/]+$')), q(link)))
+end
+
+local function runs_root(opts)
+  return opts.out or os.getenv('GMOE_RUNS') or 'runs'
+end
+
+-- Execute one job in this process. Returns the run folder and whether it ran (false: skipped).
+function Exp:execute(job, opts, quiet)
+  local cfg = job.cfg
+  local id = M.config_id(cfg)
+  local root = runs_root(opts)
+  local dir = opts.dir
+  if not opts.force then
+    local done = dir and (exists(dir .. '/DONE') and read_file(dir .. '/config.lua') == config_source(cfg) and dir)
+      or (not dir and M.finished_run(root, self.name, id))
+    if done then
+      if not quiet then io.stderr:write(('%s: already done in %s (--force reruns)\n'):format(self.name, done)) end
+      if not dir then point_latest(root, self.name, done) end
+      return done, false
+    end
+  end
+  if not dir then
+    local base = root .. '/' .. self.name .. '/' .. os.date('!%Y%m%d-%H%M%S') .. '-' .. id
+    dir = base
+  end
+  mkdir_p(dir)
+  os.remove(dir .. '/DONE')
+  local run = setmetatable({exp = self, dir = dir, cfg = cfg, id = id, tsvs = {}, tsv_order = {}, metrics = {},
+                            metric_order = {}, log_lines = {}, streams = {}, quiet = quiet,
+                            tty = stderr_tty(), t0 = os.time(), cpu0 = os.clock(), last_flush = os.time(),
+                            master_seed = math.tointeger(cfg.seed) or 0}, Run)
+  M.write_atomic(dir .. '/config.lua', config_source(cfg))
+  M.write_atomic(dir .. '/overrides.txt', table.concat(job.words, '\n') .. (#job.words > 0 and '\n' or ''))
+  local meta = {name = self.name, description = self.description, id = id, config = cfg, overrides = job.words,
+                quick = opts.quick, gmoe = build_info(), git = git_info(), host = host(), command = command_line(),
+                cwd = has_term and term.getcwd() or nil, start = now(), status = 'running',
+                seeds = {master = run.master_seed, streams = run.streams}}
+  M.write_atomic(dir .. '/meta.json', json(meta) .. '\n')
+  if not quiet then
+    local lines = {}
+    for _, k in ipairs(sorted_keys(cfg)) do lines[#lines + 1] = k .. '=' .. fmt_value(cfg[k]) end
+    io.stderr:write(('%s: %s\n%s: run folder %s\n'):format(self.name, table.concat(lines, ' '), self.name, dir))
+  end
+  local w0 = wall_clock()
+  local ok, err = xpcall(self.fn, debug.traceback, cfg, run)
+  run:_clear_bar()
+  meta['end'] = now()
+  meta.wall_s = wall_clock() - w0
+  meta.cpu_s = os.clock() - run.cpu0
+  meta.status = ok and 'done' or 'failed'
+  meta.metrics = run.metrics
+  if not ok then
+    meta.error = tostring(err)
+    run.log_lines[#run.log_lines + 1] = 'error: ' .. tostring(err)
+  end
+  run:flush()
+  M.write_atomic(dir .. '/meta.json', json(meta) .. '\n')
+  if not ok then error(('%s: run failed (%s): %s'):format(self.name, dir, tostring(err)), 0) end
+  M.write_atomic(dir .. '/DONE', meta['end'] .. '\n')
+  if not opts.dir then point_latest(root, self.name, dir) end
+  if not quiet then io.stderr:write(('%s: done in %.1f s\n'):format(self.name, meta.wall_s)) end
+  return dir, true
+end
+
+local function read_metrics(dir)
+  local m, order = {}, {}
+  local text = read_file(dir .. '/metrics.tsv') or ''
+  for line in text:gmatch('[^\n]+') do
+    local k, v = line:match('^([^#][^\t]*)\t(.*)$')
+    if k then m[k] = v; order[#order + 1] = k end
+  end
+  return m, order
+end
+
+-- summary.tsv of a sweep: one row per job, the swept keys then every metric any job reported.
+local function write_summary(path, jobs, swept)
+  local mnames, seen = {}, {}
+  for _, j in ipairs(jobs) do
+    if j.dir then
+      local _, order = read_metrics(j.dir)
+      for _, k in ipairs(order) do if not seen[k] then seen[k] = true; mnames[#mnames + 1] = k end end
+    end
+  end
+  local cols = {}
+  for _, k in ipairs(swept) do cols[#cols + 1] = k end
+  cols[#cols + 1] = 'status'
+  for _, k in ipairs(mnames) do cols[#cols + 1] = k end
+  cols[#cols + 1] = 'run'
+  local lines = {'# ' .. table.concat(cols, '\t')}
+  for _, j in ipairs(jobs) do
+    local m = j.dir and read_metrics(j.dir) or {}
+    local row = {}
+    for _, k in ipairs(swept) do row[#row + 1] = cell(j.cfg[k]) end
+    row[#row + 1] = j.status or 'failed'
+    for _, k in ipairs(mnames) do row[#row + 1] = m[k] or 'NaN' end
+    row[#row + 1] = j.dir or '-'
+    lines[#lines + 1] = table.concat(row, '\t')
+  end
+  M.write_atomic(path, table.concat(lines, '\n') .. '\n')
+end
+
+local function sweep_dir(self, opts, over)
+  local words = {}
+  for _, o in ipairs(over) do words[#words + 1] = o.key .. '=' .. o.text end
+  local id = hash8((opts.quick and '--quick ' or '') .. table.concat(words, ' '))
+  local dir = runs_root(opts) .. '/' .. self.name .. '/sweep-' .. id
+  mkdir_p(dir)
+  return dir
+end
+
+--- gmoe run: run every job of the command line in this process, one after another. Returns
+--- true when all succeeded.
+function Exp:main(args)
+  local ok, err = pcall(function()
+    local opts, over = self:parse_args(args)
+    local jobs, swept = self:jobs(opts, over)
+    if opts.dir and #jobs > 1 then error(self.name .. ': --dir names one run folder; a sweep needs --out', 0) end
+    local failed = 0
+    for i, j in ipairs(jobs) do
+      if #jobs > 1 then io.stderr:write(('%s: job %d/%d: %s\n'):format(self.name, i, #jobs, table.concat(j.words, ' '))) end
+      local jok, dir, ran = pcall(self.execute, self, j, opts, false)
+      if jok then
+        j.dir, j.status = dir, ran and 'done' or 'skipped'
+      else
+        failed = failed + 1
+        io.stderr:write(tostring(dir), '\n')
+        j.dir = M.latest_any(runs_root(opts), self.name, M.config_id(j.cfg))
+      end
+    end
+    if #jobs > 1 then
+      local sdir = sweep_dir(self, opts, over)
+      write_summary(sdir .. '/summary.tsv', jobs, swept)
+      io.stderr:write(('%s: %d jobs, %d failed; summary %s/summary.tsv\n'):format(self.name, #jobs, failed, sdir))
+    end
+    if failed > 0 then error(('%s: %d of %d jobs failed'):format(self.name, failed, #jobs), 0) end
+  end)
+  if not ok then io.stderr:write(tostring(err), '\n') end
+  return ok
+end
+
+function M.latest_any(root, name, id)
+  local found = find_runs(root, name, id)
+  return found[#found]
+end
+
+-- ---- gmoe sweep ----------------------------------------------------------------------------
+local function sleep(s) os.execute('sleep ' .. s) end
+
+function Exp:sweep(script, args)
+  local opts, over = self:parse_args(args)
+  local jobs, swept = self:jobs(opts, over)
+  local sdir = sweep_dir(self, opts, over)
+  local root = runs_root(opts)
+  local common = {}
+  if opts.quick then common[#common + 1] = '--quick' end
+  if opts.force then common[#common + 1] = '--force' end
+  if opts.out then common[#common + 1] = '--out ' .. q(opts.out) end
+  local lines = {}
+  for i, j in ipairs(jobs) do
+    local w = {q(binary()), 'run', q(script)}
+    for _, c in ipairs(common) do w[#w + 1] = c end
+    for _, x in ipairs(j.words) do w[#w + 1] = q(x) end
+    j.cmd = table.concat(w, ' ')
+    lines[i] = j.cmd
+  end
+  M.write_atomic(sdir .. '/jobs.txt', table.concat(lines, '\n') .. '\n')
+  if opts.emit == 'parallel' then
+    print(sdir .. '/jobs.txt')
+    io.stderr:write(('%s: %d jobs; run them with\n  parallel -j %d --joblog %s/joblog.txt --resume-failed < %s/jobs.txt\n')
+      :format(self.name, #jobs, opts.jobs, sdir, sdir))
+    return true
+  elseif opts.emit == 'slurm' then
+    local script_text = table.concat({
+      '#!/bin/sh',
+      ('#SBATCH --job-name=%s'):format(self.name),
+      ('#SBATCH --array=0-%d%%%d'):format(#jobs - 1, opts.jobs),
+      ('#SBATCH --output=%s/slurm-%%A_%%a.out'):format(sdir),
+      ('cd %s || exit 1'):format(q(has_term and term.getcwd() or '.')),
+      ('line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" %s)'):format(q(sdir .. '/jobs.txt')),
+      'exec sh -c "$line"', ''}, '\n')
+    M.write_atomic(sdir .. '/sweep.sbatch', script_text)
+    print(sdir .. '/sweep.sbatch')
+    io.stderr:write(('%s: %d jobs; submit with  sbatch %s/sweep.sbatch\n'):format(self.name, #jobs, sdir))
+    return true
+  end
+  -- local process pool: each job in the background, its exit status into a file we poll
+  local pending, running, n_running, done_n, failed = {}, {}, 0, 0, 0
+  for i, j in ipairs(jobs) do
+    local fin = not opts.force and M.finished_run(root, self.name, M.config_id(j.cfg))
+    if fin then
+      j.dir, j.status = fin, 'skipped'
+      done_n = done_n + 1
+    else
+      pending[#pending + 1] = i
+    end
+  end
+  local total = #jobs
+  io.stderr:write(('%s: sweep of %d jobs (%d already done), -j %d, in %s\n'):format(self.name, total, done_n, opts.jobs, sdir))
+  local t0 = os.time()
+  while #pending > 0 or next(running) do
+    while #pending > 0 and n_running < opts.jobs do
+      local i = table.remove(pending, 1)
+      local rc = ('%s/job-%d.rc'):format(sdir, i)
+      os.remove(rc)
+      os.execute(('( %s > %s 2>&1; echo $? > %s.tmp && mv %s.tmp %s ) &'):format(jobs[i].cmd,
+        q(('%s/job-%d.log'):format(sdir, i)), q(rc), q(rc), q(rc)))
+      running[i] = rc
+      n_running = n_running + 1
+    end
+    sleep(0.1)
+    for i, rc in pairs(running) do
+      local s = read_file(rc)
+      if s then
+        running[i] = nil
+        n_running = n_running - 1
+        local j = jobs[i]
+        local code = tonumber(s:match('%d+'))
+        j.dir = M.latest_any(root, self.name, M.config_id(j.cfg))
+        if code == 0 then j.status = 'done' else j.status = 'failed'; failed = failed + 1 end
+        done_n = done_n + 1
+        local el = os.time() - t0
+        io.stderr:write(('%s: job %d/%d %s (%s)  %d/%d finished, %ds\n'):format(self.name, i, total,
+          j.status, table.concat(j.words, ' '), done_n, total, el))
+        if code ~= 0 then io.stderr:write(('  log: %s/job-%d.log\n'):format(sdir, i)) end
+      end
+    end
+  end
+  write_summary(sdir .. '/summary.tsv', jobs, swept)
+  print(sdir .. '/summary.tsv')
+  io.stderr:write(('%s: %d jobs, %d failed; summary %s/summary.tsv\n'):format(self.name, total, failed, sdir))
+  return failed == 0
+end
+
+-- ---- gmoe plot -----------------------------------------------------------------------------
+--- M.plot(name, run_dir=latest, opts): renders plots/<name>.gp into run_dir as PDF, PNG, SVG.
+function M.plot(name, dir, opts)
+  opts = opts or {}
+  local gp = (opts.plots or os.getenv('GMOE_PLOTS') or 'plots') .. '/' .. name .. '.gp'
+  if not exists(gp) then error(('plot: no plot script %s'):format(gp), 0) end
+  if not dir then
+    local base = runs_root(opts) .. '/' .. name
+    if exists(base .. '/latest/DONE') then
+      dir = base .. '/latest'
+    else
+      local listing = shell('ls -1 ' .. q(base)) or ''
+      for d in listing:gmatch('[^\n]+') do
+        if d:match('^%d+%-%d+%-%x+$') and exists(base .. '/' .. d .. '/DONE') then dir = base .. '/' .. d end
+      end
+    end
+    if not dir then error(('plot: no finished run of %s under %s'):format(name, base), 0) end
+  end
+  if not exists(dir .. '/DONE') and not opts.unfinished then
+    io.stderr:write(('plot: warning: %s has no DONE (unfinished run)\n'):format(dir))
+  end
+  local gnuplot = os.getenv('GMOE_GNUPLOT') or 'gnuplot'
+  local outs = {}
+  for _, fmt in ipairs {'pdf', 'png', 'svg'} do
+    local out = dir .. '/' .. name .. '.' .. fmt
+    local tmpname = dir .. '/.' .. name .. '.tmp.' .. fmt
+    local cmd = ('%s -e %s %s 2>&1'):format(q(gnuplot),
+      q(("dir='%s'; fmt='%s'; out='%s'"):format(dir, fmt, tmpname)), q(gp))
+    local p = io.popen(cmd)
+    local msg = p:read('a')
+    local ok = p:close()
+    if not ok or not exists(tmpname) then
+      os.remove(tmpname)
+      error(('plot: gnuplot failed on %s (%s):\n%s'):format(gp, fmt, msg), 0)
+    end
+    if msg ~= '' then io.stderr:write(msg) end
+    assert(os.rename(tmpname, out))
+    outs[#outs + 1] = out
+  end
+  return outs
+end
+
+-- ---- command line --------------------------------------------------------------------------
+local function load_experiment(script)
+  M.loading = true
+  local chunk, err = loadfile(script)
+  if not chunk then M.loading = false error(err, 0) end
+  local ok, e = pcall(chunk)
+  M.loading = false
+  if not ok then error(e, 0) end
+  if getmetatable(e) ~= Exp then error(script .. ': does not return gm.experiment{...}', 0) end
+  return e
+end
+M.load = load_experiment
+
+local USAGE = [[
+usage: gmoe run experiments/NAME.lua [--quick] [--force] [--out ROOT | --dir DIR] [key=value | key=a,b,c | key=1..9 ...]
+       gmoe sweep experiments/NAME.lua [--quick] [--force] [--out ROOT] [-j N] [--emit parallel|slurm] key=a,b,c ...
+       gmoe plot NAME [RUN_DIR]   (renders plots/NAME.gp to PDF, PNG and SVG in the run folder; latest run by default)
+Run folders go to ROOT/NAME/<timestamp>-<config id>/ (ROOT: --out, else $GMOE_RUNS, else runs);
+plot scripts come from $GMOE_PLOTS, else plots.]]
+
+--- M.cli(cmd, args): gmoe sweep / gmoe plot. Returns true on success (errors are reported).
+function M.cli(cmd, args)
+  local ok, res = pcall(function()
+    if args[1] == '-h' or args[1] == '--help' then print(USAGE) return true end
+    if cmd == 'sweep' then
+      local script = args[1]
+      if not script then error('sweep: missing the experiment script\n' .. USAGE, 0) end
+      local e = load_experiment(script)
+      return e:sweep(script, {table.unpack(args, 2)})
+    elseif cmd == 'plot' then
+      local name, dir = args[1], args[2]
+      if not name then error('plot: missing the experiment name\n' .. USAGE, 0) end
+      name = name:gsub('^.*/', ''):gsub('%.lua$', ''):gsub('%.gp$', '')
+      for _, o in ipairs(M.plot(name, dir)) do print(o) end
+      return true
+    end
+    error('gmoe: unknown command ' .. tostring(cmd) .. '\n' .. USAGE, 0)
+  end)
+  if not ok then io.stderr:write('gmoe ', cmd, ': ', tostring(res), '\n') return false end
+  return res
+end
+
+doc.add('gm.experiment',
+  'gm.experiment{name=, description=, config={key=default}, quick={key=value}, choices={key={...}}, ' ..
+  'check=function(cfg), run=function(cfg, run)} -> experiment',
+  'Declares an experiment. Config values are numbers, integers, strings or booleans; their defaults ' ..
+  'type the overrides. Run as a script (gmoe run experiments/NAME.lua [--quick] [--force] [--out ROOT | ' ..
+  '--dir DIR] [key=v | key=a,b,c | key=1..9 ...]) it resolves defaults, then the quick preset, then ' ..
+  'the overrides (an unknown key is an error naming the nearest key), expands lists into a sweep ' ..
+  '(summary.tsv), and runs each job in ROOT/NAME/<UTC timestamp>-<config id>/ (ROOT: --out, ' ..
+  '$GMOE_RUNS, else runs; ROOT/NAME/latest points at the last one): config.lua, overrides.txt, ' ..
+  'meta.json (version, git commit and dirty flag, BLAS, threads, CUDA, host, command, seeds, start, ' ..
+  'end, wall time, status), the TSV files, metrics.tsv, log.txt and DONE last, each written ' ..
+  'atomically. A finished run of the same config is skipped unless --force. Inside run(cfg, run): ' ..
+  'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank(); run:metric(name, v); ' ..
+  'run:log(fmt, ...); run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
+  'lines otherwise); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..
+  'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N [--emit ' ..
+  'parallel|slurm]` runs the jobs in N processes (or writes jobs.txt / an sbatch array) and resumes; ' ..
+  '`gmoe plot NAME [run-dir]` renders plots/NAME.gp (given dir, fmt, out) to PDF, PNG and SVG in the run.',
+  {example = 'return gm.experiment{name="demo", config={n=100, seed=1}, quick={n=10},\n' ..
+     '  run=function(cfg, run) local w = run:tsv("out", {"i", "v"}) for i = 1, cfg.n do w:row(i, i * i) end end}'})
+
+return setmetatable(M, {__call = function(_, spec) return M.define(spec) end})

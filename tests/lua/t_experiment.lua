@@ -1,0 +1,209 @@
+-- t_experiment.lua: the experiment runner (gmoe.experiment). A tiny experiment script in a
+-- temporary folder is resolved in-process (schema, overrides and their errors, sweeps), then run
+-- through the gmoe binary: run folders (config.lua, meta.json, TSV, log, DONE), a clean stdout,
+-- resume-skip and --force, failures, `gmoe run` sweeps, `gmoe sweep -j` (pool, summary, resume,
+-- --emit), atomic files and `gmoe plot` on a tiny run producing PDF, PNG and SVG.
+package.path = 'tests/?.lua;' .. package.path
+local tap = require 'tap'
+local gm = require 'gmoe'
+local E = gm.experiment
+local q = tap.q
+
+local tmp = os.tmpname()
+os.remove(tmp)
+os.execute('mkdir -p ' .. q(tmp))
+local runs = tmp .. '/runs'
+local script = tmp .. '/tiny.lua'
+tap.spit(script, [[
+local gm = require 'gmoe'
+return gm.experiment {
+  name = 'tiny', description = 'a toy experiment for the runner tests',
+  config = {n = 3, lr = 0.5, mode = 'a', flag = false, seed = 7, fail = false},
+  quick = {n = 2},
+  choices = {mode = {'a', 'b'}},
+  run = function(cfg, run)
+    local w = run:tsv('values', {'i', 'v'})
+    for i = 1, cfg.n do w:row(i, i * cfg.lr) ; run:progress(i, cfg.n) end
+    run:metric('total', cfg.n * cfg.lr)
+    run:log('mode %s', cfg.mode)
+    run:seed('data')
+    if cfg.fail then error('boom') end
+    print('stdout-line')
+  end,
+}
+]])
+
+local function ls(dir)
+  local p = io.popen('ls -1A ' .. q(dir) .. ' 2>/dev/null')
+  local out = {}
+  for l in p:read('a'):gmatch('[^\n]+') do out[#out + 1] = l end
+  p:close()
+  return out
+end
+local function run_dirs()
+  local out = {}
+  for _, d in ipairs(ls(runs .. '/tiny')) do if d:match('^%d+%-%d+%-%x+$') then out[#out + 1] = d end end
+  return out
+end
+local env = 'GMOE_RUNS=' .. q(runs)
+
+-- ---- schema and overrides, in-process --------------------------------------------------------
+local e = E.load(script)
+tap.is(e.name, 'tiny', 'loading a script gives its experiment without running it')
+tap.is(#run_dirs(), 0, 'loading runs nothing')
+tap.errors(function() E{name = 'x', config = {}} end, 'run must be a function', 'run is required')
+tap.errors(function() E{name = 'x', config = {a = {}}, run = print} end, 'config.a must be a number', 'config values are typed scalars')
+tap.errors(function() E{name = 'x', config = {steps = 1}, quick = {stesp = 2}, run = print} end,
+  'did you mean "steps"', 'a quick preset with an unknown key suggests the nearest')
+tap.errors(function() E{name = 'x', config = {out = 'a'}, run = print} end, 'reserved', 'runner keys are reserved')
+tap.errors(function() E{name = 'x', config = {steps = 1}, quick = {steps = 'a'}, run = print} end,
+  'quick.steps is a string', 'quick preset types are checked')
+
+local function resolve(words)
+  local opts, over = e:parse_args(words)
+  return e:jobs(opts, over)
+end
+local jobs = resolve {}
+tap.ok(#jobs == 1 and jobs[1].cfg.n == 3 and jobs[1].cfg.mode == 'a', 'defaults')
+jobs = resolve {'--quick'}
+tap.is(jobs[1].cfg.n, 2, '--quick applies the preset')
+jobs = resolve {'--quick', 'n=9', 'lr=2', 'mode=b', 'flag=true'}
+local c = jobs[1].cfg
+tap.ok(c.n == 9 and math.type(c.n) == 'integer' and c.lr == 2.0 and math.type(c.lr) == 'float' and c.mode == 'b'
+  and c.flag == true, 'overrides are typed by their defaults and beat the preset')
+tap.errors(function() resolve {'nn=3'} end, 'unknown config key "nn", did you mean "n"', 'unknown key suggests the nearest')
+tap.errors(function() resolve {'mdoe=a'} end, 'did you mean "mode"', 'transposed letters suggest the key')
+tap.errors(function() resolve {'n=1.5'} end, 'n must be an integer, got "1.5"', 'integer keys reject fractions')
+tap.errors(function() resolve {'lr=fast'} end, 'lr must be a number', 'number keys reject words')
+tap.errors(function() resolve {'flag=maybe'} end, 'flag must be true or false', 'booleans')
+tap.errors(function() resolve {'mode=c'} end, 'mode must be one of a, b', 'choices are checked')
+tap.errors(function() resolve {'--fast'} end, 'expected %-%-quick', 'unknown options are errors')
+tap.errors(function() resolve {'n=1', 'n=2'} end, 'n given twice', 'a key given twice')
+jobs = resolve {'n=1,2', 'mode=a,b'}
+tap.is(#jobs, 4, 'comma lists expand into a cartesian sweep')
+tap.ok(jobs[1].cfg.n == 1 and jobs[1].cfg.mode == 'a' and jobs[4].cfg.n == 2 and jobs[4].cfg.mode == 'b', 'sweep order')
+jobs = resolve {'seed=1..5'}
+tap.ok(#jobs == 5 and jobs[5].cfg.seed == 5, 'a..b ranges expand integer keys')
+tap.isnt = tap.isnt or function(a, b, name) tap.ok(a ~= b, name) end
+tap.is(E.config_id(resolve{'n=4'}[1].cfg), E.config_id(resolve{'n=4'}[1].cfg), 'the config id is stable')
+tap.ok(E.config_id(resolve{'n=4'}[1].cfg) ~= E.config_id(resolve{'n=5'}[1].cfg), 'configs differ, ids differ')
+
+-- ---- atomic files ------------------------------------------------------------------------
+local af = tmp .. '/atomic.txt'
+E.write_atomic(af, 'one\n')
+E.write_atomic(af, 'two\n')
+tap.is(tap.slurp(af), 'two\n', 'write_atomic replaces the file')
+local leftovers = 0
+for _, f in ipairs(ls(tmp)) do if f:match('%.tmp') then leftovers = leftovers + 1 end end
+tap.is(leftovers, 0, 'write_atomic leaves no temporary file')
+
+-- ---- a run through the binary ----------------------------------------------------------------
+local code, out, err = tap.run(q(script) .. ' --quick mode=b', {env = env})
+tap.is(code, 0, 'gmoe run tiny.lua succeeds', err)
+tap.is(out, 'stdout-line\n', 'stdout carries only what the experiment prints')
+tap.like(err, 'tiny: 2/2', 'progress goes to stderr as plain lines without a terminal')
+local dirs = run_dirs()
+tap.is(#dirs, 1, 'one run folder')
+local dir = runs .. '/tiny/' .. (dirs[1] or '?')
+tap.like(dirs[1] or '', '^%d%d%d%d%d%d%d%d%-%d%d%d%d%d%d%-%x%x%x%x%x%x%x%x$', 'folder named <timestamp>-<id>')
+local files = table.concat(ls(dir), ' ')
+for _, f in ipairs {'config.lua', 'meta.json', 'values.tsv', 'log.txt', 'metrics.tsv', 'DONE'} do
+  tap.like(' ' .. files .. ' ', ' ' .. f:gsub('%.', '%%.') .. ' ', 'run folder holds ' .. f)
+end
+tap.unlike = tap.unlike or function(s, p, name) tap.ok(not tostring(s):find(p), name, s) end
+tap.unlike(files, '%.tmp', 'no temporary files left in the run folder')
+local cfg = dofile(dir .. '/config.lua')
+tap.ok(cfg.n == 2 and cfg.mode == 'b' and cfg.lr == 0.5 and cfg.flag == false and cfg.seed == 7,
+  'config.lua loads back as the resolved config')
+tap.is(tap.slurp(dir .. '/values.tsv'), '# i\tv\n1\t0.5\n2\t1\n', 'TSV results with a # header')
+tap.like(tap.slurp(dir .. '/log.txt'), 'mode b', 'run:log lines land in log.txt')
+tap.like(tap.slurp(dir .. '/metrics.tsv'), 'total\t1', 'run:metric lands in metrics.tsv')
+local meta = tap.slurp(dir .. '/meta.json')
+for _, pat in ipairs {'"status": "done"', '"version": "0%.%d', '"git": {', '"host": "', '"command": "[^"]*tiny%.lua',
+                      '"blas": "', '"threads": %d', '"cuda": "none"', '"master": 7', '"data": %d+', '"start": "%d%d%d%d%-',
+                      '"end": "', '"wall_s": [%d.]', '"quick": true', '"mode": "b"'} do
+  tap.like(meta, pat, 'meta.json has ' .. pat:gsub('%%', ''))
+end
+if os.execute('git rev-parse HEAD >/dev/null 2>&1') then
+  tap.like(meta, '"commit": "%x+"', 'meta.json has the git commit')
+  tap.like(meta, '"dirty": [tf]', 'meta.json has the dirty flag')
+else
+  tap.skip('meta.json has the git commit', 'not in a git checkout')
+  tap.skip('meta.json has the dirty flag', 'not in a git checkout')
+end
+tap.is(tap.slurp(dir .. '/DONE') ~= '', true, 'DONE written')
+
+code, out, err = tap.run(q(script) .. ' --quick mode=b', {env = env})
+tap.ok(code == 0 and #run_dirs() == 1, 'the same config again is skipped', err)
+tap.like(err, 'already done', 'the skip is reported')
+code, out, err = tap.run(q(script) .. ' --quick mode=b --force', {env = env})
+tap.ok(code == 0 and not err:find('already done') and err:find('done in'), '--force runs it again', err)
+
+code, out, err = tap.run(q(script) .. ' n=1 fail=true', {env = env})
+tap.ok(code ~= 0, 'a failing run exits non-zero')
+tap.like(err, 'boom', 'and reports the error')
+local failed
+for _, d in ipairs(run_dirs()) do
+  if tap.slurp(runs .. '/tiny/' .. d .. '/meta.json'):find('"status": "failed"') then failed = d end
+end
+tap.ok(failed ~= nil, 'meta.json of the failed run says failed')
+tap.ok(failed and not io.open(runs .. '/tiny/' .. failed .. '/DONE'), 'no DONE for a failed run')
+
+code, out, err = tap.run(q(script) .. ' --quick lr=1,2 --out ' .. q(tmp .. '/other'), {env = env})
+tap.is(code, 0, 'gmoe run with a comma list runs a sweep', err)
+local sweeps = {}
+for _, d in ipairs(ls(tmp .. '/other/tiny')) do if d:match('^sweep%-') then sweeps[#sweeps + 1] = d end end
+tap.is(#sweeps, 1, '--out sets the runs root; the sweep has a folder')
+local summary = tap.slurp(tmp .. '/other/tiny/' .. (sweeps[1] or '?') .. '/summary.tsv')
+tap.like(summary, '^# lr\tstatus\ttotal\trun\n1\tdone\t2\t', 'summary.tsv: swept keys, status, metrics')
+
+-- ---- gmoe sweep ------------------------------------------------------------------------------
+code, out, err = tap.run('sweep ' .. q(script) .. ' --quick n=1..4 mode=b -j 2', {env = env})
+tap.is(code, 0, 'gmoe sweep -j 2 runs the jobs', err)
+local spath = out:match('(%S+summary%.tsv)')
+local srows = {}
+for l in tap.slurp(spath or '?'):gmatch('[^\n]+') do srows[#srows + 1] = l end
+tap.is(#srows, 5, 'summary.tsv: header and one row per job')
+tap.is(srows[1], '# n\tstatus\ttotal\trun', 'summary.tsv header')
+tap.like(srows[5] or '', '^4\tdone\t2\t', 'summary row: swept key, status, final metric')
+tap.like(srows[3] or '', '^2\tskipped\t', 'a job finished earlier (same config) is skipped')
+code, out, err = tap.run('sweep ' .. q(script) .. ' --quick n=1..4 mode=b -j 2', {env = env})
+tap.ok(code == 0 and err:find('4 already done'), 'a re-run sweep resumes: every job already done', err)
+code, out = tap.run('sweep ' .. q(script) .. ' n=5,6 --emit parallel', {env = env})
+local jobs_txt = tap.slurp(out:match('(%S+jobs%.txt)') or '?')
+tap.like(jobs_txt, "run '[^']*tiny%.lua' 'n=5'\n", '--emit parallel writes one command per job')
+code, out = tap.run('sweep ' .. q(script) .. ' n=5,6 --emit slurm -j 3', {env = env})
+local sb = tap.slurp(out:match('(%S+%.sbatch)') or '?')
+tap.like(sb, '#SBATCH %-%-array=0%-1%%3', '--emit slurm writes an array script')
+tap.like(sb, 'SLURM_ARRAY_TASK_ID', 'the array task picks its line')
+code, out, err = tap.run('sweep ' .. q(script) .. ' nn=5,6', {env = env})
+tap.ok(code ~= 0 and err:find('did you mean "n"'), 'gmoe sweep checks keys too', err)
+
+-- ---- gmoe plot -------------------------------------------------------------------------------
+if os.execute('command -v gnuplot >/dev/null 2>&1') then
+  local plots = tmp .. '/plots'
+  os.execute('mkdir -p ' .. q(plots))
+  tap.spit(plots .. '/tiny.gp', [[
+load 'plots/style.gp'
+eval term_cmd(fmt, COL, 1.5)
+set output out
+plot dir . '/values.tsv' using 1:2 with linespoints lt 1 title 'v'
+]])
+  code, out, err = tap.run('plot tiny', {env = env .. ' GMOE_PLOTS=' .. q(plots)})
+  tap.is(code, 0, 'gmoe plot renders the latest run', err)
+  for _, ext in ipairs {'pdf', 'png', 'svg'} do
+    local p = runs .. '/tiny/latest/tiny.' .. ext
+    local f = io.open(p, 'rb')
+    local size = f and f:seek('end') or 0
+    if f then f:close() end
+    tap.ok(size > 500, 'gmoe plot writes a non-empty ' .. ext, 'size ' .. size)
+  end
+  tap.like(out, 'tiny%.svg', 'gmoe plot prints the files it wrote')
+  code, out, err = tap.run('plot nosuch', {env = env .. ' GMOE_PLOTS=' .. q(plots)})
+  tap.ok(code ~= 0 and err:find('no plot script'), 'a missing plot script is an error', err)
+else
+  tap.skip('gmoe plot', 'gnuplot not installed')
+end
+
+os.execute('rm -rf ' .. q(tmp))
+tap.done()
