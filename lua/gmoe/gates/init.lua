@@ -1,5 +1,5 @@
 -- gmoe.gates: gm.gates, the gate zoo. M.Gate is the base class of every gate (the setup/forward
--- protocol of notes/GATES.md); the basic gates (gmoe.gates.basic) and helper modules
+-- protocol documented at gm.gates.Gate); the basic gates (gmoe.gates.basic) and helper modules
 -- (gmoe.gates.trees, gmoe.gates.permuted) are merged into this table.
 -- Protocol: a gate is built from options only; gate:setup(d_model, experts) allocates the
 -- router (gm.nn.Linear(d_model, experts, bias=false) named `router`, unless the gate needs

@@ -65,7 +65,7 @@ local ACTS = {
 
 -- ---- a minimal top-k gate (used when gm.gates is absent) --------------------------------
 -- Router Linear(d_model, E, no bias) -> softmax -> top-k, weights renormalised over the k;
--- returns the gate result table of notes/GATES.md.
+-- returns the gate result table of the gm.gates protocol (see ?gm.gates.Gate).
 local TopKRouter = Module:extend('MoETopKRouter')
 M.TopKRouter = TopKRouter
 function TopKRouter:init(o)
