@@ -19,7 +19,7 @@ typedef struct lstate {
 } lstate;
 
 static char TENSOR_MT, GEN_MT, PARAMS_MT, CTX_MT;
-#define GC_STEP_BYTES ((size_t)4 << 20)
+#define GC_STEP_BYTES ((size_t)1 << 20)
 
 static lstate *lstate_of(lua_State *L) { return *(lstate **)lua_getextraspace(L); }
 gm_ctx *gm_lua_ctx(lua_State *L) { return lstate_of(L)->ctx; }
@@ -72,7 +72,9 @@ static void push_tensor_mt(lua_State *L, gm_tensor *t, int mt) {
     /* Tell the collector about tensor bytes so loops stay bounded without collectgarbage(). */
     if (t->storage->refcount == 1) {
         lstate *s = lstate_of(L);
-        s->pending += t->storage->nbytes;
+        /* data plus the allocator header and the tensor and storage structs: counting data
+         * alone lets small tensors pile up between collections, draining the engine's pools */
+        s->pending += t->storage->nbytes + 64 + sizeof(gm_tensor) + sizeof(gm_storage);
         if (s->pending > GC_STEP_BYTES) {
             int kb = (int)(s->pending >> 10);
             s->pending = 0;
