@@ -2,7 +2,8 @@
 -- (experiments/temperature_gates.lua) runs through the runner into a temporary folder; its TSV
 -- files have their columns, every fit finished, and the fitted log-log slopes of the activation
 -- gates' Voronoi loss and of the density error are negative. Renders its figure when gnuplot is
--- installed.
+-- installed. Reproduction 2 (experiments/topk_gating_rates.lua) likewise: columns, no divergence,
+-- the exact-specified arm's Voronoi loss falls with n, and its figure renders.
 package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
 local q = tap.q
@@ -66,5 +67,43 @@ else
   tap.skip('gmoe plot temperature_gates', 'gnuplot not installed')
 end
 
+os.execute('rm -rf ' .. q(dir))
+
+-- Reproduction 2: top-K sparse softmax gates
+dir = os.tmpname()
+os.remove(dir)
+code, out, err = tap.run('run experiments/topk_gating_rates.lua --quick points=3 reps=3 steps=200 --dir ' .. q(dir))
+tap.is(code, 0, 'topk_gating_rates runs at a toy size', err)
+tap.is(out, '', 'topk_gating_rates: stdout stays clean')
+tap.ok(io.open(dir .. '/DONE') ~= nil, 'topk_gating_rates finished (DONE)')
+header, fits = read_tsv(dir .. '/fits.tsv')
+tap.is(header, 'setting\tk\tK\tn\trep\tnll\tvoronoi\tparam\tdensity\tcut1\tcut2\tdiverged', 'topk fits.tsv columns')
+tap.is(#fits, 3 * 3 * 3, 'one row per fit (3 settings x 3 n x 3 reps)')
+diverged = 0
+for _, r in ipairs(fits) do diverged = diverged + (tonumber(r[12]) or 1) end
+tap.is(diverged, 0, 'no top-K fit diverged')
+header = read_tsv(dir .. '/curves.tsv')
+tap.is(header, 'n\tvoronoi\tv_lo\tv_hi\tparam\tp_lo\tp_hi\tdensity\td_lo\td_hi\tfits\tdiverged', 'topk curves.tsv columns')
+sh, slopes = read_tsv(dir .. '/slopes.tsv')
+tap.is(sh, 'setting\tmetric\tslope\tslope_se', 'topk slopes.tsv columns')
+slope = {}
+for _, r in ipairs(slopes) do slope[r[1] .. '/' .. r[2]] = tonumber(r[3]) end
+tap.ok(slope['exact/voronoi'] and slope['exact/voronoi'] < 0, 'top-1 exact-specified: the Voronoi loss falls with n',
+  tostring(slope['exact/voronoi']))
+tap.ok(slope['exact/density'] and slope['exact/density'] < -0.2, 'top-1 exact-specified: the density error falls with n',
+  tostring(slope['exact/density']))
+tap.like(tap.slurp(dir .. '/layout.gp'), 'settings = "exact over_small over_enough"', 'topk layout.gp names the data sets')
+if os.execute('command -v gnuplot >/dev/null 2>&1') then
+  code, out, err = tap.run('plot topk_gating_rates ' .. q(dir))
+  tap.is(code, 0, 'gmoe plot topk_gating_rates renders the toy run', err)
+  for _, ext in ipairs {'pdf', 'png', 'svg'} do
+    local f = io.open(dir .. '/topk_gating_rates.' .. ext, 'rb')
+    local size = f and f:seek('end') or 0
+    if f then f:close() end
+    tap.ok(size > 1000, 'topk_gating_rates.' .. ext .. ' is non-empty', 'size ' .. size)
+  end
+else
+  tap.skip('gmoe plot topk_gating_rates', 'gnuplot not installed')
+end
 os.execute('rm -rf ' .. q(dir))
 tap.done()
