@@ -24,7 +24,7 @@ local function session(steps, env)
     feed[#feed + 1] = ('sleep %s'):format(s[1])
   end
   feed[#feed + 1] = "printf '\\004'; sleep 0.5"
-  local cmd = ('(%s) | %s TERM=dumb GMOE_HISTORY=/dev/null timeout 60 script -qfec %s /dev/null > %s 2>&1')
+  local cmd = ('(%s) | %s TERM=dumb GMOE_HISTORY=/dev/null timeout 180 script -qfec %s /dev/null > %s 2>&1')
     :format(table.concat(feed, '; '), env or 'NO_COLOR=1',
             q('stty cols 100 rows 30; exec ' .. q(tap.gmoe_path())), q(out))
   local t0 = os.time()
