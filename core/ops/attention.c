@@ -1,13 +1,44 @@
 /* attention.c: rules of the sequence-mixer ops: sdpa (fused scaled dot-product attention, its
  * backward recomputing probabilities from the saved log-sum-exp) and causal_conv1d (depthwise
- * causal convolution along time). Both run dedicated CPU kernels (kernels/cpu/attention.c) on
- * contiguous operands; the rules check shapes so the kernels never see a bad layout. */
+ * causal convolution along time). Both run dedicated CPU kernels (kernels/cpu/attention.c);
+ * sdpa reads q, k, v (and dO) through their strides when their rows are gemm-readable, every other
+ * operand is made contiguous; the rules check shapes so the kernels never see a bad layout. */
 #include <math.h>
 
 #include "internal.h"
 #include "sample.h"
 
 /* ---- sdpa ----------------------------------------------------------------------------------- */
+
+/* q, k, v and dO go to the kernel as they are when each head's rows form a matrix the gemms can
+ * read (last dim contiguous, row stride at least the row length; batch and head strides free),
+ * as the [B, T, H, Dh] -> [B, H, T, Dh] transpose of a projection does; otherwise a contiguous
+ * copy. */
+static gm_status sdpa_operand(gm_ctx *c, gm_tensor *x, gm_tensor **out) {
+    int64_t d = x->shape[3] > 1 ? x->shape[3] : 1;
+    if ((x->shape[3] <= 1 || x->stride[3] == 1) && x->stride[2] >= d && x->stride[0] >= 0 && x->stride[1] >= 0 &&
+        x->stride[2] <= INT32_MAX) {
+        *out = gm_tensor_retain(x);
+        return GM_OK;
+    }
+    return gm_tensor_contiguous(c, x, out);
+}
+
+/* A new [B, H, T, D] tensor laid out in memory like ref: [B, T, H, D] order (a transposed view)
+ * when ref's heads lie inside its time steps, as for heads split off a projection; then
+ * out:transpose(1, 2) is contiguous and merging the heads back costs no copy. Contiguous otherwise. */
+static gm_status sdpa_alloc_like(gm_ctx *c, const gm_tensor *ref, const int64_t *shape, gm_tensor **out) {
+    if (!(shape[1] > 1 && shape[2] > 1 && ref->stride[1] < ref->stride[2]))
+        return gm_tensor_new(c, ref->dtype, gm_tensor_device(ref), 4, shape, out);
+    int64_t ms[4] = {shape[0], shape[2], shape[1], shape[3]}, st4[4];
+    gm_tensor *m = NULL;
+    gm_status st = gm_tensor_new(c, ref->dtype, gm_tensor_device(ref), 4, ms, &m);
+    if (st != GM_OK) return st;
+    st4[0] = shape[1] * shape[2] * shape[3], st4[1] = shape[3], st4[2] = shape[1] * shape[3], st4[3] = 1;
+    st = gm_tensor_view(c, m, 4, shape, st4, m->offset, out);
+    gm_tensor_release(m);
+    return st;
+}
 
 static gm_status sdpa_check(gm_ctx *c, gm_tensor **in, const gm_params *p, double *scale) {
     char b1[64], b2[64], b3[64];
@@ -40,10 +71,10 @@ static gm_status sdpa_fwd(gm_ctx *c, gm_opcall *o) {
     gm_status st = sdpa_check(c, o->in, o->p, &scale);
     if (st != GM_OK) return st;
     gm_tensor *ic[3] = {NULL, NULL, NULL};
-    for (int i = 0; i < 3 && st == GM_OK; i++) st = gm_tensor_contiguous(c, o->in[i], &ic[i]);
+    for (int i = 0; i < 3 && st == GM_OK; i++) st = sdpa_operand(c, o->in[i], &ic[i]);
     const int64_t *qs = o->in[0]->shape;
     int64_t os[4] = {qs[0], qs[1], qs[2], o->in[2]->shape[3]};
-    if (st == GM_OK) st = gm_tensor_new(c, ic[0]->dtype, gm_tensor_device(ic[0]), 4, os, &o->out[0]);
+    if (st == GM_OK) st = sdpa_alloc_like(c, ic[0], os, &o->out[0]);
     if (st == GM_OK) st = gm_tensor_new(c, ic[0]->dtype, gm_tensor_device(ic[0]), 3, os, &o->out[1]);
     if (st == GM_OK) {
         gm_kargs e = {0};
@@ -62,13 +93,14 @@ static gm_status sdpa_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     gm_tensor *all[3] = {NULL, NULL, NULL};
     for (int j = 0; j < 3 && st == GM_OK; j++) {
         gm_tensor *t = n->in[j];
-        st = gm_tensor_new(c, t->dtype, gm_tensor_device(t), 4, t->shape, &all[j]);
+        st = sdpa_alloc_like(c, t, t->shape, &all[j]);
     }
     gm_tensor *ic[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    for (int i = 0; i < 3 && st == GM_OK; i++) st = gm_tensor_contiguous(c, n->in[i], &ic[i]);
-    for (int i = 0; i < 2 && st == GM_OK; i++) st = gm_tensor_contiguous(c, n->saved_out[i], &ic[3 + i]);
+    for (int i = 0; i < 3 && st == GM_OK; i++) st = sdpa_operand(c, n->in[i], &ic[i]);
+    if (st == GM_OK) st = sdpa_operand(c, n->saved_out[0], &ic[3]);
+    if (st == GM_OK) st = gm_tensor_contiguous(c, n->saved_out[1], &ic[4]);
     if (st == GM_OK)
-        st = gout[0] ? gm_tensor_contiguous(c, gout[0], &ic[5])
+        st = gout[0] ? sdpa_operand(c, gout[0], &ic[5])
                      : gm_tensor_zeros(c, ic[3]->dtype, gm_tensor_device(ic[3]), 4, ic[3]->shape, &ic[5]);
     if (st == GM_OK && gout[1]) st = gm_tensor_contiguous(c, gout[1], &ic[6]);
     if (st == GM_OK) {

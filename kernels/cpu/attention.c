@@ -1,8 +1,8 @@
 /* attention.c (cpu): fused scaled dot-product attention and the depthwise causal convolution.
- * sdpa works one head at a time: the head's q, k, v are copied into f64 scratch (so one code
- * path serves f32 and f64 and f32 accumulates in f64), then each block of 64 query rows computes
- * its scores, softmax and output with gemms; the backward recomputes each block's probabilities
- * from the saved log-sum-exp (FlashAttention's recomputation, blocked over queries only). Heads
+ * sdpa works one head at a time, reading the head's q, k, v in place (strided rows) in their own
+ * dtype: each block of 64 query rows computes its scores, softmax and output with gemms; the
+ * backward recomputes each block's probabilities from the saved log-sum-exp (FlashAttention's
+ * recomputation, blocked over queries only). Heads
  * are split over threads; every head's result is computed by one thread in a fixed order, so the
  * bits do not depend on the thread count. */
 #include <cblas.h>
@@ -44,114 +44,209 @@ static inline double dot(const double *x, const double *y, int64_t n) {
 
 /* ---- sdpa ----------------------------------------------------------------------------------- */
 /* Query rows go in blocks of BR: one block's scores [BR, S] (and, in the backward, their
- * gradient) are the only part of the T x S matrix in memory, per thread. The products are f64
- * gemms (OpenBLAS held to one thread inside the head loop, as expert_mm does). */
+ * gradient) are the only part of the T x S matrix in memory, per thread. q, k, v and dO are read
+ * in place through their strides (any layout whose last dim is contiguous, such as the
+ * [B, T, H, Dh] -> [B, H, T, Dh] transpose of a fused qkv projection): each head's rows are a
+ * matrix with leading dimension stride[2]. The products are gemms in the operands' dtype (sgemm
+ * for f32, dgemm for f64; OpenBLAS held to one thread inside the head loop, as expert_mm does);
+ * outputs (rows contiguous, laid out like q by the rule) are written by the gemms directly, dK
+ * and dV accumulated over blocks in place. Softmax statistics: the row max in the dtype, the row sum and D_t = dO_t . O_t in f64;
+ * f32 exponentials go through 8-lane blocks (libmvec's expf where available, as the pointwise
+ * kernels do), every element through the same block, so values do not depend on position. */
 #define BR 64
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__GLIBC__) && defined(__GLIBC_PREREQ)
+#if __GLIBC_PREREQ(2, 35)
+#define ATT_LIBMVEC 1
+#endif
+#endif
+#ifndef __AVX__
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+typedef float v8f __attribute__((vector_size(32)));
+#ifdef ATT_LIBMVEC
+#include <immintrin.h>
+__m256 _ZGVdN8v_expf(__m256 x);
+static inline v8f v8_expf(v8f x) { return (v8f)_ZGVdN8v_expf((__m256)x); }
+#else
+static inline v8f v8_expf(v8f x) {
+    for (int i = 0; i < 8; i++) x[i] = expf(x[i]);
+    return x;
+}
+#endif
+
+/* p[j] = exp(p[j] - m) for j < n, in 8-lane blocks (the tail padded); returns the sum in f64. */
+static double exp_shift_f32(float *p, int64_t n, float m) {
+    double l = 0;
+    int64_t j = 0;
+    v8f vm = {m, m, m, m, m, m, m, m};
+    for (; j + 8 <= n; j += 8) {
+        v8f x;
+        memcpy(&x, p + j, sizeof x);
+        x = v8_expf(x - vm);
+        memcpy(p + j, &x, sizeof x);
+        for (int i = 0; i < 8; i++) l += x[i];
+    }
+    if (j < n) {
+        v8f x = vm;
+        memcpy(&x, p + j, (size_t)(n - j) * sizeof(float));
+        x = v8_expf(x - vm);
+        memcpy(p + j, &x, (size_t)(n - j) * sizeof(float));
+        for (int64_t i = 0; i < n - j; i++) l += x[i];
+    }
+    return l;
+}
 
 typedef struct {
     const gm_kargs *a;
-    int64_t T, S, Dh, Dv;
-    bool causal, bwd, has_glse;
+    int64_t H, T, S, Dh, Dv;
+    bool causal, bwd, has_glse, f32;
     double scale;
     int stop, oom;
 } sdpa_work;
 
 static inline int ld(int64_t n) { return n > 0 ? (int)n : 1; }
 
+/* C = alpha op(A) op(B) + beta C in the work's dtype (pointers to f32 or f64). */
+static void gemm(const sdpa_work *w, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const void *A,
+                 int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc) {
+    enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+    if (w->f32)
+        cblas_sgemm(CblasRowMajor, TA, TB, (int)m, (int)n, (int)k, (float)alpha, A, ld(lda), B, ld(ldb), (float)beta,
+                    C, ld(ldc));
+    else
+        cblas_dgemm(CblasRowMajor, TA, TB, (int)m, (int)n, (int)k, alpha, A, ld(lda), B, ld(ldb), beta, C, ld(ldc));
+}
+
+/* Element (b, h) head base of operand v (element offset) and its row stride. */
+static inline int64_t head_off(const gm_kview *v, int64_t hd, int64_t H) {
+    return (hd / H) * v->stride[0] + (hd % H) * v->stride[1];
+}
+
+/* Row stride (leading dimension) of operand v: any stride serves a single row, where BLAS still
+ * asks for one at least the row length. */
+static inline int64_t row_stride(const gm_kview *v) {
+    return v->shape[2] > 1 ? v->stride[2] : (v->shape[3] > 1 ? v->shape[3] : 1);
+}
+
+static inline double elem(const gm_kview *v, int64_t off) {
+    return v->dtype == GM_F32 ? (double)((const float *)v->data)[off] : ((const double *)v->data)[off];
+}
+
+static inline void *ptr(const gm_kview *v, int64_t off) {
+    return (char *)v->data + off * (v->dtype == GM_F32 ? 4 : 8);
+}
+
 /* Scores of query rows [t0, t0+br) against keys [0, ns), masked, turned into probabilities:
- * forward (lse == NULL): exp(s - rowmax) / rowsum, the row's log-sum-exp into Lout;
- * backward: exp(s - lse_t). P is [br, ns] row-major. */
-static void block_probs(const sdpa_work *w, const double *Q, const double *K, int64_t t0, int64_t br, int64_t ns,
-                        double *P, const double *lse, double *Lout) {
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)br, (int)ns, (int)w->Dh, w->scale, Q + t0 * w->Dh,
-                ld(w->Dh), K, ld(w->Dh), 0.0, P, ld(ns));
+ * forward (lse == NULL): exp(s - rowmax) / rowsum, the row's log-sum-exp into lout (f32 or
+ * f64 per the dtype); backward: exp(s - lse_t). P is [br, ns] row-major. */
+static void block_probs(const sdpa_work *w, const void *Q, int64_t ldq, const void *K, int64_t ldk, int64_t t0,
+                        int64_t br, int64_t ns, void *P, const gm_kview *lse, int64_t lse_off, void *lout) {
+    gemm(w, false, true, br, ns, w->Dh, w->scale, Q, ldq, K, ldk, 0.0, P, ns);
     for (int64_t r = 0; r < br; r++) {
-        double *p = P + r * ns;
         int64_t t = t0 + r, nv = w->causal ? (t + 1 < ns ? t + 1 : ns) : ns;
-        for (int64_t j = nv; j < ns; j++) p[j] = 0;
-        if (lse) {
-            for (int64_t j = 0; j < nv; j++) p[j] = exp(p[j] - lse[t]);
-            continue;
+        if (w->f32) {
+            float *p = (float *)P + r * ns;
+            for (int64_t j = nv; j < ns; j++) p[j] = 0;
+            if (lse) {
+                exp_shift_f32(p, nv, (float)elem(lse, lse_off + t));
+                continue;
+            }
+            float m = -INFINITY;
+            for (int64_t j = 0; j < nv; j++) m = p[j] > m ? p[j] : m;
+            double l = exp_shift_f32(p, nv, m);
+            float inv = (float)(1.0 / l);
+            for (int64_t j = 0; j < nv; j++) p[j] *= inv;
+            ((float *)lout)[t] = (float)((double)m + log(l));
+        } else {
+            double *p = (double *)P + r * ns;
+            for (int64_t j = nv; j < ns; j++) p[j] = 0;
+            if (lse) {
+                double L = elem(lse, lse_off + t);
+                for (int64_t j = 0; j < nv; j++) p[j] = exp(p[j] - L);
+                continue;
+            }
+            double m = -INFINITY, l = 0;
+            for (int64_t j = 0; j < nv; j++) m = p[j] > m ? p[j] : m;
+            for (int64_t j = 0; j < nv; j++) l += (p[j] = exp(p[j] - m));
+            double inv = 1.0 / l;
+            for (int64_t j = 0; j < nv; j++) p[j] *= inv;
+            ((double *)lout)[t] = m + log(l);
         }
-        double m = -INFINITY, l = 0;
-        for (int64_t j = 0; j < nv; j++) m = p[j] > m ? p[j] : m;
-        for (int64_t j = 0; j < nv; j++) l += (p[j] = exp(p[j] - m));
-        double inv = 1.0 / l;
-        for (int64_t j = 0; j < nv; j++) p[j] *= inv;
-        Lout[t] = m + log(l);
     }
 }
 
 static void sdpa_range(void *ctx, int64_t lo, int64_t hi) {
     sdpa_work *w = ctx;
     const gm_kargs *a = w->a;
-    int64_t T = w->T, S = w->S, Dh = w->Dh, Dv = w->Dv;
-    int64_t br0 = T < BR ? T : BR;
-    /* Scratch of one head: Q K V, lse, one block of probabilities [BR, S] (+ its gradient, O, dO,
-     * glse, dQ, dK, dV for the backward); the forward writes O rows into the dQ-sized slot. */
-    size_t n = (size_t)(T * Dh + S * Dh + S * Dv + T + br0 * S + T * Dv);
-    if (w->bwd) n += (size_t)(br0 * S + T * Dv + T + T * Dh + S * Dh + S * Dv);
-    double *buf = malloc((n ? n : 1) * sizeof(double));
+    int64_t T = w->T, S = w->S, Dh = w->Dh, Dv = w->Dv, H = w->H;
+    int64_t br0 = T < BR ? T : BR, es = w->f32 ? 4 : 8;
+    /* Scratch: one block of probabilities [BR, S] (+ its gradient in the backward). */
+    size_t n = (size_t)(br0 * S) * (w->bwd ? 2 : 1);
+    char *buf = malloc((n ? n : 1) * (size_t)es);
     if (!buf) {
         __atomic_store_n(&w->oom, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&w->stop, 1, __ATOMIC_RELAXED);
         return;
     }
-    double *Q = buf, *K = Q + T * Dh, *V = K + S * Dh, *L = V + S * Dv, *P = L + T, *O = P + br0 * S;
-    double *dP = O + T * Dv, *dO = dP + br0 * S, *G = dO + T * Dv, *dQ = G + T, *dK = dQ + T * Dh, *dV = dK + S * Dh;
-    for (int64_t h = lo; h < hi; h++) {
+    void *P = buf, *dP = buf + (size_t)(br0 * S) * (size_t)es;
+    const gm_kview *q = &a->in[0], *k = &a->in[1], *v = &a->in[2];
+    int64_t lq = row_stride(q), lk = row_stride(k), lv = row_stride(v);
+    for (int64_t hd = lo; hd < hi; hd++) {
         if (gm_halted(&w->stop)) break;
-        load(Q, &a->in[0], h * T * Dh, T * Dh);
-        load(K, &a->in[1], h * S * Dh, S * Dh);
-        load(V, &a->in[2], h * S * Dv, S * Dv);
+        int64_t oq = head_off(q, hd, H), ok = head_off(k, hd, H), ov = head_off(v, hd, H);
         if (!w->bwd) {
+            const gm_kview *O = &a->out[0];
+            int64_t oo = head_off(O, hd, H), lo_ = row_stride(O);
+            char *L = ptr(&a->out[1], hd * T);
             for (int64_t t0 = 0; t0 < T; t0 += BR) {
                 int64_t br = T - t0 < BR ? T - t0 : BR, ns = w->causal ? (t0 + br < S ? t0 + br : S) : S;
-                block_probs(w, Q, K, t0, br, ns, P, NULL, L);
-                cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)br, (int)Dv, (int)ns, 1.0, P, ld(ns), V,
-                            ld(Dv), 0.0, O + t0 * Dv, ld(Dv));
+                block_probs(w, ptr(q, oq + t0 * lq), lq, ptr(k, ok), lk, t0, br, ns, P, NULL, 0, L);
+                gemm(w, false, false, br, Dv, ns, 1.0, P, ns, ptr(v, ov), lv, 0.0, ptr(O, oo + t0 * lo_), lo_);
             }
-            store(&a->out[0], h * T * Dv, O, T * Dv);
-            store(&a->out[1], h * T, L, T);
             continue;
         }
         /* Backward per block: dP = dO V^T; dS = scale P (dP - D), D_t = dO_t . O_t - glse_t;
          * dQ = dS K; dK += dS^T Q; dV += P^T dO. */
-        load(O, &a->in[3], h * T * Dv, T * Dv);
-        load(L, &a->in[4], h * T, T);
-        load(dO, &a->in[5], h * T * Dv, T * Dv);
-        if (w->has_glse) load(G, &a->in[6], h * T, T);
-        else memset(G, 0, (size_t)T * sizeof(double));
-        memset(dK, 0, (size_t)(S * Dh + S * Dv) * sizeof(double));
+        const gm_kview *O = &a->in[3], *L = &a->in[4], *dO = &a->in[5], *G = w->has_glse ? &a->in[6] : NULL;
+        const gm_kview *gq = &a->out[0], *gk = &a->out[1], *gv = &a->out[2];
+        int64_t ldo = row_stride(dO), odo = head_off(dO, hd, H), lO = row_stride(O), oO = head_off(O, hd, H);
+        int64_t lgq = row_stride(gq), lgk = row_stride(gk), lgv = row_stride(gv);
+        char *dQ = ptr(gq, head_off(gq, hd, H)), *dK = ptr(gk, head_off(gk, hd, H)), *dV = ptr(gv, head_off(gv, hd, H));
+        for (int64_t s = 0; s < S; s++) {
+            memset(dK + s * lgk * es, 0, (size_t)(Dh * es));
+            memset(dV + s * lgv * es, 0, (size_t)(Dv * es));
+        }
         for (int64_t t0 = 0; t0 < T; t0 += BR) {
             int64_t br = T - t0 < BR ? T - t0 : BR, ns = w->causal ? (t0 + br < S ? t0 + br : S) : S;
-            block_probs(w, Q, K, t0, br, ns, P, L, NULL);
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)br, (int)ns, (int)Dv, 1.0, dO + t0 * Dv, ld(Dv),
-                        V, ld(Dv), 0.0, dP, ld(ns));
+            const void *Qb = ptr(q, oq + t0 * lq), *dOb = ptr(dO, odo + t0 * ldo);
+            block_probs(w, Qb, lq, ptr(k, ok), lk, t0, br, ns, P, L, hd * T, NULL);
+            gemm(w, false, true, br, ns, Dv, 1.0, dOb, ldo, ptr(v, ov), lv, 0.0, dP, ns);
             for (int64_t r = 0; r < br; r++) {
                 int64_t t = t0 + r;
-                double D = dot(dO + t * Dv, O + t * Dv, Dv) - G[t];
-                double *p = P + r * ns, *dp = dP + r * ns;
-                for (int64_t j = 0; j < ns; j++) dp[j] = w->scale * p[j] * (dp[j] - D);
+                double D = G ? -elem(G, hd * T + t) : 0;
+                for (int64_t j = 0; j < Dv; j++) D += elem(dO, odo + t * ldo + j) * elem(O, oO + t * lO + j);
+                if (w->f32) {
+                    float *p = (float *)P + r * ns, *dp = (float *)dP + r * ns, Df = (float)D, sc = (float)w->scale;
+                    for (int64_t j = 0; j < ns; j++) dp[j] = sc * p[j] * (dp[j] - Df);
+                } else {
+                    double *p = (double *)P + r * ns, *dp = (double *)dP + r * ns;
+                    for (int64_t j = 0; j < ns; j++) dp[j] = w->scale * p[j] * (dp[j] - D);
+                }
             }
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)br, (int)Dh, (int)ns, 1.0, dP, ld(ns), K,
-                        ld(Dh), 0.0, dQ + t0 * Dh, ld(Dh));
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ns, (int)Dh, (int)br, 1.0, dP, ld(ns),
-                        Q + t0 * Dh, ld(Dh), 1.0, dK, ld(Dh));
-            cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)ns, (int)Dv, (int)br, 1.0, P, ld(ns),
-                        dO + t0 * Dv, ld(Dv), 1.0, dV, ld(Dv));
+            gemm(w, false, false, br, Dh, ns, 1.0, dP, ns, ptr(k, ok), lk, 0.0, dQ + t0 * lgq * es, lgq);
+            gemm(w, true, false, ns, Dh, br, 1.0, dP, ns, Qb, lq, 1.0, dK, lgk);
+            gemm(w, true, false, ns, Dv, br, 1.0, P, ns, dOb, ldo, 1.0, dV, lgv);
         }
-        store(&a->out[0], h * T * Dh, dQ, T * Dh);
-        store(&a->out[1], h * S * Dh, dK, S * Dh);
-        store(&a->out[2], h * S * Dv, dV, S * Dv);
     }
     free(buf);
 }
 
 static gm_status sdpa_run(const gm_kargs *a, bool bwd) {
     const gm_kview *q = &a->in[0], *k = &a->in[1], *v = &a->in[2];
-    sdpa_work w = {.a = a, .T = q->shape[2], .S = k->shape[2], .Dh = q->shape[3], .Dv = v->shape[3],
-                   .causal = a->i[0] != 0, .bwd = bwd, .has_glse = bwd && a->n_in > 6, .scale = a->d[0]};
+    sdpa_work w = {.a = a, .H = q->shape[1], .T = q->shape[2], .S = k->shape[2], .Dh = q->shape[3],
+                   .Dv = v->shape[3], .causal = a->i[0] != 0, .bwd = bwd, .has_glse = bwd && a->n_in > 6,
+                   .f32 = q->dtype == GM_F32, .scale = a->d[0]};
     int64_t heads = q->shape[0] * q->shape[1];
     if (heads == 0 || w.T == 0) return GM_OK;
     int blas = openblas_get_num_threads();

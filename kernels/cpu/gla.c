@@ -40,14 +40,19 @@ typedef struct {
     int stop, oom;
 } gla_work;
 
-/* S_t from S_{t-1} (may alias) and step t: S = exp(g) S_prev + k^T v. */
-static void step_state(double *S, const double *Sp, const double *g, const double *k, const double *v, int64_t Dk,
-                       int64_t Dv) {
+/* S_t from S_{t-1} (may alias) and step t: S = alpha S_prev + k^T v, alpha = exp(g) (passed as
+ * alpha: each head's exp(g) is taken once, right after loading). */
+static void step_state(double *S, const double *Sp, const double *alpha, const double *k, const double *v,
+                       int64_t Dk, int64_t Dv) {
     for (int64_t i = 0; i < Dk; i++) {
-        double al = exp(g[i]), ki = k[i];
+        double al = alpha[i], ki = k[i];
         double *row = S + i * Dv;
-        const double *prow = Sp ? Sp + i * Dv : NULL;
-        for (int64_t j = 0; j < Dv; j++) row[j] = (prow ? al * prow[j] : 0) + ki * v[j];
+        if (Sp) {
+            const double *prow = Sp + i * Dv;
+            for (int64_t j = 0; j < Dv; j++) row[j] = al * prow[j] + ki * v[j];
+        } else {
+            for (int64_t j = 0; j < Dv; j++) row[j] = 0 + ki * v[j];
+        }
     }
 }
 
@@ -79,6 +84,7 @@ static void gla_range(void *ctx, int64_t lo, int64_t hi) {
         load(K, &a->in[1], h * T * Dk, T * Dk);
         load(V, &a->in[2], h * T * Dv, T * Dv);
         load(G, &a->in[3], h * T * Dk, T * Dk);
+        for (int64_t i = 0; i < T * Dk; i++) G[i] = exp(G[i]); /* G holds the decays alpha from here */
         if (!w->bwd) {
             for (int64_t t = 0; t < T; t++) {
                 step_state(St, t ? St : NULL, G + t * Dk, K + t * Dk, V + t * Dv, Dk, Dv);
@@ -110,7 +116,7 @@ static void gla_range(void *ctx, int64_t lo, int64_t hi) {
             memset(dV + t * Dv, 0, (size_t)Dv * sizeof(double));
             for (int64_t i = 0; i < Dk; i++) { /* dk = dS v; dv = dS^T k; dg = alpha sum_j dS S_prev */
                 const double *row = dS + i * Dv, *prow = Sp + i * Dv;
-                double ak = 0, ag = 0, al = exp(G[t * Dk + i]);
+                double ak = 0, ag = 0, al = G[t * Dk + i];
                 double *dv = dV + t * Dv;
                 for (int64_t j = 0; j < Dv; j++) {
                     ak += row[j] * v[j];
@@ -121,7 +127,7 @@ static void gla_range(void *ctx, int64_t lo, int64_t hi) {
                 dG[t * Dk + i] = al * ag;
             }
             for (int64_t i = 0; i < Dk; i++) { /* to S_{t-1}: through the decay */
-                double al = exp(G[t * Dk + i]);
+                double al = G[t * Dk + i];
                 double *row = dS + i * Dv;
                 for (int64_t j = 0; j < Dv; j++) row[j] *= al;
             }

@@ -209,8 +209,9 @@ local Attention = define('Attention',
   'rope_base=10000, bias=true, dtype="f32", generator}  ->  y = attn(x [B, T, d_model])',
   'Multi-head scaled dot-product self-attention. Children qkv (Linear d -> 3d, split into q, k, v of heads x ' ..
   'd/heads) and out_proj (Linear d -> d). The attention itself is the fused C op gm.sdpa (forward and backward on ' ..
-  'the CPU, blocks of 64 query rows: extra memory per thread one or two [64, T] f64 score blocks plus one head\'s ' ..
-  'q, k, v (and gradients) in f64, never the whole T x T matrix); with ' ..
+  'the CPU in the input dtype, blocks of 64 query rows: extra memory per thread one or two [64, T] score blocks, ' ..
+  'never the whole T x T matrix; q, k, v are read in place from the projection and the output is laid out ' ..
+  '[B, T, H, Dh], so splitting and merging heads copies nothing); with ' ..
   'dropout > 0 in training mode it runs the composed gm.nn.attention_naive instead, dropping attention ' ..
   'probabilities as zoology does (that path holds [B, H, T, T]). positions: "learned" adds a table pos [max_len, d] ' ..
   '(init N(0, 0.02)) to the input, "rotary" rotates q and k (rotate-half RoPE, base rope_base). Set ' ..
