@@ -511,6 +511,8 @@ PW_INLINE float f32_un(int op, float x, float lo, float hi) {
     /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large |x| */
     case GM_OP_SOFTPLUS: return (x > 0 ? x : 0.0f) + log1pf(expf(-fabsf(x)));
     case GM_OP_LOGSIGMOID: return (x < 0 ? x : 0.0f) - log1pf(expf(-fabsf(x)));
+    case GM_OP_SIN: return sinf(x);
+    case GM_OP_COS: return cosf(x);
     default: return 0;
     }
 }
@@ -531,6 +533,8 @@ PW_INLINE double f64_un(int op, double x, double lo, double hi) {
     case GM_OP_SILU: return x * pw_sigmoid(x);
     case GM_OP_SOFTPLUS: return (x > 0 ? x : 0.0) + log1p(exp(-fabs(x)));
     case GM_OP_LOGSIGMOID: return (x < 0 ? x : 0.0) - log1p(exp(-fabs(x)));
+    case GM_OP_SIN: return sin(x);
+    case GM_OP_COS: return cos(x);
     default: return 0;
     }
 }
@@ -596,6 +600,8 @@ static void f32_un_row(int op, float *o, const float *x, const int64_t *st, int6
     case GM_OP_SILU: f32_un_loop(GM_OP_SILU, o, x, st, n, lo, hi); break;
     case GM_OP_SOFTPLUS: f32_un_loop(GM_OP_SOFTPLUS, o, x, st, n, lo, hi); break;
     case GM_OP_LOGSIGMOID: f32_un_loop(GM_OP_LOGSIGMOID, o, x, st, n, lo, hi); break;
+    case GM_OP_SIN: f32_un_loop(GM_OP_SIN, o, x, st, n, lo, hi); break;
+    case GM_OP_COS: f32_un_loop(GM_OP_COS, o, x, st, n, lo, hi); break;
     default: break;
     }
 }
@@ -617,6 +623,8 @@ static void f64_un_row(int op, double *o, const double *x, const int64_t *st, in
     case GM_OP_SILU: f64_un_loop(GM_OP_SILU, o, x, st, n, lo, hi); break;
     case GM_OP_SOFTPLUS: f64_un_loop(GM_OP_SOFTPLUS, o, x, st, n, lo, hi); break;
     case GM_OP_LOGSIGMOID: f64_un_loop(GM_OP_LOGSIGMOID, o, x, st, n, lo, hi); break;
+    case GM_OP_SIN: f64_un_loop(GM_OP_SIN, o, x, st, n, lo, hi); break;
+    case GM_OP_COS: f64_un_loop(GM_OP_COS, o, x, st, n, lo, hi); break;
     default: break;
     }
 }
@@ -684,6 +692,8 @@ PW_INLINE float f32_unb(int op, float g, float x, float y, float lo, float hi) {
     case GM_OP_SILU: { float s = pw_sigmoidf(x); return g * s * (1.0f + x * (1.0f - s)); }
     case GM_OP_SOFTPLUS: return g * pw_sigmoidf(x);
     case GM_OP_LOGSIGMOID: return g * pw_sigmoidf(-x);
+    case GM_OP_SIN: return g * cosf(x);
+    case GM_OP_COS: return -g * sinf(x);
     default: return 0;
     }
 }
@@ -705,6 +715,8 @@ PW_INLINE double f64_unb(int op, double g, double x, double y, double lo, double
     case GM_OP_SILU: { double s = pw_sigmoid(x); return g * s * (1.0 + x * (1.0 - s)); }
     case GM_OP_SOFTPLUS: return g * pw_sigmoid(x);
     case GM_OP_LOGSIGMOID: return g * pw_sigmoid(-x);
+    case GM_OP_SIN: return g * cos(x);
+    case GM_OP_COS: return -g * sin(x);
     default: return 0;
     }
 }
@@ -754,6 +766,8 @@ static void f32_unb_row(int op, float *o, const float *g, const float *x, const 
     case GM_OP_SILU: f32_unb_loop(GM_OP_SILU, o, g, x, y, st, n, lo, hi); break;
     case GM_OP_SOFTPLUS: f32_unb_loop(GM_OP_SOFTPLUS, o, g, x, y, st, n, lo, hi); break;
     case GM_OP_LOGSIGMOID: f32_unb_loop(GM_OP_LOGSIGMOID, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_SIN: f32_unb_loop(GM_OP_SIN, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_COS: f32_unb_loop(GM_OP_COS, o, g, x, y, st, n, lo, hi); break;
     default: break;
     }
 }
@@ -775,6 +789,8 @@ static void f64_unb_row(int op, double *o, const double *g, const double *x, con
     case GM_OP_SILU: f64_unb_loop(GM_OP_SILU, o, g, x, y, st, n, lo, hi); break;
     case GM_OP_SOFTPLUS: f64_unb_loop(GM_OP_SOFTPLUS, o, g, x, y, st, n, lo, hi); break;
     case GM_OP_LOGSIGMOID: f64_unb_loop(GM_OP_LOGSIGMOID, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_SIN: f64_unb_loop(GM_OP_SIN, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_COS: f64_unb_loop(GM_OP_COS, o, g, x, y, st, n, lo, hi); break;
     default: break;
     }
 }

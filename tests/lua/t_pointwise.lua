@@ -363,4 +363,18 @@ tap.errors(function() return gm.exp(gm.ones({2}, {dtype = 'i32'})) end, 'exp: .*
 tap.errors(function() return gm.ones({2}, {dtype = 'i32'}):pow(2) end, 'pow: .*got i32', 'i32 into pow is an error')
 tap.errors(function() return gm.ones({2}, {dtype = 'i32'}):sigmoid() end, 'sigmoid: .*got i32', 'i32 into sigmoid is an error')
 
+-- sin and cos against Lua's math, f64 and f32
+do
+  local xs = {-3.5, -1, 0, 0.25, 1, 2.5, 10}
+  local x = gm.tensor(xs, {dtype = 'f64'})
+  local s, c = x:sin():totable(), gm.cos(x):totable()
+  local ok = true
+  for i, v in ipairs(xs) do ok = ok and math.abs(s[i] - math.sin(v)) < 1e-15 and math.abs(c[i] - math.cos(v)) < 1e-15 end
+  tap.ok(ok, 'sin and cos match math.sin and math.cos in f64')
+  local sf = x:to('f32'):sin():totable()
+  ok = true
+  for i, v in ipairs(xs) do ok = ok and math.abs(sf[i] - math.sin(v)) < 1e-6 end
+  tap.ok(ok, 'sin in f32 within 1e-6')
+  tap.errors(function() return gm.sin(gm.tensor({1}, {dtype = 'i32'})) end, 'sin: expected a float tensor', 'sin of i32 refused')
+end
 tap.done()

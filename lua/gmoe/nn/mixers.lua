@@ -294,14 +294,14 @@ local GatedConv = define('GatedConv',
   'bias=true, dtype="f32", generator}  ->  y = conv(x [B, T, d_model])',
   'Zoology\'s BaseConv gated convolution: a convolution branch (a short depthwise causal conv of short_kernel ' ..
   'taps, weight short_w [K, d] and bias short_b, then, when long, an implicit long causal conv whose [T, d] ' ..
-  'filter is an MLP of zoology\'s positional features z(t): filter1 (Linear d_emb -> d_hidden), gelu, filter2 ' ..
-  '(Linear d_hidden -> d); zoology\'s ImplicitLongConvolution uses a sin activation with a learned frequency, which ' ..
-  'gmoe replaces by gelu as it has no sin op yet) times a linear branch proj(x), plus x when ' ..
+  'filter is an MLP of zoology\'s positional features z(t): filter1 (Linear d_emb -> d_hidden), sin(w h) with a ' ..
+  'learned frequency w [1, d_hidden] (filter_freq, init 1, as Hyena\'s Sin activation), filter2 ' ..
+  '(Linear d_hidden -> d)) times a linear branch proj(x), plus x when ' ..
   'residual (BaseConv\'s own residual). short_kernel = 0 leaves the short conv out (zoology\'s long layers), ' ..
   'long = false the long one (its short layers). Both convolutions are the C op gm.causal_conv1d, computed ' ..
   'directly on the CPU (O(B T K d), K = T for the long one; no FFT). l_max: the length that normalises the ' ..
   'filter positions (default: each call\'s T).',
-  {formula = 'y = long_conv(short_conv(x)) * (x W_p + b_p) + x,  long filter k[t] = W_2 gelu(W_1 z(t))',
+  {formula = 'y = long_conv(short_conv(x)) * (x W_p + b_p) + x,  long filter k[t] = W_2 sin(w * (W_1 z(t)))',
    paper = 'Arora et al. 2023, Zoology (BaseConv); Poli et al. 2023, Hyena (implicit filters)'})
 function GatedConv:init(...)
   local o = options('GatedConv', {'d_model'}, {
@@ -327,13 +327,14 @@ function GatedConv:init(...)
   if self.long then
     local hdim = need_int('GatedConv', 'd_hidden', o.d_hidden, 1)
     self.filter1 = layers.Linear(self.d_emb, hdim, lin)
+    self.filter_freq = gm.ones({1, hdim}, {dtype = o.dtype, requires_grad = true})
     self.filter2 = layers.Linear(hdim, D, lin)
   end
 end
 -- The long filter [T, d] for length T.
 function GatedConv:long_filter(T)
   local z = filter_features(T, self.l_max or T, self.d_emb, self.proj.weight.dtype)
-  return self.filter2(self.filter1(z):gelu())
+  return self.filter2((self.filter1(z) * self.filter_freq):sin())
 end
 function GatedConv:forward(x)
   local _, T = need_btd('GatedConv', x, self.d_model)
