@@ -282,11 +282,7 @@ gm_status gm_backward(gm_ctx *c, gm_tensor *root, gm_tensor *grad, bool retain_g
     st = accumulate(c, &root->grad_fn->gout[root->out_index], grad, false);
     for (size_t i = 0; i < n && st == GM_OK; i++) {
         if (gm_interrupted()) st = gm_errf(c, GM_EINTR, "backward: interrupted");
-        else st = run_node(c, list[i]);
-        for (int k = 0; k < GM_MAX_OUT; k++) {
-            gm_tensor_release(list[i]->gout[k]);
-            list[i]->gout[k] = NULL;
-        }
+        else st = run_node(c, list[i]); /* it releases the node's output gradients */
     }
     for (size_t i = 0; i < n; i++) {
         for (int k = 0; k < GM_MAX_OUT; k++) {

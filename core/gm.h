@@ -105,6 +105,8 @@ static inline void *gm_tensor_data(const gm_tensor *x) {
 static inline gm_device gm_tensor_device(const gm_tensor *x) { return x->storage->device; }
 /* Element access on CPU tensors, by flat row-major index over the logical shape. */
 double gm_tensor_get_flat(const gm_tensor *x, int64_t i);
+/* Raw element write by flat index (no autograd or in-place checks: gradcheck's perturbations). */
+void gm_tensor_set_flat(gm_tensor *x, int64_t i, double v);
 /* "[4, 8]" into buf; returns buf. */
 const char *gm_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
 #define GM_SHAPE_STR(t, buf) gm_shape_str((t)->ndim, (t)->shape, (buf), sizeof(buf))

@@ -83,11 +83,7 @@ gm_status gm_randperm(gm_ctx *c, int64_t n, gm_dtype t, gm_generator *g, gm_tens
         perm[j] = tmp;
     }
     void *p = gm_tensor_data(y);
-    for (int64_t i = 0; i < n; i++) {
-        if (t == GM_F32) ((float *)p)[i] = (float)perm[i];
-        else if (t == GM_F64) ((double *)p)[i] = (double)perm[i];
-        else ((int32_t *)p)[i] = (int32_t)perm[i];
-    }
+    for (int64_t i = 0; i < n; i++) gm_elem_store(p, t, i, (double)perm[i]);
     free(perm);
 done:
     gm_tensor_release(u);

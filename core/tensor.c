@@ -170,18 +170,11 @@ bool gm_tensor_is_contiguous(const gm_tensor *x) {
 }
 
 double gm_tensor_get_flat(const gm_tensor *x, int64_t i) {
-    int64_t off = 0;
-    for (int d = x->ndim - 1; d >= 0; d--) {
-        int64_t n = x->shape[d];
-        off += (i % n) * x->stride[d];
-        i /= n;
-    }
-    const char *base = gm_tensor_data(x);
-    switch (x->dtype) {
-    case GM_F32: return ((const float *)base)[off];
-    case GM_F64: return ((const double *)base)[off];
-    default: return ((const int32_t *)base)[off];
-    }
+    return gm_elem_load(gm_tensor_data(x), x->dtype, gm_shape_offset(x->ndim, x->shape, x->stride, i));
+}
+
+void gm_tensor_set_flat(gm_tensor *x, int64_t i, double v) {
+    gm_elem_store(gm_tensor_data(x), x->dtype, gm_shape_offset(x->ndim, x->shape, x->stride, i), v);
 }
 
 const char *gm_shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {

@@ -18,7 +18,7 @@ typedef struct lstate {
     size_t pending; /* tensor bytes created since the last GC step we asked for */
 } lstate;
 
-static char TENSOR_MT, GEN_MT, PARAMS_MT, CTX_MT;
+static char TENSOR_MT, PARAMS_MT, CTX_MT;
 #define GC_STEP_BYTES ((size_t)1 << 20)
 
 static lstate *lstate_of(lua_State *L) { return *(lstate **)lua_getextraspace(L); }
@@ -772,9 +772,7 @@ static int l_arange(lua_State *L) {
         void *p = gm_tensor_data(t);
         for (int64_t i = 0; i < n; i++) {
             double v = start + (double)i * step;
-            if (o.dtype == GM_F32) ((float *)p)[i] = (float)v;
-            else if (o.dtype == GM_F64) ((double *)p)[i] = v;
-            else ((int32_t *)p)[i] = (int32_t)v;
+            gm_elem_store(p, o.dtype, i, v);
         }
     }
     return finish(L, st, t, &o);
@@ -792,9 +790,7 @@ static int l_linspace(lua_State *L) {
         void *p = gm_tensor_data(t);
         for (int64_t i = 0; i < nn; i++) {
             double v = nn == 1 ? a : a + (b - a) * (double)i / (double)(nn - 1);
-            if (o.dtype == GM_F32) ((float *)p)[i] = (float)v;
-            else if (o.dtype == GM_F64) ((double *)p)[i] = v;
-            else ((int32_t *)p)[i] = (int32_t)v;
+            gm_elem_store(p, o.dtype, i, v);
         }
     }
     return finish(L, st, t, &o);
@@ -813,9 +809,7 @@ static int l_eye(lua_State *L) {
     if (st == GM_OK) {
         void *p = gm_tensor_data(t);
         for (int64_t i = 0; i < (n < m ? n : m); i++) {
-            if (o.dtype == GM_F32) ((float *)p)[i * m + i] = 1;
-            else if (o.dtype == GM_F64) ((double *)p)[i * m + i] = 1;
-            else ((int32_t *)p)[i * m + i] = 1;
+            gm_elem_store(p, o.dtype, i * m + i, 1);
         }
     }
     return finish(L, st, t, &o);
@@ -848,9 +842,7 @@ static void fill_from(lua_State *L, int i, int d, int nd, const int64_t *shape, 
             return;
         }
         void *p = gm_tensor_data(t);
-        if (t->dtype == GM_F32) ((float *)p)[*pos] = (float)v;
-        else if (t->dtype == GM_F64) ((double *)p)[*pos] = v;
-        else ((int32_t *)p)[*pos] = (int32_t)v;
+        gm_elem_store(p, t->dtype, *pos, v);
         (*pos)++;
         return;
     }
@@ -1121,15 +1113,7 @@ static int l_flat_set(lua_State *L) {
     lua_Integer i = luaL_checkinteger(L, 2);
     double v = luaL_checknumber(L, 3);
     luaL_argcheck(L, i >= 0 && i < gm_tensor_numel(x), 2, "flat index out of range");
-    int64_t off = 0, r = i;
-    for (int d = x->ndim - 1; d >= 0; d--) {
-        off += (r % x->shape[d]) * x->stride[d];
-        r /= x->shape[d];
-    }
-    void *p = gm_tensor_data(x);
-    if (x->dtype == GM_F32) ((float *)p)[off] = (float)v;
-    else if (x->dtype == GM_F64) ((double *)p)[off] = v;
-    else ((int32_t *)p)[off] = (int32_t)v;
+    gm_tensor_set_flat(x, i, v);
     return 0;
 }
 
@@ -1162,9 +1146,7 @@ static int l_from_bytes(lua_State *L) {
     void *p = gm_tensor_data(x);
     s += i - 1;
     for (int64_t k = 0; k < shape; k++) {
-        if (t == GM_F32) ((float *)p)[k] = s[k];
-        else if (t == GM_F64) ((double *)p)[k] = s[k];
-        else ((int32_t *)p)[k] = s[k];
+        gm_elem_store(p, t, k, s[k]);
     }
     gm_lua_push_tensor(L, x);
     return 1;
@@ -1254,7 +1236,6 @@ int luaopen_gmoe_core(lua_State *L) {
     lua_pop(L, 1);
     luaL_newmetatable(L, "gm.Params");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &PARAMS_MT);
-    (void)GEN_MT;
 
     luaL_newlib(L, internal_fns);
     gm_lua_optim_register(L);

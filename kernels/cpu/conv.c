@@ -116,10 +116,9 @@ static void *scratch(gm_ctx *c, size_t n, const char *op) {
     return p;
 }
 
-static size_t numel(const gm_kview *v) {
-    size_t n = 1;
-    for (int k = 0; k < v->ndim; k++) n *= (size_t)v->shape[k];
-    return n;
+/* Bytes of a (contiguous) kernel view. */
+static size_t view_bytes(const gm_kview *v) {
+    return (size_t)gm_kview_numel(v) * gm_dtype_size(v->dtype);
 }
 
 /* CONV2D: y[n] = w [O, C*kh*kw] @ im2col(x[n]). */
@@ -132,7 +131,7 @@ gm_status gm_cpu_CONV2D(gm_ctx *c, const gm_kargs *a) {
     int64_t N = X->shape[0], O = Wv->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW;
     if (N * O * L == 0) return GM_OK;
     if (K == 0) {
-        memset(Y->data, 0, numel(Y) * esz);
+        memset(Y->data, 0, view_bytes(Y));
         return GM_OK;
     }
     bool direct = is_direct(&g);
@@ -160,7 +159,7 @@ gm_status gm_cpu_CONV2D_DX(gm_ctx *c, const gm_kargs *a) {
     bool f64 = DX->dtype == GM_F64;
     size_t esz = f64 ? sizeof(double) : sizeof(float);
     int64_t N = DX->shape[0], O = Wv->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW, img = g.C * g.H * g.W;
-    memset(DX->data, 0, numel(DX) * esz);
+    memset(DX->data, 0, view_bytes(DX));
     if (N * img == 0 || O * L == 0) return GM_OK;
     bool direct = is_direct(&g);
     void *col = direct ? NULL : scratch(c, (size_t)(K * L) * esz, "conv2d backward");
@@ -187,7 +186,7 @@ gm_status gm_cpu_CONV2D_DW(gm_ctx *c, const gm_kargs *a) {
     bool f64 = DW->dtype == GM_F64;
     size_t esz = f64 ? sizeof(double) : sizeof(float);
     int64_t N = X->shape[0], O = DW->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW;
-    memset(DW->data, 0, numel(DW) * esz);
+    memset(DW->data, 0, view_bytes(DW));
     if (O * K == 0 || N * L == 0) return GM_OK;
     bool direct = is_direct(&g);
     void *col = direct ? NULL : scratch(c, (size_t)(K * L) * esz, "conv2d backward");
@@ -337,7 +336,7 @@ gm_status gm_cpu_MAX_POOL2D(gm_ctx *c, const gm_kargs *a) {
 /* MAX_POOL2D_BWD: in dy, indices; out dx (overwritten). */
 gm_status gm_cpu_MAX_POOL2D_BWD(gm_ctx *c, const gm_kargs *a) {
     (void)c;
-    memset(a->out[0].data, 0, numel(&a->out[0]) * (a->out[0].dtype == GM_F64 ? sizeof(double) : sizeof(float)));
+    memset(a->out[0].data, 0, view_bytes(&a->out[0]));
     poolwork w = {.gy = a->in[0].data, .cidx = a->in[1].data, .dx = a->out[0].data};
     return run_planes(a, &a->out[0], &a->in[0], &w, max_bwd_planes);
 }
@@ -352,7 +351,7 @@ gm_status gm_cpu_AVG_POOL2D(gm_ctx *c, const gm_kargs *a) {
 /* AVG_POOL2D_BWD: in dy; out dx (overwritten); i[] as MAX_POOL2D. */
 gm_status gm_cpu_AVG_POOL2D_BWD(gm_ctx *c, const gm_kargs *a) {
     (void)c;
-    memset(a->out[0].data, 0, numel(&a->out[0]) * (a->out[0].dtype == GM_F64 ? sizeof(double) : sizeof(float)));
+    memset(a->out[0].data, 0, view_bytes(&a->out[0]));
     poolwork w = {.gy = a->in[0].data, .dx = a->out[0].data};
     return run_planes(a, &a->out[0], &a->in[0], &w, avg_bwd_planes);
 }
