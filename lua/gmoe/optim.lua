@@ -6,7 +6,7 @@
 local M = {}
 
 -- 'gmoe' requires this module while it loads, so fetch it when first needed.
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local function check_params(name, params)
   if type(params) ~= 'table' then
@@ -14,7 +14,7 @@ local function check_params(name, params)
   end
   local list = {}
   for i, p in ipairs(params) do
-    if not gmod().is_tensor(p) then
+    if not gm.is_tensor(p) then
       error(('%s: params[%d] is a %s, not a tensor'):format(name, i, type(p)), 3)
     end
     list[i] = p
@@ -50,13 +50,13 @@ function Optimizer:zero_grad()
   for _, p in ipairs(self.params) do p.grad = nil end
 end
 
-local function zeros_like(p) return gmod().zeros_like(p) end
+local function zeros_like(p) return gm.zeros_like(p) end
 
 -- One update of every parameter that has a gradient. closure (optional) re-evaluates the
 -- loss first and its result is returned, as in torch.
 function Optimizer:step(closure)
   local loss = closure and closure() or nil
-  local C = gmod()._C
+  local C = gm._C
   for i, p in ipairs(self.params) do
     local g = p.grad
     if g ~= nil then
@@ -118,7 +118,7 @@ function Optimizer:load_state_dict(sd)
     end
     local ns = {}
     for k, v in pairs(s) do
-      if gmod().is_tensor(v) then
+      if gm.is_tensor(v) then
         if shape_str(v) ~= shape_str(p) then
           error(('%s:load_state_dict: %s of param %d is %s but the param is %s')
             :format(self.kind, k, i, shape_str(v), shape_str(p)), 2)
@@ -204,7 +204,7 @@ function M.AdamW(params, o) return adam('AdamW', params, o, 1e-2) end
 -- max_norm every gradient is scaled by max_norm / (norm + 1e-6). Returns the norm before
 -- clipping. params: an array of tensors (or one tensor); params without grad are ignored.
 function M.clip_grad_norm(params, max_norm)
-  if gmod().is_tensor(params) then params = {params} end
+  if gm.is_tensor(params) then params = {params} end
   check_range('clip_grad_norm', 'max_norm', max_norm, 0)
   local grads = {}
   for _, p in ipairs(params) do
@@ -212,7 +212,7 @@ function M.clip_grad_norm(params, max_norm)
     if g ~= nil then grads[#grads + 1] = g end
   end
   if #grads == 0 then return 0.0 end
-  local C = gmod()._C
+  local C = gm._C
   local norm = math.sqrt(C.sumsq(grads))
   local coef = max_norm / (norm + 1e-6)
   if coef < 1 then

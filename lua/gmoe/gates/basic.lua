@@ -6,7 +6,7 @@ local doc = require 'gmoe.doc'
 local G = require 'gmoe.gates'
 local Gate = G.Gate
 
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local M = {}
 
@@ -36,7 +36,6 @@ end
 
 -- Gumbel(0, 1) noise of x's shape and dtype: -log(-log U), U uniform in [1e-10, 1 - 1e-10].
 local function gumbel_like(x, gen)
-  local gm = gmod()
   local u = gm.rand(x.shape, {dtype = x.dtype, generator = gen}) * (1 - 2e-10) + 1e-10
   return -(-(u:log())):log()
 end
@@ -65,7 +64,6 @@ local ACTIVATIONS = {
 -- Learnable temperature: a parameter log_temperature [1] (tau = exp(log_temperature) > 0).
 local function temperature_setup(self)
   if self.learn_temperature then
-    local gm = gmod()
     if type(self.temperature) ~= 'number' then
       error(('gm.gates.%s: learn_temperature needs a number temperature (its initial value), not a schedule'):format(self.__classname), 4)
     end
@@ -106,7 +104,7 @@ end
 function Softmax:forward(x, ctx)
   self:check(x)
   local z = self:logits(x)
-  return dense_result(gmod().softmax(temper(self, z, ctx), -1), z)
+  return dense_result(gm.softmax(temper(self, z, ctx), -1), z)
 end
 function Softmax:extra_repr()
   return ('experts=%s, temperature=%s%s'):format(tostring(self.experts), tostring(self.temperature),
@@ -128,7 +126,7 @@ local DTS = define('DenseToSparse',
    paper = 'Nie et al. 2021, "EvoMoE: An Evolutional MoE Training Framework via Dense-To-Sparse Gate" (code: fairseq/modules/moe/topkgate.py)'})
 function DTS:init(o)
   local m = self:options(o, {schedule = false, temperature = false, threshold = 0.001, renormalize = false, noise = true})
-  local s = m.schedule or m.temperature or gmod().schedule.geometric(2.0, 0.3, 10000)
+  local s = m.schedule or m.temperature or gm.schedule.geometric(2.0, 0.3, 10000)
   self.schedule = num_or_schedule('DenseToSparse', 'schedule', s, true)
   if type(m.threshold) ~= 'number' or not (m.threshold >= 0 and m.threshold < 1) then
     error('gm.gates.DenseToSparse: threshold must be a number in [0, 1), got ' .. tostring(m.threshold), 3)
@@ -143,7 +141,6 @@ end
 function DTS:temperature(step) return positive_value('DenseToSparse', 'schedule', self.schedule, step or 0) end
 function DTS:forward(x, ctx)
   self:check(x)
-  local gm = gmod()
   local z = self:logits(x)
   local tau = self:temperature(self:step(ctx))
   local s = z
@@ -193,7 +190,7 @@ end
 function ADTS:setup(d, e)
   Gate.setup(self, d, e)
   temperature_setup(self)
-  if self.use_bias then self.bias = gmod().zeros({e}, {dtype = self.dtype, requires_grad = true}) end
+  if self.use_bias then self.bias = gm.zeros({e}, {dtype = self.dtype, requires_grad = true}) end
   return self
 end
 function ADTS:forward(x, ctx)
@@ -201,7 +198,7 @@ function ADTS:forward(x, ctx)
   local z = self:logits(x)
   local s = temper(self, self.act(z), ctx)
   if self.use_bias then s = s + self.bias end
-  return dense_result(gmod().softmax(s, -1), z)
+  return dense_result(gm.softmax(s, -1), z)
 end
 function ADTS:extra_repr()
   return ('experts=%s, activation=%s, temperature=%s'):format(tostring(self.experts), self.activation_name, tostring(self.temperature))
@@ -230,7 +227,6 @@ function TopK:setup(d, e)
   if self.k > e then error(('gm.gates.TopK: k=%d is larger than experts=%d'):format(self.k, e), 3) end
   Gate.setup(self, d, e)
   if self.noisy then
-    local gm = gmod()
     self.noise = gm.nn.Linear{d, e, bias = false, dtype = self.dtype, generator = self.generator}
     gm.nn.init.zeros_(self.noise.weight)
   end
@@ -238,7 +234,6 @@ function TopK:setup(d, e)
 end
 function TopK:forward(x, ctx)
   self:check(x)
-  local gm = gmod()
   local z = self:logits(x)
   local h = z
   if self.noisy and self.training then
@@ -279,7 +274,6 @@ function TopP:init(o)
 end
 function TopP:forward(x, ctx)
   self:check(x)
-  local gm = gmod()
   local z = self:logits(x)
   local w, ids, probs = gm.topp_gate(z, self.p, self.renormalize)
   local aux = {}
@@ -313,7 +307,7 @@ function Hash:init(o)
     error('gm.gates.Hash: frequencies are for hash="balanced"', 3)
   end
   local f = m.frequencies
-  if f and gmod().is_tensor(f) then f = f:to('f64'):totable() end
+  if f and gm.is_tensor(f) then f = f:to('f64'):totable() end
   if f and type(f) ~= 'table' then error('gm.gates.Hash: frequencies must be an array or a tensor', 3) end
   self.frequencies = f or nil
   self.uses_router = false
@@ -348,7 +342,6 @@ function Hash:route(v)
   return v % E
 end
 function Hash:forward(x, ctx)
-  local gm = gmod()
   local T = x.shape[1]
   local tok = ctx and ctx.token_ids
   if not gm.is_tensor(tok) then error('gm.gates.Hash: needs ctx.token_ids (an i32 tensor [T])', 2) end
@@ -391,7 +384,6 @@ function Random:setup(d, e)
   return self
 end
 function Random:forward(x, ctx)
-  local gm = gmod()
   local T, E = x.shape[1], self.experts
   if not E then error('gm.gates.Random: call setup(d_model, experts) first', 2) end
   local level = self.training and self.level or self.eval_level
@@ -409,7 +401,7 @@ function Random:extra_repr() return ('experts=%s, level=%s'):format(tostring(sel
 
 --- Random.consistency_loss(logits_a, logits_b): THOR's symmetric KL between the two passes.
 function Random.consistency_loss(a, b, reduction)
-  return gmod().symmetric_kl(a, b, reduction or 'mean')
+  return gm.symmetric_kl(a, b, reduction or 'mean')
 end
 doc.add('gm.gates.Random.consistency_loss', 'gm.gates.Random.consistency_loss(logits_a, logits_b, reduction="mean")',
   'THOR\'s consistency regulariser between the output logits of two forward passes with ' ..
@@ -443,7 +435,6 @@ function EC:tokens_per_expert(T)
 end
 function EC:forward(x, ctx)
   self:check(x)
-  local gm = gmod()
   local T, E = x.shape[1], self.experts
   local z = self:logits(x)
   local probs = gm.softmax(z, -1)

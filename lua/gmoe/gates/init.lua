@@ -9,7 +9,7 @@
 local doc = require 'gmoe.doc'
 local Module = require('gmoe.nn.module').Module
 
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local M = {}
 
@@ -84,7 +84,7 @@ function Gate:setup(d_model, experts)
   self.experts = need_int(name, 'experts', experts, 1)
   if self.k == nil or self.dense then self.k = self.experts end
   if self.uses_router ~= false then
-    self.router = gmod().nn.Linear{d_model, experts, bias = self.router_bias or false,
+    self.router = gm.nn.Linear{d_model, experts, bias = self.router_bias or false,
                                     dtype = self.dtype, generator = self.generator}
   end
   return self
@@ -96,7 +96,7 @@ function Gate:check(x)
   if not self.experts then
     error(('gm.gates.%s: call setup(d_model, experts) first (or give d_model and experts)'):format(name), 3)
   end
-  if not gmod().is_tensor(x) then error(('gm.gates.%s: x must be a tensor'):format(name), 3) end
+  if not gm.is_tensor(x) then error(('gm.gates.%s: x must be a tensor'):format(name), 3) end
   if x:dim() ~= 2 or (self.d_model and x.shape[2] ~= self.d_model) then
     error(('gm.gates.%s: x must be [T, %d], got [%s]'):format(name, self.d_model or -1,
       table.concat(x.shape, ', ')), 3)
@@ -132,7 +132,6 @@ end
 
 --- M.dense_ids(T, E): i32 [T, E] with rows 0..E-1 (the ids of a dense gate).
 function M.dense_ids(T, E)
-  local gm = gmod()
   return gm.arange(0, E, {dtype = 'i32'}):reshape{1, E}:expand{T, E}:contiguous()
 end
 

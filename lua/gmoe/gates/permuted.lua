@@ -8,7 +8,7 @@ local G = require 'gmoe.gates'
 local Gate = G.Gate
 local init = require 'gmoe.nn.initializers'
 
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local M = {}
 
@@ -18,7 +18,7 @@ local M = {}
 -- assignment[i+1] = the 0-based column of row i; minimises the sum of the chosen costs.
 -- Kuhn-Munkres with potentials (shortest augmenting paths), O(n^2 m).
 function M.hungarian(cost)
-  if gmod().is_tensor(cost) then
+  if gm.is_tensor(cost) then
     if cost:dim() ~= 2 then error('gm.gates.hungarian: cost must be 2-D, got ' .. cost:dim() .. '-D', 2) end
     cost = cost:to('f64'):totable()
   end
@@ -104,7 +104,7 @@ function Permuted:init(gate, o)
     end
   end
   -- tau: a schedule (or number); default log-linear tau0 -> tau1 over the window (paper §4.2)
-  local sched = gmod().schedule
+  local sched = gm.schedule
   self.tau = m.tau or sched.geometric(m.tau0, m.tau1, self.steps)
   self.iters = sched.linear(self.iters0, self.iters1, self.steps)
   self.noise, self.entropy, self.auto_freeze = m.noise, m.entropy, m.auto_freeze
@@ -118,14 +118,13 @@ function Permuted:setup(d_model, experts)
   if self.inner.experts ~= experts or self.inner.d_model ~= d_model then self.inner:setup(d_model, experts) end
   Gate.setup(self, d_model, experts)
   local E = self.experts
-  self.log_weights = gmod().empty({E, E}, {dtype = self.dtype, requires_grad = true})
+  self.log_weights = gm.empty({E, E}, {dtype = self.dtype, requires_grad = true})
   init.uniform_(self.log_weights, -0.05, 0.05, {generator = self.generator})
   return self
 end
 
 -- log P = sinkhorn((L + noise * Gumbel) / tau, iters) at step.
 function Permuted:log_perm(step, noise)
-  local gm = gmod()
   local L = self.log_weights
   if noise and noise ~= 0 then
     local u = gm.rand(L.shape, {dtype = L.dtype, generator = self.generator}):clamp(1e-20, 1)
@@ -141,7 +140,6 @@ end
 -- (assignment[i+1] = new id of inner expert i).
 function Permuted:freeze()
   if self.frozen then return self.perm end
-  local gm = gmod()
   local lp = gm.no_grad(function() return self:log_perm(self.steps, 0) end)
   local perm = M.hungarian((-lp):to('f64'):totable())
   self.perm, self.frozen = perm, true
@@ -154,14 +152,12 @@ function Permuted:freeze()
 end
 
 local function dense_weights(r, E)
-  local gm = gmod()
   local T, K = r.ids.shape[1], r.ids.shape[2]
   local oh = gm.one_hot(r.ids, E, r.weights.dtype)  -- [T, K, E], no gradient (a constant mask)
   return (oh * r.weights:reshape{T, K, 1}):sum(1)
 end
 
 function Permuted:forward(x, ctx)
-  local gm = gmod()
   local step = self:step(ctx)
   if not self.frozen and self.auto_freeze and ctx and ctx.step and ctx.step >= self.steps then self:freeze() end
   local r = self.inner:forward(x, ctx)

@@ -10,7 +10,7 @@ local G = require 'gmoe.gates'
 local Gate = G.Gate
 local init = require 'gmoe.nn.initializers'
 
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local M = {}
 
@@ -33,14 +33,14 @@ end
 
 -- A free parameter of shape `shape`, uniform in [-b, b].
 local function uparam(shape, dtype, b, gen)
-  local t = gmod().empty(shape, {dtype = dtype, requires_grad = true})
+  local t = gm.empty(shape, {dtype = dtype, requires_grad = true})
   init.uniform_(t, -b, b, {generator = gen})
   return t
 end
 
 -- A Linear(d, out) with weight and bias uniform in [-bw, bw] and [-bb, bb].
 local function ulinear(self, d, out, bw, bb)
-  local lin = gmod().nn.Linear{d, out, bias = true, dtype = self.dtype, generator = self.generator}
+  local lin = gm.nn.Linear{d, out, bias = true, dtype = self.dtype, generator = self.generator}
   init.uniform_(lin.weight, -bw, bw, {generator = self.generator})
   if bb > 0 then init.uniform_(lin.bias, -bb, bb, {generator = self.generator})
   else init.zeros_(lin.bias) end
@@ -98,9 +98,9 @@ end
 --- Selector weights: a [T, E] (or [E] static), r [T, k, E] (or [k, E]).
 function DSelectK:selectors(x)
   local T = x.shape[1]
-  if self.static then return gmod().dselect_k(self.z, self.w, self.experts, self.gamma) end
+  if self.static then return gm.dselect_k(self.z, self.w, self.experts, self.gamma) end
   local z = self.z_router(x):reshape{T, self.nsel, self.bits}
-  return gmod().dselect_k(z, self.w_router(x), self.experts, self.gamma)
+  return gm.dselect_k(z, self.w_router(x), self.experts, self.gamma)
 end
 
 function DSelectK:forward(x, ctx)
@@ -169,11 +169,11 @@ end
 
 --- Tree outputs: g [T, E] (or [E] static), mu [T, k, E] (or [k, E]) reach probabilities.
 function COMET:trees(x)
-  if self.static then return gmod().comet_gate(self.nodes, self.leaves, self.gamma) end
+  if self.static then return gm.comet_gate(self.nodes, self.leaves, self.gamma) end
   local T, k, E = x.shape[1], self.nsel, self.experts
   local nodes = self.node_router(x):reshape{T, k, E - 1}
   local leaves = self.leaf_router(x):reshape{T, k, E}
-  return gmod().comet_gate(nodes, leaves, self.gamma)
+  return gm.comet_gate(nodes, leaves, self.gamma)
 end
 
 function COMET:forward(x, ctx)

@@ -3,12 +3,12 @@
 -- layer_norm, rms_norm. Everything is composed from ops of the op table, so autograd covers it.
 local doc = require 'gmoe.doc'
 
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local F = {}
 
 local function check_tensor(fn, what, x)
-  if not gmod().is_tensor(x) then
+  if not gm.is_tensor(x) then
     error(('gm.nn.functional.%s: %s must be a tensor, got %s'):format(fn, what, type(x)), 3)
   end
 end
@@ -50,7 +50,7 @@ function F.conv2d(x, w, b, opts)
   local sh, sw = pair('conv2d', 'stride', opts.stride or 1)
   local ph, pw = pair('conv2d', 'padding', opts.padding or 0)
   return batched('conv2d', x, function(x4)
-    local y = gmod().conv2d(x4, w, {sh, sw, ph, pw})
+    local y = gm.conv2d(x4, w, {sh, sw, ph, pw})
     if b then y = y + b:reshape {1, b:numel(), 1, 1} end
     return y
   end)
@@ -67,7 +67,7 @@ function F.max_pool2d(x, kernel_size, opts)
   check_tensor('max_pool2d', 'input', x)
   opts = opts or {}
   local geo = pool_geo('max_pool2d', kernel_size, opts)
-  local y, idx = batched('max_pool2d', x, function(x4) return gmod().max_pool2d(x4, geo) end)
+  local y, idx = batched('max_pool2d', x, function(x4) return gm.max_pool2d(x4, geo) end)
   if opts.return_indices then return y, idx end
   return y
 end
@@ -75,7 +75,7 @@ end
 function F.avg_pool2d(x, kernel_size, opts)
   check_tensor('avg_pool2d', 'input', x)
   local geo = pool_geo('avg_pool2d', kernel_size, opts or {})
-  return batched('avg_pool2d', x, function(x4) return gmod().avg_pool2d(x4, geo) end)
+  return batched('avg_pool2d', x, function(x4) return gm.avg_pool2d(x4, geo) end)
 end
 
 function F.adaptive_avg_pool2d(x, output_size)
@@ -85,7 +85,7 @@ function F.adaptive_avg_pool2d(x, output_size)
   return batched('adaptive_avg_pool2d', x, function(x4)
     local H, W = x4.shape[3], x4.shape[4]
     if H % oh == 0 and W % ow == 0 then
-      return gmod().avg_pool2d(x4, {H // oh, W // ow, H // oh, W // ow, 0, 0})
+      return gm.avg_pool2d(x4, {H // oh, W // ow, H // oh, W // ow, 0, 0})
     end
     -- Uneven windows (as torch): rows floor(i*H/oh) .. ceil((i+1)*H/oh), likewise columns.
     local rows = {}
@@ -96,9 +96,9 @@ function F.adaptive_avg_pool2d(x, output_size)
         local w0, w1 = j * W // ow, -((-(j + 1) * W) // ow)
         cols[j + 1] = x4:narrow(2, h0, h1 - h0):narrow(3, w0, w1 - w0):mean {2, 3}
       end
-      rows[i + 1] = gmod().stack(cols, -1)
+      rows[i + 1] = gm.stack(cols, -1)
     end
-    return gmod().stack(rows, -2)
+    return gm.stack(rows, -2)
   end)
 end
 
@@ -110,7 +110,6 @@ function F.dropout(x, p, training, opts)
   end
   if training == false or p == 0 then return x end
   if p == 1 then return x * 0 end
-  local gm = gmod()
   local keep = gm.rand(x.shape, {dtype = x.dtype, generator = opts and opts.generator}):ge(p)
   return x * (keep * (1 / (1 - p)))
 end

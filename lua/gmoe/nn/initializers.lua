@@ -5,17 +5,17 @@
 --   gm.nn.init.kaiming_uniform_(w, math.sqrt(5));  gm.nn.init.normal_(w, {std = 0.02, generator = g})
 local doc = require 'gmoe.doc'
 
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local M = {}
 
 -- Splits (t, positional..., opts?) into the tensor, the positional values and the options.
 local function args(name, t, ...)
-  if not gmod().is_tensor(t) then error(('gm.nn.init.%s: first argument must be a tensor'):format(name), 3) end
+  if not gm.is_tensor(t) then error(('gm.nn.init.%s: first argument must be a tensor'):format(name), 3) end
   if t.dtype == 'i32' then error(('gm.nn.init.%s: expects a float tensor, got i32'):format(name), 3) end
   local pos = table.pack(...)
   local opts = {}
-  if pos.n > 0 and type(pos[pos.n]) == 'table' and not gmod().is_tensor(pos[pos.n]) then
+  if pos.n > 0 and type(pos[pos.n]) == 'table' and not gm.is_tensor(pos[pos.n]) then
     opts = pos[pos.n]
     pos.n = pos.n - 1
   end
@@ -30,17 +30,15 @@ local function opt(opts, pos, i, key, default)
 end
 
 local function fill(t, src)
-  gmod().no_grad(function() t:copy_(src) end)
+  gm.no_grad(function() t:copy_(src) end)
   return t
 end
 
 local function uniform(t, a, b, g)
-  local gm = gmod()
   return fill(t, gm.rand(t.shape, {dtype = t.dtype, generator = g}) * (b - a) + a)
 end
 
 local function normal(t, mean, std, g)
-  local gm = gmod()
   return fill(t, gm.randn(t.shape, {dtype = t.dtype, generator = g}) * std + mean)
 end
 
@@ -94,7 +92,7 @@ end
 
 function M.constant_(t, v)
   args('constant_', t)
-  gmod().no_grad(function() t:fill_(v) end)
+  gm.no_grad(function() t:fill_(v) end)
   return t
 end
 function M.zeros_(t) return M.constant_(t, 0) end

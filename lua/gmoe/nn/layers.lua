@@ -9,7 +9,7 @@ local is_module = require('gmoe.nn.module').is_module
 local init = require 'gmoe.nn.initializers'
 local F = require 'gmoe.nn.functional'
 
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local L = {}
 
@@ -22,7 +22,7 @@ local function options(name, positional, defaults, ...)
   local a = table.pack(...)
   local o = {}
   local src = a
-  if a.n >= 1 and type(a[a.n]) == 'table' and not is_module(a[a.n]) and not gmod().is_tensor(a[a.n]) then
+  if a.n >= 1 and type(a[a.n]) == 'table' and not is_module(a[a.n]) and not gm.is_tensor(a[a.n]) then
     for k, v in pairs(a[a.n]) do o[k] = v end
     src = {n = a.n - 1, table.unpack(a, 1, a.n - 1)}
   end
@@ -64,7 +64,7 @@ local function need_int(name, key, v, min, level)
 end
 
 local function param(shape, dtype)
-  return gmod().empty(shape, {dtype = dtype or 'f32', requires_grad = true})
+  return gm.empty(shape, {dtype = dtype or 'f32', requires_grad = true})
 end
 
 local function define(name, sig, text, extra)
@@ -162,13 +162,13 @@ function Embedding:init(...)
   init.normal_(self.weight, 0, 1, {generator = o.generator})
 end
 function Embedding:forward(ids)
-  if not gmod().is_tensor(ids) or ids.dtype ~= 'i32' then
+  if not gm.is_tensor(ids) or ids.dtype ~= 'i32' then
     error(('gm.nn.Embedding: ids must be an i32 tensor, got %s'):format(
-      gmod().is_tensor(ids) and ids.dtype or type(ids)), 2)
+      gm.is_tensor(ids) and ids.dtype or type(ids)), 2)
   end
   local shape = ids.shape
   shape[#shape + 1] = self.embedding_dim
-  return gmod().index_select(self.weight, 0, ids:reshape {-1}):reshape(shape)
+  return gm.index_select(self.weight, 0, ids:reshape {-1}):reshape(shape)
 end
 function Embedding:extra_repr() return ('%d, %d'):format(self.num_embeddings, self.embedding_dim) end
 

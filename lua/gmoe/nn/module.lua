@@ -6,7 +6,7 @@
 -- names goes through __newindex. Names are dotted paths as in PyTorch ('blocks.1.fc.weight').
 local doc = require 'gmoe.doc'
 
-local function gmod() return require 'gmoe' end
+local gm = require 'gmoe' -- registered by init.lua before its submodules load
 
 local Module = {}
 local is_class = {} -- class table -> true
@@ -18,7 +18,7 @@ local function is_module(v)
   return type(mt) == 'table' and rawget(mt, '__module_class') ~= nil
 end
 
-local function is_tensor(v) return gmod().is_tensor(v) end
+local function is_tensor(v) return gm.is_tensor(v) end
 local function shape_str(t) return '[' .. table.concat(t.shape, ', ') .. ']' end
 
 local function classname(m) return rawget(getmetatable(m), '__module_class').__classname end
@@ -310,7 +310,7 @@ function Module:load_state_dict(sd, opts)
   if strict and #unexpected > 0 then msgs[#msgs + 1] = 'unexpected keys: ' .. table.concat(unexpected, ', ') end
   for _, m in ipairs(bad) do msgs[#msgs + 1] = m end
   if #msgs > 0 then error(classname(self) .. ':load_state_dict: ' .. table.concat(msgs, '; '), 2) end
-  gmod().no_grad(function()
+  gm.no_grad(function()
     for _, name in ipairs(order) do
       if sd[name] ~= nil then own[name]:copy_(sd[name]) end
     end
