@@ -7,7 +7,7 @@ CC         ?= cc
 PKG_CONFIG ?= pkg-config
 WERROR     ?= 0
 QUICK      ?= 0
-OPT        ?= -O2 -march=native
+OPT        ?= -O3 -march=native
 PROVE_JOBS ?= 2
 
 # Sanitizer build: `make asan test` builds in build-asan with ASan and UBSan.

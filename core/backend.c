@@ -1,5 +1,9 @@
 /* backend.c: the backend registry and kernel dispatch. A kernel missing on a backend is a
  * clean GM_ENOTSUP error; devices are never mixed silently. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
 #include "internal.h"
 
 static const char *kernel_names[GM_K_COUNT] = {
@@ -10,6 +14,32 @@ static const char *kernel_names[GM_K_COUNT] = {
 
 const char *gm_kernel_name(int kid) {
     return kid >= 0 && kid < GM_K_COUNT ? kernel_names[kid] : "?";
+}
+
+int gm_kernel_count(void) { return GM_K_COUNT; }
+
+/* ---- the kernel profiler: one row per kernel id, filled by gm_kernel_run while on ------- */
+gm_status gm_profile_start(gm_ctx *c) {
+    if (!c->prof) {
+        c->prof = calloc(GM_K_COUNT, sizeof *c->prof);
+        if (!c->prof) return gm_errf(c, GM_ENOMEM, "profile: out of memory");
+    } else {
+        memset(c->prof, 0, GM_K_COUNT * sizeof *c->prof);
+    }
+    return GM_OK;
+}
+
+void gm_profile_stop(gm_ctx *c) {
+    free(c->prof);
+    c->prof = NULL;
+}
+
+const gm_kprof *gm_profile_rows(const gm_ctx *c) { return c->prof; }
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 gm_backend *gm_backend_for(gm_device d) {
@@ -48,7 +78,16 @@ gm_status gm_kernel_run(gm_ctx *c, gm_device d, int kid, gm_kargs *a) {
         if (!c->default_threads) c->default_threads = b->max_threads ? b->max_threads() : 1;
         a->nthreads = c->default_threads;
     }
-    gm_status st = b->kernel[kid](c, a);
+    gm_status st;
+    if (c->prof) { /* profiling: time the kernel to completion on its device */
+        uint64_t t0 = now_ns();
+        st = b->kernel[kid](c, a);
+        if (st == GM_OK && b->sync) st = b->sync(c);
+        c->prof[kid].calls++;
+        c->prof[kid].ns += now_ns() - t0;
+    } else {
+        st = b->kernel[kid](c, a);
+    }
     if (st == GM_EINTR && !c->err[0]) gm_errf(c, GM_EINTR, "interrupted");
     if (st != GM_OK && !c->err[0]) gm_errf(c, st, "kernel '%s' failed", gm_kernel_name(kid));
     return st;

@@ -115,7 +115,6 @@ struct gm_backend {
 
 extern gm_backend gm_backend_cpu; /* kernels/cpu/backend_cpu.c */
 gm_backend *gm_backend_for(gm_device d); /* NULL when not built */
-const char *gm_kernel_name(int kid);
 
 /* Run kernel kid on device d; a missing kernel is a clean GM_ENOTSUP error. */
 gm_status gm_kernel_run(gm_ctx *c, gm_device d, int kid, gm_kargs *a);

@@ -64,6 +64,18 @@ size_t gm_ctx_live_bytes(const gm_ctx *c);   /* bytes held by live storages */
 void gm_ctx_reset(gm_ctx *c);
 void gm_ctx_set_num_threads(gm_ctx *c, int n); /* kernels and BLAS; 0 = library default */
 int gm_ctx_num_threads(const gm_ctx *c);
+/* Kernel profiler: while on, every kernel run adds its wall time (after the device syncs) and
+ * one call to its row; rows are indexed by kernel id (gm_kernel_name, GM_K_COUNT of them).
+ * gm_profile_start zeroes the rows; gm_profile_rows is NULL while off. */
+typedef struct {
+    uint64_t calls;
+    uint64_t ns;
+} gm_kprof;
+gm_status gm_profile_start(gm_ctx *c);
+void gm_profile_stop(gm_ctx *c);
+const gm_kprof *gm_profile_rows(const gm_ctx *c);
+int gm_kernel_count(void);
+const char *gm_kernel_name(int kid);
 
 /* Grad mode: gm_grad_push(c, false) ... gm_grad_pop(c) brackets a no_grad region. */
 void gm_grad_push(gm_ctx *c, bool enabled);

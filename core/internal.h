@@ -15,6 +15,7 @@ struct gm_ctx {
     int nthreads;
     int default_threads;     /* the CPU backend's thread count, read once */
     size_t live_bytes;
+    gm_kprof *prof;          /* per-kernel call counts and time while profiling, else NULL */
 };
 
 /* Allocate a node for op with n_in inputs (not retained yet). */

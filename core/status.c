@@ -16,7 +16,10 @@ gm_ctx *gm_ctx_new(void) {
     return c;
 }
 
-void gm_ctx_free(gm_ctx *c) { free(c); }
+void gm_ctx_free(gm_ctx *c) {
+    if (c) free(c->prof);
+    free(c);
+}
 
 gm_status gm_errf(gm_ctx *c, gm_status code, const char *fmt, ...) {
     va_list ap;

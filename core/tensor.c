@@ -114,7 +114,7 @@ gm_status gm_tensor_new(gm_ctx *c, gm_dtype t, gm_device d, int ndim, const int6
 
 gm_status gm_tensor_full(gm_ctx *c, gm_dtype t, gm_device d, int ndim, const int64_t *shape,
                          double value, gm_tensor **out) {
-    gm_tensor *x;
+    gm_tensor *x = NULL;
     gm_status st = gm_tensor_new(c, t, d, ndim, shape, &x);
     if (st != GM_OK) return st;
     if ((st = gm_tensor_fill_(c, x, value)) != GM_OK) {

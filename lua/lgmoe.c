@@ -989,6 +989,29 @@ static int l_clock(lua_State *L) {
     return 1;
 }
 
+/* gm._kprof(true): start the kernel profiler (zeroed); gm._kprof(false): stop it and return
+ * {name = {calls, seconds}} for every kernel that ran (gm.profile in init.lua wraps this). */
+static int l_kprof(lua_State *L) {
+    gm_ctx *c = gm_lua_ctx(L);
+    if (lua_toboolean(L, 1)) {
+        if (gm_profile_start(c) != GM_OK) return luaL_error(L, "%s", gm_errmsg(c));
+        return 0;
+    }
+    const gm_kprof *rows = gm_profile_rows(c);
+    lua_newtable(L);
+    for (int k = 0; rows && k < gm_kernel_count(); k++) {
+        if (!rows[k].calls) continue;
+        lua_createtable(L, 2, 0);
+        lua_pushinteger(L, (lua_Integer)rows[k].calls);
+        lua_rawseti(L, -2, 1);
+        lua_pushnumber(L, (double)rows[k].ns * 1e-9);
+        lua_rawseti(L, -2, 2);
+        lua_setfield(L, -2, gm_kernel_name(k));
+    }
+    gm_profile_stop(c);
+    return 1;
+}
+
 static int l_interrupted(lua_State *L) {
     lua_pushboolean(L, gm_interrupted());
     return 1;
@@ -1125,7 +1148,7 @@ static const luaL_Reg module_fns[] = {
     {"set_rng_state", l_set_rng_state}, {"is_tensor", l_is_tensor},
     {"is_grad_enabled", l_is_grad_enabled}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"live_bytes", l_live_bytes}, {"blas_info", l_blas_info},
-    {"ops", l_ops}, {"clock", l_clock}, {NULL, NULL}
+    {"ops", l_ops}, {"clock", l_clock}, {"_kprof", l_kprof}, {NULL, NULL}
 };
 
 /* from_bytes(s, i, n, dtype): a 1-D tensor of the n unsigned bytes of string s starting at the

@@ -100,6 +100,24 @@ static gm_status back_reshape(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor
 /* zeros shaped like x, with g copied into the view chosen by `viewop` of it. */
 static gm_status back_scatter_view(gm_ctx *c, gm_node *n, gm_tensor *g, gm_tensor **gin) {
     gm_tensor *x = n->in[0], *z, *v;
+    /* When x's gradient so far is a buffer only autograd holds (one reference, its own
+     * storage), add g into the slice of it in place: q, k, v narrowed off one projection then
+     * cost one pass over the projection's gradient instead of a zeroed copy per slice plus
+     * their sums. */
+    gm_tensor *acc = x->grad_fn ? x->grad_fn->gout[x->out_index] : NULL;
+    if (acc && acc->refcount == 1 && acc->storage->refcount == 1 && acc->dtype == g->dtype &&
+        gm_tensor_is_contiguous(acc) && acc->ndim == x->ndim &&
+        memcmp(acc->shape, x->shape, (size_t)x->ndim * sizeof *x->shape) == 0) {
+        gm_status st = gm_op(c, n->op, 1, &acc, &n->p, &v);
+        if (st == GM_OK) {
+            gm_tensor *io[2] = {v, g};
+            gm_kargs ex = {0};
+            ex.i[0] = GM_OP_ADD;
+            st = gm_run(c, GM_K_PW_BINARY, 2, io, 1, &v, NULL, &ex);
+            gm_tensor_release(v);
+        }
+        return st; /* gin[0] stays NULL: nothing more to add */
+    }
     gm_status st = gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &z);
     if (st != GM_OK) return st;
     if ((st = gm_op(c, n->op, 1, &z, &n->p, &v)) == GM_OK) {

@@ -5,12 +5,12 @@
  * recomputation, blocked over queries only). Heads
  * are split over threads; every head's result is computed by one thread in a fixed order, so the
  * bits do not depend on the thread count. */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "blas.h"
 #include "parallel.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
@@ -105,17 +105,10 @@ typedef struct {
     int stop, oom;
 } sdpa_work;
 
-static inline int ld(int64_t n) { return n > 0 ? (int)n : 1; }
-
-/* C = alpha op(A) op(B) + beta C in the work's dtype (pointers to f32 or f64). */
+/* C = alpha op(A) op(B) + beta C in the work's dtype (pointers to f32 or f64), on this thread. */
 static void gemm(const sdpa_work *w, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const void *A,
                  int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc) {
-    enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
-    if (w->f32)
-        cblas_sgemm(CblasRowMajor, TA, TB, (int)m, (int)n, (int)k, (float)alpha, A, ld(lda), B, ld(ldb), (float)beta,
-                    C, ld(ldc));
-    else
-        cblas_dgemm(CblasRowMajor, TA, TB, (int)m, (int)n, (int)k, alpha, A, ld(lda), B, ld(ldb), beta, C, ld(ldc));
+    gm_cpu_gemm1(!w->f32, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 /* Element (b, h) head base of operand v (element offset) and its row stride. */
@@ -249,10 +242,7 @@ static gm_status sdpa_run(const gm_kargs *a, bool bwd) {
                    .f32 = q->dtype == GM_F32, .scale = a->d[0]};
     int64_t heads = q->shape[0] * q->shape[1];
     if (heads == 0 || w.T == 0) return GM_OK;
-    int blas = openblas_get_num_threads();
-    openblas_set_num_threads(1);
     gm_parallel_for(heads, gm_min_units(w.T * w.S * (w.Dh + w.Dv) / 8 + 1), a->nthreads, sdpa_range, &w);
-    openblas_set_num_threads(blas);
     if (w.oom) return GM_ENOMEM;
     return w.stop ? GM_EINTR : GM_OK;
 }

@@ -98,8 +98,7 @@ static gm_status cpu_sync(gm_ctx *c) {
 
 static void cpu_set_threads(int n) {
     if (n <= 0) return;
-    openblas_set_num_threads(n);
-    omp_set_num_threads(n);
+    omp_set_num_threads(n); /* OpenBLAS stays single-threaded: kernels split products (blas.h) */
 }
 
 static int cpu_max_threads(void) { return omp_get_max_threads(); }
@@ -129,8 +128,8 @@ const char *gm_blas_info(void) {
     if (cfg) sscanf(cfg, "%31s", ver);
     const char *v = cfg && strchr(cfg, ' ') ? strchr(cfg, ' ') + 1 : "";
     int vl = (int)strcspn(v, " ");
-    snprintf(buf, sizeof buf, "%s %.*s (core %s, %d threads)", ver, vl, v, openblas_get_corename(),
-             openblas_get_num_threads());
+    snprintf(buf, sizeof buf, "%s %.*s (core %s, single-threaded calls split over the kernel threads)", ver, vl, v,
+             openblas_get_corename());
     return buf;
 }
 

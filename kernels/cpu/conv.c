@@ -3,12 +3,12 @@
  * [C*kh*kw, OH*OW]: row r = (c, i, j) holds x[c, oh*sh - ph + i, ow*sw - pw + j] (0 in the
  * padding). Each image's gemm is one BLAS call; im2col/col2im stay on the calling thread, and
  * the pools split over planes (disjoint outputs, so results do not depend on the thread count). */
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "blas.h"
 #include "parallel.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
@@ -99,15 +99,12 @@ static void col2im(const cgeom *g, const void *col, void *x, bool f64) {
     }
 }
 
-/* C[M,N] = alpha op(A) op(B) + beta C, row-major, in the view's dtype. */
-static void gemm(bool f64, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,
-                 const void *B, int64_t ldb, double beta, void *Cm, int64_t ldc) {
-    CBLAS_TRANSPOSE oa = ta ? CblasTrans : CblasNoTrans, ob = tb ? CblasTrans : CblasNoTrans;
-    if (f64)
-        cblas_dgemm(CblasRowMajor, oa, ob, (int)M, (int)N, (int)K, 1.0, A, (int)lda, B, (int)ldb, beta, Cm, (int)ldc);
-    else
-        cblas_sgemm(CblasRowMajor, oa, ob, (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, (float)beta, Cm,
-                    (int)ldc);
+/* C[M,N] = op(A) op(B) + beta C, row-major, in the view's dtype, split over nthreads. */
+static gm_status gemm(bool f64, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,
+                      const void *B, int64_t ldb, double beta, void *Cm, int64_t ldc, int nthreads) {
+    gm_gemm_args g = {.f64 = f64, .ta = ta, .tb = tb, .m = M, .n = N, .k = K, .lda = lda, .ldb = ldb, .ldc = ldc,
+                      .alpha = 1, .beta = beta, .A = A, .B = B, .C = Cm};
+    return gm_cpu_gemm(&g, nthreads);
 }
 
 static void *scratch(gm_ctx *c, size_t n, const char *op) {
@@ -144,8 +141,12 @@ gm_status gm_cpu_CONV2D(gm_ctx *c, const gm_kargs *a) {
         }
         const char *xn = (const char *)X->data + (size_t)(n * g.C * g.H * g.W) * esz;
         if (!direct) im2col(&g, xn, col, f64);
-        gemm(f64, false, false, O, L, K, Wv->data, K, direct ? xn : col, L, 0.0,
-             (char *)Y->data + (size_t)(n * O * L) * esz, L);
+        gm_status st = gemm(f64, false, false, O, L, K, Wv->data, K, direct ? xn : col, L, 0.0,
+                            (char *)Y->data + (size_t)(n * O * L) * esz, L, a->nthreads);
+        if (st != GM_OK) {
+            free(col);
+            return st;
+        }
     }
     free(col);
     return GM_OK;
@@ -170,8 +171,12 @@ gm_status gm_cpu_CONV2D_DX(gm_ctx *c, const gm_kargs *a) {
             return GM_EINTR;
         }
         char *dxn = (char *)DX->data + (size_t)(n * img) * esz;
-        gemm(f64, true, false, K, L, O, Wv->data, K, (const char *)DY->data + (size_t)(n * O * L) * esz, L, 0.0,
-             direct ? dxn : col, L);
+        gm_status st = gemm(f64, true, false, K, L, O, Wv->data, K, (const char *)DY->data + (size_t)(n * O * L) * esz,
+                            L, 0.0, direct ? dxn : col, L, a->nthreads);
+        if (st != GM_OK) {
+            free(col);
+            return st;
+        }
         if (!direct) col2im(&g, col, dxn, f64);
     }
     free(col);
@@ -198,8 +203,12 @@ gm_status gm_cpu_CONV2D_DW(gm_ctx *c, const gm_kargs *a) {
         }
         const char *xn = (const char *)X->data + (size_t)(n * g.C * g.H * g.W) * esz;
         if (!direct) im2col(&g, xn, col, f64);
-        gemm(f64, false, true, O, K, L, (const char *)DY->data + (size_t)(n * O * L) * esz, L, direct ? xn : col, L,
-             1.0, DW->data, K);
+        gm_status st = gemm(f64, false, true, O, K, L, (const char *)DY->data + (size_t)(n * O * L) * esz, L,
+                            direct ? xn : col, L, 1.0, DW->data, K, a->nthreads);
+        if (st != GM_OK) {
+            free(col);
+            return st;
+        }
     }
     free(col);
     return GM_OK;

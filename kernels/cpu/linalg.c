@@ -1,13 +1,14 @@
 /* linalg.c (cpu): batched matrix products on OpenBLAS. The rules hand over [batch..., M, K] @
  * [batch..., K, N] views whose last two dims are row-major or transposed row-major (a
  * transposed operand goes to BLAS as CblasTrans, not as a copy); batch dims may have any
- * strides, broadcast ones stride 0. C is written directly by sgemm/dgemm with beta = 0. */
-#include <cblas.h>
+ * strides, broadcast ones stride 0. C is written directly by sgemm/dgemm with beta = 0, the
+ * products split over the kernel's threads by gm_cpu_gemm (blas.h). */
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "backend.h"
+#include "blas.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
@@ -61,28 +62,9 @@ gm_status gm_cpu_MATMUL(gm_ctx *c, const gm_kargs *a) {
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
         return gm_errf(c, GM_ENOTSUP, "matmul: dims %lld x %lld x %lld exceed BLAS int range",
                        (long long)M, (long long)K, (long long)N);
-    CBLAS_TRANSPOSE opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
-    /* Rows of C in blocks of about 2^30 flops (~10 ms), so Ctrl-C lands between blocks even
-     * inside one large product; below that size a product is a single BLAS call. */
-    int64_t mb = ((int64_t)1 << 29) / (N * K > 0 ? N * K : 1);
-    mb = mb < 64 ? 64 : mb / 64 * 64;
-    for (int64_t b = 0; b < nbatch; b++) {
-        /* batch entry b, row-major over the batch dims */
-        int64_t oa = gm_shape_offset(nb, A->shape, A->stride, b);
-        int64_t ob = gm_shape_offset(nb, B->shape, B->stride, b), oc = b * M * N;
-        for (int64_t r0 = 0; r0 < M; r0 += mb) {
-            if (gm_interrupted()) return GM_EINTR;
-            int64_t m = M - r0 < mb ? M - r0 : mb;
-            int64_t ra = oa + r0 * (ta ? 1 : lda); /* row r0 of A: a column of A^T when transposed */
-            if (C->dtype == GM_F32)
-                cblas_sgemm(CblasRowMajor, opa, opb, (int)m, (int)N, (int)K, 1.0f,
-                            (const float *)A->data + ra, (int)lda, (const float *)B->data + ob,
-                            (int)ldb, 0.0f, (float *)C->data + oc + r0 * N, (int)N);
-            else
-                cblas_dgemm(CblasRowMajor, opa, opb, (int)m, (int)N, (int)K, 1.0,
-                            (const double *)A->data + ra, (int)lda, (const double *)B->data + ob,
-                            (int)ldb, 0.0, (double *)C->data + oc + r0 * N, (int)N);
-        }
-    }
-    return GM_OK;
+    gm_gemm_args g = {.f64 = C->dtype == GM_F64, .ta = ta, .tb = tb, .m = M, .n = N, .k = K, .lda = lda,
+                      .ldb = ldb, .ldc = N, .alpha = 1, .beta = 0, .A = A->data, .B = B->data, .C = C->data,
+                      .nb = nb, .bshape = C->shape, .astride = A->stride, .bstride = B->stride,
+                      .cstride = C->stride};
+    return gm_cpu_gemm(&g, a->nthreads);
 }

@@ -4,6 +4,7 @@
  * sums are added serially in double, so a loss is bitwise the same for any thread count. */
 #include "backend.h"
 #include "parallel.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,9 +19,48 @@
 
 /* ---- cross-entropy: logits [N,C] (any strides), target [N] i32 ------------------------- */
 
+/* log(sum_j exp(x_j)) of a contiguous f32 row: the max and the exps in 8 lanes (vmath.h; tails
+ * padded with -inf), the exps summed in 8 double lanes added in a fixed order. NaNs are skipped
+ * by the max and propagate through the sum, as in the strided loop below. */
+static double lse_f_contig(const float *x, int64_t C)
+{
+    v8f mv = v8_splat(-INFINITY), v;
+    int64_t j = 0;
+    for (;; j += 8) {
+        if (j + 8 <= C) __builtin_memcpy(&v, x + j, sizeof v);
+        else if (j < C) {
+            v = v8_splat(-INFINITY);
+            for (int64_t k = j; k < C; k++) v[k - j] = x[k];
+        } else break;
+        v8i gt = v > mv; /* false for NaN */
+        mv = (v8f)((gt & (v8i)v) | (~gt & (v8i)mv));
+    }
+    float m = -INFINITY;
+    for (int k = 0; k < 8; k++) if (mv[k] > m) m = mv[k];
+    if (isinf(m)) return m; /* all -inf (or +inf somewhere): the lse is that infinity */
+    typedef double v4d __attribute__((vector_size(32)));
+    typedef float v4f __attribute__((vector_size(16)));
+    v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0};
+    v8f sh = v8_splat(m);
+    for (j = 0; j < C; j += 8) {
+        if (j + 8 <= C) __builtin_memcpy(&v, x + j, sizeof v);
+        else {
+            v = v8_splat(-INFINITY);
+            for (int64_t k = j; k < C; k++) v[k - j] = x[k];
+        }
+        v8f e = v8_expf(v - sh);
+        v4f lo = {e[0], e[1], e[2], e[3]}, hi = {e[4], e[5], e[6], e[7]};
+        s0 += __builtin_convertvector(lo, v4d);
+        s1 += __builtin_convertvector(hi, v4d);
+    }
+    s0 += s1;
+    return m + log((s0[0] + s0[1]) + (s0[2] + s0[3]));
+}
+
 /* log(sum_j exp(x_j)) of one row, stable: max + log(sum exp(x - max)), summed in double. */
 static double lse_f(const float *x, int64_t s, int64_t C)
 {
+    if (s == 1) return lse_f_contig(x, C);
     float m = -INFINITY;
     for (int64_t j = 0; j < C; j++)
         if (x[j * s] > m) m = x[j * s];
@@ -112,7 +152,7 @@ static void ce_range(void *ctx, int64_t lo, int64_t hi)
 gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *L = &a->in[0], *T = &a->in[1], *O = &a->out[0];
-    int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count;
+    int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count = 0;
     int red = (int)a->i[0];
     gm_status s = check_targets(c, T, C, ign, &count);
     if (s) return s;
@@ -142,7 +182,12 @@ static void ce_bwd_f(const float *x, int64_t xs, float *o, int64_t os, int64_t C
                      double w, double eps)
 {
     float lse = (float)lse_f(x, xs, C), wf = (float)w, u = (float)(eps / (double)C * w);
-    for (int64_t j = 0; j < C; j++) o[j * os] = expf(x[j * xs] - lse) * wf - u;
+    if (xs == 1 && os == 1) {
+        v8_exp_shifted(o, x, C, lse);
+        for (int64_t j = 0; j < C; j++) o[j] = o[j] * wf - u;
+    } else {
+        for (int64_t j = 0; j < C; j++) o[j * os] = expf(x[j * xs] - lse) * wf - u;
+    }
     o[k * os] -= (float)((1 - eps) * w);
 }
 
@@ -187,7 +232,7 @@ static void ce_bwd_range(void *ctx, int64_t lo, int64_t hi)
 gm_status gm_cpu_CROSS_ENTROPY_BWD(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *L = &a->in[0], *T = &a->in[1];
-    int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count;
+    int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count = 0;
     int red = (int)a->i[0];
     gm_status s = check_targets(c, T, C, ign, &count);
     if (s) return s;

@@ -4,12 +4,12 @@
  * core/ops/moe.c hand over contiguous views; every id and slot is bounds-checked here. Each
  * row of the expert-order buffer belongs to one (t, k) at most, so scatters write disjoint
  * rows and run in parallel without atomics; results never depend on the thread count. */
-#include <cblas.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "blas.h"
 #include "parallel.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
@@ -264,7 +264,7 @@ static gm_status dims_ok(gm_ctx *c, int64_t a, int64_t b, int64_t d) {
 /* One expert's product of a grouped matmul: C[m,n] = op(A)[m,k] op(B)[k,n] (row-major,
  * beta 0), or nothing when m, n or k is 0 (the caller zeroes what needs zeroing). */
 typedef struct {
-    CBLAS_TRANSPOSE ta, tb;
+    bool ta, tb;
     int m, n, k, lda, ldb, ldc;
     const void *A, *B;
     void *C;
@@ -272,19 +272,14 @@ typedef struct {
 
 static void gemm_run(gm_dtype t, const gemm_task *g) {
     if (g->m == 0 || g->n == 0 || g->k == 0) return;
-    if (t == GM_F32)
-        cblas_sgemm(CblasRowMajor, g->ta, g->tb, g->m, g->n, g->k, 1.0f, g->A, g->lda, g->B, g->ldb, 0.0f, g->C,
-                    g->ldc);
-    else
-        cblas_dgemm(CblasRowMajor, g->ta, g->tb, g->m, g->n, g->k, 1.0, g->A, g->lda, g->B, g->ldb, 0.0, g->C,
-                    g->ldc);
+    gm_cpu_gemm1(t == GM_F64, g->ta, g->tb, g->m, g->n, g->k, 1.0, g->A, g->lda, g->B, g->ldb, 0.0, g->C, g->ldc);
 }
 
 /* Per-expert products below this many flops (2mnk) run concurrently on the kernel's threads
  * with single-threaded BLAS: OpenBLAS splits one small gemm over its threads at a cost
  * (thread wake-ups, sched_yield spinning) that dominates such products, while whole experts
- * on separate threads need no synchronisation inside. Bigger products let BLAS thread each
- * gemm, which balances better when experts get unequal rows. */
+ * on separate threads need no synchronisation inside. Bigger products are each split over the
+ * threads (gm_cpu_gemm), which balances better when experts get unequal rows. */
 #define GROUPED_PAR_MAX_FLOP 4e9
 
 static int by_size_desc(const void *x, const void *y, void *ctx) {
@@ -294,9 +289,9 @@ static int by_size_desc(const void *x, const void *y, void *ctx) {
     return a > b ? -1 : a < b ? 1 : i - j;
 }
 
-/* Run the E products of tasks. Each product is computed by one BLAS call whatever the mode, so
- * the result of every expert depends only on its operands and on the BLAS thread count used
- * for it, which depends only on the shapes and a->nthreads: deterministic for a thread count. */
+/* Run the E products of tasks: whole products on the threads (small ones), or each product cut
+ * over the threads (blas.h). The mode and the cuts depend only on the shapes and a->nthreads,
+ * so results are deterministic for a thread count. */
 static gm_status grouped_gemm(gm_ctx *c, const gm_kargs *a, gm_dtype t, gemm_task *task, int64_t E) {
     int nt = a->nthreads > 0 ? a->nthreads : 1, busy = 0;
     double most = 0;
@@ -308,8 +303,13 @@ static gm_status grouped_gemm(gm_ctx *c, const gm_kargs *a, gm_dtype t, gemm_tas
     bool par = nt > 1 && busy > 1 && most <= GROUPED_PAR_MAX_FLOP;
     if (!par) {
         for (int64_t e = 0; e < E; e++) {
-            if (gm_interrupted()) return GM_EINTR;
-            gemm_run(t, &task[e]);
+            const gemm_task *g = &task[e];
+            if (!g->m || !g->n || !g->k) continue;
+            gm_gemm_args ga = {.f64 = t == GM_F64, .ta = g->ta, .tb = g->tb, .m = g->m, .n = g->n, .k = g->k,
+                               .lda = g->lda, .ldb = g->ldb, .ldc = g->ldc, .alpha = 1, .beta = 0, .A = g->A,
+                               .B = g->B, .C = g->C};
+            gm_status st = gm_cpu_gemm(&ga, nt);
+            if (st != GM_OK) return st;
         }
         return GM_OK;
     }
@@ -329,12 +329,9 @@ static gm_status grouped_gemm(gm_ctx *c, const gm_kargs *a, gm_dtype t, gemm_tas
         }
         order[j] = v;
     }
-    int blas = openblas_get_num_threads();
-    openblas_set_num_threads(1);
     if (nt > n) nt = n;
     #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
     for (int i = 0; i < n; i++) gemm_run(t, &task[order[i]]);
-    openblas_set_num_threads(blas);
     free(order);
     return GM_OK;
 }
@@ -359,7 +356,7 @@ gm_status gm_cpu_EXPERT_MM(gm_ctx *c, const gm_kargs *a) {
     if (!task) return gm_errf(c, GM_ENOMEM, "expert_mm: out of memory");
     for (int64_t e = 0; e < E; e++) {
         int64_t r0 = off[e];
-        task[e] = (gemm_task){CblasNoTrans, tr ? CblasTrans : CblasNoTrans, (int)(off[e + 1] - r0), (int)B, (int)A,
+        task[e] = (gemm_task){false, tr, (int)(off[e + 1] - r0), (int)B, (int)A,
                               (int)A, (int)(tr ? A : B), (int)B,
                               (const char *)xs->data + (size_t)(r0 * A) * esz,
                               (const char *)w->data + (size_t)(e * A * B) * esz,
@@ -386,7 +383,7 @@ gm_status gm_cpu_EXPERT_MM_WGRAD(gm_ctx *c, const gm_kargs *a) {
         int64_t m = off[e + 1] - off[e], r0 = off[e];
         char *o = (char *)dw->data + (size_t)(e * Din * Dout) * esz;
         if (m == 0 && Din > 0 && Dout > 0) memset(o, 0, (size_t)(Din * Dout) * esz);
-        task[e] = (gemm_task){CblasTrans, CblasNoTrans, (int)Din, (int)Dout, (int)m, (int)Din, (int)Dout, (int)Dout,
+        task[e] = (gemm_task){true, false, (int)Din, (int)Dout, (int)m, (int)Din, (int)Dout, (int)Dout,
                               (const char *)xs->data + (size_t)(r0 * Din) * esz,
                               (const char *)g->data + (size_t)(r0 * Dout) * esz, o};
     }

@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "parallel.h"
+#include "vmath.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
@@ -192,49 +193,7 @@ static float pw_sigmoidf(float x) {
  * against f64 libm in tests/lua/t_pointwise.lua); elsewhere the same blocks call scalar libm.
  * EVERY element, tails and strided rows included, goes through the same 8-lane block (tails
  * padded into a buffer), so a value never depends on its position, alignment, layout or the
- * thread count. f64 stays on scalar libm. */
-#if defined(__x86_64__) && defined(__AVX2__) && defined(__GLIBC__) && defined(__GLIBC_PREREQ)
-#if __GLIBC_PREREQ(2, 35)
-#define PW_LIBMVEC 1
-#endif
-#endif
-
-/* 8 f32 lanes as a GCC vector: plain arithmetic maps to one AVX instruction per operation.
- * Without AVX, GCC warns that passing them changes the ABI; these functions are all static. */
-#ifndef __AVX__
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-typedef float v8f __attribute__((vector_size(32)));
-typedef int32_t v8i __attribute__((vector_size(32)));
-
-#ifdef PW_LIBMVEC
-#include <immintrin.h>
-__m256 _ZGVdN8v_expf(__m256 x); /* libmvec (linked through libm.so's AS_NEEDED libmvec) */
-__m256 _ZGVdN8v_erff(__m256 x);
-PW_INLINE v8f v8_expf(v8f x) { return (v8f)_ZGVdN8v_expf((__m256)x); }
-PW_INLINE v8f v8_erff(v8f x) { return (v8f)_ZGVdN8v_erff((__m256)x); }
-#else
-PW_INLINE v8f v8_expf(v8f x) {
-    for (int i = 0; i < 8; i++) x[i] = expf(x[i]);
-    return x;
-}
-PW_INLINE v8f v8_erff(v8f x) {
-    for (int i = 0; i < 8; i++) x[i] = erff(x[i]);
-    return x;
-}
-#endif
-
-PW_INLINE v8f v8_splat(float v) { return (v8f){v, v, v, v, v, v, v, v}; }
-
-/* sigmoid from e = exp(-|x|) (no overflow either side): 1/(1+e) for x >= 0, e/(1+e) below. */
-PW_INLINE v8f v8_sigmoid(v8f x) {
-    const v8i mag = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
-    v8f one = v8_splat(1.0f), ax = (v8f)((v8i)x & mag); /* |x| */
-    v8f e = v8_expf(-ax), r = one / (one + e);
-    v8i pos = x >= 0;
-    return (v8f)((pos & (v8i)r) | (~pos & (v8i)(e * r)));
-}
-
+ * thread count. f64 stays on scalar libm. The 8-lane type and functions are in vmath.h. */
 /* One 8-element block of op: forward f(x) (g unused), or backward g f'(x) (bwd). */
 PW_INLINE v8f v8_block(int op, bool bwd, v8f x, v8f g) {
     const v8f half = v8_splat(0.5f), one = v8_splat(1.0f);
@@ -264,7 +223,7 @@ static inline bool v8_serves(int op, bool bwd) {
 /* o[i*so] = block(x[i*sx], g[i*sg]) for i < n; g may be NULL (forward). */
 static void v8_row(int op, bool bwd, float *o, int64_t so, const float *x, int64_t sx, const float *g,
                    int64_t sg, int64_t n) {
-    v8f xb, gb = v8_splat(0.0f), ob;
+    v8f xb = v8_splat(0.0f), gb = v8_splat(0.0f), ob;
     int64_t i = 0;
     if (so == 1 && sx == 1 && (!g || sg == 1))
         for (; i + 8 <= n; i += 8) {

@@ -5,6 +5,7 @@
  * f32 data is accumulated in double. */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
@@ -114,6 +115,8 @@ typedef struct {
     bool min;      /* maxmin: min instead of max */
     rd_dims head;  /* sum_cols: outer dims but the last */
     int64_t m, nblk; /* sum_cols: size of the last outer dim, column blocks per head index */
+    int64_t npiece;  /* sum_cols: pieces of the inner set per column block */
+    double *part;    /* sum_cols: COLS partial sums per (block, piece) when npiece > 1 */
     int stop;
 } rd_job;
 
@@ -176,33 +179,50 @@ static void sum_generic_range(void *ctx, int64_t lo, int64_t hi) {
 
 /* Column blocks: when the innermost kept dim has stride 1 and the reduction walks a larger
  * stride (sum over dim 0 of [N, D]), accumulate up to 64 neighbouring outputs at once so each
- * input row is read contiguously. Per output the order is still row-major over the inner set. */
+ * input row is read contiguously. Per output the order is still row-major over the inner set.
+ * With fewer column blocks than threads (a bias gradient: [8192, 64] summed over rows is one
+ * block), the inner set is also cut into pieces of CUT_INNER elements, each summed on its own
+ * into a partial, and the partials added in order: the cut depends on the shape only, so the
+ * result is still the same for any thread count. */
 #define COLS 64
-static inline void sum_cols_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+#define CUT_INNER 1024
+
+/* acc[0..w) += the inner elements [i0, i1) (row-major over the inner set) of the columns at base. */
+static inline void cols_acc(const rd_job *j, gm_dtype t, int64_t base, int w, int64_t i0, int64_t i1,
+                            double *acc) {
     const rd_plan *pl = j->pl;
-    int64_t m = j->m, nblk = j->nblk;
-    for (int64_t task = lo; task < hi; task++) {
-        if ((task - lo) % j->per == 0 && gm_halted(&j->stop)) return;
+    for (int64_t i = i0; i < i1;) {
+        int64_t r = i / pl->len, l = i % pl->len, end = (r + 1) * pl->len < i1 ? (r + 1) * pl->len : i1;
+        int64_t off = base + rd_offset(&pl->rows, r) + l * pl->step;
+        for (; i < end; i++, off += pl->step) {
+            if (t == GM_F32) {
+                const float *q = (const float *)j->x->data + off;
+                for (int k = 0; k < w; k++) acc[k] += q[k];
+            } else if (t == GM_F64) {
+                const double *q = (const double *)j->x->data + off;
+                for (int k = 0; k < w; k++) acc[k] += q[k];
+            } else {
+                for (int k = 0; k < w; k++) acc[k] += gm_elem_load(j->x->data, t, off + k);
+            }
+        }
+    }
+}
+
+/* Unit u = (column block, inner piece): sums into the output directly (one piece) or into
+ * j->part[u] (COLS doubles each). */
+static inline void sum_cols_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
+    int64_t m = j->m, nblk = j->nblk, inner = j->pl->nrows * j->pl->len;
+    for (int64_t u = lo; u < hi; u++) {
+        if ((u - lo) % j->per == 0 && gm_halted(&j->stop)) return;
+        int64_t task = u / j->npiece, piece = u % j->npiece;
         int64_t h = task / nblk, b0 = (task % nblk) * COLS;
         int w = (int)(m - b0 < COLS ? m - b0 : COLS);
         int64_t base = rd_offset(&j->head, h) + b0;
+        int64_t i0 = piece * CUT_INNER, i1 = j->npiece == 1 ? inner : i0 + CUT_INNER < inner ? i0 + CUT_INNER : inner;
         double acc[COLS] = {0};
-        for (int64_t r = 0; r < pl->nrows; r++) {
-            int64_t roff = base + rd_offset(&pl->rows, r);
-            for (int64_t l = 0; l < pl->len; l++) {
-                int64_t off = roff + l * pl->step;
-                if (t == GM_F32) {
-                    const float *q = (const float *)j->x->data + off;
-                    for (int k = 0; k < w; k++) acc[k] += q[k];
-                } else if (t == GM_F64) {
-                    const double *q = (const double *)j->x->data + off;
-                    for (int k = 0; k < w; k++) acc[k] += q[k];
-                } else {
-                    for (int k = 0; k < w; k++) acc[k] += gm_elem_load(j->x->data, t, off + k);
-                }
-            }
-        }
-        for (int k = 0; k < w; k++) st(j->out, t, h * m + b0 + k, acc[k] * j->scale);
+        cols_acc(j, t, base, w, i0, i1, acc);
+        if (j->npiece > 1) memcpy(j->part + u * COLS, acc, (size_t)w * sizeof(double));
+        else for (int k = 0; k < w; k++) st(j->out, t, h * m + b0 + k, acc[k] * j->scale);
     }
 }
 
@@ -219,13 +239,31 @@ static gm_status sum_any(const gm_kview *x, void *out, gm_dtype t, const rd_plan
                          int nth) {
     bool cols = pl->outer.n > 0 && pl->outer.stride[pl->outer.n - 1] == 1 && pl->step != 1 &&
                 pl->nrows * pl->len > 1;
-    rd_job j = {.x = x, .out = out, .t = t, .pl = pl, .scale = scale};
+    rd_job j = {.x = x, .out = out, .t = t, .pl = pl, .scale = scale, .npiece = 1};
     if (!cols) return rd_launch(&j, pl->nout, pl->nrows * pl->len, nth, sum_generic_range);
     j.m = pl->outer.size[pl->outer.n - 1];
     j.head = pl->outer;
     j.head.n--;
     j.nblk = (j.m + COLS - 1) / COLS;
-    return rd_launch(&j, rd_count(&j.head) * j.nblk, COLS * pl->nrows * pl->len, nth, sum_cols_range);
+    int64_t tasks = rd_count(&j.head) * j.nblk, inner = pl->nrows * pl->len;
+    if (tasks >= 2 || inner < 2 * CUT_INNER || (t != GM_F32 && t != GM_F64))
+        return rd_launch(&j, tasks, COLS * inner, nth, sum_cols_range);
+    /* one column block: pieces of the inner set on the threads, then their partials in order */
+    j.npiece = (inner + CUT_INNER - 1) / CUT_INNER;
+    j.part = malloc((size_t)(tasks * j.npiece * COLS) * sizeof(double));
+    if (!j.part) return GM_ENOMEM;
+    gm_status rc = rd_launch(&j, tasks * j.npiece, COLS * CUT_INNER, nth, sum_cols_range);
+    for (int64_t task = 0; rc == GM_OK && task < tasks; task++) {
+        int64_t h = task / j.nblk, b0 = (task % j.nblk) * COLS;
+        int w = (int)(j.m - b0 < COLS ? j.m - b0 : COLS);
+        for (int k = 0; k < w; k++) {
+            double acc = 0;
+            for (int64_t p = 0; p < j.npiece; p++) acc += j.part[(task * j.npiece + p) * COLS + k];
+            st(out, t, h * j.m + b0 + k, acc * scale);
+        }
+    }
+    free(j.part);
+    return rc;
 }
 
 /* SUM: in[0]=x (any strides), out[0] contiguous with one element per kept index (row-major).

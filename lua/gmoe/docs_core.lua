@@ -50,7 +50,9 @@ C('gm.is_tensor', 'gm.is_tensor(v) -> boolean', 'True when v is a gmoe tensor.')
 C('gm.is_grad_enabled', 'gm.is_grad_enabled() -> boolean',
   'Whether ops are recorded for autograd here (false inside gm.no_grad).')
 C('gm.set_num_threads', 'gm.set_num_threads(n)',
-  'Threads used by the CPU kernels (and OpenBLAS). Results do not depend on it for a seed.')
+  'Threads used by the CPU kernels; matrix products are cut into one single-threaded BLAS call per thread. '
+  .. 'Results do not depend on it for a seed, except BLAS products (matmul, linear, conv2d, large expert '
+  .. 'products), which agree across thread counts to rounding and are bitwise reproducible for a given count.')
 C('gm.get_num_threads', 'gm.get_num_threads() -> n', 'Threads used by the CPU kernels.')
 C('gm.live_bytes', 'gm.live_bytes() -> bytes', 'Bytes of tensor storage alive now.')
 C('gm.blas_info', 'gm.blas_info() -> string', 'The BLAS library and its core type.')
@@ -60,6 +62,11 @@ C('gm.ops', 'gm.ops() -> array of {name, sig, doc, n_in, n_out, nodiff, view, ..
 C('gm.clock', 'gm.clock() -> seconds', 'Wall time from a monotonic clock, for timing.')
 
 -- ---- lua/gmoe/init.lua -------------------------------------------------------------------------
+I('gm.profile', 'gm.profile(fn, ...) -> report, fn(...)',
+  'Runs fn with the kernel profiler on. The report lists every kernel that ran (report[i] = '
+  .. '{kernel, calls, seconds, share}, slowest first) with report.total (seconds in kernels) and '
+  .. 'report.wall; print(report) shows a table. Time outside kernels is Lua, dispatch and autograd '
+  .. 'bookkeeping. Like torch.profiler, but per kernel rather than per op.')
 I('gm.no_grad', 'gm.no_grad(fn, ...) -> fn(...)',
   'Calls fn with autograd recording off and returns its results; restored even on error.')
 I('gm.enable_grad', 'gm.enable_grad(fn, ...) -> fn(...)',

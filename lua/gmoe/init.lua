@@ -24,6 +24,42 @@ function gm.no_grad(fn, ...) return with_grad(false, fn, ...) end
 --- gm.enable_grad(fn, ...): call fn with autograd recording on (inside a no_grad region).
 function gm.enable_grad(fn, ...) return with_grad(true, fn, ...) end
 
+-- ---- kernel profiler ---------------------------------------------------------------------------
+local Profile = {}
+Profile.__index = Profile
+Profile.__name = 'gm.Profile'
+function Profile.__tostring(r)
+  local out = {('%-24s %8s %12s %7s %10s'):format('kernel', 'calls', 'total ms', 'share', 'us/call')}
+  for _, row in ipairs(r) do
+    out[#out + 1] = ('%-24s %8d %12.3f %6.1f%% %10.2f'):format(row.kernel, row.calls, row.seconds * 1e3,
+      100 * row.share, row.seconds * 1e6 / row.calls)
+  end
+  out[#out + 1] = ('kernels %.3f ms of %.3f ms wall (%.1f%%); the rest is Lua, dispatch and autograd'):format(
+    r.total * 1e3, r.wall * 1e3, r.wall > 0 and 100 * r.total / r.wall or 0)
+  return table.concat(out, '\n')
+end
+
+--- gm.profile(fn, ...): run fn(...) with the kernel profiler on; returns a report (rows of
+--- {kernel, calls, seconds, share}, slowest first, with .total and .wall seconds; print it for a
+--- table) followed by fn's results.
+function gm.profile(fn, ...)
+  gm._kprof(true)
+  local t0 = gm.clock()
+  local r = table.pack(pcall(fn, ...))
+  local wall = gm.clock() - t0
+  local rows = gm._kprof(false)
+  if not r[1] then error(r[2], 0) end
+  local report, total = setmetatable({wall = wall}, Profile), 0
+  for k, v in pairs(rows) do
+    report[#report + 1] = {kernel = k, calls = v[1], seconds = v[2]}
+    total = total + v[2]
+  end
+  table.sort(report, function(a, b) return a.seconds > b.seconds end)
+  for _, row in ipairs(report) do row.share = total > 0 and row.seconds / total or 0 end
+  report.total = total
+  return report, unpack(r, 2, r.n)
+end
+
 -- ---- tensor conveniences --------------------------------------------------------------------
 local core_to = Tensor.to
 --- x:to(dtype | "cpu"): dtype conversion ("f32", "f64", "i32"); "cpu" returns x.

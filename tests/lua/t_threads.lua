@@ -1,6 +1,7 @@
 -- t_threads.lua: thread-count determinism. Every CPU kernel splits work with gm_parallel_for
--- into a fixed partition of independent units (no reduction is split), so large inputs give
--- bitwise the same results with 1 and 2 threads. Inputs are big enough (~200000 elements) to
+-- into a fixed partition of independent units (a reduction is cut only where the shape says),
+-- so large inputs give bitwise the same results with 1 and 2 threads; BLAS products are the
+-- exception (see below). Inputs are big enough (~200000 elements) to
 -- take the threaded path; the same tensors feed both runs.
 package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
@@ -72,6 +73,46 @@ for _, dt in ipairs{'f32', 'f64'} do
     x:requires_grad_()
     gm.mse_loss(x, b):backward()
     return x.grad
+  end)
+end
+
+-- Products: gm_cpu_gemm cuts one product into row (or, when N > M, column) pieces, one per
+-- thread, or runs whole batch entries per thread. OpenBLAS does not give bitwise the same
+-- element for every cut (its small-matrix and edge paths sum differently), so products are
+-- deterministic for a thread count and agree across thread counts to rounding only: checked
+-- here as repeat == repeat bitwise, 1 thread ~ 2 threads, and both against f64 products.
+for _, dt in ipairs{'f32', 'f64'} do
+  local cases = {
+    {'tall [517, 300] @ [300, 45]', gm.randn{517, 300}, gm.randn{300, 45}},
+    {'wide [7, 300] @ [300, 1999] (column pieces)', gm.randn{7, 300}, gm.randn{300, 1999}},
+    {'batch of 3 [3, 131, 200] @ [3, 200, 77]', gm.randn{3, 131, 200}, gm.randn{3, 200, 77}},
+    {'transposed [300, 517]^T @ [45, 300]^T', gm.randn{300, 517}:transpose(0, 1), gm.randn{45, 300}:transpose(0, 1)},
+  }
+  for _, cs in ipairs(cases) do
+    local x, y = cs[2]:to(dt), cs[3]:to(dt)
+    local want = x:double():matmul(y:double())
+    local tol = dt == 'f32' and 1e-5 or 1e-13
+    for _, nt in ipairs{1, 2} do
+      gm.set_num_threads(nt)
+      local got = x:matmul(y)
+      same(got, x:matmul(y), ('%s matmul %s, %d threads: repeat is bitwise equal'):format(dt, cs[1], nt))
+      local err = (got:double() - want):abs():max():item() / want:abs():max():item()
+      tap.ok(err < tol, ('%s matmul %s, %d threads, matches f64 (rel err %.2g)'):format(dt, cs[1], nt, err))
+    end
+  end
+  -- a bias gradient: one column block, the rows cut into fixed pieces whatever the threads
+  local g = gm.randn{8193, 64}:to(dt)
+  check(dt .. ' sum dim 0 of [8193, 64] (row pieces)', function() return g:sum(0), g:mean(0) end)
+  local err = (g:sum(0):double() - g:double():sum(0)):abs():max():item()
+  tap.ok(err < (dt == 'f32' and 1e-3 or 1e-9), ('%s sum dim 0 of [8193, 64] matches f64 (err %.2g)'):format(dt, err))
+  local logits = gm.randn{3000, 259}:to(dt) -- contiguous rows through the 8-lane exp, a ragged tail
+  local target = gm.randint(259, {3000})
+  check(dt .. ' cross_entropy of 259 classes', function()
+    local x = logits:clone()
+    x:requires_grad_()
+    local l = gm.cross_entropy(x, target)
+    l:backward()
+    return l, x.grad
   end)
 end
 
