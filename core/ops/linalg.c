@@ -283,5 +283,119 @@ static gm_status matmul_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, g
     }
 }
 
+/* ---- linear: x [..., K] @ w[N, K]^T + b[N] -------------------------------------------- */
+
+static gm_status linear_check(gm_ctx *c, gm_tensor **in) {
+    char b1[64], b2[64], b3[64];
+    gm_status st = gm_check_same_dtype(c, "linear", 3, in);
+    if (st == GM_OK) st = gm_check_float(c, "linear", in[0]);
+    if (st != GM_OK) return st;
+    gm_tensor *x = in[0], *w = in[1], *b = in[2];
+    if (x->ndim < 1 || w->ndim != 2 || b->ndim != 1 || x->shape[x->ndim - 1] != w->shape[1] ||
+        b->shape[0] != w->shape[0])
+        return gm_errf(c, GM_ESHAPE, "linear: input %s, weight %s and bias %s do not fit: want x [..., in], "
+                       "weight [out, in], bias [out]", GM_SHAPE_STR(x, b1), GM_SHAPE_STR(w, b2), GM_SHAPE_STR(b, b3));
+    return GM_OK;
+}
+
+/* x as rows [M, K] BLAS can read (unit column stride), a view when possible. */
+static gm_status linear_rows(gm_ctx *c, gm_tensor *x, gm_tensor **out) {
+    int64_t K = x->shape[x->ndim - 1], shape[2] = {K ? gm_tensor_numel(x) / K : 0, K};
+    gm_tensor *r = NULL;
+    gm_status st = gm_reshape(c, x, 2, shape, &r);
+    if (st != GM_OK) return st;
+    if (blas_ok(shape[0], K, r->stride[0], r->stride[1]) && (r->stride[1] == 1 || K <= 1)) {
+        *out = r;
+        return GM_OK;
+    }
+    st = gm_tensor_contiguous(c, r, out);
+    gm_tensor_release(r);
+    return st;
+}
+
+static gm_status linear_fwd(gm_ctx *c, gm_opcall *o) {
+    gm_status st = linear_check(c, o->in);
+    if (st != GM_OK) return st;
+    gm_tensor *x = o->in[0], *v[3] = {NULL, NULL, NULL}, *y2 = NULL;
+    int64_t shape[GM_MAX_DIMS];
+    for (int i = 0; i < x->ndim; i++) shape[i] = x->shape[i];
+    shape[x->ndim - 1] = o->in[1]->shape[0];
+    if ((st = linear_rows(c, x, &v[0])) == GM_OK && (st = gm_tensor_contiguous(c, o->in[1], &v[1])) == GM_OK &&
+        (st = gm_tensor_contiguous(c, o->in[2], &v[2])) == GM_OK &&
+        (st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, shape, &o->out[0])) == GM_OK) {
+        int64_t s2[2] = {v[0]->shape[0], shape[x->ndim - 1]};
+        if ((st = gm_reshape(c, o->out[0], 2, s2, &y2)) == GM_OK) st = gm_run(c, GM_K_LINEAR, 3, v, 1, &y2, o->p, NULL);
+    }
+    for (int i = 0; i < 3; i++) gm_tensor_release(v[i]);
+    gm_tensor_release(y2);
+    return st;
+}
+
+static gm_status linear_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
+    gm_tensor *x = n->in[0], *w = n->in[1], *g2 = NULL, *x2 = NULL, *t = NULL, *p = NULL;
+    gm_status st = GM_OK;
+    if (!gout[0]) {
+        for (int j = 0; j < 3 && st == GM_OK; j++)
+            if (n->needs[j])
+                st = gm_tensor_zeros(c, n->in[j]->dtype, gm_tensor_device(n->in[j]), n->in[j]->ndim, n->in[j]->shape,
+                                     &gin[j]);
+        return st;
+    }
+    int64_t N = w->shape[0], gs[2] = {N ? gm_tensor_numel(gout[0]) / N : 0, N};
+    if ((st = gm_reshape(c, gout[0], 2, gs, &g2)) != GM_OK) goto out;
+    if (n->needs[0]) { /* dx = g w, back to x's shape */
+        if ((st = gm_matmul(c, g2, w, &p)) != GM_OK || (st = gm_reshape(c, p, x->ndim, x->shape, &gin[0])) != GM_OK)
+            goto out;
+    }
+    if (n->needs[1]) { /* dw = g^T x over all rows: [N, K], contiguous */
+        if ((st = linear_rows(c, x, &x2)) != GM_OK || (st = gm_transpose(c, g2, 0, 1, &t)) != GM_OK ||
+            (st = gm_matmul(c, t, x2, &gin[1])) != GM_OK)
+            goto out;
+    }
+    if (n->needs[2]) st = gm_sum_to_shape(c, g2, 1, &N, &gin[2]);
+out:
+    gm_tensor_release(g2);
+    gm_tensor_release(x2);
+    gm_tensor_release(t);
+    gm_tensor_release(p);
+    return st;
+}
+
+static gm_status linear_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {
+    static const struct { int nd; int64_t x[3]; int64_t out; } s[] = {
+        {2, {3, 4}, 2},    /* rows */
+        {3, {2, 3, 4}, 5}, /* leading dims flattened */
+        {1, {4}, 3},       /* one vector */
+    };
+    gm_params_init(p);
+    if (variant < 0 || variant >= (int)(sizeof s / sizeof s[0])) return GM_ENOTSUP;
+    int64_t K = s[variant].x[s[variant].nd - 1], ws[2] = {s[variant].out, K};
+    in[0] = gm_sample_randn(c, GM_F64, 1100 + (uint64_t)variant, s[variant].nd, s[variant].x);
+    in[1] = gm_sample_randn(c, GM_F64, 1200 + (uint64_t)variant, 2, ws);
+    in[2] = gm_sample_randn(c, GM_F64, 1300 + (uint64_t)variant, 1, &ws[0]);
+    return gm_sample_done(c, 3, in, n_in);
+}
+
+static gm_status linear_bad(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p, gm_status *expect) {
+    static const struct { int64_t x[2], w[2], b; int wnd; gm_dtype tx, tb; gm_status st; } s[] = {
+        {{3, 4}, {2, 5}, 2, 2, GM_F64, GM_F64, GM_ESHAPE}, /* in features differ */
+        {{3, 4}, {2, 4}, 3, 2, GM_F64, GM_F64, GM_ESHAPE}, /* bias size */
+        {{3, 4}, {4, 1}, 4, 1, GM_F64, GM_F64, GM_ESHAPE}, /* 1-D weight */
+        {{3, 4}, {2, 4}, 2, 2, GM_F64, GM_F32, GM_EDTYPE}, /* mixed dtypes */
+        {{3, 4}, {2, 4}, 2, 2, GM_I32, GM_I32, GM_EDTYPE}, /* integers */
+    };
+    gm_params_init(p);
+    if (variant < 0 || variant >= (int)(sizeof s / sizeof s[0])) return GM_ENOTSUP;
+    *expect = s[variant].st;
+    in[0] = in[1] = in[2] = NULL;
+    gm_tensor_zeros(c, s[variant].tx, GM_CPU, 2, s[variant].x, &in[0]);
+    gm_tensor_zeros(c, s[variant].tx, GM_CPU, s[variant].wnd, s[variant].w, &in[1]);
+    gm_tensor_zeros(c, s[variant].tb, GM_CPU, 1, &s[variant].b, &in[2]);
+    return gm_sample_done(c, 3, in, n_in);
+}
+
+extern const gm_oprules gm_rules_LINEAR;
+const gm_oprules gm_rules_LINEAR = {linear_fwd, linear_bwd, linear_sample, linear_bad};
+
 extern const gm_oprules gm_rules_MATMUL;
 const gm_oprules gm_rules_MATMUL = {matmul_fwd, matmul_bwd, matmul_sample, matmul_bad};

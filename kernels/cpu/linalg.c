@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "blas.h"
+#include "parallel.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
@@ -66,5 +67,34 @@ gm_status gm_cpu_MATMUL(gm_ctx *c, const gm_kargs *a) {
                       .ldb = ldb, .ldc = N, .alpha = 1, .beta = 0, .A = A->data, .B = B->data, .C = C->data,
                       .nb = nb, .bshape = C->shape, .astride = A->stride, .bstride = B->stride,
                       .cstride = C->stride};
+    return gm_cpu_gemm(&g, a->nthreads);
+}
+
+/* LINEAR: in x [M, K] (unit column stride), w [N, K], b [N] contiguous; out y [M, N]
+ * contiguous. y's rows are filled with b, then y += x w^T in one product (beta = 1, so BLAS
+ * skips the pass that zeroes C for beta = 0: the bias is free). */
+typedef struct {
+    const gm_kargs *a;
+} fill_work;
+
+static void bias_rows(void *ctx, int64_t lo, int64_t hi) {
+    const gm_kargs *a = ((fill_work *)ctx)->a;
+    const gm_kview *b = &a->in[2], *y = &a->out[0];
+    int64_t N = y->shape[1];
+    size_t row = (size_t)N * gm_dtype_size(y->dtype);
+    for (int64_t r = lo; r < hi; r++) memcpy((char *)y->data + (size_t)r * row, b->data, row);
+}
+
+gm_status gm_cpu_LINEAR(gm_ctx *c, const gm_kargs *a) {
+    const gm_kview *X = &a->in[0], *Y = &a->out[0];
+    int64_t M = Y->shape[0], N = Y->shape[1], K = X->shape[1];
+    if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return gm_errf(c, GM_ENOTSUP, "linear: dims %lld x %lld x %lld exceed BLAS int range", (long long)M,
+                       (long long)K, (long long)N);
+    fill_work fw = {a};
+    gm_parallel_for(M, gm_min_units(N), a->nthreads, bias_rows, &fw);
+    gm_gemm_args g = {.f64 = Y->dtype == GM_F64, .ta = false, .tb = true, .m = M, .n = N, .k = K,
+                      .lda = M > 1 ? X->stride[0] : K, .ldb = K, .ldc = N, .alpha = 1, .beta = 1, .A = X->data,
+                      .B = a->in[1].data, .C = Y->data};
     return gm_cpu_gemm(&g, a->nthreads);
 }

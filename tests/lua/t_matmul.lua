@@ -152,4 +152,20 @@ do
   tap.all_close(w.grad:totable(), x:sum(0):unsqueeze(0):expand{3, 4}:totable(), 1e-5,
                 'w.grad of sum(x @ w:t()) is the column sums of x for every row')
 end
+-- gm.linear (fused bias) against matmul + add: rows, leading dims, a transposed (non-row-major)
+-- input, a non-contiguous weight, f32 and f64.
+for _, dt in ipairs{'f32', 'f64'} do
+  local tol = dt == 'f32' and 1e-4 or 1e-12
+  local w, b = gm.randn{7, 33}:to(dt), gm.randn{7}:to(dt)
+  local cases = {{'rows', gm.randn{50, 33}:to(dt)}, {'3-D', gm.randn{2, 5, 33}:to(dt)},
+                 {'transposed input', gm.randn{33, 50}:to(dt):t()}, {'vector', gm.randn{33}:to(dt)}}
+  for _, cs in ipairs(cases) do
+    local x = cs[2]
+    local got, want = gm.linear(x, w, b), x:matmul(w:t()) + b
+    tap.ok((got - want):abs():max():item() < tol, ('%s linear %s equals matmul + bias'):format(dt, cs[1]))
+  end
+  local wt = gm.randn{33, 7}:to(dt):t() -- a transposed weight
+  local x = gm.randn{9, 33}:to(dt)
+  tap.ok((gm.linear(x, wt, b) - (x:matmul(wt:t()) + b)):abs():max():item() < tol, dt .. ' linear with a transposed weight')
+end
 tap.done()

@@ -39,9 +39,8 @@ end
 
 function F.linear(x, w, b)
   check_tensor('linear', 'input', x)
-  local y = x:matmul(w:t())
-  if b then y = y + b end
-  return y
+  if b then return gm.linear(x, w, b) end
+  return x:matmul(w:t())
 end
 
 function F.conv2d(x, w, b, opts)
@@ -130,26 +129,29 @@ local function norm_dims(fn, x, normalized_shape)
 end
 F._norm_dims = norm_dims
 
+-- The first normalised dim of x for the fused ops (gm.layer_norm, gm.rms_norm): the dims of
+-- normalized_shape are the trailing ones, at least one of them (as torch).
+local function first_norm_dim(fn, x, normalized_shape)
+  local dims = norm_dims(fn, x, normalized_shape)
+  if #dims == 0 then error(('gm.nn.functional.%s: normalized_shape must not be empty'):format(fn), 3) end
+  return dims[1]
+end
+
 function F.layer_norm(x, normalized_shape, w, b, eps)
   check_tensor('layer_norm', 'input', x)
-  local dims = norm_dims('layer_norm', x, normalized_shape)
-  local xc = x - x:mean(dims, true)
-  local y = xc * ((xc * xc):mean(dims, true) + (eps or 1e-5)):rsqrt()
-  if w then y = y * w end
-  if b then y = y + b end
-  return y
+  local dim = first_norm_dim('layer_norm', x, normalized_shape)
+  return gm.layer_norm(x, w or 1, b or 0, {dim = dim, eps = eps or 1e-5})
 end
 
 function F.rms_norm(x, normalized_shape, w, eps)
   check_tensor('rms_norm', 'input', x)
-  local dims = norm_dims('rms_norm', x, normalized_shape)
-  local y = x * ((x * x):mean(dims, true) + (eps or 1e-6)):rsqrt()
-  if w then y = y * w end
-  return y
+  local dim = first_norm_dim('rms_norm', x, normalized_shape)
+  return gm.rms_norm(x, w or 1, {dim = dim, eps = eps or 1e-6})
 end
 
 local P = 'gm.nn.functional.'
-doc.add(P .. 'linear', P .. 'linear(x, w, b?)', 'x [..., in] @ w[out, in]^T + b[out] -> [..., out].',
+doc.add(P .. 'linear', P .. 'linear(x, w, b?)', 'x [..., in] @ w[out, in]^T + b[out] -> [..., out]: the fused op ' ..
+  'gm.linear with a bias (bias added inside the product), matmul(x, w:t()) without.',
   {formula = 'y = x W^T + b'})
 doc.add(P .. 'conv2d', P .. 'conv2d(x, w, b?, {stride=1, padding=0})',
   'x [N, C, H, W] (or [C, H, W]) with w [O, C, kh, kw] -> [N, O, OH, OW], OH = floor((H + 2 padding - kh) / stride) + 1; ' ..
@@ -166,10 +168,13 @@ doc.add(P .. 'dropout', P .. 'dropout(x, p=0.5, training=true, {generator})',
   'Inverted dropout: zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when training is false.',
   {formula = 'y = x * (u >= p) / (1 - p), u ~ U(0, 1)', paper = 'Srivastava et al. 2014'})
 doc.add(P .. 'layer_norm', P .. 'layer_norm(x, normalized_shape, w?, b?, eps=1e-5)',
-  'Normalises over the trailing dims given by normalized_shape (an int or an array of sizes) with the biased variance.',
+  'Normalises over the trailing dims given by normalized_shape (an int or an array of sizes, not empty) with the ' ..
+  'biased variance, then scales by w and shifts by b (of normalized_shape, or numbers; absent: no affine), as ' ..
+  'torch.nn.functional.layer_norm. One fused op, gm.layer_norm, forward and backward (nothing saved but the inputs).',
   {formula = 'y = (x - mean) / sqrt(var + eps) * w + b', paper = 'Ba et al. 2016'})
 doc.add(P .. 'rms_norm', P .. 'rms_norm(x, normalized_shape, w?, eps=1e-6)',
-  'Scales by the root mean square over the trailing dims.',
+  'Scales by the root mean square over the trailing dims given by normalized_shape (not empty), then by w ' ..
+  '(of normalized_shape, or a number; absent: none), as torch.nn.functional.rms_norm. One fused op, gm.rms_norm.',
   {formula = 'y = x / sqrt(mean(x^2) + eps) * w', paper = 'Zhang & Sennrich 2019'})
 
 return F
