@@ -142,39 +142,57 @@ bool gm_cuda_built(void) {
 }
 
 /* out[0] = in[0]: same shape, any strides, converting dtypes. Rows of the last dim are the
- * unit of work so the offset arithmetic runs once per row. */
-gm_status gm_cpu_COPY(gm_ctx *c, const gm_kargs *a) {
-    const gm_kview *x = &a->in[0], *y = &a->out[0];
-    int64_t n = gm_kview_numel(y);
-    if (n == 0) return GM_OK;
-    if (x->dtype == y->dtype && gm_kview_contiguous(x) && gm_kview_contiguous(y)) {
-        memmove(y->data, x->data, (size_t)n * gm_dtype_size(x->dtype));
-        return GM_OK;
-    }
-    int last = y->ndim - 1;
-    int64_t inner = last >= 0 ? y->shape[last] : 1, rows = n / inner;
-    int64_t sx = last >= 0 ? x->stride[last] : 0, sy = last >= 0 ? y->stride[last] : 0;
-    gm_kview xr = *x, yr = *y; /* views of the outer dims only */
-    xr.ndim = yr.ndim = last > 0 ? last : 0;
-    for (int64_t r = 0; r < rows; r++) {
-        if ((r & 1023) == 0 && gm_interrupted()) return GM_EINTR;
-        int64_t ox = gm_kview_offset(&xr, r), oy = gm_kview_offset(&yr, r);
-        if (x->dtype == y->dtype && x->dtype == GM_F64) {
+ * unit of work (split over the threads) so the offset arithmetic runs once per row; rows that
+ * are contiguous on both sides in one dtype are memcpy'd. */
+typedef struct {
+    const gm_kview *x, *y;
+    gm_kview xr, yr; /* views of the outer dims only */
+    int64_t inner, sx, sy;
+    int stop;
+} copy_work;
+
+static void copy_rows(void *ctx, int64_t lo, int64_t hi) {
+    copy_work *w = ctx;
+    const gm_kview *x = w->x, *y = w->y;
+    int64_t inner = w->inner, sx = w->sx, sy = w->sy;
+    size_t esz = gm_dtype_size(x->dtype);
+    bool same = x->dtype == y->dtype;
+    for (int64_t r = lo; r < hi; r++) {
+        if (((r - lo) & 1023) == 0 && gm_halted(&w->stop)) return;
+        int64_t ox = gm_kview_offset(&w->xr, r), oy = gm_kview_offset(&w->yr, r);
+        if (same && (sx == 1 || inner == 1) && (sy == 1 || inner == 1)) {
+            memcpy((char *)y->data + (size_t)oy * esz, (const char *)x->data + (size_t)ox * esz, (size_t)inner * esz);
+        } else if (same && x->dtype == GM_F64) {
             const double *s = (const double *)x->data + ox;
             double *d = (double *)y->data + oy;
             for (int64_t j = 0; j < inner; j++) d[j * sy] = s[j * sx];
-        } else if (x->dtype == y->dtype) { /* 4-byte dtypes: move bits */
+        } else if (same) { /* 4-byte dtypes: move bits */
             const uint32_t *s = (const uint32_t *)x->data + ox;
             uint32_t *d = (uint32_t *)y->data + oy;
             for (int64_t j = 0; j < inner; j++) d[j * sy] = s[j * sx];
         } else {
             for (int64_t j = 0; j < inner; j++)
-                gm_elem_store(y->data, y->dtype, oy + j * sy,
-                              gm_elem_load(x->data, x->dtype, ox + j * sx));
+                gm_elem_store(y->data, y->dtype, oy + j * sy, gm_elem_load(x->data, x->dtype, ox + j * sx));
         }
     }
+}
+
+gm_status gm_cpu_COPY(gm_ctx *c, const gm_kargs *a) {
+    const gm_kview *x = &a->in[0], *y = &a->out[0];
+    int64_t n = gm_kview_numel(y);
     (void)c;
-    return GM_OK;
+    if (n == 0) return GM_OK;
+    if (x->dtype == y->dtype && gm_kview_contiguous(x) && gm_kview_contiguous(y)) {
+        memmove(y->data, x->data, (size_t)n * gm_dtype_size(x->dtype)); /* may overlap */
+        return GM_OK;
+    }
+    int last = y->ndim - 1;
+    copy_work w = {.x = x, .y = y, .xr = *x, .yr = *y, .inner = last >= 0 ? y->shape[last] : 1};
+    w.sx = last >= 0 ? x->stride[last] : 0;
+    w.sy = last >= 0 ? y->stride[last] : 0;
+    w.xr.ndim = w.yr.ndim = last > 0 ? last : 0;
+    gm_parallel_for(n / w.inner, gm_min_units(w.inner), a->nthreads, copy_rows, &w);
+    return w.stop ? GM_EINTR : GM_OK;
 }
 
 /* out[0][...] = d[0] */

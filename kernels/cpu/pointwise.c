@@ -210,14 +210,26 @@ PW_INLINE v8f v8_block(int op, bool bwd, v8f x, v8f g) {
         v8f t = v8_sigmoid(x);
         return bwd ? g * t * (one + x * (one - t)) : x * t;
     }
+    case GM_OP_SOFTPLUS:   /* max(x, 0) + log1p(e^-|x|); d/dx = sigmoid(x) */
+    case GM_OP_LOGSIGMOID: { /* min(x, 0) - log1p(e^-|x|); d/dx = sigmoid(-x) */
+        bool sp = op == GM_OP_SOFTPLUS;
+        if (bwd) return g * v8_sigmoid(sp ? x : -x);
+        v8f l = v8_log1pf(v8_expf(-v8_abs(x))), zero = v8_splat(0.0f);
+        v8i pos = x > zero;
+        v8f kept = (v8f)((sp ? pos : ~pos) & (v8i)x); /* x where max/min picks it, else 0 (NaN: 0) */
+        return sp ? kept + l : kept - l;
+    }
+    case GM_OP_TANH: return v8_tanhf(x); /* backward uses y, not this path */
     default: return x;
     }
 }
 
-/* Ops the blocks serve: forward EXP SIGMOID GELU SILU, backward GELU SILU. */
+/* Ops the blocks serve: forward EXP SIGMOID GELU SILU SOFTPLUS LOGSIGMOID TANH, backward GELU
+ * SILU SOFTPLUS LOGSIGMOID. */
 static inline bool v8_serves(int op, bool bwd) {
-    if (bwd) return op == GM_OP_GELU || op == GM_OP_SILU;
-    return op == GM_OP_EXP || op == GM_OP_SIGMOID || op == GM_OP_GELU || op == GM_OP_SILU;
+    bool sp = op == GM_OP_SOFTPLUS || op == GM_OP_LOGSIGMOID;
+    if (bwd) return op == GM_OP_GELU || op == GM_OP_SILU || sp;
+    return op == GM_OP_EXP || op == GM_OP_SIGMOID || op == GM_OP_GELU || op == GM_OP_SILU || sp || op == GM_OP_TANH;
 }
 
 /* o[i*so] = block(x[i*sx], g[i*sg]) for i < n; g may be NULL (forward). */

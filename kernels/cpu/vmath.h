@@ -1,6 +1,6 @@
 /* vmath.h: 8-lane f32 math for the CPU kernels. On x86-64 with AVX2 and glibc >= 2.35, exp and
- * erf are libmvec's 8-lane versions (_ZGVdN8v_expf, _ZGVdN8v_erff: glibc documents at most 1
- * ulp for expf and 1-2 ulp for erff); elsewhere the same functions call scalar libm per lane.
+ * erf, log1p and tanh are libmvec's 8-lane versions (_ZGVdN8v_expf, _ZGVdN8v_erff, ...: glibc
+ * documents at most 1 ulp for expf and 1-3 ulp for the others); elsewhere the same functions call scalar libm per lane.
  * A kernel that sends EVERY element through the same 8-lane call (tails padded) gets values that
  * do not depend on position, layout or thread count (see pointwise.c). */
 #ifndef GM_CPU_VMATH_H
@@ -29,8 +29,12 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 #include <immintrin.h>
 __m256 _ZGVdN8v_expf(__m256 x); /* libmvec (linked through libm.so's AS_NEEDED libmvec) */
 __m256 _ZGVdN8v_erff(__m256 x);
+__m256 _ZGVdN8v_log1pf(__m256 x);
+__m256 _ZGVdN8v_tanhf(__m256 x);
 GM_V8_INLINE v8f v8_expf(v8f x) { return (v8f)_ZGVdN8v_expf((__m256)x); }
 GM_V8_INLINE v8f v8_erff(v8f x) { return (v8f)_ZGVdN8v_erff((__m256)x); }
+GM_V8_INLINE v8f v8_log1pf(v8f x) { return (v8f)_ZGVdN8v_log1pf((__m256)x); }
+GM_V8_INLINE v8f v8_tanhf(v8f x) { return (v8f)_ZGVdN8v_tanhf((__m256)x); }
 #else
 GM_V8_INLINE v8f v8_expf(v8f x) {
     for (int i = 0; i < 8; i++) x[i] = expf(x[i]);
@@ -40,9 +44,23 @@ GM_V8_INLINE v8f v8_erff(v8f x) {
     for (int i = 0; i < 8; i++) x[i] = erff(x[i]);
     return x;
 }
+GM_V8_INLINE v8f v8_log1pf(v8f x) {
+    for (int i = 0; i < 8; i++) x[i] = log1pf(x[i]);
+    return x;
+}
+GM_V8_INLINE v8f v8_tanhf(v8f x) {
+    for (int i = 0; i < 8; i++) x[i] = tanhf(x[i]);
+    return x;
+}
 #endif
 
 GM_V8_INLINE v8f v8_splat(float v) { return (v8f){v, v, v, v, v, v, v, v}; }
+
+/* |x| */
+GM_V8_INLINE v8f v8_abs(v8f x) {
+    const v8i mag = {0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff, 0x7fffffff};
+    return (v8f)((v8i)x & mag);
+}
 
 /* sigmoid from e = exp(-|x|) (no overflow either side): 1/(1+e) for x >= 0, e/(1+e) below. */
 GM_V8_INLINE v8f v8_sigmoid(v8f x) {

@@ -40,9 +40,9 @@ line
 "$GMOE" "$HERE/memory.lua" "$STEPS" "$(getconf PAGESIZE 2>/dev/null || echo 4096)"
 line
 # Training steps (MLP and CNN, AdamW) as GFLOP/s against gm.matmul's sgemm rate in the same
-# process: once with the environment as it is (gmoe re-execs itself with OMP_WAIT_POLICY=passive
-# when it is unset, lua/process.c), once with OMP_WAIT_POLICY=active, i.e. OpenMP threads
-# spinning against OpenBLAS's threads for the cores, to show what passive waiting buys.
+# process: once with the environment as it is (gmoe re-execs itself with a short OpenMP spin,
+# GOMP_SPINCOUNT=30000, when neither OMP_WAIT_POLICY nor GOMP_SPINCOUNT is set; lua/process.c),
+# once with OMP_WAIT_POLICY=active (threads spin without end), to show what the short spin buys.
 "$GMOE" "$HERE/train.lua" "$REPS" "OMP_WAIT_POLICY as-is"
 line
 OMP_WAIT_POLICY=active "$GMOE" "$HERE/train.lua" "$REPS" "OMP_WAIT_POLICY=active"

@@ -20,8 +20,9 @@ local nn = gm.nn
 local reps = tonumber(arg and arg[1]) or 15
 local label = arg and arg[2] or ''
 local tag = label ~= '' and (' [' .. label .. ']') or ''
-print(('# training steps%s: timer %s, %d threads, %d repeats, OMP_WAIT_POLICY=%s'):format(
-      tag, B.clock_name, gm.get_num_threads(), reps, os.getenv('OMP_WAIT_POLICY') or 'unset'))
+print(('# training steps%s: timer %s, %d threads, %d repeats, OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s'):format(
+      tag, B.clock_name, gm.get_num_threads(), reps, os.getenv('OMP_WAIT_POLICY') or 'unset',
+      os.getenv('GOMP_SPINCOUNT') or 'unset'))
 
 local function ms(med, lo, hi) return ('%.2f ms [%.2f..%.2f]'):format(med * 1e3, lo * 1e3, hi * 1e3) end
 local function gf(flop, t) return flop / t * 1e-9 end

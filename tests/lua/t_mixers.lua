@@ -259,17 +259,24 @@ do
     for j = 1, 2 do ref[t][j] = (Q[t][1] * S[1][j] + Q[t][2] * S[2][j]) / math.sqrt(2) end
   end
   tap.all_close(gm.gla(q, k, v, g):totable(), {{ref}}, 1e-12, 'gla == the recurrence in Lua')
-  for _, c in ipairs {{T = 10, C = 4, c = 2}, {T = 1, C = 4}, {T = 8, C = 8, c = 3}, {T = 13, C = 16, c = 4},
-                      {T = 40, C = 16, c = 4}, {T = 12, C = 12}} do
+  -- gla_chunk (C op, fused backward) against gla: outputs and the four input gradients, f64 to 1e-10
+  -- and f32 to 1e-5; T a multiple of chunk or not, T = 1, chunk = T, chunk > T, sub 1 .. chunk and
+  -- sub > chunk, Dk and Dv off the kernels' vector widths, the default sub and an explicit scale.
+  for _, c in ipairs {{T = 10, C = 4, c = 2}, {T = 1, C = 4}, {T = 1, C = 1}, {T = 8, C = 8, c = 3},
+                      {T = 13, C = 16, c = 4}, {T = 40, C = 16, c = 4}, {T = 12, C = 12}, {T = 12, C = 12, c = 1},
+                      {T = 9, C = 3, c = 5}, {T = 33, C = 32, c = 8, Dk = 9, Dv = 5},
+                      {T = 70, C = 32, Dk = 16, Dv = 24, scale = 0.3}, {T = 7, C = 1, Dk = 1, Dv = 1}} do
     for _, dt in ipairs {'f64', 'f32'} do
       local tol = dt == 'f64' and 1e-10 or 1e-5
-      local ins = {gm.randn({2, 2, c.T, 3}, {dtype = dt}), gm.randn({2, 2, c.T, 3}, {dtype = dt}),
-                   gm.randn({2, 2, c.T, 4}, {dtype = dt}), gates({2, 2, c.T, 3}, dt)}
-      local w = gm.randn({2, 2, c.T, 4}, {dtype = dt})
+      local Dk, Dv = c.Dk or 3, c.Dv or 4
+      local ins = {gm.randn({2, 2, c.T, Dk}, {dtype = dt}), gm.randn({2, 2, c.T, Dk}, {dtype = dt}),
+                   gm.randn({2, 2, c.T, Dv}, {dtype = dt}), gates({2, 2, c.T, Dk}, dt)}
+      local w = gm.randn({2, 2, c.T, Dv}, {dtype = dt})
       local function run(chunked)
         local a = {}
         for i = 1, 4 do a[i] = ins[i]:detach():requires_grad_() end
-        local o = chunked and gm.nn.gla_chunk(a[1], a[2], a[3], a[4], c.C, c.c) or gm.gla(a[1], a[2], a[3], a[4])
+        local o = chunked and gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = c.C, sub = c.c, scale = c.scale})
+                  or gm.gla(a[1], a[2], a[3], a[4], c.scale)
         ;(o * w):sum():backward()
         return o, a
       end
@@ -277,11 +284,49 @@ do
       local o2, a2 = run(true)
       local gw = 0
       for i = 1, 4 do gw = math.max(gw, maxdiff(a1[i].grad, a2[i].grad)) end
-      local label = ('%s T=%d chunk=%d sub=%s'):format(dt, c.T, c.C, tostring(c.c or c.C))
-      tap.ok(maxdiff(o1, o2) < tol, 'gla_chunk == gla outputs ' .. label)
-      tap.ok(gw < tol * 10, ('gla_chunk == gla gradients %s (max diff %.1e)'):format(label, gw))
+      local label = ('%s T=%d chunk=%d sub=%s Dk=%d Dv=%d'):format(dt, c.T, c.C, tostring(c.c), Dk, Dv)
+      tap.ok(o2.dtype == dt and maxdiff(o1, o2) < tol, ('gla_chunk == gla outputs %s (max diff %.1e)'):format(label, maxdiff(o1, o2)))
+      tap.ok(gw < tol, ('gla_chunk == gla gradients of q, k, v, log_gate %s (max diff %.1e)'):format(label, gw))
     end
   end
+  -- the positional call and gm.nn.gla_chunk (default chunk 16) give the same as the options table
+  local a = {gm.randn({1, 2, 20, 3}, f64), gm.randn({1, 2, 20, 3}, f64), gm.randn({1, 2, 20, 2}, f64), gates({1, 2, 20, 3}, 'f64')}
+  local o = gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = 16})
+  tap.ok(maxdiff(o, gm.gla_chunk(a[1], a[2], a[3], a[4], 16)) == 0 and maxdiff(o, nn.gla_chunk(a[1], a[2], a[3], a[4])) == 0,
+         'gla_chunk positional and options calls, gm.nn.gla_chunk default chunk 16')
+  -- non-contiguous inputs (heads split off [B, T, H, D] as the layer does)
+  local function split(t) return t:transpose(1, 2):contiguous():transpose(1, 2) end
+  tap.ok(maxdiff(gm.gla_chunk(split(a[1]), split(a[2]), split(a[3]), split(a[4]), {chunk = 8, sub = 2}), o) < 1e-12,
+         'gla_chunk on transposed (non-contiguous) views')
+  -- causal at the op level: perturbing steps 11.. leaves outputs 0..10 unchanged, both forms
+  local b = {}
+  for i = 1, 4 do b[i] = a[i]:clone() end
+  b[1]:narrow(2, 11, 9):copy_(gm.randn({1, 2, 9, 3}, f64))
+  b[2]:narrow(2, 11, 9):copy_(gm.randn({1, 2, 9, 3}, f64))
+  b[3]:narrow(2, 11, 9):copy_(gm.randn({1, 2, 9, 2}, f64))
+  b[4]:narrow(2, 11, 9):copy_(gates({1, 2, 9, 3}, 'f64'))
+  for _, f in ipairs {{'gla', function(x) return gm.gla(x[1], x[2], x[3], x[4]) end},
+                      {'gla_chunk', function(x) return gm.gla_chunk(x[1], x[2], x[3], x[4], {chunk = 4, sub = 3}) end}} do
+    local y1, y2 = f[2](a), f[2](b)
+    tap.ok(maxdiff(y1:narrow(2, 0, 11), y2:narrow(2, 0, 11)) < 1e-12 and maxdiff(y1:narrow(2, 11, 9), y2:narrow(2, 11, 9)) > 1e-6,
+           f[1] .. ': perturbing steps 11.. leaves outputs 0..10 unchanged (and changes the rest)')
+  end
+  -- bad options
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3], a[4]) end, 'gla_chunk: chunk .*must be an integer >= 1, got 0',
+             'gla_chunk without chunk')
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = 0}) end, 'chunk .*>= 1, got 0', 'gla_chunk chunk = 0')
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = -2}) end, 'chunk .*>= 1, got %-2', 'gla_chunk chunk < 0')
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = 2.5}) end, 'chunk', 'gla_chunk chunk not an integer')
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = 4, sub = 0}) end,
+             'gla_chunk: sub must be an integer >= 1, got 0', 'gla_chunk sub = 0')
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = 4, sub = 1.5}) end,
+             'sub must be an integer >= 1, got 1.5', 'gla_chunk sub not an integer')
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = 4, scale = 0 / 0}) end,
+             'gla_chunk: scale must be finite', 'gla_chunk scale NaN')
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3], a[4], {chunk = 4, size = 2}) end, "unknown option 'size'",
+             'gla_chunk unknown option')
+  tap.errors(function() gm.gla_chunk(a[1], a[2], a[3]:narrow(2, 0, 5), a[4], 4) end, 'gla_chunk: q, k, log_gate must be',
+             'gla_chunk shape mismatch')
   local D = 8
   causal_check('GLA recurrent', nn.GLA {d_model = D, heads = 2, mode = 'recurrent', dtype = 'f64'}, D)
   causal_check('GLA chunk with conv', nn.GLA {d_model = D, heads = 2, chunk = 4, sub_chunk = 2, conv = 3, dtype = 'f64'}, D)

@@ -313,21 +313,22 @@ do
          'transposed [500,300] + number (strided rows)')
 end
 
--- ---- f32 exp/sigmoid/gelu/silu (8-lane blocks, libmvec where available) -----------------
+-- ---- f32 exp/sigmoid/gelu/silu/softplus/logsigmoid/tanh (8-lane blocks, libmvec where available)
 -- Accuracy against f64 on the same inputs (relative error, floor 1e-3 for cancelling tails),
 -- and the same bits for any layout (contiguous, odd tails, transposed) and thread count.
 do
   local n = 4099
   local x32 = gm.arange(n):to('f32') * (20 / n) - 10
   local x64 = x32:to('f64')
-  local tol = {exp = 4e-7, sigmoid = 6e-7, silu = 6e-7, gelu = 2e-4} -- gelu: 1 + erf cancels below -3
-  for _, op in ipairs{'exp', 'sigmoid', 'gelu', 'silu'} do
+  local tol = {exp = 4e-7, sigmoid = 6e-7, silu = 6e-7, gelu = 2e-4, -- gelu: 1 + erf cancels below -3
+               softplus = 6e-7, logsigmoid = 6e-7, tanh = 6e-7}
+  for _, op in ipairs{'exp', 'sigmoid', 'gelu', 'silu', 'softplus', 'logsigmoid', 'tanh'} do
     local a, b = x32[op](x32):to('f64'):totable(), x64[op](x64):totable()
     local worst = 0
     for i = 1, n do worst = math.max(worst, math.abs(a[i] - b[i]) / math.max(math.abs(b[i]), 1e-3)) end
     tap.ok(worst <= tol[op], ('f32 %s within %g of f64 (relative)'):format(op, tol[op]), ('worst %g'):format(worst))
   end
-  for _, op in ipairs{'gelu', 'silu'} do
+  for _, op in ipairs{'gelu', 'silu', 'softplus', 'logsigmoid'} do
     local a = x32:detach():requires_grad_(); a[op](a):sum():backward()
     local b = x64:detach():requires_grad_(); b[op](b):sum():backward()
     local ga, gb, worst = a.grad:to('f64'):totable(), b.grad:totable(), 0
@@ -336,7 +337,7 @@ do
   end
   local m = gm.randn{37, 45}
   local nthreads = gm.get_num_threads()
-  for _, op in ipairs{'exp', 'sigmoid', 'gelu', 'silu'} do
+  for _, op in ipairs{'exp', 'sigmoid', 'gelu', 'silu', 'softplus', 'logsigmoid', 'tanh'} do
     local full = m[op](m):totable()
     local tr = m:t():contiguous()[op](m:t():contiguous()):t():totable() -- other tails
     local st = m:t()[op](m:t()):t():totable()                           -- strided rows
