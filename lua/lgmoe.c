@@ -19,7 +19,12 @@ typedef struct lstate {
 } lstate;
 
 static char TENSOR_MT, PARAMS_MT, CTX_MT;
+/* The collector is stepped once the tensor bytes created since the last step exceed both 1 MiB
+ * and a quarter of the bytes alive: garbage stays within about a quarter of what is live, and a
+ * training step that turns over hundreds of MB asks for a handful of collections, not one per
+ * MiB (each is about a full cycle of the Lua heap: a 2-layer LM step spent 10 ms there). */
 #define GC_STEP_BYTES ((size_t)1 << 20)
+#define GC_LIVE_SHARE 4
 
 static lstate *lstate_of(lua_State *L) { return *(lstate **)lua_getextraspace(L); }
 gm_ctx *gm_lua_ctx(lua_State *L) { return lstate_of(L)->ctx; }
@@ -75,7 +80,7 @@ static void push_tensor_mt(lua_State *L, gm_tensor *t, int mt) {
         /* data plus the allocator header and the tensor and storage structs: counting data
          * alone lets small tensors pile up between collections, draining the engine's pools */
         s->pending += t->storage->nbytes + 64 + sizeof(gm_tensor) + sizeof(gm_storage);
-        if (s->pending > GC_STEP_BYTES) {
+        if (s->pending > GC_STEP_BYTES && s->pending > gm_ctx_live_bytes(s->ctx) / GC_LIVE_SHARE) {
             int kb = (int)(s->pending >> 10);
             s->pending = 0;
             lua_gc(L, LUA_GCSTEP, kb);
