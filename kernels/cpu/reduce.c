@@ -116,7 +116,8 @@ typedef struct {
     rd_dims head;  /* sum_cols: outer dims but the last */
     int64_t m, nblk; /* sum_cols: size of the last outer dim, column blocks per head index */
     int64_t npiece;  /* sum_cols: pieces of the inner set per column block */
-    double *part;    /* sum_cols: COLS partial sums per (block, piece) when npiece > 1 */
+    int64_t bw;      /* sum_cols: columns per block (COLS, or the whole width with pieces) */
+    double *part;    /* sum_cols: bw partial sums per (block, piece) when npiece > 1 */
     int stop;
 } rd_job;
 
@@ -178,13 +179,15 @@ static void sum_generic_range(void *ctx, int64_t lo, int64_t hi) {
 }
 
 /* Column blocks: when the innermost kept dim has stride 1 and the reduction walks a larger
- * stride (sum over dim 0 of [N, D]), accumulate up to 64 neighbouring outputs at once so each
+ * stride (sum over dim 0 of [N, D]), accumulate up to COLS neighbouring outputs at once so each
  * input row is read contiguously. Per output the order is still row-major over the inner set.
- * With fewer column blocks than threads (a bias gradient: [8192, 64] summed over rows is one
- * block), the inner set is also cut into pieces of CUT_INNER elements, each summed on its own
- * into a partial, and the partials added in order: the cut depends on the shape only, so the
- * result is still the same for any thread count. */
+ * Float sums over a long inner set (a bias gradient: [8192, 384] summed over rows) instead cut
+ * the inner set into pieces of CUT_INNER elements and sum each piece over the whole width of up
+ * to WIDE columns (every row read in one contiguous run; narrow 64-column blocks of wide rows
+ * ran at a quarter of the bandwidth), each piece into a partial, and the partials are added in
+ * order: the cut depends on the shape only, so the result is the same for any thread count. */
 #define COLS 64
+#define WIDE 2048
 #define CUT_INNER 1024
 
 /* acc[0..w) += the inner elements [i0, i1) (row-major over the inner set) of the columns at base. */
@@ -208,22 +211,28 @@ static inline void cols_acc(const rd_job *j, gm_dtype t, int64_t base, int w, in
     }
 }
 
-/* Unit u = (column block, inner piece): sums into the output directly (one piece) or into
- * j->part[u] (COLS doubles each). */
+/* Unit u = (column block of j->bw columns, inner piece): sums into the output directly (one
+ * piece) or into j->part[u] (bw doubles each). */
 static inline void sum_cols_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
-    int64_t m = j->m, nblk = j->nblk, inner = j->pl->nrows * j->pl->len;
+    int64_t m = j->m, nblk = j->nblk, bw = j->bw, inner = j->pl->nrows * j->pl->len;
+    double stack_acc[COLS], *acc = bw <= COLS ? stack_acc : malloc((size_t)bw * sizeof(double));
+    if (!acc) {
+        __atomic_store_n(&j->stop, 2, __ATOMIC_RELAXED); /* 2: out of memory */
+        return;
+    }
     for (int64_t u = lo; u < hi; u++) {
-        if ((u - lo) % j->per == 0 && gm_halted(&j->stop)) return;
+        if ((u - lo) % j->per == 0 && gm_halted(&j->stop)) break;
         int64_t task = u / j->npiece, piece = u % j->npiece;
-        int64_t h = task / nblk, b0 = (task % nblk) * COLS;
-        int w = (int)(m - b0 < COLS ? m - b0 : COLS);
+        int64_t h = task / nblk, b0 = (task % nblk) * bw;
+        int w = (int)(m - b0 < bw ? m - b0 : bw);
         int64_t base = rd_offset(&j->head, h) + b0;
         int64_t i0 = piece * CUT_INNER, i1 = j->npiece == 1 ? inner : i0 + CUT_INNER < inner ? i0 + CUT_INNER : inner;
-        double acc[COLS] = {0};
+        memset(acc, 0, (size_t)w * sizeof(double));
         cols_acc(j, t, base, w, i0, i1, acc);
-        if (j->npiece > 1) memcpy(j->part + u * COLS, acc, (size_t)w * sizeof(double));
+        if (j->npiece > 1) memcpy(j->part + u * bw, acc, (size_t)w * sizeof(double));
         else for (int k = 0; k < w; k++) st(j->out, t, h * m + b0 + k, acc[k] * j->scale);
     }
+    if (acc != stack_acc) free(acc);
 }
 
 static void sum_cols_range(void *ctx, int64_t lo, int64_t hi) {
@@ -239,29 +248,31 @@ static gm_status sum_any(const gm_kview *x, void *out, gm_dtype t, const rd_plan
                          int nth) {
     bool cols = pl->outer.n > 0 && pl->outer.stride[pl->outer.n - 1] == 1 && pl->step != 1 &&
                 pl->nrows * pl->len > 1;
-    rd_job j = {.x = x, .out = out, .t = t, .pl = pl, .scale = scale, .npiece = 1};
+    rd_job j = {.x = x, .out = out, .t = t, .pl = pl, .scale = scale, .npiece = 1, .bw = COLS};
     if (!cols) return rd_launch(&j, pl->nout, pl->nrows * pl->len, nth, sum_generic_range);
     j.m = pl->outer.size[pl->outer.n - 1];
     j.head = pl->outer;
     j.head.n--;
-    j.nblk = (j.m + COLS - 1) / COLS;
-    int64_t tasks = rd_count(&j.head) * j.nblk, inner = pl->nrows * pl->len;
-    if (tasks >= 2 || inner < 2 * CUT_INNER || (t != GM_F32 && t != GM_F64))
-        return rd_launch(&j, tasks, COLS * inner, nth, sum_cols_range);
-    /* one column block: pieces of the inner set on the threads, then their partials in order */
-    j.npiece = (inner + CUT_INNER - 1) / CUT_INNER;
-    j.part = malloc((size_t)(tasks * j.npiece * COLS) * sizeof(double));
-    if (!j.part) return GM_ENOMEM;
-    gm_status rc = rd_launch(&j, tasks * j.npiece, COLS * CUT_INNER, nth, sum_cols_range);
-    for (int64_t task = 0; rc == GM_OK && task < tasks; task++) {
-        int64_t h = task / j.nblk, b0 = (task % j.nblk) * COLS;
-        int w = (int)(j.m - b0 < COLS ? j.m - b0 : COLS);
-        for (int k = 0; k < w; k++) {
-            double acc = 0;
-            for (int64_t p = 0; p < j.npiece; p++) acc += j.part[(task * j.npiece + p) * COLS + k];
-            st(out, t, h * j.m + b0 + k, acc * scale);
-        }
+    int64_t heads = rd_count(&j.head), inner = pl->nrows * pl->len;
+    if (inner < 2 * CUT_INNER || j.m > WIDE || (t != GM_F32 && t != GM_F64)) {
+        j.nblk = (j.m + COLS - 1) / COLS;
+        gm_status rc = rd_launch(&j, heads * j.nblk, COLS * inner, nth, sum_cols_range);
+        return j.stop == 2 ? GM_ENOMEM : rc;
     }
+    /* pieces of the inner set over the full width on the threads, then their partials in order */
+    j.bw = j.m;
+    j.nblk = 1;
+    j.npiece = (inner + CUT_INNER - 1) / CUT_INNER;
+    j.part = malloc((size_t)(heads * j.npiece * j.m) * sizeof(double));
+    if (!j.part) return GM_ENOMEM;
+    gm_status rc = rd_launch(&j, heads * j.npiece, j.m * CUT_INNER, nth, sum_cols_range);
+    if (j.stop == 2) rc = GM_ENOMEM;
+    for (int64_t h = 0; rc == GM_OK && h < heads; h++)
+        for (int64_t k = 0; k < j.m; k++) {
+            double acc = 0;
+            for (int64_t p = 0; p < j.npiece; p++) acc += j.part[(h * j.npiece + p) * j.m + k];
+            st(out, t, h * j.m + k, acc * scale);
+        }
     free(j.part);
     return rc;
 }

@@ -54,6 +54,6 @@ line
 line
 # LM training steps (issue 5): 2-layer LM with an MLP after each mixer, B=64, T=128, V=256,
 # attention / GLA recurrent / GLA chunkwise at d_model 64 and 128, against PyTorch 1.13 CPU.
-"$GMOE" "$HERE/lm.lua" "${LM_REPS:-3}"
+"$GMOE" "$HERE/lm.lua" "${LM_REPS:-7}"
 line
 exit 0
