@@ -166,7 +166,7 @@ static void expect_st_error(const char *hdr, size_t dlen, const char *want, cons
     gm_st_file f;
     gm_status st = load_st_bytes(buf, n, &f);
     const char *msg = gm_errmsg(C);
-    tap_ok(st != GM_OK && has(msg, "mem.st") && has(msg, want), "safetensors refuses %s: %s", name, msg);
+    tap_ok(st != GM_OK && has(msg, "mem.st") && has(msg, want), "safetensors refuses %s: %s", name, msg ? msg : "(no message)");
     if (st == GM_OK) gm_st_file_free(&f);
 }
 
