@@ -14,13 +14,21 @@ end
 -- Bytes as a printf format of octal escapes (any byte survives the shell).
 local function octal(s) return (s:gsub('.', function(c) return ('\\%03o'):format(c:byte()) end)) end
 
--- Types `steps` into a gmoe REPL on a 100x30 pty: each step {s, keys} types keys, then waits s.
+-- Types `steps` into a gmoe REPL on a 100x30 pty: each step {s, keys} types keys, then waits s;
+-- with wait = text it then waits (up to 20 s) until the terminal shows text (the prompt of the
+-- cell just typed: the REPL has reached it) before the pause, for a Ctrl-C that must not come
+-- early: its byte becomes SIGINT the moment it is written, so on a slow or busy machine a fixed
+-- pause could deliver it before the loop it should stop has started (and the session then hung).
 -- Ends with Ctrl-D. Returns the exit code and the terminal's text (CR removed), and the wall time.
 local function session(steps, env)
   local out = path('.pty')
   local feed = {'sleep 0.5'}
   for _, s in ipairs(steps) do
     feed[#feed + 1] = ('printf %s'):format(q(octal(s[2])))
+    if s.wait then
+      feed[#feed + 1] = ('i=0; while ! grep -qF %s %s && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done')
+        :format(q(s.wait), q(out))
+    end
     feed[#feed + 1] = ('sleep %s'):format(s[1])
   end
   feed[#feed + 1] = "printf '\\004'; sleep 0.5"
@@ -74,11 +82,11 @@ tap.like(out, 'Out%[%d+%]: 42\n', 'Out[n] keeps old results')
 -- variables intact; Ctrl-C at the prompt clears the line and does not exit.
 local t_code, t_out, wall = session({
   {0.3, 'keep = 7\n'},
-  {0.8, 'while true do end\n'},
+  {0.8, 'while true do end\n', wait = 'gmoe [2]> '},
   {0.5, '\3'},
   {0.3, 'keep + 1\n'},
   {0.3, 'a = gm.randn{4000, 4000}\n'},
-  {0.8, 'b = a:matmul(a)\n'},
+  {0.8, 'b = a:matmul(a)\n', wait = 'gmoe [5]> '},
   {1.0, '\3'},
   {0.3, 'keep + 2, b == nil\n'},
   {0.3, 'half typed'},
