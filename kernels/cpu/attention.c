@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "blas.h"
 #include "parallel.h"
+#include "vmath.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
@@ -48,32 +49,12 @@ static inline double dot(const double *x, const double *y, int64_t n) {
  * in place through their strides (any layout whose last dim is contiguous, such as the
  * [B, T, H, Dh] -> [B, H, T, Dh] transpose of a fused qkv projection): each head's rows are a
  * matrix with leading dimension stride[2]. The products are gemms in the operands' dtype (sgemm
- * for f32, dgemm for f64; OpenBLAS held to one thread inside the head loop, as expert_mm does);
+ * for f32, dgemm for f64, one single-threaded call each through blas.h inside the head loop);
  * outputs (rows contiguous, laid out like q by the rule) are written by the gemms directly, dK
  * and dV accumulated over blocks in place. Softmax statistics: the row max in the dtype, the row sum and D_t = dO_t . O_t in f64;
- * f32 exponentials go through 8-lane blocks (libmvec's expf where available, as the pointwise
- * kernels do), every element through the same block, so values do not depend on position. */
+ * f32 exponentials go through 8-lane blocks (vmath.h: libmvec's expf where available, as the
+ * pointwise kernels do), every element through the same block, so values do not depend on position. */
 #define BR 64
-
-#if defined(__x86_64__) && defined(__AVX2__) && defined(__GLIBC__) && defined(__GLIBC_PREREQ)
-#if __GLIBC_PREREQ(2, 35)
-#define ATT_LIBMVEC 1
-#endif
-#endif
-#ifndef __AVX__
-#pragma GCC diagnostic ignored "-Wpsabi"
-#endif
-typedef float v8f __attribute__((vector_size(32)));
-#ifdef ATT_LIBMVEC
-#include <immintrin.h>
-__m256 _ZGVdN8v_expf(__m256 x);
-static inline v8f v8_expf(v8f x) { return (v8f)_ZGVdN8v_expf((__m256)x); }
-#else
-static inline v8f v8_expf(v8f x) {
-    for (int i = 0; i < 8; i++) x[i] = expf(x[i]);
-    return x;
-}
-#endif
 
 /* p[j] = exp(p[j] - m) for j < n, in 8-lane blocks (the tail padded); returns the sum in f64. */
 static double exp_shift_f32(float *p, int64_t n, float m) {
