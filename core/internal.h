@@ -33,6 +33,11 @@ gm_status gm_tensor_view(gm_ctx *c, const gm_tensor *x, int ndim, const int64_t 
 gm_status gm_tensor_broadcast_view(gm_ctx *c, const gm_tensor *x, int ndim, const int64_t *shape,
                                    gm_tensor **out);
 void gm_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
+/* A [B, H, T, D] operand for kernels that read each head's rows as a matrix (sdpa, gla): x itself
+ * when its last dim is contiguous and its row stride at least D (batch, head and row strides
+ * free, as the [B, T, H, D] -> [B, H, T, D] transpose of a projection has), else a contiguous
+ * copy. */
+gm_status gm_rows_operand(gm_ctx *c, gm_tensor *x, gm_tensor **out);
 /* A fresh contiguous copy of x in dtype t on x's device (no autograd). */
 gm_status gm_tensor_copy_as(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out);
 /* Run a kernel on the device of out[0] (or in[0]). */

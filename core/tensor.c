@@ -289,3 +289,13 @@ gm_status gm_tensor_to_dtype(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **ou
     }
     return gm_tensor_copy_as(c, x, t, out);
 }
+
+gm_status gm_rows_operand(gm_ctx *c, gm_tensor *x, gm_tensor **out) {
+    int64_t d = x->shape[3] > 1 ? x->shape[3] : 1;
+    if ((x->shape[3] <= 1 || x->stride[3] == 1) && x->stride[2] >= d && x->stride[0] >= 0 && x->stride[1] >= 0 &&
+        x->stride[2] <= INT32_MAX) {
+        *out = gm_tensor_retain(x);
+        return GM_OK;
+    }
+    return gm_tensor_contiguous(c, x, out);
+}

@@ -10,20 +10,6 @@
 
 /* ---- sdpa ----------------------------------------------------------------------------------- */
 
-/* q, k, v and dO go to the kernel as they are when each head's rows form a matrix the gemms can
- * read (last dim contiguous, row stride at least the row length; batch and head strides free),
- * as the [B, T, H, Dh] -> [B, H, T, Dh] transpose of a projection does; otherwise a contiguous
- * copy. */
-static gm_status sdpa_operand(gm_ctx *c, gm_tensor *x, gm_tensor **out) {
-    int64_t d = x->shape[3] > 1 ? x->shape[3] : 1;
-    if ((x->shape[3] <= 1 || x->stride[3] == 1) && x->stride[2] >= d && x->stride[0] >= 0 && x->stride[1] >= 0 &&
-        x->stride[2] <= INT32_MAX) {
-        *out = gm_tensor_retain(x);
-        return GM_OK;
-    }
-    return gm_tensor_contiguous(c, x, out);
-}
-
 /* A new [B, H, T, D] tensor laid out in memory like ref: [B, T, H, D] order (a transposed view)
  * when ref's heads lie inside its time steps, as for heads split off a projection; then
  * out:transpose(1, 2) is contiguous and merging the heads back costs no copy. Contiguous otherwise. */
@@ -71,7 +57,7 @@ static gm_status sdpa_fwd(gm_ctx *c, gm_opcall *o) {
     gm_status st = sdpa_check(c, o->in, o->p, &scale);
     if (st != GM_OK) return st;
     gm_tensor *ic[3] = {NULL, NULL, NULL};
-    for (int i = 0; i < 3 && st == GM_OK; i++) st = sdpa_operand(c, o->in[i], &ic[i]);
+    for (int i = 0; i < 3 && st == GM_OK; i++) st = gm_rows_operand(c, o->in[i], &ic[i]);
     const int64_t *qs = o->in[0]->shape;
     int64_t os[4] = {qs[0], qs[1], qs[2], o->in[2]->shape[3]};
     if (st == GM_OK) st = sdpa_alloc_like(c, ic[0], os, &o->out[0]);
@@ -96,11 +82,11 @@ static gm_status sdpa_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
         st = sdpa_alloc_like(c, t, t->shape, &all[j]);
     }
     gm_tensor *ic[7] = {NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    for (int i = 0; i < 3 && st == GM_OK; i++) st = sdpa_operand(c, n->in[i], &ic[i]);
-    if (st == GM_OK) st = sdpa_operand(c, n->saved_out[0], &ic[3]);
+    for (int i = 0; i < 3 && st == GM_OK; i++) st = gm_rows_operand(c, n->in[i], &ic[i]);
+    if (st == GM_OK) st = gm_rows_operand(c, n->saved_out[0], &ic[3]);
     if (st == GM_OK) st = gm_tensor_contiguous(c, n->saved_out[1], &ic[4]);
     if (st == GM_OK)
-        st = gout[0] ? sdpa_operand(c, gout[0], &ic[5])
+        st = gout[0] ? gm_rows_operand(c, gout[0], &ic[5])
                      : gm_tensor_zeros(c, ic[3]->dtype, gm_tensor_device(ic[3]), 4, ic[3]->shape, &ic[5]);
     if (st == GM_OK && gout[1]) st = gm_tensor_contiguous(c, gout[1], &ic[6]);
     if (st == GM_OK) {

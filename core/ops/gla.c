@@ -1,6 +1,6 @@
 /* gla.c: rules of gla (the recurrent form of gated linear attention) and gla_chunk (the
  * chunkwise form, same map; kernels/cpu/gla.c). The rules check the [B, H, T, D] layouts and
- * gla_chunk's chunk sizes; forward and backward each run one dedicated kernel on contiguous
+ * gla_chunk's chunk sizes; forward and backward each run one dedicated kernel on row-readable
  * operands. */
 #include <math.h>
 
@@ -54,7 +54,7 @@ static gm_status gla_fwd_any(gm_ctx *c, gm_opcall *o, int op, int kernel) {
     gm_status st = gla_args(c, op, o->in, o->p, &e);
     if (st != GM_OK) return st;
     gm_tensor *ic[4] = {NULL, NULL, NULL, NULL};
-    for (int i = 0; i < 4 && st == GM_OK; i++) st = gm_tensor_contiguous(c, o->in[i], &ic[i]);
+    for (int i = 0; i < 4 && st == GM_OK; i++) st = gm_rows_operand(c, o->in[i], &ic[i]);
     int64_t os[4] = {o->in[0]->shape[0], o->in[0]->shape[1], o->in[0]->shape[2], o->in[2]->shape[3]};
     if (st == GM_OK) st = gm_tensor_new(c, ic[0]->dtype, gm_tensor_device(ic[0]), 4, os, &o->out[0]);
     if (st == GM_OK) st = gm_run(c, kernel, 4, ic, 1, o->out, o->p, &e);
@@ -73,8 +73,8 @@ static gm_status gla_bwd_any(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor 
         return st;
     }
     gm_tensor *ic[5] = {NULL, NULL, NULL, NULL, NULL}, *all[4] = {NULL, NULL, NULL, NULL};
-    for (int i = 0; i < 4 && st == GM_OK; i++) st = gm_tensor_contiguous(c, n->in[i], &ic[i]);
-    if (st == GM_OK) st = gm_tensor_contiguous(c, gout[0], &ic[4]);
+    for (int i = 0; i < 4 && st == GM_OK; i++) st = gm_rows_operand(c, n->in[i], &ic[i]);
+    if (st == GM_OK) st = gm_rows_operand(c, gout[0], &ic[4]);
     for (int j = 0; j < 4 && st == GM_OK; j++)
         st = gm_tensor_new(c, n->in[j]->dtype, gm_tensor_device(n->in[j]), 4, n->in[j]->shape, &all[j]);
     if (st == GM_OK) st = gm_run(c, kernel, 5, ic, 4, all, &n->p, &e);

@@ -84,24 +84,34 @@ static inline void exp8(bool f32, double *x) {
 #endif
 }
 
-/* rows x cols values of a contiguous f32/f64 operand from element offset off into dst as f64
- * (row stride ld, the padding columns zeroed), times mul. */
-static void load_rows(double *dst, int64_t ld, const gm_kview *v, int64_t off, int64_t rows, int64_t cols,
-                      double mul) {
+/* Element offset of row t of head hd (= b H + h) of a [B, H, T, D] operand whose last dim is
+ * contiguous (the rules pass inputs so: any batch, head and row strides), and its row stride. */
+static inline int64_t row_off(const gm_kview *v, int64_t hd, int64_t t) {
+    int64_t H = v->shape[1];
+    return (hd / H) * v->stride[0] + (hd % H) * v->stride[1] + t * v->stride[2];
+}
+static inline int64_t row_ld(const gm_kview *v) { return v->shape[2] > 1 ? v->stride[2] : v->shape[3]; }
+
+/* rows x cols values of an f32/f64 operand from row t0 of head hd into dst as f64 (row stride
+ * ld, the padding columns zeroed), times mul. */
+static void load_rows(double *dst, int64_t ld, const gm_kview *v, int64_t hd, int64_t t0, int64_t rows,
+                      int64_t cols, double mul) {
+    int64_t off = row_off(v, hd, t0), vs = row_ld(v);
     for (int64_t r = 0; r < rows; r++) {
         double *d = dst + r * ld;
         if (v->dtype == GM_F64) {
-            const double *s = (const double *)v->data + off + r * cols;
+            const double *s = (const double *)v->data + off + r * vs;
             for (int64_t j = 0; j < cols; j++) d[j] = mul * s[j];
         } else {
-            const float *s = (const float *)v->data + off + r * cols;
+            const float *s = (const float *)v->data + off + r * vs;
             for (int64_t j = 0; j < cols; j++) d[j] = mul * (double)s[j];
         }
         for (int64_t j = cols; j < ld; j++) d[j] = 0;
     }
 }
 
-/* The inverse of load_rows (mul applied before rounding to the operand's dtype). */
+/* Into a contiguous output from element offset off: the inverse of load_rows (mul applied before
+ * rounding to the operand's dtype). */
 static void store_rows(const gm_kview *v, int64_t off, int64_t rows, int64_t cols, const double *src, int64_t ld,
                        double mul) {
     for (int64_t r = 0; r < rows; r++) {
@@ -247,17 +257,17 @@ static void rec_range(void *ctx, int64_t lo, int64_t hi) {
     if (w->bwd) h.dq = h.o + nv, h.dk = h.dq + nk, h.dg = h.dk + nk, h.dv = h.dg + nk;
     for (int64_t hd = lo; hd < hi; hd++) {
         if (gm_halted(&w->stop)) break;
-        load_rows(h.q, Dkp, &a->in[0], hd * T * Dk, T, Dk, w->scale);
-        load_rows(h.k, Dkp, &a->in[1], hd * T * Dk, T, Dk, 1);
-        load_rows(h.v, Dvp, &a->in[2], hd * T * Dv, T, Dv, 1);
-        load_rows(h.al, Dkp, &a->in[3], hd * T * Dk, T, Dk, 1);
+        load_rows(h.q, Dkp, &a->in[0], hd, 0, T, Dk, w->scale);
+        load_rows(h.k, Dkp, &a->in[1], hd, 0, T, Dk, 1);
+        load_rows(h.v, Dvp, &a->in[2], hd, 0, T, Dv, 1);
+        load_rows(h.al, Dkp, &a->in[3], hd, 0, T, Dk, 1);
         for (size_t i = 0; i < nk; i += 4) st4(h.al + i, v4_exp(ld4(h.al + i)));
         if (!w->bwd) {
             rec_forward(w, &h);
             store_rows(&a->out[0], hd * T * Dv, T, Dv, h.o, Dvp, 1);
             continue;
         }
-        load_rows(h.o, Dvp, &a->in[4], hd * T * Dv, T, Dv, 1);
+        load_rows(h.o, Dvp, &a->in[4], hd, 0, T, Dv, 1);
         rec_backward(w, &h);
         store_rows(&a->out[0], hd * T * Dk, T, Dk, h.dq, Dkp, w->scale); /* dq = scale dq~ */
         store_rows(&a->out[1], hd * T * Dk, T, Dk, h.dk, Dkp, 1);
@@ -380,11 +390,11 @@ static inline double *xrow(const chunk_work *w, const chunk_buf *u, int64_t I, i
  * F, X, Kh, and in the matmul dtype Qb and Kd. Returns the number of sub-chunks. */
 static int64_t chunk_prep(const chunk_work *w, const chunk_buf *u, int64_t hd, int64_t t0, int64_t L) {
     const gm_kargs *a = w->a;
-    const int64_t Dk = w->Dk, c = w->c, nJ = (L + c - 1) / c, off = (hd * w->T + t0) * w->Dk0;
+    const int64_t Dk = w->Dk, c = w->c, nJ = (L + c - 1) / c;
     double *q = u->q, *k = u->k, *b = u->b, *G = u->G, *F = u->F;
-    load_rows(q, Dk, &a->in[0], off, L, w->Dk0, w->scale);
-    load_rows(k, Dk, &a->in[1], off, L, w->Dk0, 1);
-    load_rows(b, Dk, &a->in[3], off, L, w->Dk0, 1);
+    load_rows(q, Dk, &a->in[0], hd, t0, L, w->Dk0, w->scale);
+    load_rows(k, Dk, &a->in[1], hd, t0, L, w->Dk0, 1);
+    load_rows(b, Dk, &a->in[3], hd, t0, L, w->Dk0, 1);
     for (int64_t t = 1; t < L; t++)
         for (int64_t m = 0; m < Dk; m += 4) st4(b + t * Dk + m, ld4(b + t * Dk + m) + ld4(b + (t - 1) * Dk + m));
     for (int64_t I = 0; I < nJ; I++) {
@@ -431,10 +441,10 @@ static int64_t chunk_prep(const chunk_work *w, const chunk_buf *u, int64_t hd, i
 /* The part of chunk_prep the states need: Kd (= k exp(b_{L-1} - b)) and gamma = exp(b_{L-1}),
  * returned in place of X[nJ][0] (the first row of X). */
 static const double *chunk_decays(const chunk_work *w, const chunk_buf *u, int64_t hd, int64_t t0, int64_t L) {
-    const int64_t Dk = w->Dk, off = (hd * w->T + t0) * w->Dk0;
+    const int64_t Dk = w->Dk;
     double *k = u->k, *b = u->b, *F = u->F, *gam = u->X;
-    load_rows(k, Dk, &w->a->in[1], off, L, w->Dk0, 1);
-    load_rows(b, Dk, &w->a->in[3], off, L, w->Dk0, 1);
+    load_rows(k, Dk, &w->a->in[1], hd, t0, L, w->Dk0, 1);
+    load_rows(b, Dk, &w->a->in[3], hd, t0, L, w->Dk0, 1);
     for (int64_t t = 1; t < L; t++)
         for (int64_t m = 0; m < Dk; m += 4) st4(b + t * Dk + m, ld4(b + t * Dk + m) + ld4(b + (t - 1) * Dk + m));
     for (int64_t t = 0; t < L; t++)
@@ -510,20 +520,20 @@ static void chunk_scores(const chunk_work *w, const chunk_buf *u, int64_t L, int
 }
 
 static void chunk_forward(const chunk_work *w, const chunk_buf *u, int64_t hd) {
-    const int64_t T = w->T, Dk = w->Dk, Dv = w->Dv, C = w->C;
-    void *V = xat(w, w->a->in[2].data, hd * T * Dv), *O = xat(w, w->a->out[0].data, hd * T * Dv);
+    const int64_t T = w->T, Dk = w->Dk, Dv = w->Dv, C = w->C, lv = row_ld(&w->a->in[2]);
+    void *O = xat(w, w->a->out[0].data, hd * T * Dv);
     for (int64_t t0 = 0; t0 < T; t0 += C) {
         int64_t L = T - t0 < C ? T - t0 : C, nJ = chunk_prep(w, u, hd, t0, L);
-        void *Vc = xat(w, V, t0 * Dv), *Oc = xat(w, O, t0 * Dv);
+        void *Vc = xat(w, w->a->in[2].data, row_off(&w->a->in[2], hd, t0)), *Oc = xat(w, O, t0 * Dv);
         chunk_scores(w, u, L, nJ, false);
-        mm(w, false, false, L, Dv, L, u->P, L, Vc, Dv, 0, Oc, Dv);
+        mm(w, false, false, L, Dv, L, u->P, L, Vc, lv, 0, Oc, Dv);
         if (t0 > 0) mm(w, false, false, L, Dv, Dk, u->Qb, Dk, u->S, Dv, 1, Oc, Dv); /* S = 0 before */
         if (t0 + L == T) break;
         if (t0 == 0) {
-            mm(w, true, false, Dk, Dv, L, u->Kd, Dk, Vc, Dv, 0, u->S, Dv);
+            mm(w, true, false, Dk, Dv, L, u->Kd, Dk, Vc, lv, 0, u->S, Dv);
         } else {
             scale_rows(w, u->S, xrow(w, u, nJ, 0));
-            mm(w, true, false, Dk, Dv, L, u->Kd, Dk, Vc, Dv, 1, u->S, Dv);
+            mm(w, true, false, Dk, Dv, L, u->Kd, Dk, Vc, lv, 1, u->S, Dv);
         }
     }
 }
@@ -532,7 +542,7 @@ static void chunk_backward(const chunk_work *w, const chunk_buf *u, int64_t hd) 
     const gm_kargs *a = w->a;
     const int64_t T = w->T, Dk = w->Dk, Dv = w->Dv, C = w->C, DS = Dk * Dv, N = (T + C - 1) / C;
     const bool f32 = w->f32;
-    void *V = xat(w, a->in[2].data, hd * T * Dv), *dO = xat(w, a->in[4].data, hd * T * Dv);
+    const int64_t lv = row_ld(&a->in[2]), lo = row_ld(&a->in[4]); /* V and dO are read in place */
     void *dV = xat(w, a->out[2].data, hd * T * Dv);
     for (int64_t n = 1; n < N; n++) { /* St[n] = the state before chunk n (St[0] = 0 is not used) */
         int64_t t0 = (n - 1) * C;
@@ -542,22 +552,23 @@ static void chunk_backward(const chunk_work *w, const chunk_buf *u, int64_t hd) 
             memcpy(S, xat(w, u->St, (n - 1) * DS), (size_t)DS * (f32 ? sizeof(float) : sizeof(double)));
             scale_rows(w, S, gam);
         }
-        mm(w, true, false, Dk, Dv, C, u->Kd, Dk, xat(w, V, t0 * Dv), Dv, n > 1, S, Dv);
+        mm(w, true, false, Dk, Dv, C, u->Kd, Dk, xat(w, a->in[2].data, row_off(&a->in[2], hd, t0)), lv, n > 1, S, Dv);
     }
     for (int64_t m = 0; m < Dk; m++) u->acc[m] = 0;
     for (int64_t n = N - 1; n >= 0; n--) {
         int64_t t0 = n * C, L = T - t0 < C ? T - t0 : C, nJ = chunk_prep(w, u, hd, t0, L);
-        void *Vc = xat(w, V, t0 * Dv), *dOc = xat(w, dO, t0 * Dv), *dVc = xat(w, dV, t0 * Dv);
+        void *Vc = xat(w, a->in[2].data, row_off(&a->in[2], hd, t0));
+        void *dOc = xat(w, a->in[4].data, row_off(&a->in[4], hd, t0)), *dVc = xat(w, dV, t0 * Dv);
         double *dq = u->dq, *dk = u->dk;
         bool last = n == N - 1; /* dS = 0 after the last chunk */
         memset(dq, 0, (size_t)(L * Dk) * sizeof(double));
         memset(dk, 0, (size_t)(L * Dk) * sizeof(double));
-        mm(w, false, true, L, L, Dv, dOc, Dv, Vc, Dv, 0, u->dP, L);
+        mm(w, false, true, L, L, Dv, dOc, lo, Vc, lv, 0, u->dP, L);
         chunk_scores(w, u, L, nJ, true);
-        mm(w, true, false, L, Dv, L, u->P, L, dOc, Dv, 0, dVc, Dv);
+        mm(w, true, false, L, Dv, L, u->P, L, dOc, lo, 0, dVc, Dv);
         if (!last) {
             mm(w, false, false, L, Dv, Dk, u->Kd, Dk, u->dS, Dv, 1, dVc, Dv);
-            mm(w, false, true, L, Dk, Dv, Vc, Dv, u->dS, Dv, 0, u->tmp, Dk); /* dKd = V dS^T */
+            mm(w, false, true, L, Dk, Dv, Vc, lv, u->dS, Dv, 0, u->tmp, Dk); /* dKd = V dS^T */
             for (int64_t s = 0; s < L; s++) {
                 const double *x = xrow(w, u, nJ, s / w->c + 1);
                 for (int64_t m = 0; m < Dk; m += 4) {
@@ -567,7 +578,7 @@ static void chunk_backward(const chunk_work *w, const chunk_buf *u, int64_t hd) 
             }
         }
         if (n > 0) { /* dQb = dO S^T, then dS for the previous chunk */
-            mm(w, false, true, L, Dk, Dv, dOc, Dv, xat(w, u->St, n * DS), Dv, 0, u->tmp, Dk);
+            mm(w, false, true, L, Dk, Dv, dOc, lo, xat(w, u->St, n * DS), Dv, 0, u->tmp, Dk);
             for (int64_t t = 0; t < L; t++) {
                 const double *x = xrow(w, u, t / w->c, 0);
                 for (int64_t m = 0; m < Dk; m += 4) {
@@ -576,7 +587,7 @@ static void chunk_backward(const chunk_work *w, const chunk_buf *u, int64_t hd) 
                 }
             }
             if (!last) scale_rows(w, u->dS, xrow(w, u, nJ, 0));
-            mm(w, true, false, Dk, Dv, L, u->Qb, Dk, dOc, Dv, !last, u->dS, Dv);
+            mm(w, true, false, Dk, Dv, L, u->Qb, Dk, dOc, lo, !last, u->dS, Dv);
         }
         /* dg_t = sum over t' >= t of q_t' dq_t' - k_t' dk_t' (q and dq both with the scale); b
          * is free to hold it */

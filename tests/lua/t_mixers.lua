@@ -298,6 +298,32 @@ do
   local function split(t) return t:transpose(1, 2):contiguous():transpose(1, 2) end
   tap.ok(maxdiff(gm.gla_chunk(split(a[1]), split(a[2]), split(a[3]), split(a[4]), {chunk = 8, sub = 2}), o) < 1e-12,
          'gla_chunk on transposed (non-contiguous) views')
+  -- rows read in place: q, k, v, g (and dO) as heads narrowed off one wider [B, T, width]
+  -- projection (row stride = width, heads inside a step) give the same bits as contiguous copies,
+  -- outputs and gradients, both forms, f32 and f64
+  for _, dt in ipairs {'f64', 'f32'} do
+    local B, T, H, Dk, Dv = 2, 13, 2, 3, 4
+    local W = 2 * H * Dk + H * Dv + H * Dk + 5
+    local proj = gm.randn({B, T, W}, {dtype = dt})
+    local function head(off, d) return proj:narrow(-1, off, H * d):reshape {B, T, H, d}:transpose(1, 2) end
+    local gq, gk, gv = head(0, Dk), head(H * Dk, Dk), head(2 * H * Dk, Dv)
+    local gg = head(2 * H * Dk + H * Dv, Dk):sigmoid():log()
+    local gy = gm.randn({B, T, H, Dv}, {dtype = dt}):transpose(1, 2) -- a strided dO
+    for _, form in ipairs {'gla', 'gla_chunk'} do
+      local function run(x)
+        local l = {}
+        for i = 1, 4 do l[i] = x[i]:detach():requires_grad_() end
+        local o = form == 'gla' and gm.gla(l[1], l[2], l[3], l[4]) or gm.gla_chunk(l[1], l[2], l[3], l[4], {chunk = 5, sub = 2})
+        o:backward(gy)
+        return o, l
+      end
+      local o1, l1 = run {gq, gk, gv, gg}
+      local o2, l2 = run {gq:contiguous(), gk:contiguous(), gv:contiguous(), gg:contiguous()}
+      local same = maxdiff(o1, o2) == 0
+      for i = 1, 4 do same = same and maxdiff(l1[i].grad, l2[i].grad) == 0 end
+      tap.ok(same, ('%s %s: heads read in place from a wider projection == contiguous copies, outputs and gradients'):format(form, dt))
+    end
+  end
   -- causal at the op level: perturbing steps 11.. leaves outputs 0..10 unchanged, both forms
   local b = {}
   for i = 1, 4 do b[i] = a[i]:clone() end
