@@ -308,7 +308,7 @@ gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out);
 gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s);
 
 /* ---- build info --------------------------------------------------------------------- */
-const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell, 2 threads)" */
+const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell, single-threaded calls split ...)" */
 bool gm_cuda_built(void);
 
 #endif

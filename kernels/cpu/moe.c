@@ -275,11 +275,10 @@ static void gemm_run(gm_dtype t, const gemm_task *g) {
     gm_cpu_gemm1(t == GM_F64, g->ta, g->tb, g->m, g->n, g->k, 1.0, g->A, g->lda, g->B, g->ldb, 0.0, g->C, g->ldc);
 }
 
-/* Per-expert products below this many flops (2mnk) run concurrently on the kernel's threads
- * with single-threaded BLAS: OpenBLAS splits one small gemm over its threads at a cost
- * (thread wake-ups, sched_yield spinning) that dominates such products, while whole experts
- * on separate threads need no synchronisation inside. Bigger products are each split over the
- * threads (gm_cpu_gemm), which balances better when experts get unequal rows. */
+/* Per-expert products below this many flops (2mnk) run whole and concurrently on the kernel's
+ * threads: cutting one small gemm over the threads costs a synchronisation per product, while
+ * whole experts on separate threads need none. Bigger products are each cut over the threads
+ * (gm_cpu_gemm), which balances better when experts get unequal rows. */
 #define GROUPED_PAR_MAX_FLOP 4e9
 
 static int by_size_desc(const void *x, const void *y, void *ctx) {
