@@ -31,6 +31,13 @@ local function session(steps, env)
     end
     feed[#feed + 1] = ('sleep %s'):format(s[1])
   end
+  -- Ctrl-D only once the REPL is back at its prompt: an EOF byte that arrives while a cell runs
+  -- (the terminal in cooked mode between cells) can be lost when readline switches the terminal
+  -- back, and the session would then wait for input until its timeout. A last cell prints a
+  -- marker (built from two halves, so its echo does not match) and the feed waits for it.
+  feed[#feed + 1] = "printf 'print(\"END\" .. \"MARK\")\\n'"
+  feed[#feed + 1] = ('i=0; while ! grep -qF ENDMARK %s && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done; sleep 0.3')
+    :format(q(out))
   feed[#feed + 1] = "printf '\\004'; sleep 0.5"
   local cmd = ('(%s) | %s TERM=dumb GMOE_HISTORY=/dev/null timeout 180 script -qfec %s /dev/null > %s 2>&1')
     :format(table.concat(feed, '; '), env or 'NO_COLOR=1',
