@@ -298,9 +298,16 @@ static gm_status linear_check(gm_ctx *c, gm_tensor **in) {
     return GM_OK;
 }
 
+/* Rows of x [..., K]: the product of its leading dims (also when K = 0). */
+static int64_t linear_nrows(const gm_tensor *x) {
+    int64_t m = 1;
+    for (int i = 0; i < x->ndim - 1; i++) m *= x->shape[i];
+    return m;
+}
+
 /* x as rows [M, K] BLAS can read (unit column stride), a view when possible. */
 static gm_status linear_rows(gm_ctx *c, gm_tensor *x, gm_tensor **out) {
-    int64_t K = x->shape[x->ndim - 1], shape[2] = {K ? gm_tensor_numel(x) / K : 0, K};
+    int64_t K = x->shape[x->ndim - 1], shape[2] = {linear_nrows(x), K};
     gm_tensor *r = NULL;
     gm_status st = gm_reshape(c, x, 2, shape, &r);
     if (st != GM_OK) return st;
@@ -341,7 +348,7 @@ static gm_status linear_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
                                      &gin[j]);
         return st;
     }
-    int64_t N = w->shape[0], gs[2] = {N ? gm_tensor_numel(gout[0]) / N : 0, N};
+    int64_t N = w->shape[0], gs[2] = {linear_nrows(x), N};
     if ((st = gm_reshape(c, gout[0], 2, gs, &g2)) != GM_OK) goto out;
     if (n->needs[0]) { /* dx = g w, back to x's shape */
         if ((st = gm_matmul(c, g2, w, &p)) != GM_OK || (st = gm_reshape(c, p, x->ndim, x->shape, &gin[0])) != GM_OK)

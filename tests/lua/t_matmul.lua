@@ -164,6 +164,12 @@ for _, dt in ipairs{'f32', 'f64'} do
     local got, want = gm.linear(x, w, b), x:matmul(w:t()) + b
     tap.ok((got - want):abs():max():item() < tol, ('%s linear %s equals matmul + bias'):format(dt, cs[1]))
   end
+  -- no input features: the bias for every row; no rows: an empty result, zero weight gradient
+  local e = gm.linear(gm.zeros({5, 0}, {dtype = dt}), gm.zeros({7, 0}, {dtype = dt}), b)
+  tap.ok(e.shape[1] == 5 and (e - b):abs():max():item() == 0, dt .. ' linear with 0 input features is the bias')
+  local x0, w0 = gm.zeros({0, 33}, {dtype = dt, requires_grad = true}), w:clone():requires_grad_()
+  gm.linear(x0, w0, b):sum():backward()
+  tap.ok(w0.grad:abs():max():item() == 0, dt .. ' linear of 0 rows: zero weight gradient')
   local wt = gm.randn{33, 7}:to(dt):t() -- a transposed weight
   local x = gm.randn{9, 33}:to(dt)
   tap.ok((gm.linear(x, wt, b) - (x:matmul(wt:t()) + b)):abs():max():item() < tol, dt .. ' linear with a transposed weight')
