@@ -43,6 +43,9 @@ end
 --- {kernel, calls, seconds, share}, slowest first, with .total and .wall seconds; print it for a
 --- table) followed by fn's results.
 function gm.profile(fn, ...)
+  if type(fn) ~= 'function' and not (getmetatable(fn) or {}).__call then
+    error(('gm.profile: expected a function to run, got %s'):format(type(fn)), 2)
+  end
   gm._kprof(true)
   local t0 = gm.clock()
   local r = table.pack(pcall(fn, ...))

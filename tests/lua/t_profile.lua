@@ -41,4 +41,5 @@ tap.errors(function() gm.profile(function() error('boom') end) end, 'boom', 'an 
 local _ = a + a
 local after = gm._kprof(false)
 tap.ok(next(after) == nil, 'the profiler is off after the error')
+tap.errors(function() gm.profile(42) end, 'gm.profile: expected a function to run, got number', 'a non-function is refused')
 tap.done()
