@@ -17,7 +17,9 @@ local nn = {
   functional = require 'gmoe.nn.functional',
 }
 nn.F = nn.functional
-for name, cls in pairs(require 'gmoe.nn.layers') do nn[name] = cls end
+for name, cls in pairs(require 'gmoe.nn.layers') do
+  if not name:match('^_') then nn[name] = cls end
+end
 
 doc.add('gm.nn', 'gm.nn.<Layer>{...}',
   'Neural-network layers with torch.nn semantics. Base class gm.nn.Module (define layers with ' ..

@@ -402,4 +402,8 @@ end
 function GlobalAvgPool2d:forward(x) return x:mean({-2, -1}, self.keepdim) end
 function GlobalAvgPool2d:extra_repr() return self.keepdim and 'keepdim=true' or '' end
 
+-- The option parser and checks, for the other layer files (gmoe.nn.mixers); not part of gm.nn
+-- (gmoe.nn copies no underscore names).
+L._helpers = {NONE = NONE, options = options, need_int = need_int, param = param}
+
 return L

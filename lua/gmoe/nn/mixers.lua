@@ -15,46 +15,9 @@ local Module, is_module = module.Module, module.is_module
 local M = {}
 
 -- ---- options --------------------------------------------------------------------------------
-local NONE = {}
-
--- Named options (a table) with positional fallbacks; unknown keys are errors.
-local function options(name, positional, defaults, ...)
-  local a = table.pack(...)
-  local o = {}
-  local last = a[a.n]
-  local npos = a.n
-  if a.n >= 1 and type(last) == 'table' and not is_module(last) and not gm.is_tensor(last) then
-    for k, v in pairs(last) do o[k] = v end
-    npos = a.n - 1
-  end
-  for i = 1, npos do if a[i] ~= nil then o[i] = a[i] end end
-  for i, k in ipairs(positional) do
-    if o[i] ~= nil then
-      if o[k] ~= nil then error(('gm.nn.%s: %s given twice'):format(name, k), 4) end
-      o[k], o[i] = o[i], nil
-    end
-  end
-  for k in pairs(o) do
-    if defaults[k] == nil then
-      local names = {}
-      for n in pairs(defaults) do names[#names + 1] = n end
-      table.sort(names)
-      error(('gm.nn.%s: unknown option %s (options: %s)'):format(name, tostring(k), table.concat(names, ', ')), 4)
-    end
-  end
-  for k, v in pairs(defaults) do
-    if o[k] == nil and v ~= NONE then o[k] = v end
-    if o[k] == NONE then o[k] = nil end
-  end
-  return o
-end
-
-local function need_int(name, key, v, min)
-  if math.type(v) ~= 'integer' or v < min then
-    error(('gm.nn.%s: %s must be an integer >= %d, got %s'):format(name, key, min, tostring(v)), 4)
-  end
-  return v
-end
+-- Option parsing and checks shared with gmoe.nn.layers (one parser, the same messages).
+local NONE, options, need_int, param = layers._helpers.NONE, layers._helpers.options, layers._helpers.need_int,
+                                       layers._helpers.param
 
 local function need_btd(name, x, d)
   if not gm.is_tensor(x) or #x.shape ~= 3 or x.shape[3] ~= d then
@@ -63,8 +26,6 @@ local function need_btd(name, x, d)
   end
   return x.shape[1], x.shape[2]
 end
-
-local function param(shape, dtype) return gm.empty(shape, {dtype = dtype or 'f32', requires_grad = true}) end
 
 local function define(name, sig, text, extra)
   local cls = Module:extend(name)
