@@ -56,28 +56,6 @@ static inline double dot(const double *x, const double *y, int64_t n) {
  * pointwise kernels do), every element through the same block, so values do not depend on position. */
 #define BR 64
 
-/* p[j] = exp(p[j] - m) for j < n, in 8-lane blocks (the tail padded); returns the sum in f64. */
-static double exp_shift_f32(float *p, int64_t n, float m) {
-    double l = 0;
-    int64_t j = 0;
-    v8f vm = {m, m, m, m, m, m, m, m};
-    for (; j + 8 <= n; j += 8) {
-        v8f x;
-        memcpy(&x, p + j, sizeof x);
-        x = v8_expf(x - vm);
-        memcpy(p + j, &x, sizeof x);
-        for (int i = 0; i < 8; i++) l += x[i];
-    }
-    if (j < n) {
-        v8f x = vm;
-        memcpy(&x, p + j, (size_t)(n - j) * sizeof(float));
-        x = v8_expf(x - vm);
-        memcpy(p + j, &x, (size_t)(n - j) * sizeof(float));
-        for (int64_t i = 0; i < n - j; i++) l += x[i];
-    }
-    return l;
-}
-
 typedef struct {
     const gm_kargs *a;
     int64_t H, T, S, Dh, Dv;
@@ -123,12 +101,12 @@ static void block_probs(const sdpa_work *w, const void *Q, int64_t ldq, const vo
             float *p = (float *)P + r * ns;
             for (int64_t j = nv; j < ns; j++) p[j] = 0;
             if (lse) {
-                exp_shift_f32(p, nv, (float)elem(lse, lse_off + t));
+                v8_exp_shifted(p, p, nv, (float)elem(lse, lse_off + t));
                 continue;
             }
             float m = -INFINITY;
             for (int64_t j = 0; j < nv; j++) m = p[j] > m ? p[j] : m;
-            double l = exp_shift_f32(p, nv, m);
+            double l = v8_exp_shifted(p, p, nv, m);
             float inv = (float)(1.0 / l);
             for (int64_t j = 0; j < nv; j++) p[j] *= inv;
             ((float *)lout)[t] = (float)((double)m + log(l));

@@ -71,8 +71,10 @@ GM_V8_INLINE v8f v8_sigmoid(v8f x) {
     return (v8f)((pos & (v8i)r) | (~pos & (v8i)(e * r)));
 }
 
-/* exp(x[i] - shift) for i < n into o (o may be x), every element through one 8-lane block. */
-GM_V8_INLINE void v8_exp_shifted(float *o, const float *x, int64_t n, float shift) {
+/* o[i] = exp(x[i] - shift) for i < n (o may be x), every element through one 8-lane block;
+ * returns the sum of the o[i] in f64, added in element order. */
+GM_V8_INLINE double v8_exp_shifted(float *o, const float *x, int64_t n, float shift) {
+    double sum = 0;
     int64_t i = 0;
     v8f s = v8_splat(shift);
     for (; i + 8 <= n; i += 8) {
@@ -80,13 +82,15 @@ GM_V8_INLINE void v8_exp_shifted(float *o, const float *x, int64_t n, float shif
         __builtin_memcpy(&v, x + i, sizeof v);
         v = v8_expf(v - s);
         __builtin_memcpy(o + i, &v, sizeof v);
+        for (int k = 0; k < 8; k++) sum += v[k];
     }
     if (i < n) {
         v8f v = v8_splat(-INFINITY);
         for (int64_t k = i; k < n; k++) v[k - i] = x[k];
         v = v8_expf(v - s);
-        for (int64_t k = i; k < n; k++) o[k] = v[k - i];
+        for (int64_t k = i; k < n; k++) sum += (o[k] = v[k - i]);
     }
+    return sum;
 }
 
 #endif
