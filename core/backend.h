@@ -67,6 +67,17 @@ static inline int64_t gm_kview_offset(const gm_kview *v, int64_t i) {
     return gm_shape_offset(v->ndim, v->shape, v->stride, i);
 }
 
+/* [B, H, T, D] operands whose heads are read as row-major matrices (sdpa, gla): the element
+ * offset of head hd = b H + h, and the row stride as BLAS wants it (any stride serves a single
+ * row, where BLAS still asks for one at least the row length). */
+static inline int64_t gm_kview_head_off(const gm_kview *v, int64_t hd) {
+    int64_t H = v->shape[1] > 0 ? v->shape[1] : 1;
+    return (hd / H) * v->stride[0] + (hd % H) * v->stride[1];
+}
+static inline int64_t gm_kview_row_ld(const gm_kview *v) {
+    return v->shape[2] > 1 ? v->stride[2] : (v->shape[3] > 1 ? v->shape[3] : 1);
+}
+
 /* Element i of data of dtype t as a double, and back (f32 rounds, i32 truncates). */
 static inline double gm_elem_load(const void *p, gm_dtype t, int64_t i) {
     switch (t) {

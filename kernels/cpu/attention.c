@@ -58,7 +58,7 @@ static inline double dot(const double *x, const double *y, int64_t n) {
 
 typedef struct {
     const gm_kargs *a;
-    int64_t H, T, S, Dh, Dv;
+    int64_t T, S, Dh, Dv;
     bool causal, bwd, has_glse, f32;
     double scale;
     int stop, oom;
@@ -68,17 +68,6 @@ typedef struct {
 static void gemm(const sdpa_work *w, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const void *A,
                  int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc) {
     gm_cpu_gemm1(!w->f32, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-/* Element (b, h) head base of operand v (element offset) and its row stride. */
-static inline int64_t head_off(const gm_kview *v, int64_t hd, int64_t H) {
-    return (hd / H) * v->stride[0] + (hd % H) * v->stride[1];
-}
-
-/* Row stride (leading dimension) of operand v: any stride serves a single row, where BLAS still
- * asks for one at least the row length. */
-static inline int64_t row_stride(const gm_kview *v) {
-    return v->shape[2] > 1 ? v->stride[2] : (v->shape[3] > 1 ? v->shape[3] : 1);
 }
 
 static inline double elem(const gm_kview *v, int64_t off) {
@@ -131,7 +120,7 @@ static void block_probs(const sdpa_work *w, const void *Q, int64_t ldq, const vo
 static void sdpa_range(void *ctx, int64_t lo, int64_t hi) {
     sdpa_work *w = ctx;
     const gm_kargs *a = w->a;
-    int64_t T = w->T, S = w->S, Dh = w->Dh, Dv = w->Dv, H = w->H;
+    int64_t T = w->T, S = w->S, Dh = w->Dh, Dv = w->Dv;
     int64_t br0 = T < BR ? T : BR, es = w->f32 ? 4 : 8;
     /* Scratch: one block of probabilities [BR, S] (+ its gradient in the backward). */
     size_t n = (size_t)(br0 * S) * (w->bwd ? 2 : 1);
@@ -143,13 +132,13 @@ static void sdpa_range(void *ctx, int64_t lo, int64_t hi) {
     }
     void *P = buf, *dP = buf + (size_t)(br0 * S) * (size_t)es;
     const gm_kview *q = &a->in[0], *k = &a->in[1], *v = &a->in[2];
-    int64_t lq = row_stride(q), lk = row_stride(k), lv = row_stride(v);
+    int64_t lq = gm_kview_row_ld(q), lk = gm_kview_row_ld(k), lv = gm_kview_row_ld(v);
     for (int64_t hd = lo; hd < hi; hd++) {
         if (gm_halted(&w->stop)) break;
-        int64_t oq = head_off(q, hd, H), ok = head_off(k, hd, H), ov = head_off(v, hd, H);
+        int64_t oq = gm_kview_head_off(q, hd), ok = gm_kview_head_off(k, hd), ov = gm_kview_head_off(v, hd);
         if (!w->bwd) {
             const gm_kview *O = &a->out[0];
-            int64_t oo = head_off(O, hd, H), lo_ = row_stride(O);
+            int64_t oo = gm_kview_head_off(O, hd), lo_ = gm_kview_row_ld(O);
             char *L = ptr(&a->out[1], hd * T);
             for (int64_t t0 = 0; t0 < T; t0 += BR) {
                 int64_t br = T - t0 < BR ? T - t0 : BR, ns = w->causal ? (t0 + br < S ? t0 + br : S) : S;
@@ -162,9 +151,9 @@ static void sdpa_range(void *ctx, int64_t lo, int64_t hi) {
          * dQ = dS K; dK += dS^T Q; dV += P^T dO. */
         const gm_kview *O = &a->in[3], *L = &a->in[4], *dO = &a->in[5], *G = w->has_glse ? &a->in[6] : NULL;
         const gm_kview *gq = &a->out[0], *gk = &a->out[1], *gv = &a->out[2];
-        int64_t ldo = row_stride(dO), odo = head_off(dO, hd, H), lO = row_stride(O), oO = head_off(O, hd, H);
-        int64_t lgq = row_stride(gq), lgk = row_stride(gk), lgv = row_stride(gv);
-        char *dQ = ptr(gq, head_off(gq, hd, H)), *dK = ptr(gk, head_off(gk, hd, H)), *dV = ptr(gv, head_off(gv, hd, H));
+        int64_t ldo = gm_kview_row_ld(dO), odo = gm_kview_head_off(dO, hd), lO = gm_kview_row_ld(O), oO = gm_kview_head_off(O, hd);
+        int64_t lgq = gm_kview_row_ld(gq), lgk = gm_kview_row_ld(gk), lgv = gm_kview_row_ld(gv);
+        char *dQ = ptr(gq, gm_kview_head_off(gq, hd)), *dK = ptr(gk, gm_kview_head_off(gk, hd)), *dV = ptr(gv, gm_kview_head_off(gv, hd));
         for (int64_t s = 0; s < S; s++) {
             memset(dK + s * lgk * es, 0, (size_t)(Dh * es));
             memset(dV + s * lgv * es, 0, (size_t)(Dv * es));
@@ -196,7 +185,7 @@ static void sdpa_range(void *ctx, int64_t lo, int64_t hi) {
 
 static gm_status sdpa_run(const gm_kargs *a, bool bwd) {
     const gm_kview *q = &a->in[0], *k = &a->in[1], *v = &a->in[2];
-    sdpa_work w = {.a = a, .H = q->shape[1], .T = q->shape[2], .S = k->shape[2], .Dh = q->shape[3],
+    sdpa_work w = {.a = a, .T = q->shape[2], .S = k->shape[2], .Dh = q->shape[3],
                    .Dv = v->shape[3], .causal = a->i[0] != 0, .bwd = bwd, .has_glse = bwd && a->n_in > 6,
                    .f32 = q->dtype == GM_F32, .scale = a->d[0]};
     int64_t heads = q->shape[0] * q->shape[1];

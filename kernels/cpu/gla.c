@@ -84,19 +84,17 @@ static inline void exp8(bool f32, double *x) {
 #endif
 }
 
-/* Element offset of row t of head hd (= b H + h) of a [B, H, T, D] operand whose last dim is
- * contiguous (the rules pass inputs so: any batch, head and row strides), and its row stride. */
+/* Element offset of row t of head hd of a [B, H, T, D] operand whose last dim is contiguous
+ * (the rules pass inputs so: any batch, head and row strides). */
 static inline int64_t row_off(const gm_kview *v, int64_t hd, int64_t t) {
-    int64_t H = v->shape[1];
-    return (hd / H) * v->stride[0] + (hd % H) * v->stride[1] + t * v->stride[2];
+    return gm_kview_head_off(v, hd) + t * v->stride[2];
 }
-static inline int64_t row_ld(const gm_kview *v) { return v->shape[2] > 1 ? v->stride[2] : v->shape[3]; }
 
 /* rows x cols values of an f32/f64 operand from row t0 of head hd into dst as f64 (row stride
  * ld, the padding columns zeroed), times mul. */
 static void load_rows(double *dst, int64_t ld, const gm_kview *v, int64_t hd, int64_t t0, int64_t rows,
                       int64_t cols, double mul) {
-    int64_t off = row_off(v, hd, t0), vs = row_ld(v);
+    int64_t off = row_off(v, hd, t0), vs = gm_kview_row_ld(v);
     for (int64_t r = 0; r < rows; r++) {
         double *d = dst + r * ld;
         if (v->dtype == GM_F64) {
@@ -520,7 +518,7 @@ static void chunk_scores(const chunk_work *w, const chunk_buf *u, int64_t L, int
 }
 
 static void chunk_forward(const chunk_work *w, const chunk_buf *u, int64_t hd) {
-    const int64_t T = w->T, Dk = w->Dk, Dv = w->Dv, C = w->C, lv = row_ld(&w->a->in[2]);
+    const int64_t T = w->T, Dk = w->Dk, Dv = w->Dv, C = w->C, lv = gm_kview_row_ld(&w->a->in[2]);
     void *O = xat(w, w->a->out[0].data, hd * T * Dv);
     for (int64_t t0 = 0; t0 < T; t0 += C) {
         int64_t L = T - t0 < C ? T - t0 : C, nJ = chunk_prep(w, u, hd, t0, L);
@@ -542,7 +540,7 @@ static void chunk_backward(const chunk_work *w, const chunk_buf *u, int64_t hd) 
     const gm_kargs *a = w->a;
     const int64_t T = w->T, Dk = w->Dk, Dv = w->Dv, C = w->C, DS = Dk * Dv, N = (T + C - 1) / C;
     const bool f32 = w->f32;
-    const int64_t lv = row_ld(&a->in[2]), lo = row_ld(&a->in[4]); /* V and dO are read in place */
+    const int64_t lv = gm_kview_row_ld(&a->in[2]), lo = gm_kview_row_ld(&a->in[4]); /* V and dO are read in place */
     void *dV = xat(w, a->out[2].data, hd * T * Dv);
     for (int64_t n = 1; n < N; n++) { /* St[n] = the state before chunk n (St[0] = 0 is not used) */
         int64_t t0 = (n - 1) * C;
