@@ -73,12 +73,8 @@ gm_status gm_cpu_MATMUL(gm_ctx *c, const gm_kargs *a) {
 /* LINEAR: in x [M, K] (unit column stride), w [N, K], b [N] contiguous; out y [M, N]
  * contiguous. y's rows are filled with b, then y += x w^T in one product (beta = 1, so BLAS
  * skips the pass that zeroes C for beta = 0: the bias is free). */
-typedef struct {
-    const gm_kargs *a;
-} fill_work;
-
 static void bias_rows(void *ctx, int64_t lo, int64_t hi) {
-    const gm_kargs *a = ((fill_work *)ctx)->a;
+    const gm_kargs *a = ctx;
     const gm_kview *b = &a->in[2], *y = &a->out[0];
     int64_t N = y->shape[1];
     size_t row = (size_t)N * gm_dtype_size(y->dtype);
@@ -91,8 +87,7 @@ gm_status gm_cpu_LINEAR(gm_ctx *c, const gm_kargs *a) {
     if (M > INT_MAX || N > INT_MAX || K > INT_MAX)
         return gm_errf(c, GM_ENOTSUP, "linear: dims %lld x %lld x %lld exceed BLAS int range", (long long)M,
                        (long long)K, (long long)N);
-    fill_work fw = {a};
-    gm_parallel_for(M, gm_min_units(N), a->nthreads, bias_rows, &fw);
+    gm_parallel_for(M, gm_min_units(N), a->nthreads, bias_rows, (void *)a);
     gm_gemm_args g = {.f64 = Y->dtype == GM_F64, .ta = false, .tb = true, .m = M, .n = N, .k = K,
                       .lda = M > 1 ? X->stride[0] : K, .ldb = K, .ldc = N, .alpha = 1, .beta = 1, .A = X->data,
                       .B = a->in[1].data, .C = Y->data};

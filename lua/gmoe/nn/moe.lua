@@ -48,12 +48,7 @@ local function options(...)
   return o
 end
 
-local function need_int(key, v, min)
-  if math.type(v) ~= 'integer' or v < min then
-    error(('gm.nn.MoE: %s must be an integer >= %d, got %s'):format(key, min, tostring(v)), 4)
-  end
-  return v
-end
+local need_int = layers._helpers.need_int -- need_int(layer, key, v, min)
 
 local ACTS = {
   gelu = function(h) return h:gelu() end,
@@ -113,13 +108,13 @@ function MoE:init(...)
   local o = options(...)
   local dtype = o.dtype or 'f32'
   local g = o.generator or nil
-  self.d_model = need_int('d_model', o.d_model, 1)
-  self.d_ff = need_int('d_ff', o.d_ff, 1)
-  self.n_experts = need_int('experts', o.experts, 1)
-  self.n_constant = need_int('constant_experts', o.constant_experts or 0, 0)
-  self.n_copy = need_int('copy_experts', o.copy_experts or 0, 0)
-  self.n_zero = need_int('zero_experts', o.zero_experts or 0, 0)
-  self.n_shared = need_int('shared_experts', o.shared_experts or 0, 0)
+  self.d_model = need_int('MoE', 'd_model', o.d_model, 1)
+  self.d_ff = need_int('MoE', 'd_ff', o.d_ff, 1)
+  self.n_experts = need_int('MoE', 'experts', o.experts, 1)
+  self.n_constant = need_int('MoE', 'constant_experts', o.constant_experts or 0, 0)
+  self.n_copy = need_int('MoE', 'copy_experts', o.copy_experts or 0, 0)
+  self.n_zero = need_int('MoE', 'zero_experts', o.zero_experts or 0, 0)
+  self.n_shared = need_int('MoE', 'shared_experts', o.shared_experts or 0, 0)
   self.n_total = self.n_experts + self.n_constant + self.n_copy + self.n_zero
   local act = o.activation or 'gelu'
   if act ~= 'swiglu' and not ACTS[act] and type(act) ~= 'function' then
@@ -190,7 +185,7 @@ function MoE:init(...)
   end
   -- DeepSeekMoE shared experts: n FFNs of width shared_d_ff summed = one FFN of width n * shared_d_ff
   if self.n_shared > 0 then
-    local width = self.n_shared * need_int('shared_d_ff', o.shared_d_ff or F, 1)
+    local width = self.n_shared * need_int('MoE', 'shared_d_ff', o.shared_d_ff or F, 1)
     local lo = {dtype = dtype, generator = g}
     if act == 'swiglu' then
       self.shared = layers.SwiGLU(D, width, D, lo)
