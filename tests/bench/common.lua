@@ -1,5 +1,5 @@
 -- common.lua: helpers shared by the Lua benchmarks (tests/bench/*.lua): a wall clock, repeat
--- statistics and the table rows run.sh prints. Rows: name, measured, target, ratio, verdict;
+-- statistics (median, repeat_time, interleaved) and the table rows run.sh prints. Rows: name, measured, target, ratio, verdict;
 -- ratio is "how far past the target" (>= 1 passes) for both <= and >= targets.
 local gm = require 'gmoe'
 local M = {}
@@ -12,6 +12,14 @@ else
   M.clock, M.clock_name = os.clock, 'CPU (os.clock; gm.clock missing)'
 end
 
+-- Median, min and max of the durations in t (sorted in place; 0, 0, 0 when empty).
+function M.median(t)
+  table.sort(t)
+  local n = #t
+  if n == 0 then return 0, 0, 0 end
+  return n % 2 == 1 and t[(n + 1) // 2] or 0.5 * (t[n // 2] + t[n // 2 + 1]), t[1], t[n]
+end
+
 -- Run fn() warm times, then reps times; returns median, min, max of the durations.
 function M.repeat_time(fn, warm, reps)
   for _ = 1, warm do fn() end
@@ -21,9 +29,26 @@ function M.repeat_time(fn, warm, reps)
     fn()
     t[r] = M.clock() - t0
   end
-  table.sort(t)
-  local med = reps % 2 == 1 and t[(reps + 1) // 2] or 0.5 * (t[reps // 2] + t[reps // 2 + 1])
-  return med, t[1], t[reps]
+  return M.median(t)
+end
+
+-- Time several functions interleaved (one call of each per repeat, rotating which goes first)
+-- so load from other processes hits them alike; returns {med, min, max} per function.
+function M.interleaved(fns, warm, n)
+  for _ = 1, warm do for _, f in ipairs(fns) do f() end end
+  local t = {}
+  for i = 1, #fns do t[i] = {} end
+  for r = 1, n do
+    for k = 0, #fns - 1 do
+      local i = (r + k) % #fns + 1
+      local t0 = M.clock()
+      fns[i]()
+      t[i][r] = M.clock() - t0
+    end
+  end
+  local out = {}
+  for i = 1, #fns do out[i] = {M.median(t[i])} end
+  return out
 end
 
 function M.info(name, measured)

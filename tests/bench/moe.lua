@@ -30,31 +30,7 @@ print(('# MoE training steps: timer %s, %d threads, %d repeats, OMP_WAIT_POLICY=
 
 local function ms(med, lo, hi) return ('%.2f ms [%.2f..%.2f]'):format(med * 1e3, lo * 1e3, hi * 1e3) end
 local function gf(flop, t) return flop / t * 1e-9 end
-local function median(s)
-  table.sort(s)
-  local n = #s
-  if n == 0 then return 0, 0, 0 end
-  return n % 2 == 1 and s[(n + 1) // 2] or 0.5 * (s[n // 2] + s[n // 2 + 1]), s[1], s[n]
-end
-
--- Time several functions interleaved (one call of each per repeat, rotating which goes first);
--- returns {med, min, max} per function.
-local function interleaved(fns, warm, n)
-  for _ = 1, warm do for _, f in ipairs(fns) do f() end end
-  local t = {}
-  for i = 1, #fns do t[i] = {} end
-  for r = 1, n do
-    for k = 0, #fns - 1 do
-      local i = (r + k) % #fns + 1
-      local t0 = B.clock()
-      fns[i]()
-      t[i][r] = B.clock() - t0
-    end
-  end
-  local out = {}
-  for i = 1, #fns do out[i] = {median(t[i])} end
-  return out
-end
+local median, interleaved = B.median, B.interleaved
 
 local SIZES = {
   {name = 'small', T = 256, d = 64, f = 128, E = 8, k = 2, torch = 2.36e-3, speedup = 4},

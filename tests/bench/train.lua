@@ -27,29 +27,7 @@ print(('# training steps%s: timer %s, %d threads, %d repeats, OMP_WAIT_POLICY=%s
 local function ms(med, lo, hi) return ('%.2f ms [%.2f..%.2f]'):format(med * 1e3, lo * 1e3, hi * 1e3) end
 local function gf(flop, t) return flop / t * 1e-9 end
 
--- Time several functions interleaved (one call of each per repeat, rotating which goes first)
--- so load from other processes hits them alike; returns {med, min, max} per function.
-local function interleaved(fns, warm, n)
-  for _ = 1, warm do for _, f in ipairs(fns) do f() end end
-  local t = {}
-  for i = 1, #fns do t[i] = {} end
-  for r = 1, n do
-    for k = 0, #fns - 1 do
-      local i = (r + k) % #fns + 1
-      local t0 = B.clock()
-      fns[i]()
-      t[i][r] = B.clock() - t0
-    end
-  end
-  local out = {}
-  for i = 1, #fns do
-    local s = t[i]
-    table.sort(s)
-    local med = n % 2 == 1 and s[(n + 1) // 2] or 0.5 * (s[n // 2] + s[n // 2 + 1])
-    out[i] = {med, s[1], s[n]}
-  end
-  return out
-end
+local interleaved = B.interleaved
 
 gm.manual_seed(0)
 
@@ -114,12 +92,7 @@ local r2 = interleaved({
     end)
   end,
 }, 2, reps)
-local function stat(t) -- median, min, max of the timed (non-warm-up) entries
-  local s = {table.unpack(t, #t - reps + 1, #t)}
-  table.sort(s)
-  local n = #s
-  return n % 2 == 1 and s[(n + 1) // 2] or 0.5 * (s[n // 2] + s[n // 2 + 1]), s[1], s[n]
-end
+local function stat(t) return B.median {table.unpack(t, #t - reps + 1, #t)} end -- the timed entries
 B.info('MLP step: zero_grad + forward', ms(stat(ph[1])))
 B.info('MLP step: backward', ms(stat(ph[2])))
 B.info('MLP step: AdamW step (1.05M params)', ms(stat(ph[3])))
