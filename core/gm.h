@@ -57,6 +57,7 @@ void gm_ctx_free(gm_ctx *c);
 gm_status gm_errf(gm_ctx *c, gm_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *gm_errmsg(const gm_ctx *c);
+gm_status gm_err_code(const gm_ctx *c); /* the status of the last error */
 void gm_err_clear(gm_ctx *c);
 const char *gm_status_name(gm_status s);
 size_t gm_ctx_live_bytes(const gm_ctx *c);   /* bytes held by live storages */
@@ -87,6 +88,7 @@ bool gm_grad_enabled(const gm_ctx *c);
 void gm_interrupt_set(void);
 void gm_interrupt_clear(void);
 bool gm_interrupted(void);
+uint64_t gm_interrupt_polls(void); /* how many times gm_interrupted() was asked */
 
 /* ---- dtypes ------------------------------------------------------------------------- */
 static inline size_t gm_dtype_size(gm_dtype t) { return t == GM_F64 ? 8 : 4; }
@@ -127,6 +129,9 @@ const char *gm_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
  * dst[...] = broadcast(src), with dtype conversion. */
 gm_status gm_tensor_copy_(gm_ctx *c, gm_tensor *dst, const gm_tensor *src);
 gm_status gm_tensor_fill_(gm_ctx *c, gm_tensor *dst, double value);
+/* A number stored in an i32 tensor must be an integer in -2^31 .. 2^31-1: else an error that
+ * names op and the value (never a silent wrap or truncation). */
+gm_status gm_check_i32(gm_ctx *c, const char *op, double v);
 /* Contiguous copy (or a new reference when already contiguous and same dtype). */
 gm_status gm_tensor_contiguous(gm_ctx *c, gm_tensor *x, gm_tensor **out);
 gm_status gm_tensor_to_dtype(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out);

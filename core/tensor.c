@@ -254,9 +254,18 @@ gm_status gm_tensor_copy_(gm_ctx *c, gm_tensor *dst, const gm_tensor *src) {
     return st;
 }
 
+gm_status gm_check_i32(gm_ctx *c, const char *op, double v) {
+    if (v >= -2147483648.0 && v <= 2147483647.0 && v == (double)(int32_t)v) return GM_OK;
+    if (v == v && v > -2147483649.0 && v < 2147483648.0)
+        return gm_errf(c, GM_EARG, "%s: %.17g is not an integer, so has no i32 value", op, v);
+    if (v != v) return gm_errf(c, GM_EARG, "%s: NaN has no i32 value", op);
+    return gm_errf(c, GM_EARG, "%s: %.17g does not fit i32 (-2147483648 .. 2147483647)", op, v);
+}
+
 gm_status gm_tensor_fill_(gm_ctx *c, gm_tensor *dst, double value) {
     gm_status st = check_inplace(c, "fill_", dst);
     if (st != GM_OK) return st;
+    if (dst->dtype == GM_I32 && (st = gm_check_i32(c, "fill", value)) != GM_OK) return st;
     gm_kargs extra = {0};
     extra.d[0] = value;
     return gm_run(c, GM_K_FILL, 0, NULL, 1, &dst, NULL, &extra);

@@ -31,10 +31,14 @@ gm_ctx *gm_lua_ctx(lua_State *L) { return lstate_of(L)->ctx; }
 
 int gm_lua_error(lua_State *L, gm_status st) {
     gm_ctx *c = gm_lua_ctx(L);
+    if (st == GM_EINTR || gm_err_code(c) == GM_EINTR) { /* Ctrl-C reads the same wherever it stopped the work */
+        gm_err_clear(c);
+        lua_pushliteral(L, "interrupted");
+        return lua_error(L);
+    }
     luaL_where(L, 1);
     lua_pushstring(L, gm_errmsg(c));
     lua_concat(L, 2);
-    (void)st;
     gm_err_clear(c);
     return lua_error(L);
 }
@@ -388,7 +392,8 @@ static int op_call(lua_State *L) {
         }
         for (int k = 0; k < nin; k++) {
             if (ins[k]) continue;
-            gm_status st = gm_tensor_scalar(c, ref, lua_tonumber(L, tpos[k]), &tmp[k]);
+            gm_status st = ref == GM_I32 ? gm_check_i32(c, d->name, lua_tonumber(L, tpos[k])) : GM_OK;
+            if (st == GM_OK) st = gm_tensor_scalar(c, ref, lua_tonumber(L, tpos[k]), &tmp[k]);
             if (st != GM_OK) {
                 for (int j = 0; j < k; j++) gm_tensor_release(tmp[j]);
                 return gm_lua_error(L, st);
@@ -695,6 +700,7 @@ static int l_full_impl(lua_State *L, bool value_arg, double value) {
     int next = read_shape(L, 1, &nd, shape, "tensor");
     if (value_arg) value = luaL_checknumber(L, next++);
     ctor_opts o = read_opts(L, next, GM_F32);
+    if (o.dtype == GM_I32 && gm_check_i32(gm_lua_ctx(L), "full", value) != GM_OK) return gm_lua_error(L, GM_EARG);
     gm_tensor *t;
     gm_status st = gm_tensor_full(gm_lua_ctx(L), o.dtype, GM_CPU, nd, shape, value, &t);
     return finish(L, st, t, &o);
@@ -846,6 +852,7 @@ static void fill_from(lua_State *L, int i, int d, int nd, const int64_t *shape, 
             luaL_error(L, "tensor: expected a number at element %d, got %s", (int)*pos + 1, luaL_typename(L, i));
             return;
         }
+        if (t->dtype == GM_I32 && gm_check_i32(gm_lua_ctx(L), "tensor", v) != GM_OK) gm_lua_error(L, GM_EARG);
         void *p = gm_tensor_data(t);
         gm_elem_store(p, t->dtype, *pos, v);
         (*pos)++;

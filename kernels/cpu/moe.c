@@ -17,6 +17,9 @@
 #undef GM_KERNEL
 
 #define CHUNK_ROWS 64 /* rows between interrupt polls */
+/* Serial loops over pairs, experts or rows: true at every GM_POLL_WORK-th step once an
+ * interrupt has come. */
+#define POLLED(i) (((i) & (GM_POLL_WORK - 1)) == 0 && gm_interrupted())
 
 /* MOE_ROUTE: in ids [T,K] i32 (values in [-1, E)); out offsets [E+1], slot [T,K]; i[0] = E,
  * i[1] = capacity (-1: dropless). Pass 1 counts (t,k) pairs per expert in token order and
@@ -31,6 +34,10 @@ gm_status gm_cpu_MOE_ROUTE(gm_ctx *c, const gm_kargs *a) {
     if (!count) return gm_errf(c, GM_ENOMEM, "moe_dispatch: out of memory (%lld experts)", (long long)E);
     for (int64_t i = 0; i < n; i++) {
         int32_t e = id[i];
+        if (POLLED(i)) {
+            free(count);
+            return GM_EINTR;
+        }
         if (e < -1 || e >= E) {
             free(count);
             return gm_errf(c, GM_EINDEX, "moe_dispatch: expert id %d (token %lld, choice %lld) out of range [-1, %lld)",
@@ -42,6 +49,10 @@ gm_status gm_cpu_MOE_ROUTE(gm_ctx *c, const gm_kargs *a) {
     offsets[0] = 0;
     for (int64_t e = 0; e < E; e++) {
         int64_t kept = cap >= 0 && count[e] > cap ? cap : count[e];
+        if (POLLED(e)) {
+            free(count);
+            return GM_EINTR;
+        }
         total += kept;
         if (total > INT32_MAX) {
             free(count);
@@ -51,6 +62,10 @@ gm_status gm_cpu_MOE_ROUTE(gm_ctx *c, const gm_kargs *a) {
     }
     for (int64_t i = 0; i < n; i++) {
         int32_t e = id[i];
+        if (POLLED(i)) {
+            free(count);
+            return GM_EINTR;
+        }
         if (e < 0) continue;
         slot[i] = cap >= 0 && slot[i] >= cap ? -1 : offsets[e] + slot[i];
     }
@@ -65,7 +80,10 @@ gm_status gm_cpu_MOE_ROW_EXPERT(gm_ctx *c, const gm_kargs *a) {
     int32_t *re = a->out[0].data;
     int64_t E = a->in[0].shape[0] - 1;
     for (int64_t e = 0; e < E; e++)
-        for (int32_t s = off[e]; s < off[e + 1]; s++) re[s] = (int32_t)e;
+        for (int32_t s = off[e]; s < off[e + 1]; s++) {
+            if (POLLED(s)) return GM_EINTR;
+            re[s] = (int32_t)e;
+        }
     return GM_OK;
 }
 

@@ -32,20 +32,47 @@ static inline bool gm_halted(int *stop) {
     return true;
 }
 
-/* Run fn over [0, n) in up to nthreads ranges of at least min_per_thread units each. */
-static inline void gm_parallel_for(int64_t n, int64_t min_per_thread, int nthreads, gm_range_fn fn,
+/* Polling by work done, for loops whose stretches can be long (one row of 2^28 elements) or
+ * short (2^28 rows of one): add each stretch's element count to *done; every GM_POLL_WORK
+ * elements this polls. */
+#define GM_POLL_WORK ((int64_t)1 << 16)
+static inline bool gm_tick(int *stop, int64_t *done, int64_t work) {
+    if ((*done += work) < GM_POLL_WORK) return false;
+    *done = 0;
+    return gm_halted(stop);
+}
+
+/* One thread's range [lo, hi) in pieces of grain units with an interrupt poll before each, so
+ * a kernel whose units are small stops within a piece without polling itself. */
+static inline void gm_range_pieces(gm_range_fn fn, void *ctx, int64_t lo, int64_t hi,
+                                   int64_t grain, int *stop) {
+    for (int64_t s = lo; s < hi; s += grain) {
+        if (gm_halted(stop)) return;
+        fn(ctx, s, hi - s < grain ? hi : s + grain);
+    }
+}
+
+/* Run fn over [0, n) in up to nthreads ranges of at least min_per_thread units each. Each range
+ * is walked in pieces of GM_PAR_PIECES * min_per_thread units (some 10^5 elements when the
+ * caller sized min_per_thread with gm_min_units), polling for an interrupt between pieces; a
+ * kernel whose single unit can be large (one long row) polls inside it as well. Returns true
+ * when an interrupt stopped it: the output is then incomplete. */
+#define GM_PAR_PIECES 4
+static inline bool gm_parallel_for(int64_t n, int64_t min_per_thread, int nthreads, gm_range_fn fn,
                                    void *ctx) {
     int64_t most = min_per_thread > 0 ? n / min_per_thread : n;
-    int nt = nthreads < most ? nthreads : (int)most;
+    int64_t grain = GM_PAR_PIECES * (min_per_thread > 0 ? min_per_thread : 1);
+    int nt = nthreads < most ? nthreads : (int)most, stop = 0;
     if (nt <= 1) {
-        if (n > 0) fn(ctx, 0, n);
-        return;
+        if (n > 0) gm_range_pieces(fn, ctx, 0, n, grain, &stop);
+        return stop != 0;
     }
     #pragma omp parallel num_threads(nt)
     {
         int64_t t = omp_get_thread_num(), k = omp_get_num_threads();
-        fn(ctx, n * t / k, n * (t + 1) / k);
+        gm_range_pieces(fn, ctx, n * t / k, n * (t + 1) / k, grain, &stop);
     }
+    return stop != 0;
 }
 
 #endif
