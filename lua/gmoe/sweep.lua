@@ -91,16 +91,22 @@ local function classify(e, jobs, opts, root, sdir)
   return n
 end
 
+-- Failed and unfinished jobs one by one (run folder, log); queued ones by their Slurm arrays.
 local function report(e, jobs)
+  local arrays, seen = {}, {}
   for i, j in ipairs(jobs) do
-    local what = j.state == 'failed' and 'failed' or j.state == 'unfinished' and 'did not finish'
-      or j.state == 'queued' and ('is queued in Slurm as ' .. j.queued)
-    if what then
-      io.stderr:write(('%s: job %d/%d (%s) %s%s\n'):format(e.name, i, #jobs, table.concat(j.words, ' '), what,
-        j.error and (': ' .. j.error) or ''))
-      if j.dir and j.state ~= 'queued' then io.stderr:write('  run folder: ' .. j.dir .. '\n') end
+    if j.state == 'failed' or j.state == 'unfinished' then
+      io.stderr:write(('%s: job %d/%d (%s) %s%s\n'):format(e.name, i, #jobs, table.concat(j.words, ' '),
+        j.state == 'failed' and 'failed' or 'did not finish', j.error and (': ' .. j.error) or ''))
+      if j.dir then io.stderr:write('  run folder: ' .. j.dir .. '\n') end
       if j.log then io.stderr:write('  log: ' .. j.log .. '\n') end
+    elseif j.state == 'queued' then
+      local a = j.queued:match('^(%d+)')
+      if a and not seen[a] then seen[a] = true; arrays[#arrays + 1] = a end
     end
+  end
+  if #arrays > 0 then
+    io.stderr:write(('%s: jobs queued or running in Slurm array %s\n'):format(e.name, table.concat(arrays, ', ')))
   end
 end
 
@@ -204,7 +210,7 @@ function M.run(e, script, args)
   local lines = {}
   for i, j in ipairs(jobs) do
     j.cmd = job_command(bin, spath, opts, root, j)
-    lines[i] = j.cmd
+    lines[i] = ('cd %s && %s'):format(q(cwd), j.cmd) -- where it was emitted: git commit, relative data paths
   end
   X.write_atomic(sdir .. '/jobs.txt', table.concat(lines, '\n') .. '\n')
   local n = classify(e, jobs, opts, root, sdir)
