@@ -783,10 +783,13 @@ M.load = load_experiment
 
 local USAGE = [[
 usage: gmoe run experiments/NAME.lua [--quick] [--force] [--out ROOT | --dir DIR] [key=value | key=a,b,c | key=1..9 ...]
-       gmoe sweep experiments/NAME.lua [--quick] [--force] [--out ROOT] [-j N] [--emit parallel|slurm] key=a,b,c ...
+       gmoe sweep experiments/NAME.lua [--quick] [--force] [--out ROOT] [-j N | --emit parallel|slurm | --status]
+                  [--max-running N] [--cpus-per-task N] [--time T] [--mem M] [--partition P] [--gpus G] key=a,b,c ...
        gmoe plot NAME [RUN_DIR]   (renders plots/NAME.gp to PDF, PNG and SVG in the run folder; latest run by default)
 Run folders go to ROOT/NAME/<timestamp>-<config id>/ (ROOT: --out, else $GMOE_RUNS, else runs);
-plot scripts come from $GMOE_PLOTS, else plots.]]
+a sweep's jobs.txt, sweep.sbatch, parallel.txt, logs and summary.tsv go to ROOT/NAME/sweep-<id>/.
+--emit slurm|parallel writes only the jobs not yet done; --status reports each job (failed ones
+with their logs) and writes summary.tsv. Plot scripts come from $GMOE_PLOTS, else plots.]]
 
 --- M.cli(cmd, args): gmoe sweep / gmoe plot. Returns true on success (errors are reported).
 function M.cli(cmd, args)
@@ -825,8 +828,11 @@ doc.add('gm.experiment',
   'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank(); run:metric(name, v); ' ..
   'run:log(fmt, ...); run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
   'lines otherwise); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..
-  'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N [--emit ' ..
-  'parallel|slurm]` runs the jobs in N processes (or writes jobs.txt / an sbatch array) and resumes; ' ..
+  'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N` runs the jobs ' ..
+  'in N processes and resumes; with --emit slurm it writes an sbatch array of the jobs not yet done ' ..
+  '(--max-running N, --cpus-per-task N sets their threads, --time, --mem, --partition, --gpus), with ' ..
+  '--emit parallel a GNU parallel job list, and --status reports every job (failed ones with their ' ..
+  'logs) and writes summary.tsv (README: Running on a cluster); ' ..
   '`gmoe plot NAME [run-dir]` renders plots/NAME.gp (given dir, fmt, out) to PDF, PNG and SVG in the run.',
   {example = 'return gm.experiment{name="demo", config={n=100, seed=1}, quick={n=10},\n' ..
      '  run=function(cfg, run) local w = run:tsv("out", {"i", "v"}) for i = 1, cfg.n do w:row(i, i * i) end end}'})
