@@ -59,9 +59,10 @@ local function error_line(dir, log)
   return err
 end
 
--- Each job's state: done, queued (in Slurm), failed, unfinished (started, no DONE: cancelled,
--- killed, or running elsewhere), missing (never started); with --force every job not queued is
--- todo. Sets j.state, j.dir, j.log, j.error and returns the counts.
+-- Each job's state: done, queued (in Slurm), failed (its run recorded an error), unfinished
+-- (started, no DONE: cancelled, killed, died before its run folder, or running elsewhere),
+-- missing (never started); with --force every job not queued is todo. Sets j.state, j.dir,
+-- j.log, j.error (the error, else the log's last line) and returns the counts.
 local function classify(e, jobs, opts, root, sdir)
   local queued = slurm_queued(sdir)
   local n = {done = 0, queued = 0, failed = 0, unfinished = 0, missing = 0, todo = 0}
@@ -78,13 +79,8 @@ local function classify(e, jobs, opts, root, sdir)
       j.dir, j.log = X.latest_any(root, e.name, id), job_log(sdir, i)
       local meta = j.dir and read_file(j.dir .. '/meta.json') or ''
       local status = meta:match('\n  "status": "(%a+)"')
-      if status == 'failed' or (not j.dir and j.log) then
-        j.state, j.error = 'failed', error_line(j.dir, j.log)
-      elseif j.dir then
-        j.state = 'unfinished'
-      else
-        j.state = 'missing'
-      end
+      j.state = status == 'failed' and 'failed' or (j.dir or j.log) and 'unfinished' or 'missing'
+      if j.state ~= 'missing' then j.error = error_line(j.dir, j.log) end
     end
     n[j.state] = n[j.state] + 1
   end
@@ -251,7 +247,7 @@ function M.run(e, script, args)
     else
       local pl = {}
       for _, i in ipairs(todo) do
-        pl[#pl + 1] = ('cd %s && OMP_NUM_THREADS=%s %s > %s 2>&1'):format(q(cwd), sched.cpus or 1, jobs[i].cmd,
+        pl[#pl + 1] = ('cd %s && OMP_NUM_THREADS=%s exec %s > %s 2>&1'):format(q(cwd), sched.cpus or 1, jobs[i].cmd,
           q(('%s/job-%d.log'):format(sdir, i)))
       end
       X.write_atomic(sdir .. '/parallel.txt', table.concat(pl, '\n') .. '\n')

@@ -13,6 +13,7 @@ T=$(mktemp -d /tmp/gmoe-cluster.XXXXXX) || exit 1
 chmod 755 "$T" # munged wants every folder above its socket searchable by all
 DEADLINE=$(($(date +%s) + ${GMOE_CLUSTER_TIMEOUT:-240}))
 pids=""
+groups="" # process groups we started (parallel and its jobs)
 ctld="" # slurmctld's pid: scancel needs it alive during the clean-up
 
 cleanup() {
@@ -21,6 +22,7 @@ cleanup() {
         i=0
         while [ -n "$(squeue --me -h 2>/dev/null)" ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
     fi
+    for g in $groups; do kill -TERM "-$g" 2>/dev/null; done
     for p in $pids; do kill "$p" 2>/dev/null; done
     for p in $pids; do
         i=0
@@ -145,10 +147,10 @@ wait_array() { # wait_array JOBID: until Slurm holds no task of the array
 ndone() { # ndone ROOT NAME: finished run folders of NAME under ROOT
     ls -d "$1/$2"/[0-9]*/DONE 2>/dev/null | wc -l
 }
-# The 0-based indices of a summary.tsv's jobs whose status is $2 (first column after the swept ones).
+# The 0-based indices of a summary.tsv's jobs whose status is (or with "!" is not) $2.
 indices() {
     awk -F'\t' -v want="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "status" || $i == "# status") c = i; next }
-        $c == want { printf "%d ", NR - 2 }' "$1"
+        (substr(want, 1, 1) == "!" ? $c != substr(want, 2) : $c == want) { printf "%d ", NR - 2 }' "$1"
 }
 commit=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || true)
 cd "$REPO" || exit 1
@@ -221,9 +223,10 @@ k=$(echo $done_before | wc -w)
 check "cancelled mid-way ($k of 5 done)" [ "$k" -ge 1 -a "$k" -lt 5 ]
 sb=$(sweep $DEMO seed=1..5 --emit slurm --max-running 1 --out "$R/cancel")
 arr=$(sed -n 's/^#SBATCH --array=\([^%]*\).*/\1/p' "$sb")
-expect=$(echo $(indices "$s" unfinished) $(indices "$s" missing) | tr ' ' '\n' | sort -n | tr '\n' ' ')
+expect=$(indices "$s" '!done')
 got=$(echo "$arr" | tr ',' '\n' | awk -F- '{ for (i = $1; i <= ($2 == "" ? $1 : $2); i++) print i }' | sort -n | tr '\n' ' ')
-check "the resubmitted array holds only the missing jobs ($arr)" [ "$got" = "$expect" ]
+[ "$got" = "$expect" ]
+ok $? "the resubmitted array holds only the missing jobs ($arr)" "got $got, want $expect; $(cat "$s" "$T/err")"
 jid2=$(cd "$T/elsewhere" && sbatch --parsable "$sb") || bail 'sbatch refused the resubmission'
 wait_array "$jid2"
 ok $? "resubmitted array $jid2 finishes"
@@ -256,20 +259,23 @@ check 'the log holds the error' grep -q 'fails on purpose' "$log"
 check '--cpus-per-task 2 gives each job 2 threads' [ "$(awk -F'\t' '$2 == "done" { print $3 }' "$s" | tr '\n' ' ')" = '2 2 ' ]
 
 pl=$(sweep $DEMO seed=1..5 --emit parallel --out "$P/cancel")
-(cd "$T/elsewhere" && exec parallel -j 1 <"$pl" >/dev/null 2>&1) &
+# parallel in a process group of its own, stopped as Ctrl-C would: the group, jobs included
+# (a SIGTERM to parallel alone can leave the running job behind, orphaned)
+(cd "$T/elsewhere" && exec setsid parallel -j 1 <"$pl" >/dev/null 2>&1) &
 par=$!
-pids="$pids $par"
+groups="$par"
 until_true '[ "$(ndone "$P/cancel" regression_demo)" -ge 1 ]' 60
 ok $? 'the first job finishes'
-kill -TERM $par
-until_true '! kill -0 $par 2>/dev/null' 30
-ok $? 'parallel stops on SIGTERM'
+kill -TERM "-$par"
+until_true '[ -z "$(pgrep -g $par)" ]' 30
+ok $? 'parallel and its jobs stop on SIGTERM to their group'
 s=$(sweep $DEMO seed=1..5 --out "$P/cancel" --status)
 done_before=$(indices "$s" done)
 k=$(echo $done_before | wc -w)
 check "stopped mid-way ($k of 5 done)" [ "$k" -ge 1 -a "$k" -lt 5 ]
 pl=$(sweep $DEMO seed=1..5 --emit parallel --out "$P/cancel")
-check 'the new job list holds only the missing jobs' [ "$(wc -l <"$pl")" = $((5 - k)) ]
+[ "$(wc -l <"$pl")" = $((5 - k)) ]
+ok $? 'the new job list holds only the missing jobs' "$(cat "$s" "$pl" "$T/err")"
 (cd "$T/elsewhere" && parallel -j 2 <"$pl" >/dev/null 2>&1)
 ok $? 'parallel -j 2 runs them'
 check 'now every job has DONE' [ "$(ndone "$P/cancel" regression_demo)" = 5 ]

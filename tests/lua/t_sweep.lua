@@ -100,7 +100,7 @@ code, out, err = sweep('n=1..4 fail=3 --emit parallel --cpus-per-task 2')
 tap.is(code, 0, 'gmoe sweep --emit parallel', err)
 local pl = lines(tap.slurp(out:match('^(%S+parallel%.txt)\n$') or '?'))
 tap.is(#pl, 3, 'parallel.txt: one line per unfinished job')
-tap.like(pl[1] or '', "^cd '[^']+' && OMP_NUM_THREADS=2 '/[^']*gmoe' run .*'n=1' 'fail=3' > '[^']*/job%-1%.log' 2>&1$",
+tap.like(pl[1] or '', "^cd '[^']+' && OMP_NUM_THREADS=2 exec '/[^']*gmoe' run .*'n=1' 'fail=3' > '[^']*/job%-1%.log' 2>&1$",
   'each line: cd, threads, the job, its log')
 for _, l in ipairs(pl) do sh('cd ' .. q(tmp .. '/elsewhere') .. ' && sh -c ' .. q(l)) end
 code, out, err = sweep('n=1..4 fail=3 --status')
