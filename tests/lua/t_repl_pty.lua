@@ -1,6 +1,7 @@
 -- t_repl_pty.lua: the gmoe REPL in a pseudo-terminal, as a person types at it: readline,
 -- Tab completion, the Ctrl-C key during a Lua loop and during a long matmul, Ctrl-D, colour
--- on a terminal, and a session exported with %export and replayed with `gmoe run`.
+-- on a terminal, Ctrl-C in each family of long kernels, and a session exported with %export
+-- and replayed with `gmoe run`.
 -- The pty comes from script(1) (util-linux); keys are sent with pauses between them.
 package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
@@ -19,12 +20,19 @@ local function octal(s) return (s:gsub('.', function(c) return ('\\%03o'):format
 -- cell just typed: the REPL has reached it) before the pause, for a Ctrl-C that must not come
 -- early: its byte becomes SIGINT the moment it is written, so on a slow or busy machine a fixed
 -- pause could deliver it before the loop it should stop has started (and the session then hung).
--- Ends with Ctrl-D. Returns the exit code and the terminal's text (CR removed), and the wall time.
+-- With timed = text, the milliseconds from sending the keys until the terminal shows text are
+-- recorded (a Ctrl-C until the next prompt). Ends with Ctrl-D. Returns the exit code, the
+-- terminal's text (CR removed), the wall time and the list of timed milliseconds.
 local function session(steps, env)
-  local out = path('.pty')
+  local out, times = path('.pty'), path('.ms')
   local feed = {'sleep 0.5'}
   for _, s in ipairs(steps) do
+    if s.timed then feed[#feed + 1] = 't0=$(date +%s%N)' end
     feed[#feed + 1] = ('printf %s'):format(q(octal(s[2])))
+    if s.timed then
+      feed[#feed + 1] = ('i=0; while ! grep -qF %s %s && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done; ' ..
+        'echo $(( ($(date +%%s%%N) - t0) / 1000000 )) >> %s'):format(q(s.timed), q(out), q(times))
+    end
     if s.wait then
       feed[#feed + 1] = ('i=0; while ! grep -qF %s %s && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done')
         :format(q(s.wait), q(out))
@@ -44,7 +52,9 @@ local function session(steps, env)
             q('stty cols 100 rows 30; exec ' .. q(tap.gmoe_path())), q(out))
   local t0 = os.time()
   local _, _, code = os.execute(cmd)
-  return code, (slurp(out):gsub('\r', '')), os.time() - t0
+  local ms = {}
+  for v in (slurp(times) or ''):gmatch('%d+') do ms[#ms + 1] = tonumber(v) end
+  return code, (slurp(out):gsub('\r', '')), os.time() - t0, ms
 end
 
 local code, out
@@ -109,6 +119,47 @@ tap.like(t_out, 'Out%[6%]: 9\ttrue\n', 'the session is intact after it')
 tap.like(t_out, 'half typed^C\ngmoe %[7%]> ^C\ngmoe %[7%]> keep %+ 3\nOut%[7%]: 10\n',
   'Ctrl-C at the prompt discards the line, twice, without exiting')
 tap.ok(wall < 20, 'the interrupts took effect at once (session in ' .. wall .. ' s)')
+
+-- Ctrl-C during each family of long kernels (random fill, selection, shuffle, reductions,
+-- softmax, scan, conversion, pointwise): every kernel polls per chunk of work, never per row
+-- (these rows are 2^24 .. 2^28 elements long), so the prompt is back within 1 s with the
+-- variables defined before intact, and the interrupted assignment never happens. The loops
+-- keep the Ctrl-C from landing between two short ops on a fast machine.
+do
+  local cells = {
+    {'r = gm.randn{2^28}', 'the random fill of 2^28 values'},
+    {'for i = 1, 20 do local v = a:topk(1000) end', 'topk of an ascending row of 2^24 (every element enters the heap)'},
+    {'for i = 1, 20 do local p = gm.randperm(2^24) end', 'randperm of 2^24'},
+    {'for i = 1, 50 do local s = x:logsumexp(0) end', 'logsumexp of one row of 2^25'},
+    {'for i = 1, 50 do local s = x:softmax(0) end', 'softmax of one row of 2^25'},
+    {'for i = 1, 50 do local s = x:cumsum(0) end', 'cumsum of one row of 2^25'},
+    {'for i = 1, 50 do local s = x:to("f64") end', 'a conversion of 2^25 values'},
+    {'for i = 1, 50 do local s = x:exp() end', 'exp of 2^25 values'},
+  }
+  local steps = {
+    {0.3, 'keep = 11\n'},
+    {0.3, 'a = gm.arange(2^24):float()\n'},
+    {0.3, 'x = gm.ones{2^25}\n'},
+  }
+  local n = 4
+  for _, c in ipairs(cells) do
+    steps[#steps + 1] = {0.4, c[1] .. '\n', wait = ('gmoe [%d]> '):format(n)}
+    steps[#steps + 1] = {0.2, '\3', timed = ('gmoe [%d]> '):format(n + 1)}
+    n = n + 1
+  end
+  steps[#steps + 1] = {0.3, 'keep, r == nil, a:numel(), x:numel()\n'}
+  local k_code, k_out, _, ms = session(steps)
+  tap.is(k_code, 0, 'Ctrl-C in long kernels never ended the session')
+  n = 4
+  for i, c in ipairs(cells) do
+    local pat = c[1]:gsub('%p', '%%%0') .. '\n^C\ninterrupted\ngmoe %[' .. (n + 1) .. '%]> '
+    tap.like(k_out, pat, 'Ctrl-C stops ' .. c[2])
+    tap.ok(ms[i] and ms[i] < 1000, ('and the prompt is back within 1 s (%s ms)'):format(tostring(ms[i])))
+    n = n + 1
+  end
+  tap.like(k_out, 'Out%[' .. n .. '%]: 11\ttrue\t16777216\t33554432\n',
+    'the variables from before are intact and the interrupted assignment did not happen')
+end
 
 -- colour on a terminal, none with NO_COLOR
 local _, c_out = session({{0.3, '"s"\n'}}, 'NO_COLOR=')
