@@ -129,6 +129,9 @@ const char *gm_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
  * dst[...] = broadcast(src), with dtype conversion. */
 gm_status gm_tensor_copy_(gm_ctx *c, gm_tensor *dst, const gm_tensor *src);
 gm_status gm_tensor_fill_(gm_ctx *c, gm_tensor *dst, double value);
+/* May op write into dst in place? Not when it requires grad (under grad mode), nor when two of
+ * its elements share memory (an expand()ed view): an error naming op otherwise. */
+gm_status gm_tensor_check_inplace(gm_ctx *c, const char *op, const gm_tensor *dst);
 /* A number stored in an i32 tensor must be an integer in -2^31 .. 2^31-1: else an error that
  * names op and the value (never a silent wrap or truncation). */
 gm_status gm_check_i32(gm_ctx *c, const char *op, double v);

@@ -64,7 +64,7 @@ static int l_adam_step(lua_State *L) {
 static int l_sumsq(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_Integer n = luaL_len(L, 1);
-    if (n > 1 << 20) return luaL_error(L, "sumsq: too many tensors (%d)", (int)n);
+    if (n > 1 << 20) return gm_lua_errorf(L, "sumsq: too many tensors (%d)", (int)n);
     /* Scratch owned by Lua, so a raising check below leaks nothing; the table keeps the
      * tensors alive, so the borrowed pointers stay valid. */
     gm_tensor **xs = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *xs, 0);

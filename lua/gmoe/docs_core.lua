@@ -50,7 +50,7 @@ C('gm.is_tensor', 'gm.is_tensor(v) -> boolean', 'True when v is a gmoe tensor.')
 C('gm.is_grad_enabled', 'gm.is_grad_enabled() -> boolean',
   'Whether ops are recorded for autograd here (false inside gm.no_grad).')
 C('gm.set_num_threads', 'gm.set_num_threads(n)',
-  'Threads used by the CPU kernels; matrix products are cut into one single-threaded BLAS call per thread. '
+  'Threads used by the CPU kernels (an integer in 1 .. 1024; anything else is an error); matrix products are cut into one single-threaded BLAS call per thread. '
   .. 'Results do not depend on it for a seed, except BLAS products (matmul, linear, conv2d, large expert '
   .. 'products), which agree across thread counts to rounding and are bitwise reproducible for a given count.')
 C('gm.get_num_threads', 'gm.get_num_threads() -> n', 'Threads used by the CPU kernels.')

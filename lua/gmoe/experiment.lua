@@ -4,6 +4,7 @@
 -- and writes one run folder per job (config.lua, meta.json, TSV results, log.txt, DONE last, every
 -- file atomically). `gmoe sweep` runs the jobs in a process pool (or emits them for GNU parallel
 -- or Slurm) and `gmoe plot` renders plots/<name>.gp against a run (cli below).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 

@@ -3,6 +3,7 @@
 -- linked as ![figure k](...)) or as a minimal nbformat-4 .ipynb. run() executes the Lua cells
 -- of a Markdown notebook in order, the way the REPL would (expressions show their value), and
 -- with update=true rewrites the outputs and figures in place; prose is left untouched.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local repl = require 'gmoe.repl'
 local doc = require 'gmoe.doc'
@@ -95,6 +96,7 @@ local function array(t) return setmetatable(t, {__metatable = 'array'}) end
 
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 local function base64(s)
+  require('gmoe.errors').check('base64', 1, 's', s, 'string')
   local out = {}
   for i = 1, #s, 3 do
     local a, b, c = s:byte(i, i + 2)
@@ -148,6 +150,8 @@ end
 --- export(path, cells): cells are {src=, out=, figures=} (the REPL's successful Lua cells).
 -- .md or .ipynb by the extension; returns {cells = n, figures = m}.
 function M.export(path, cells)
+  require('gmoe.errors').check('notebook.export', 1, 'path', path, 'string')
+  require('gmoe.errors').check('notebook.export', 2, 'cells', cells, 'table')
   if path:match('%.ipynb$') then return export_ipynb(path, cells) end
   if not path:match('%.md$') then error('%export: the file must end in .md or .ipynb', 0) end
   local parts, nfig = {('# gmoe session, %s\n\n'):format(os.date('%Y-%m-%d %H:%M')),
@@ -235,7 +239,8 @@ end
 --- run(path, {update = bool}): runs the notebook's Lua cells in order, printing their
 -- outputs; with update, rewrites the file with the new outputs and figures.
 function M.run(path, opts)
-  opts = opts or {}
+  require('gmoe.errors').check('notebook.run', 1, 'path', path, 'string')
+  opts = require('gmoe.errors').check('notebook.run', 2, 'opts', opts, 'table?') or {}
   local items = parse(read_file(path))
   local plot = package.loaded['gmoe.plot']
   local figs

@@ -3,6 +3,7 @@
 -- (gm._C.sgd_step / adam_step); this file keeps per-parameter state and hyper-parameters.
 --   local opt = gm.optim.AdamW(params, {lr=1e-3})
 --   opt:zero_grad(); loss:backward(); opt:step()
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local M = {}
 
 -- 'gmoe' requires this module while it loads, so fetch it when first needed.
@@ -17,6 +18,10 @@ local function check_params(name, params)
     if not gm.is_tensor(p) then
       error(('%s: params[%d] is a %s, not a tensor'):format(name, i, type(p)), 3)
     end
+    if p.grad_fn then -- its .grad is never filled: the step would silently do nothing
+      error(('%s: params[%d] is not a leaf (it has grad_fn %s): optimise the tensors it was computed from, '
+        .. 'or detach it and set requires_grad'):format(name, i, tostring(p.grad_fn)), 3)
+    end
     list[i] = p
   end
   if #list == 0 then error(name .. ': params is empty', 3) end
@@ -25,8 +30,8 @@ end
 
 local function check_range(name, key, v, lo, hi, hi_open)
   if type(v) ~= 'number' or v ~= v or v < lo or (hi and (v > hi or (hi_open and v == hi))) then
-    local range = hi and ('[%g, %g%s'):format(lo, hi, hi_open and ')' or ']') or ('>= %g'):format(lo)
-    error(('%s: %s must be a number in %s, got %s'):format(name, key, range, tostring(v)), 3)
+    local range = hi and ('in [%g, %g%s'):format(lo, hi, hi_open and ')' or ']') or ('>= %g'):format(lo)
+    error(('%s: %s must be a number %s, got %s'):format(name, key, range, tostring(v)), 3)
   end
 end
 
@@ -155,6 +160,7 @@ local function opt_get(o, k, def)
 end
 
 local function check_keys(name, o, allowed)
+  require('gmoe.errors').check(name, 2, 'opts', o, 'table')
   for k in pairs(o) do
     if not allowed[k] then error(('%s: unknown option %s'):format(name, tostring(k)), 3) end
   end
@@ -205,6 +211,7 @@ function M.AdamW(params, o) return adam('AdamW', params, o, 1e-2) end
 -- clipping. params: an array of tensors (or one tensor); params without grad are ignored.
 function M.clip_grad_norm(params, max_norm)
   if gm.is_tensor(params) then params = {params} end
+  require('gmoe.errors').check('clip_grad_norm', 1, 'params', params, 'table')
   check_range('clip_grad_norm', 'max_norm', max_norm, 0)
   local grads = {}
   for _, p in ipairs(params) do

@@ -2,6 +2,7 @@
 -- Ctrl-C; everything else is here): numbered cells (In, Out, _, __), output capture for
 -- notebooks, timing, `?name` help, magics (%time, %timeit, %who, ...), `!cmd`, and the
 -- candidates of Tab completion. gmoe.notebook uses the same cell evaluation and capture.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local show = require 'gmoe.show'
 local doc = require 'gmoe.doc'
