@@ -620,6 +620,7 @@ static void fail(const repl *r, int n) {
     lua_State *L = r->L;
     if (r->tty && gm_interrupted()) fputc('\n', stderr); /* past the terminal's "^C" */
     fflush(stdout);
+    lua_sethook(L, NULL, 0, 0); /* the cell is over: let gmoe.repl.fail record it (the flag stays up) */
     push_repl_fn(L, "fail");
     lua_pushinteger(L, n);
     lua_rotate(L, -3, -1); /* message, fail, n -> fail, n, message */

@@ -166,7 +166,9 @@ local _, c_out = session({{0.3, '"s"\n'}}, 'NO_COLOR=')
 tap.like(c_out, '\27%[31mOut%[1%]: \27%[0m\27%[32m"s"\27%[0m', 'values are coloured on a terminal')
 tap.ok(not out:find('\27[3', 1, true), 'and not with NO_COLOR')
 
--- %export to Markdown, then `gmoe run` of the notebook reproduces the same outputs
+-- %export to Markdown, then `gmoe run` of the notebook reproduces the same outputs: a cell that
+-- failed half-way is kept with its error (what it did before failing is state the later cells
+-- saw), magics that change state are kept, and an interrupted cell stops the replay loudly.
 do
   local nb = path('_pty.md')
   local _, e_out = session({
@@ -175,19 +177,53 @@ do
     {0.3, 'v\n'},
     {0.3, 'print("sum", v:sum():item() > -100)\n'},
     {0.3, 'nosuch()\n'},
-    {0.3, '{a = 1, b = {2, 3}}\n'},
+    {0.3, 'n = 1; function bump() n = n + 1; error("half-way") end\n'},
+    {0.3, 'bump()\n'},
+    {0.3, 'n, {a = 1, b = {2, 3}}\n'},
+    {0.3, '%seed 5\n'},
+    {0.3, 'gm.randn{2}\n'},
     {0.5, '%export ' .. nb .. '\n'},
   })
-  tap.like(e_out, 'wrote .-_pty%.md %(5 cells, 0 figures%)', '%export writes the Lua cells that ran')
+  tap.like(e_out, 'wrote .-_pty%.md %(10 cells, 0 figures; 2 failed, kept with their errors%)',
+    '%export writes every cell that ran, failed ones included')
   local before = slurp(nb)
   tap.like(before, '```lua\nv\n```\n\n```text\ntensor f32%[3%] cpu  min', 'a value under its cell')
   tap.like(before, '```text\nsum\ttrue\n```', 'printed text under its cell')
-  tap.ok(not before:find('nosuch', 1, true), 'a failing cell is left out')
+  tap.like(before, '```lua\nnosuch%(%)\n```\n\n```error\nstdin:1: attempt to call a nil value',
+    'a failing cell is kept, marked with its error')
+  tap.like(before, '```lua\nbump%(%)\n```\n\n```error\nstdin:1: half%-way\n```\n\n```lua\nn, ',
+    'a cell that failed half-way too')
+  tap.like(before, '```text\n2\t{', 'the state after it (n = 2) is recorded')
+  tap.like(before, '```lua\n%%seed 5\n```', 'a magic that changes state is kept')
   local rc, rout, rerr = tap.run('run ' .. q(nb) .. ' --update')
   tap.is(rc, 0, 'gmoe run nb.md --update exits 0')
-  tap.is(rerr, '', 'nothing on stderr')
-  tap.is(slurp(nb), before, 'the replay reproduces every output exactly')
+  tap.like(rerr, 'half%-way', 'the recorded errors happen again (on stderr)')
+  tap.is(slurp(nb), before, 'the replay reproduces every output and error exactly')
   tap.like(rout, 'sum\ttrue\n', 'gmoe run prints the outputs as it goes')
+  -- a cell whose outcome differs from the recorded one stops the replay with an error
+  tap.spit(nb, (before:gsub('function bump%(%) n = n %+ 1; error%("half%-way"%) end',
+    'function bump() n = n + 1 end')))
+  rc, rout, rerr = tap.run('run ' .. q(nb))
+  tap.ok(rc ~= 0 and rerr:find('failed in the session (stdin:1: half-way) but runs without error now', 1, true),
+    'a recorded failure that no longer happens fails the replay loudly', rerr)
+end
+
+-- an interrupted cell is exported, marked; replaying the notebook stops there with an error
+do
+  local nb = path('_int.md')
+  local _, i_out = session({
+    {0.3, 'k = 0\n'},
+    {0.8, 'while true do k = k + 1 end\n', wait = 'gmoe [2]> '},
+    {0.5, '\3'},
+    {0.3, 'k > 0\n'},
+    {0.5, '%export ' .. nb .. '\n'},
+  })
+  tap.like(i_out, 'wrote .-_int%.md %(3 cells, 0 figures; 1 failed', '%export keeps the interrupted cell')
+  tap.like(slurp(nb), '```lua\nwhile true do k = k %+ 1 end\n```\n\n```error\ninterrupted\n```',
+    'marked as interrupted')
+  local rc, _, rerr = tap.run('run ' .. q(nb))
+  tap.ok(rc ~= 0 and rerr:find('_int.md:%d+: this cell was interrupted in the session'),
+    'gmoe run refuses to replay it, naming the line, and exits non-zero', rerr)
 end
 
 tap.done()
