@@ -308,7 +308,11 @@ gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out);
 gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s);
 
 /* ---- build info --------------------------------------------------------------------- */
-const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell, single-threaded calls split ...)" */
+const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell: why; single-threaded calls split ...)" */
+/* OpenBLAS core selection (kernels/cpu/blas_core.c), for the gmoe executable's start-up: true
+ * when the process must re-execute itself to load the core it put in OPENBLAS_CORETYPE. */
+bool gm_blas_core_select(void);
+const char *gm_blas_core_why(void); /* why the loaded core runs */
 bool gm_cuda_built(void);
 
 #endif
