@@ -1,11 +1,10 @@
-/* process.c: process-wide settings the gmoe executable needs before anything runs, applied by
- * re-executing itself (same pid, argv, stdio) because the libraries read them once, at load:
- * - the OpenBLAS core type, when OpenBLAS fell back to a slower one than the CPU runs
- *   (kernels/cpu/blas_core.c picks it and checks its products in the new process; a refused
- *   core means one more re-exec with the next candidate). A user's OPENBLAS_CORETYPE stays.
- * - libgomp's wait policy: OMP_WAIT_POLICY=passive GOMP_SPINCOUNT=30000, a short spin before an
- *   idle OpenMP thread sleeps, unless the user set either variable (the kernels' own pool,
- *   kernels/cpu/parallel.c, does not use OpenMP threads; this covers any OpenMP region left). */
+/* process.c: process-wide settings the gmoe executable needs before anything runs. OpenBLAS
+ * picks its core type (kernel set) once, when it loads, so when it fell back to a slower one
+ * than the CPU runs, gmoe re-executes itself (same pid, argv, stdio) with OPENBLAS_CORETYPE
+ * set to the candidate kernels/cpu/blas_core.c picks; the new process checks that core's
+ * products and, if they are wrong, re-executes once more with the next candidate. A user's
+ * OPENBLAS_CORETYPE stays. (Kernel threads are gmoe's own pool, kernels/cpu/parallel.c: no
+ * OpenMP wait policy to set.) */
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -14,10 +13,7 @@
 
 void gm_process_setup(int argc, char **argv) {
     (void)argc;
-    bool again = gm_blas_core_select();
-    if (!getenv("OMP_WAIT_POLICY") && !getenv("GOMP_SPINCOUNT"))
-        again |= setenv("OMP_WAIT_POLICY", "passive", 1) == 0 && setenv("GOMP_SPINCOUNT", "30000", 1) == 0;
-    if (!again) return;
+    if (!gm_blas_core_select()) return;
     execv("/proc/self/exe", argv);
     /* exec failed (no /proc?): carry on as loaded, and leave children the user's environment */
     unsetenv("GMOE_BLAS_CORE");
