@@ -3,7 +3,8 @@
 # then the benchmark tables, gmoe against PyTorch (Debian's python3-torch, /usr/bin/python3)
 # measured in the same run wherever there is a peer (tests/bench/peer.lua; without torch the
 # rows say the peer is absent): the engine against cblas_sgemm and a STREAM triad in one C
-# process (tests/bench/bench_engine.c, built here against the engine objects); gm.matmul under
+# process (tests/bench/bench_engine.c, built here against the engine objects); where a second
+# thread pays (tests/bench/grain.c, the crossovers behind the grain sizes); gm.matmul under
 # every OpenBLAS core type against the default environment (blas_core.lua); the Lua binding's
 # per-op overhead (overhead.lua); memory over a long training loop; MLP and CNN training steps
 # (train.lua); top-k MoE training steps at three sizes (moe.lua); LM training steps (lm.lua).
@@ -39,6 +40,9 @@ rows() {
     BIN=$B/bench/bench_engine
     [ -x "$BIN" ] || echo "run.sh: $BIN not built (run make bench); skipping the engine benchmarks"
     [ -x "$BIN" ] && "$BIN" "$REPS"
+    line
+    # Where a second kernel thread starts to pay (the grains of kernels/cpu/parallel.h, blas.h).
+    [ -x "$B/bench/grain" ] && "$B/bench/grain" "$REPS"
     line
     "$GMOE" "$HERE/blas_core.lua" 5
     line
