@@ -193,4 +193,9 @@ bool gm_blas_core_select(void) {
     return try_next(detected, tried, more);
 }
 
-const char *gm_blas_core_why(void) { return why_buf[0] ? why_buf : "OpenBLAS's choice"; }
+/* Without a selection (a program other than the gmoe executable), from the environment. */
+const char *gm_blas_core_why(void) {
+    const char *user = getenv("OPENBLAS_CORETYPE");
+    if (!why_buf[0] && user) snprintf(why_buf, sizeof why_buf, "set by OPENBLAS_CORETYPE=%s", user);
+    return why_buf[0] ? why_buf : "OpenBLAS's choice";
+}
