@@ -1,11 +1,11 @@
 /* parallel.h: the one way CPU kernels split a loop over threads. A loop runs on the calling
- * thread unless each thread would get at least a grain of work (the crossovers measured for
- * pointwise, reduction and product kernels, BENCHMARKS.md). A threaded loop is cut into chunks
- * that the caller and the pool's workers claim one at a time (kernels/cpu/parallel.c): the
- * caller never waits for a worker that has not started (it takes that worker's chunks itself),
- * so a thread descheduled by another process costs at most the chunk it holds, and waits sleep
- * after a short spin. A kernel whose units are independent gives the same bits for any thread
- * count and any chunking. */
+ * thread unless each thread would get at least a grain of work (tests/bench/grain.c measures
+ * where a second thread pays for pointwise, reduction and product loops). A threaded loop is
+ * cut into chunks that the caller and the pool's workers claim one at a time
+ * (kernels/cpu/parallel.c): the caller never waits for a worker that has not started (it takes
+ * that worker's chunks itself), so a thread descheduled by another process costs at most the
+ * chunk it holds, and waits sleep after a short spin. A kernel whose units are independent
+ * gives the same bits for any thread count and any chunking. */
 #ifndef GM_CPU_PARALLEL_H
 #define GM_CPU_PARALLEL_H
 
