@@ -378,10 +378,10 @@ static void send_reply(kernel *k, const char *type, const char *content) {
                  k->req->part[0], "{}", content);
 }
 
-/* Answers request m: status busy, the answer (gmoe.kernel.handle, or an "aborted" reply when
- * abort), status idle. Returns true when a cell failed and stop_on_error asks to abort the
- * execute requests queued behind it. */
-static bool answer(kernel *k, gm_jmsg *m, bool abort) {
+/* Answers request m (status busy, then gmoe.kernel.handle, or an "aborted" reply when abort);
+ * the caller publishes status idle. Returns true when a cell failed and stop_on_error asks to
+ * abort the execute requests queued behind it. */
+static bool answer(kernel *k, const gm_jmsg *m, bool abort) {
     lua_State *L = k->L;
     bool failed = false;
     k->req = m;
@@ -414,21 +414,48 @@ static bool answer(kernel *k, gm_jmsg *m, bool abort) {
         gm_json_free(header);
         gm_ctx_free(ctx);
     }
-    publish_status(k, "idle");
-    k->req = NULL;
     return failed;
 }
 
-/* Shell requests as they come. After a failed cell (stop_on_error), the execute requests
- * already waiting are answered "aborted" (as ipykernel does), so "run all" stops there. */
+static void answered(kernel *k, gm_jmsg *m) {
+    publish_status(k, "idle");
+    k->req = NULL;
+    gm_jmsg_free(m);
+}
+
+/* The next shell request. When its cell fails (stop_on_error), the requests already waiting
+ * are taken before status idle goes out and their execute requests answered "aborted" (as
+ * ipykernel does), so "run all" stops at the failed cell. */
 static void on_shell(kernel *k) {
-    gm_jmsg m;
-    bool abort = false;
-    while (!k->shutdown && gm_jmsg_recv(k->shell, &k->conn, &m, false) >= 0) {
-        if (m.msg_type) abort = answer(k, &m, abort) || abort;
-        gm_jmsg_free(&m);
-        if (!abort) break;
+    gm_jmsg m, *queue = NULL;
+    size_t n = 0, cap = 0;
+    if (gm_jmsg_recv(k->shell, &k->conn, &m, false) != 1) return;
+    if (answer(k, &m, false)) {
+        gm_jmsg q;
+        while (gm_jmsg_recv(k->shell, &k->conn, &q, false) >= 0) {
+            if (!q.msg_type) continue;
+            if (n == cap) {
+                gm_jmsg *grown = realloc(queue, (cap = cap ? 2 * cap : 16) * sizeof *queue);
+                if (!grown) {
+                    gm_jlog("out of memory: a queued %s is dropped", q.msg_type);
+                    gm_jmsg_free(&q);
+                    break;
+                }
+                queue = grown;
+            }
+            queue[n++] = q;
+        }
     }
+    answered(k, &m);
+    for (size_t i = 0; i < n; i++) {
+        if (k->shutdown) {
+            gm_jmsg_free(&queue[i]);
+            continue;
+        }
+        answer(k, &queue[i], true);
+        answered(k, &queue[i]);
+    }
+    free(queue);
 }
 
 static void *bind_router(kernel *k, int ch, char *err, size_t errlen) {

@@ -58,7 +58,7 @@ function M.install_capture()
   _G.print = function(...)
     local n, t = select('#', ...), {}
     for i = 1, n do t[i] = tostring((select(i, ...))) end
-    io.stdout:write(table.concat(t, '\t'), '\n')
+    io.stdout:write(table.concat(t, '\t') .. '\n') -- one write: one piece of a stream
   end
 end
 
