@@ -1,6 +1,7 @@
 # gmoe: one Makefile. `make` builds $(BUILD)/gmoe; `make test` installs what is missing
-# (make deps), builds and runs the TAP suite with prove; `make figures QUICK=1` runs the
-# experiments' quick presets and renders their figures; `make asan test` uses ASan/UBSan.
+# (make deps), builds and runs the TAP suite with prove; `make test-cluster` runs sweeps on a
+# private one-node Slurm and GNU parallel; `make figures QUICK=1` runs the experiments' quick
+# presets and renders their figures; `make asan test` uses ASan/UBSan.
 
 BUILD      ?= build
 CC         ?= cc
@@ -70,7 +71,7 @@ ENGINE_OBJ := $(filter-out $(BUILD)/lua/%,$(OBJ))
 HEADERS := $(wildcard core/*.h core/*.def core/ops/*.h core/ops/*.def kernels/*/*.h lua/*.h)
 C_TESTS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/t_*.c))
 
-.PHONY: all deps check-deps test bench figures clean asan
+.PHONY: all deps check-deps test test-cluster bench figures clean asan
 all: $(BUILD)/gmoe
 
 $(BUILD)/.configured:
@@ -123,6 +124,12 @@ check-deps: $(BUILD)/.configured
 test: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD) SAN=$(SAN) $(BUILD)/gmoe $(C_TESTS)
 	GMOE=$(BUILD)/gmoe prove -j$(PROVE_JOBS) --exec tests/exec $(C_TESTS) tests/lua/t_*.lua
+
+# Sweeps on a real scheduler: installs Slurm, munge and GNU parallel when missing (as root).
+test-cluster:
+	@sh tests/deps.sh cluster
+	@$(MAKE) --no-print-directory BUILD=$(BUILD) SAN=$(SAN) $(BUILD)/gmoe
+	GMOE=$(BUILD)/gmoe prove -v --exec sh tests/cluster/t_cluster.sh
 
 BENCH_C := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
 $(BUILD)/bench/%: tests/bench/%.c $(ENGINE_OBJ) $(HEADERS)

@@ -41,7 +41,7 @@ typedef struct args {
 static void usage(FILE *f) {
     fputs("usage: " PROGNAME " [options] [script [args]]\n"
           "       " PROGNAME " run script [args]\n"
-          "       " PROGNAME " sweep experiments/NAME.lua [-j N] [--emit parallel|slurm] key=a,b,c ...\n"
+          "       " PROGNAME " sweep experiments/NAME.lua [-j N | --emit parallel|slurm | --status] key=a,b,c ...\n"
           "       " PROGNAME " plot NAME [run-dir]\n"
           "       " PROGNAME " kernel install [--user | --prefix DIR] | uninstall | -f CONNECTION_FILE\n"
           "With no script and no -e, " PROGNAME " starts the REPL (Ctrl-D exits).\n"

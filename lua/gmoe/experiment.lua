@@ -199,10 +199,21 @@ local function parse_values(e, key, s)
   return vs
 end
 
+-- gmoe sweep's scheduler options (--emit): option -> {field of opts.sched, check, what it takes}.
+local SCHED_OPTS = {
+  ['--max-running'] = {'max_running', '^[1-9]%d*$', 'a positive integer'},
+  ['--cpus-per-task'] = {'cpus', '^[1-9]%d*$', 'a positive integer'},
+  ['--time'] = {'time', '^%d[%d:%-]*$', 'a Slurm time limit (minutes, HH:MM:SS or D-HH:MM:SS)'},
+  ['--mem'] = {'mem', '^[1-9]%d*[KMGT]?$', 'a size such as 500M or 4G'},
+  ['--partition'] = {'partition', '^[%w_%-%.,]+$', 'a partition name'},
+  ['--gpus'] = {'gpus', '^[%w_%-]*:?[1-9]%d*$', 'a GPU count, optionally TYPE:N'},
+}
+
 --- Parse command-line words: --quick, --force, --out DIR (runs root), --dir DIR (exact run
--- folder), -j N, --emit parallel|slurm, key=value. Returns opts and overrides {key, values}.
+-- folder), -j N, --emit parallel|slurm, --status, the scheduler options above, key=value.
+-- Returns opts (opts.sched holds the scheduler options) and overrides {key, values}.
 function Exp:parse_args(args)
-  local opts, over, seen = {quick = false, force = false, jobs = 1}, {}, {}
+  local opts, over, seen = {quick = false, force = false, jobs = 1, sched = {}}, {}, {}
   local i = 1
   while args[i] do
     local a = args[i]
@@ -210,6 +221,15 @@ function Exp:parse_args(args)
     if k == 'out' then opts.dir = v -- out=DIR: the same as --dir DIR
     elseif a == '--quick' then opts.quick = true
     elseif a == '--force' then opts.force = true
+    elseif a == '--status' then opts.status = true
+    elseif SCHED_OPTS[a] then
+      local field, pat, what = table.unpack(SCHED_OPTS[a])
+      local val = args[i + 1]
+      if not val or not val:match(pat) then
+        error(('%s: %s takes %s, got %s'):format(self.name, a, what, val and ('"' .. val .. '"') or 'nothing'), 0)
+      end
+      opts.sched[field] = val
+      i = i + 1
     elseif a == '--out' or a == '--dir' or a == '-j' or a == '--emit' then
       local val = args[i + 1]
       if not val then error(('%s: %s needs a value'):format(self.name, a), 0) end
@@ -355,6 +375,15 @@ local function host()
   return shell('hostname') or read_file('/etc/hostname') or 'unknown'
 end
 
+-- The scheduler job this run is, when it is one (Slurm's environment), for meta.json.
+local function scheduler_info()
+  local id = os.getenv('SLURM_JOB_ID')
+  if not id then return nil end
+  return {name = 'slurm', job_id = id, array_job_id = os.getenv('SLURM_ARRAY_JOB_ID'),
+          array_task_id = os.getenv('SLURM_ARRAY_TASK_ID'), cpus_per_task = os.getenv('SLURM_CPUS_PER_TASK'),
+          node = os.getenv('SLURMD_NODENAME'), partition = os.getenv('SLURM_JOB_PARTITION')}
+end
+
 local function build_info()
   local b = {version = gm.version, lua = _VERSION, blas = gm.blas_info and gm.blas_info() or nil,
              threads = gm.get_num_threads and gm.get_num_threads() or nil, cuda = 'none'}
@@ -409,6 +438,7 @@ function Run:generator(stream) return gm.Generator(self:seed(stream)) end
 function Run:log(fmt, ...)
   local line = select('#', ...) > 0 and fmt:format(...) or tostring(fmt)
   self.log_lines[#self.log_lines + 1] = line
+  if self.capture then table.insert(self.capture.logs, line) end
   if not self.quiet then self:_clear_bar() io.stderr:write(line, '\n') end
   self:_maybe_flush()
 end
@@ -418,6 +448,7 @@ function Run:metric(name, value)
   if type(name) ~= 'string' or not name:match('^[%w_%.%-]+$') then error('metric: name must be an identifier', 2) end
   if self.metrics[name] == nil then self.metric_order[#self.metric_order + 1] = name end
   self.metrics[name] = value
+  if self.capture then table.insert(self.capture.metrics, {name, value}) end
 end
 
 local Tsv = {}
@@ -440,7 +471,8 @@ function Run:tsv(name, columns)
   if type(name) ~= 'string' or not name:match('^[%w_%-]+$') then error('tsv: name must be an identifier', 2) end
   if type(columns) ~= 'table' or #columns == 0 then error('tsv: columns must be a non-empty array of names', 2) end
   if self.tsvs[name] then return self.tsvs[name] end
-  local w = setmetatable({run = self, path = self.dir .. '/' .. name .. '.tsv', columns = columns, rows = {}}, Tsv)
+  local w = setmetatable({run = self, name = name, path = self.dir .. '/' .. name .. '.tsv', columns = columns,
+                          rows = {}}, Tsv)
   self.tsvs[name] = w
   self.tsv_order[#self.tsv_order + 1] = name
   w:flush()
@@ -465,13 +497,19 @@ function Tsv:row(first, ...)
   end
   local cells = {}
   for i = 1, #self.columns do cells[i] = cell(vals[i]) end
-  self.rows[#self.rows + 1] = table.concat(cells, '\t')
+  self:_add(table.concat(cells, '\t'))
   self.run:_maybe_flush()
+end
+
+function Tsv:_add(text)
+  self.rows[#self.rows + 1] = text
+  local cap = self.run.capture
+  if cap then table.insert(cap.rows, {self.name, text}) end
 end
 
 --- w:blank(n=1): n blank lines (gnuplot blocks: one between blocks, two between data sets).
 function Tsv:blank(n)
-  for _ = 1, n or 1 do self.rows[#self.rows + 1] = '' end
+  for _ = 1, n or 1 do self:_add('') end
 end
 
 function Tsv:flush()
@@ -535,6 +573,86 @@ function Run:progress(done, total, note)
   end
 end
 
+-- ---- units: per-unit checkpoints, so an interrupted run resumes --------------------------------
+-- A unit's return value (and everything it wrote) is kept as Lua source in units/<n>.lua.
+local function serialize(v, path)
+  local t = type(v)
+  if t == 'nil' or t == 'boolean' or t == 'number' or t == 'string' then return fmt_value(v) end
+  if t ~= 'table' or getmetatable(v) ~= nil then
+    error(('unit: %s is a %s; a unit returns numbers, strings, booleans and plain tables of them')
+      :format(path, gm.is_tensor and gm.is_tensor(v) and 'tensor' or t), 0)
+  end
+  local parts = {}
+  for _, k in ipairs(sorted_keys(v)) do
+    if type(k) ~= 'string' and math.type(k) ~= 'integer' then error(('unit: %s has a %s key'):format(path, type(k)), 0) end
+    parts[#parts + 1] = ('[%s] = %s'):format(fmt_value(k), serialize(v[k], path .. '.' .. tostring(k)))
+  end
+  return '{' .. table.concat(parts, ', ') .. '}'
+end
+
+local function load_units(dir)
+  local units, n = {}, 0
+  local listing = shell('ls -1 ' .. q(dir .. '/units')) or ''
+  local files = {}
+  for f in listing:gmatch('[^\n]+') do
+    local i = tonumber(f:match('^(%d+)%.lua$'))
+    if i then files[#files + 1] = i end
+  end
+  table.sort(files)
+  for _, i in ipairs(files) do
+    local path = ('%s/units/%d.lua'):format(dir, i)
+    local chunk = loadfile(path, 't', {})
+    local ok, u = false, nil
+    if chunk then ok, u = pcall(chunk) end
+    if ok and type(u) == 'table' and type(u.key) == 'string' then units[u.key] = u; n = math.max(n, i) end
+  end
+  return units, n
+end
+
+--- value = run:unit(key, fn): runs fn() as one resumable unit of the experiment (one training run,
+--- one fit). When this run folder resumes an interrupted run of the same config and unit `key`
+--- finished there, fn is not called: the unit's TSV rows, metrics and log lines are replayed, the
+--- default generator is set to the state the unit left it in, and its return value (numbers,
+--- strings, booleans, plain tables) is returned. Otherwise fn() runs and all of that is saved
+--- (units/<n>.lua, atomically) before run:unit returns. Draw a unit's randomness from the default
+--- generator or from streams seeded inside the unit (run:generator(key)), not from a generator
+--- carried over from an earlier unit, so a resumed run equals an uninterrupted one.
+function Run:unit(key, fn)
+  if type(key) ~= 'string' or key == '' then error('unit: key must be a non-empty string', 2) end
+  if type(fn) ~= 'function' then error('unit: fn must be a function', 2) end
+  if self.capture then error(('unit: units do not nest (%s inside %s)'):format(key, self.capture.key), 2) end
+  if self.unit_seen[key] then error(('unit: key "%s" used twice in one run'):format(key), 2) end
+  self.unit_seen[key] = true
+  local u = self.units[key]
+  if u then
+    for _, r in ipairs(u.rows) do
+      local w = self.tsvs[r[1]]
+      if not w then error(('unit %s: its rows go to %s.tsv, which this run has not opened (run:tsv before the unit)')
+        :format(key, r[1]), 2) end
+      w.rows[#w.rows + 1] = r[2]
+    end
+    for _, m in ipairs(u.metrics) do self:metric(m[1], m[2]) end
+    for _, l in ipairs(u.logs) do self.log_lines[#self.log_lines + 1] = l end
+    gm.set_rng_state(u.rng)
+    self.units_replayed = self.units_replayed + 1
+    return u.value
+  end
+  self.capture = {key = key, rows = {}, metrics = {}, logs = {}}
+  local ok, res = pcall(fn)
+  local cap = self.capture
+  self.capture = nil
+  if not ok then error(res, 0) end
+  self.unit_n = self.unit_n + 1
+  local rng = gm.get_rng_state()
+  local text = ('return {key = %s, value = %s, rng = %s, rows = %s, metrics = %s, logs = %s}\n'):format(
+    fmt_value(key), serialize(res, 'the value of unit ' .. key), serialize({seed = rng.seed, offset = rng.offset}, 'rng'),
+    serialize(cap.rows, 'rows'), serialize(cap.metrics, 'metrics'), serialize(cap.logs, 'logs'))
+  mkdir_p(self.dir .. '/units')
+  M.write_atomic(('%s/units/%d.lua'):format(self.dir, self.unit_n), text)
+  self:flush()
+  return res
+end
+
 -- root/name/latest -> the run folder (a folder of that name from older tools is moved aside).
 local function point_latest(root, name, dir)
   local link = root .. '/' .. name .. '/latest'
@@ -561,27 +679,42 @@ function Exp:execute(job, opts, quiet)
       return done, false
     end
   end
+  -- an unfinished run of the same config (interrupted, killed, failed) is resumed in its folder
+  local resume = dir
+  if resume then
+    resume = read_file(dir .. '/config.lua') == config_source(cfg) and dir or nil
+  elseif not opts.force then
+    resume = M.latest_any(root, self.name, id)
+  end
+  if resume and opts.force then resume = nil end
   if not dir then
-    local base = root .. '/' .. self.name .. '/' .. os.date('!%Y%m%d-%H%M%S') .. '-' .. id
-    dir = base
+    dir = resume or (root .. '/' .. self.name .. '/' .. os.date('!%Y%m%d-%H%M%S') .. '-' .. id)
   end
   mkdir_p(dir)
   os.remove(dir .. '/DONE')
+  if not resume then os.execute('rm -rf ' .. q(dir .. '/units')) end
+  local units, unit_n = {}, 0
+  if resume then units, unit_n = load_units(dir) end
   local run = setmetatable({exp = self, dir = dir, cfg = cfg, id = id, tsvs = {}, tsv_order = {}, metrics = {},
                             metric_order = {}, log_lines = {}, streams = {}, quiet = quiet,
                             tty = stderr_tty(), t0 = os.time(), cpu0 = os.clock(), last_flush = os.time(),
-                            master_seed = math.tointeger(cfg.seed) or 0}, Run)
+                            master_seed = math.tointeger(cfg.seed) or 0, units = units, unit_n = unit_n,
+                            unit_seen = {}, units_replayed = 0}, Run)
   M.write_atomic(dir .. '/config.lua', config_source(cfg))
   M.write_atomic(dir .. '/overrides.txt', table.concat(job.words, '\n') .. (#job.words > 0 and '\n' or ''))
   local meta = {name = self.name, description = self.description, id = id, config = cfg, overrides = job.words,
                 quick = opts.quick, gmoe = build_info(), git = git_info(), host = host(), command = command_line(),
-                cwd = has_term and term.getcwd() or nil, start = now(), status = 'running',
+                cwd = has_term and term.getcwd() or nil, scheduler = scheduler_info(), start = now(), status = 'running',
+                pid = tonumber(shell('echo $PPID')), resumed = resume and unit_n or nil,
                 seeds = {master = run.master_seed, streams = run.streams}}
   M.write_atomic(dir .. '/meta.json', json(meta) .. '\n')
   if not quiet then
     local lines = {}
     for _, k in ipairs(sorted_keys(cfg)) do lines[#lines + 1] = k .. '=' .. fmt_value(cfg[k]) end
     io.stderr:write(('%s: %s\n%s: run folder %s\n'):format(self.name, table.concat(lines, ' '), self.name, dir))
+    if resume then
+      io.stderr:write(('%s: resuming an unfinished run: %d unit(s) already done\n'):format(self.name, unit_n))
+    end
   end
   local w0 = wall_clock()
   local ok, err = xpcall(self.fn, debug.traceback, cfg, run)
@@ -591,6 +724,7 @@ function Exp:execute(job, opts, quiet)
   meta.cpu_s = os.clock() - run.cpu0
   meta.status = ok and 'done' or 'failed'
   meta.metrics = run.metrics
+  if run.unit_n > 0 then meta.units = {done = run.unit_n, replayed = run.units_replayed} end
   if not ok then
     meta.error = tostring(err)
     run.log_lines[#run.log_lines + 1] = 'error: ' .. tostring(err)
@@ -655,6 +789,9 @@ end
 function Exp:main(args)
   local ok, err = pcall(function()
     local opts, over = self:parse_args(args)
+    if opts.emit or opts.status or next(opts.sched) then
+      error(self.name .. ': --emit, --status and the scheduler options belong to gmoe sweep', 0)
+    end
     local jobs, swept = self:jobs(opts, over)
     if opts.dir and #jobs > 1 then error(self.name .. ': --dir names one run folder; a sweep needs --out', 0) end
     local failed = 0
@@ -686,92 +823,13 @@ function M.latest_any(root, name, id)
 end
 
 -- ---- gmoe sweep ----------------------------------------------------------------------------
-local function sleep(s) os.execute('sleep ' .. s) end
+-- The sweep runner (local pool, --emit parallel|slurm, --status) lives in gmoe/sweep.lua; it
+-- reaches the runner's helpers through M._sweep_helpers.
+M._sweep_helpers = {q = q, shell = shell, exists = exists, read_file = read_file, mkdir_p = mkdir_p,
+                    runs_root = runs_root, sweep_dir = sweep_dir, write_summary = write_summary,
+                    cwd = function() return has_term and term.getcwd() or nil end}
 
-function Exp:sweep(script, args)
-  local opts, over = self:parse_args(args)
-  local jobs, swept = self:jobs(opts, over)
-  local sdir = sweep_dir(self, opts, over)
-  local root = runs_root(opts)
-  local common = {}
-  if opts.quick then common[#common + 1] = '--quick' end
-  if opts.force then common[#common + 1] = '--force' end
-  if opts.out then common[#common + 1] = '--out ' .. q(opts.out) end
-  local lines = {}
-  for i, j in ipairs(jobs) do
-    local w = {q(binary()), 'run', q(script)}
-    for _, c in ipairs(common) do w[#w + 1] = c end
-    for _, x in ipairs(j.words) do w[#w + 1] = q(x) end
-    j.cmd = table.concat(w, ' ')
-    lines[i] = j.cmd
-  end
-  M.write_atomic(sdir .. '/jobs.txt', table.concat(lines, '\n') .. '\n')
-  if opts.emit == 'parallel' then
-    print(sdir .. '/jobs.txt')
-    io.stderr:write(('%s: %d jobs; run them with\n  parallel -j %d --joblog %s/joblog.txt --resume-failed < %s/jobs.txt\n')
-      :format(self.name, #jobs, opts.jobs, sdir, sdir))
-    return true
-  elseif opts.emit == 'slurm' then
-    local script_text = table.concat({
-      '#!/bin/sh',
-      ('#SBATCH --job-name=%s'):format(self.name),
-      ('#SBATCH --array=0-%d%%%d'):format(#jobs - 1, opts.jobs),
-      ('#SBATCH --output=%s/slurm-%%A_%%a.out'):format(sdir),
-      ('cd %s || exit 1'):format(q(has_term and term.getcwd() or '.')),
-      ('line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" %s)'):format(q(sdir .. '/jobs.txt')),
-      'exec sh -c "$line"', ''}, '\n')
-    M.write_atomic(sdir .. '/sweep.sbatch', script_text)
-    print(sdir .. '/sweep.sbatch')
-    io.stderr:write(('%s: %d jobs; submit with  sbatch %s/sweep.sbatch\n'):format(self.name, #jobs, sdir))
-    return true
-  end
-  -- local process pool: each job in the background, its exit status into a file we poll
-  local pending, running, n_running, done_n, failed = {}, {}, 0, 0, 0
-  for i, j in ipairs(jobs) do
-    local fin = not opts.force and M.finished_run(root, self.name, M.config_id(j.cfg))
-    if fin then
-      j.dir, j.status = fin, 'skipped'
-      done_n = done_n + 1
-    else
-      pending[#pending + 1] = i
-    end
-  end
-  local total = #jobs
-  io.stderr:write(('%s: sweep of %d jobs (%d already done), -j %d, in %s\n'):format(self.name, total, done_n, opts.jobs, sdir))
-  local t0 = os.time()
-  while #pending > 0 or next(running) do
-    while #pending > 0 and n_running < opts.jobs do
-      local i = table.remove(pending, 1)
-      local rc = ('%s/job-%d.rc'):format(sdir, i)
-      os.remove(rc)
-      os.execute(('( %s > %s 2>&1; echo $? > %s.tmp && mv %s.tmp %s ) &'):format(jobs[i].cmd,
-        q(('%s/job-%d.log'):format(sdir, i)), q(rc), q(rc), q(rc)))
-      running[i] = rc
-      n_running = n_running + 1
-    end
-    sleep(0.1)
-    for i, rc in pairs(running) do
-      local s = read_file(rc)
-      if s then
-        running[i] = nil
-        n_running = n_running - 1
-        local j = jobs[i]
-        local code = tonumber(s:match('%d+'))
-        j.dir = M.latest_any(root, self.name, M.config_id(j.cfg))
-        if code == 0 then j.status = 'done' else j.status = 'failed'; failed = failed + 1 end
-        done_n = done_n + 1
-        local el = os.time() - t0
-        io.stderr:write(('%s: job %d/%d %s (%s)  %d/%d finished, %ds\n'):format(self.name, i, total,
-          j.status, table.concat(j.words, ' '), done_n, total, el))
-        if code ~= 0 then io.stderr:write(('  log: %s/job-%d.log\n'):format(sdir, i)) end
-      end
-    end
-  end
-  write_summary(sdir .. '/summary.tsv', jobs, swept)
-  print(sdir .. '/summary.tsv')
-  io.stderr:write(('%s: %d jobs, %d failed; summary %s/summary.tsv\n'):format(self.name, total, failed, sdir))
-  return failed == 0
-end
+function Exp:sweep(script, args) return require('gmoe.sweep').run(self, script, args) end
 
 -- ---- gmoe plot -----------------------------------------------------------------------------
 --- M.plot(name, run_dir=latest, opts): renders plots/<name>.gp into run_dir as PDF, PNG, SVG.
@@ -830,10 +888,13 @@ M.load = load_experiment
 
 local USAGE = [[
 usage: gmoe run experiments/NAME.lua [--quick] [--force] [--out ROOT | --dir DIR] [key=value | key=a,b,c | key=1..9 ...]
-       gmoe sweep experiments/NAME.lua [--quick] [--force] [--out ROOT] [-j N] [--emit parallel|slurm] key=a,b,c ...
+       gmoe sweep experiments/NAME.lua [--quick] [--force] [--out ROOT] [-j N | --emit parallel|slurm | --status]
+                  [--max-running N] [--cpus-per-task N] [--time T] [--mem M] [--partition P] [--gpus G] key=a,b,c ...
        gmoe plot NAME [RUN_DIR]   (renders plots/NAME.gp to PDF, PNG and SVG in the run folder; latest run by default)
 Run folders go to ROOT/NAME/<timestamp>-<config id>/ (ROOT: --out, else $GMOE_RUNS, else runs);
-plot scripts come from $GMOE_PLOTS, else plots.]]
+a sweep's jobs.txt, sweep.sbatch, parallel.txt, logs and summary.tsv go to ROOT/NAME/sweep-<id>/.
+--emit slurm|parallel writes only the jobs not yet done; --status reports each job (failed ones
+with their logs) and writes summary.tsv. Plot scripts come from $GMOE_PLOTS, else plots.]]
 
 --- M.cli(cmd, args): gmoe sweep / gmoe plot. Returns true on success (errors are reported).
 function M.cli(cmd, args)
@@ -868,14 +929,28 @@ doc.add('gm.experiment',
   '$GMOE_RUNS, else runs; ROOT/NAME/latest points at the last one): config.lua, overrides.txt, ' ..
   'meta.json (version, git commit and dirty flag, BLAS, threads, CUDA, host, command, seeds, start, ' ..
   'end, wall time, status), the TSV files, metrics.tsv, log.txt and DONE last, each written ' ..
-  'atomically. A finished run of the same config is skipped unless --force. Inside run(cfg, run): ' ..
+  'atomically. A finished run of the same config is skipped unless --force; an unfinished one ' ..
+  '(interrupted, killed, failed) is resumed in its folder, its finished units replayed. Inside run(cfg, run): ' ..
   'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank(); run:metric(name, v); ' ..
   'run:log(fmt, ...); run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
-  'lines otherwise); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..
-  'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N [--emit ' ..
-  'parallel|slurm]` runs the jobs in N processes (or writes jobs.txt / an sbatch array) and resumes; ' ..
+  'lines otherwise); run:unit(key, fn) runs one resumable unit (see ?run:unit); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..
+  'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N` runs the jobs ' ..
+  'in N processes and resumes; with --emit slurm it writes an sbatch array of the jobs not yet done ' ..
+  '(--max-running N, --cpus-per-task N sets their threads, --time, --mem, --partition, --gpus), with ' ..
+  '--emit parallel a GNU parallel job list, and --status reports every job (failed ones with their ' ..
+  'logs) and writes summary.tsv (README: Running on a cluster); ' ..
   '`gmoe plot NAME [run-dir]` renders plots/NAME.gp (given dir, fmt, out) to PDF, PNG and SVG in the run.',
   {example = 'return gm.experiment{name="demo", config={n=100, seed=1}, quick={n=10},\n' ..
      '  run=function(cfg, run) local w = run:tsv("out", {"i", "v"}) for i = 1, cfg.n do w:row(i, i * i) end end}'})
+
+doc.add('run:unit', 'value = run:unit(key, fn)',
+  'Runs fn() as one resumable unit of an experiment (one training run, one fit) and returns its value ' ..
+  '(numbers, strings, booleans, plain tables). The unit\'s TSV rows, metrics, log lines, value and ' ..
+  'the default generator\'s state afterwards are saved in the run folder (units/<n>.lua, atomically). ' ..
+  'Re-running the same config after an interruption, a kill or a failure continues in that folder: a ' ..
+  'finished unit is not run again but replayed (rows, metrics, log, generator state, value), so the ' ..
+  'results equal an uninterrupted run. Keys are unique per run; units do not nest. Draw a unit\'s ' ..
+  'randomness from the default generator or from streams made inside it (run:generator(key)).',
+  {example = 'for _, lr in ipairs{1e-3, 3e-3} do\n  local acc = run:unit("lr=" .. lr, function() return train(lr) end)\nend'})
 
 return setmetatable(M, {__call = function(_, spec) return M.define(spec) end})
