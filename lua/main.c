@@ -220,7 +220,7 @@ static int run_kernel(lua_State *L, const args *a) {
         lua_pushstring(L, a->argv[i]);
         lua_rawseti(L, -2, i - 1);
     }
-    return gm_repl_report(L, gm_repl_docall(L, 1, 0), PROGNAME);
+    return gm_repl_report(L, lua_pcall(L, 1, 0, 0), NULL); /* its messages say "gmoe kernel: " */
 }
 
 /* The whole program, run protected. Pushes true on success. With -i, a failing script or -e

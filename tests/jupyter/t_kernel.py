@@ -60,6 +60,15 @@ spec = json.load(open(spec_path))
 is_((spec['argv'], spec['interrupt_mode'], spec['language']),
     ([GMOE, 'kernel', '-f', '{connection_file}'], 'signal', 'lua'),
     'kernel.json: absolute argv, signal interrupts, language lua')
+user_env = dict(os.environ, JUPYTER_DATA_DIR=os.path.join(TMP, 'user'))
+user_spec = os.path.join(TMP, 'user/kernels/gmoe/kernel.json')
+r = subprocess.run([GMOE, 'kernel', 'install', '--user'], env=user_env, capture_output=True, text=True)
+ok(r.returncode == 0 and os.path.exists(user_spec), 'install --user: under $JUPYTER_DATA_DIR', r.stderr)
+r = subprocess.run([GMOE, 'kernel', 'uninstall', '--user'], env=user_env, capture_output=True, text=True)
+ok(r.returncode == 0 and not os.path.exists(user_spec), 'uninstall --user removes it', r.stderr)
+r = subprocess.run([GMOE, 'kernel', '-f', os.path.join(TMP, 'missing.json')], capture_output=True, text=True)
+ok(r.returncode == 1 and 'missing.json: No such file' in r.stderr, 'a missing connection file: exit 1, named',
+   r.stderr)
 from jupyter_client.kernelspec import KernelSpecManager  # noqa: E402
 
 ok('gmoe' in KernelSpecManager().find_kernel_specs(), "Jupyter's KernelSpecManager finds it")
