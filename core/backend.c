@@ -64,6 +64,8 @@ void gm_kargs_init(gm_kargs *a, int n_in, gm_tensor *const *in, int n_out,
     for (int i = 0; i < n_in; i++) gm_kview_of(in[i], &a->in[i]);
     for (int i = 0; i < n_out; i++) gm_kview_of(out[i], &a->out[i]);
     a->p = p;
+    a->list = NULL;
+    a->n_list = 0;
 }
 
 gm_status gm_kernel_run(gm_ctx *c, gm_device d, int kid, gm_kargs *a) {

@@ -311,12 +311,22 @@ gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *bu
                       const gm_optim_hp *hp);
 gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m, gm_tensor *v,
                        const gm_optim_hp *hp);
+/* The same steps over a group of n parameters (one dtype and device, one step count) in one
+ * kernel call, as torch's foreach optimisers; each tensor's update is bitwise the single one. */
+gm_status gm_sgd_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **buf,
+                            const gm_optim_hp *hp);
+gm_status gm_adam_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **m, gm_tensor **v,
+                             const gm_optim_hp *hp);
 /* Sum of squares of all elements of the given tensors, in f64. */
 gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out);
 gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s);
 
 /* ---- build info --------------------------------------------------------------------- */
-const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell, single-threaded calls split ...)" */
+const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell: why; single-threaded calls split ...)" */
+/* OpenBLAS core selection (kernels/cpu/blas_core.c), for the gmoe executable's start-up: true
+ * when the process must re-execute itself to load the core it put in OPENBLAS_CORETYPE. */
+bool gm_blas_core_select(void);
+const char *gm_blas_core_why(void); /* why the loaded core runs */
 bool gm_cuda_built(void);
 
 #endif

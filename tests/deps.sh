@@ -12,9 +12,15 @@ need 'command -v pkg-config' pkg-config
 need 'pkg-config --exists lua5.4' liblua5.4-dev
 need 'pkg-config --exists openblas' libopenblas-dev
 need 'pkg-config --exists readline' libreadline-dev
+need 'pkg-config --exists libzmq' libzmq3-dev
+need 'pkg-config --exists libcrypto' libssl-dev
 need 'command -v gnuplot' gnuplot-nox
 need 'command -v prove' perl
 need 'command -v git' git
+need '/usr/bin/python3 -c "import jupyter_client"' python3-jupyter-client
+need '/usr/bin/python3 -c "import nbclient"' python3-nbclient
+need 'command -v jupyter' jupyter-core
+need 'command -v jupyter-nbconvert' jupyter-nbconvert
 if [ "${1:-}" = cluster ]; then
     need 'command -v slurmctld && command -v slurmd && command -v sbatch' slurm-wlm
     need 'command -v munged && command -v mungekey' munge

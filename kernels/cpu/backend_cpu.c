@@ -122,14 +122,14 @@ gm_backend gm_backend_cpu = {
 };
 
 const char *gm_blas_info(void) {
-    static char buf[160];
+    static char buf[512];
     char ver[32] = "OpenBLAS";
     const char *cfg = openblas_get_config();
     if (cfg) sscanf(cfg, "%31s", ver);
     const char *v = cfg && strchr(cfg, ' ') ? strchr(cfg, ' ') + 1 : "";
     int vl = (int)strcspn(v, " ");
-    snprintf(buf, sizeof buf, "%s %.*s (core %s, single-threaded calls split over the kernel threads)", ver, vl, v,
-             openblas_get_corename());
+    snprintf(buf, sizeof buf, "%s %.*s (core %s: %s; single-threaded calls split over the kernel threads)", ver, vl,
+             v, openblas_get_corename(), gm_blas_core_why());
     return buf;
 }
 

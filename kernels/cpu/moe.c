@@ -299,6 +299,17 @@ static void gemm_run(gm_dtype t, const gemm_task *g) {
  * (gm_cpu_gemm), which balances better when experts get unequal rows. */
 #define GROUPED_PAR_MAX_FLOP 4e9
 
+typedef struct {
+    gm_dtype t;
+    const gemm_task *task;
+    const int *order;
+} grouped_work;
+
+static void grouped_range(void *ctx, int64_t lo, int64_t hi) {
+    const grouped_work *w = ctx;
+    for (int64_t i = lo; i < hi; i++) gemm_run(w->t, &w->task[w->order[i]]);
+}
+
 static int by_size_desc(const void *x, const void *y, void *ctx) {
     const gemm_task *t = ctx;
     int i = *(const int *)x, j = *(const int *)y;
@@ -346,9 +357,12 @@ static gm_status grouped_gemm(gm_ctx *c, const gm_kargs *a, gm_dtype t, gemm_tas
         }
         order[j] = v;
     }
-    if (nt > n) nt = n;
-    #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int i = 0; i < n; i++) gemm_run(t, &task[order[i]]);
+    /* threads claim whole products in that order; each gets GM_GEMM_MIN_FLOP at least */
+    double total = 0;
+    for (int i = 0; i < n; i++) total += 2.0 * task[order[i]].m * task[order[i]].n * task[order[i]].k;
+    double per = n > 0 ? total / n : 1;
+    grouped_work w = {t, task, order};
+    gm_parallel_for(n, per >= GM_GEMM_MIN_FLOP ? 1 : (int64_t)(GM_GEMM_MIN_FLOP / per) + 1, nt, grouped_range, &w);
     free(order);
     return GM_OK;
 }

@@ -1,7 +1,7 @@
 /* tree_gate.c (cpu): kernels of the smooth-step tree gates: the smooth-step itself, DSelect-k's
  * binary-encoded selectors, COMET's soft trees with one softmax over (tree, leaf) pairs, and
  * log-space Sinkhorn. Rows (tokens / matrices) are independent and run in parallel; each row
- * is computed in double with per-thread scratch, so results do not depend on the thread count. */
+ * is computed in double with scratch per range of rows, so results do not depend on the thread count. */
 #include "backend.h"
 #include "parallel.h"
 
@@ -26,6 +26,50 @@ static inline double dss(double x, double g) {
 
 static inline double ld(const gm_kview *v, int64_t i) { return gm_elem_load(v->data, v->dtype, i); }
 static inline void st(const gm_kview *v, int64_t i, double x) { gm_elem_store(v->data, v->dtype, i, x); }
+
+/* Root-to-leaf paths of the heap-ordered tree with E leaves (leaf l = heap node E-1+l):
+ * node[l*D + i], left[l*D + i] for i < len[l]. D = max path length. */
+typedef struct paths {
+    int64_t D;
+    int64_t *node;
+    unsigned char *left;
+    int64_t *len;
+} paths;
+
+/* Rows (tokens) of a tree-gate kernel split over the threads: fn computes row n with a scratch
+ * of `scratch` doubles (one per range of rows). */
+typedef void (*row_fn)(const gm_kargs *a, const paths *P, int64_t n, double *scratch);
+
+typedef struct {
+    const gm_kargs *a;
+    const paths *P;
+    row_fn fn;
+    int64_t scratch;
+    int bad, stop;
+} rows_job;
+
+static void rows_range(void *ctx, int64_t lo, int64_t hi) {
+    rows_job *j = ctx;
+    double *s = malloc(sizeof(double) * (size_t)j->scratch);
+    if (!s) {
+        __atomic_store_n(&j->bad, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (int64_t n = lo; n < hi; n++) {
+        if (((n - lo) & 1023) == 0 && gm_halted(&j->stop)) break;
+        j->fn(j->a, j->P, n, s);
+    }
+    free(s);
+}
+
+/* Run fn over rows [0, N) of per_row elements each; op names the kernel in errors. */
+static gm_status run_rows(gm_ctx *c, const char *op, const gm_kargs *a, const paths *P, int64_t N, int64_t per_row,
+                          int64_t scratch, row_fn fn) {
+    rows_job j = {a, P, fn, scratch, 0, 0};
+    gm_parallel_for(N, gm_min_units(per_row), a->nthreads, rows_range, &j);
+    if (j.bad) return gm_errf(c, GM_ENOMEM, "%s: out of memory for scratch", op);
+    return j.stop ? GM_EINTR : GM_OK;
+}
 
 /* ---- smooth_step: elementwise, any strides in, contiguous out ---------------------------- */
 
@@ -80,114 +124,76 @@ static void softmax_row(const gm_kview *w, int64_t off, int64_t k, double *al) {
     for (int64_t j = 0; j < k; j++) al[j] /= s;
 }
 
-gm_status gm_cpu_DSELECT_K(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+static void dselect_row(const gm_kargs *a, const paths *P, int64_t n, double *al) {
+    int64_t k = a->i[1], m = a->i[2], E = a->i[3];
     double g = a->d[0];
     const gm_kview *z = &a->in[0], *w = &a->in[1], *A = &a->out[0], *R = &a->out[1];
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *al = malloc(sizeof(double) * (size_t)(k + m + E + 1));
-        double *S = al ? al + k : NULL, *acc = al ? al + k + m : NULL;
-        if (!al) {
-#pragma omp atomic write
-            bad = 1;
+    double *S = al + k, *acc = al + k + m;
+    (void)P;
+    softmax_row(w, n * k, k, al);
+    for (int64_t e = 0; e < E; e++) acc[e] = 0;
+    for (int64_t s = 0; s < k; s++) {
+        for (int64_t j = 0; j < m; j++) S[j] = ss(ld(z, (n * k + s) * m + j), g);
+        for (int64_t e = 0; e < E; e++) {
+            double r = 1;
+            for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
+            st(R, (n * k + s) * E + e, r);
+            acc[e] += al[s] * r;
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!al || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            softmax_row(w, n * k, k, al);
-            for (int64_t e = 0; e < E; e++) acc[e] = 0;
-            for (int64_t s = 0; s < k; s++) {
-                for (int64_t j = 0; j < m; j++) S[j] = ss(ld(z, (n * k + s) * m + j), g);
-                for (int64_t e = 0; e < E; e++) {
-                    double r = 1;
-                    for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
-                    st(R, (n * k + s) * E + e, r);
-                    acc[e] += al[s] * r;
-                }
-            }
-            for (int64_t e = 0; e < E; e++) st(A, n * E + e, acc[e]);
-        }
-        free(al);
     }
-    if (bad) return gm_errf(c, GM_ENOMEM, "dselect_k: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    for (int64_t e = 0; e < E; e++) st(A, n * E + e, acc[e]);
+}
+
+gm_status gm_cpu_DSELECT_K(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+    return run_rows(c, "dselect_k", a, NULL, N, k * E, k + m + E + 1, dselect_row);
 }
 
 /* d a_e / d alpha_s = r_se; d r_se / d S_j = sign * prod_{l != j} factor_l; the total gradient of
  * r_se is gr_se + alpha_s ga_e. */
-gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+static void dselect_bwd_row(const gm_kargs *a, const paths *P, int64_t n, double *al) {
+    int64_t k = a->i[1], m = a->i[2], E = a->i[3];
     double g = a->d[0];
     const gm_kview *z = &a->in[0], *w = &a->in[1], *ga = &a->in[2], *gr = &a->in[3];
     const gm_kview *gz = &a->out[0], *gw = &a->out[1];
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *al = malloc(sizeof(double) * (size_t)(2 * k + 2 * m + 1));
-        double *gal = al ? al + k : NULL, *S = al ? al + 2 * k : NULL, *gS = al ? S + m : NULL;
-        if (!al) {
-#pragma omp atomic write
-            bad = 1;
+    double *gal = al + k, *S = al + 2 * k, *gS = S + m;
+    (void)P;
+    softmax_row(w, n * k, k, al);
+    double dot = 0;
+    for (int64_t s = 0; s < k; s++) {
+        for (int64_t j = 0; j < m; j++) {
+            S[j] = ss(ld(z, (n * k + s) * m + j), g);
+            gS[j] = 0;
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!al || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
+        gal[s] = 0;
+        for (int64_t e = 0; e < E; e++) {
+            double gae = ld(ga, n * E + e), G = ld(gr, (n * k + s) * E + e) + al[s] * gae;
+            double r = 1;
+            for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
+            gal[s] += gae * r;
+            for (int64_t j = 0; j < m; j++) {
+                double p = 1;
+                for (int64_t l = 0; l < m; l++)
+                    if (l != j) p *= (e >> l) & 1 ? S[l] : 1 - S[l];
+                gS[j] += (e >> j) & 1 ? G * p : -G * p;
             }
-            softmax_row(w, n * k, k, al);
-            double dot = 0;
-            for (int64_t s = 0; s < k; s++) {
-                for (int64_t j = 0; j < m; j++) {
-                    S[j] = ss(ld(z, (n * k + s) * m + j), g);
-                    gS[j] = 0;
-                }
-                gal[s] = 0;
-                for (int64_t e = 0; e < E; e++) {
-                    double gae = ld(ga, n * E + e), G = ld(gr, (n * k + s) * E + e) + al[s] * gae;
-                    double r = 1;
-                    for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
-                    gal[s] += gae * r;
-                    for (int64_t j = 0; j < m; j++) {
-                        double p = 1;
-                        for (int64_t l = 0; l < m; l++)
-                            if (l != j) p *= (e >> l) & 1 ? S[l] : 1 - S[l];
-                        gS[j] += (e >> j) & 1 ? G * p : -G * p;
-                    }
-                }
-                for (int64_t j = 0; j < m; j++) {
-                    int64_t o = (n * k + s) * m + j;
-                    st(gz, o, gS[j] * dss(ld(z, o), g));
-                }
-                dot += al[s] * gal[s];
-            }
-            for (int64_t s = 0; s < k; s++) st(gw, n * k + s, al[s] * (gal[s] - dot));
         }
-        free(al);
+        for (int64_t j = 0; j < m; j++) {
+            int64_t o = (n * k + s) * m + j;
+            st(gz, o, gS[j] * dss(ld(z, o), g));
+        }
+        dot += al[s] * gal[s];
     }
-    if (bad) return gm_errf(c, GM_ENOMEM, "dselect_k: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    for (int64_t s = 0; s < k; s++) st(gw, n * k + s, al[s] * (gal[s] - dot));
+}
+
+gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+    return run_rows(c, "dselect_k", a, NULL, N, k * E, 2 * k + 2 * m + 1, dselect_bwd_row);
 }
 
 /* ---- COMET: nodes [N,k,E-1], leaves [N,k,E] -> g [N,E], mu [N,k,E] ------------------------ */
 
-/* Root-to-leaf paths of the heap-ordered tree with E leaves (leaf l = heap node E-1+l):
- * node[l*D + i], left[l*D + i] for i < len[l]. D = max path length. */
-typedef struct paths {
-    int64_t D;
-    int64_t *node;
-    unsigned char *left;
-    int64_t *len;
-} paths;
 
 static int paths_build(paths *P, int64_t E) {
     int64_t D = 0;
@@ -249,100 +255,72 @@ static void comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64_t
     *Z = z;
 }
 
-gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2];
+static void comet_row_fwd(const gm_kargs *a, const paths *P, int64_t n, double *p) {
+    int64_t k = a->i[1], E = a->i[2];
     double g = a->d[0];
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *G = &a->out[0], *MU = &a->out[1];
+    double *mu = p + k * (E - 1), *q = mu + k * E;
+    double M, Z;
+    comet_row(nd, lf, n, k, E, g, P, p, mu, q, &M, &Z);
+    for (int64_t l = 0; l < E; l++) {
+        double s = 0;
+        for (int64_t t = 0; t < k; t++) s += q[t * E + l];
+        st(G, n * E + l, s);
+    }
+    for (int64_t i = 0; i < k * E; i++) st(MU, n * k * E + i, mu[i]);
+}
+
+gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], E = a->i[2];
     paths P;
     if (paths_build(&P, E)) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *p = malloc(sizeof(double) * (size_t)(k * (E - 1) + 2 * k * E + 1));
-        double *mu = p ? p + k * (E - 1) : NULL, *q = p ? mu + k * E : NULL;
-        if (!p) {
-#pragma omp atomic write
-            bad = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!p || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            double M, Z;
-            comet_row(nd, lf, n, k, E, g, &P, p, mu, q, &M, &Z);
-            for (int64_t l = 0; l < E; l++) {
-                double s = 0;
-                for (int64_t t = 0; t < k; t++) s += q[t * E + l];
-                st(G, n * E + l, s);
-            }
-            for (int64_t i = 0; i < k * E; i++) st(MU, n * k * E + i, mu[i]);
-        }
-        free(p);
-    }
+    gm_status st = run_rows(c, "comet_gate", a, &P, N, k * E, k * (E - 1) + 2 * k * E + 1, comet_row_fwd);
     paths_free(&P);
-    if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    return st;
 }
 
 /* With pr = q (the softmax over pairs) and c = sum pr * gg: d/dleaf = pr (gg - c); d/dmu (through
  * the softmax) = exp(leaf - M) / Z (gg - c), finite also at mu = 0; then the path products. */
-gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1;
+static void comet_row_bwd(const gm_kargs *a, const paths *P, int64_t n, double *p) {
+    int64_t k = a->i[1], E = a->i[2], V = E - 1;
     double g = a->d[0];
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *gg = &a->in[2], *gmu = &a->in[3];
     const gm_kview *gnd = &a->out[0], *glf = &a->out[1];
+    double *gp = p + k * V, *mu = gp + k * V, *q = mu + k * E;
+    double M, Z, cc = 0;
+    comet_row(nd, lf, n, k, E, g, P, p, mu, q, &M, &Z);
+    for (int64_t i = 0; i < k * E; i++) cc += q[i] * ld(gg, n * E + i % E);
+    for (int64_t i = 0; i < k * V; i++) gp[i] = 0;
+    for (int64_t t = 0; t < k; t++)
+        for (int64_t l = 0; l < E; l++) {
+            int64_t i = t * E + l;
+            double d = ld(gg, n * E + l) - cc, x = ld(lf, n * k * E + i) - M;
+            st(glf, n * k * E + i, q[i] * d);
+            double gm = ld(gmu, n * k * E + i) + exp(x < 700 ? x : 700) / Z * d;
+            int64_t L = P->len[l];
+            for (int64_t j = 0; j < L; j++) {
+                double prod = 1;
+                for (int64_t h = 0; h < L; h++) {
+                    if (h == j) continue;
+                    double pv = p[t * V + P->node[l * P->D + h]];
+                    prod *= P->left[l * P->D + h] ? pv : 1 - pv;
+                }
+                gp[t * V + P->node[l * P->D + j]] += P->left[l * P->D + j] ? gm * prod : -gm * prod;
+            }
+        }
+    for (int64_t i = 0; i < k * V; i++) {
+        int64_t o = n * k * V + i;
+        st(gnd, o, gp[i] * dss(ld(nd, o), g));
+    }
+}
+
+gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1;
     paths P;
     if (paths_build(&P, E)) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *p = malloc(sizeof(double) * (size_t)(2 * k * V + 2 * k * E + 1));
-        double *gp = p ? p + k * V : NULL, *mu = p ? gp + k * V : NULL, *q = p ? mu + k * E : NULL;
-        if (!p) {
-#pragma omp atomic write
-            bad = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!p || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            double M, Z, cc = 0;
-            comet_row(nd, lf, n, k, E, g, &P, p, mu, q, &M, &Z);
-            for (int64_t i = 0; i < k * E; i++) cc += q[i] * ld(gg, n * E + i % E);
-            for (int64_t i = 0; i < k * V; i++) gp[i] = 0;
-            for (int64_t t = 0; t < k; t++)
-                for (int64_t l = 0; l < E; l++) {
-                    int64_t i = t * E + l;
-                    double d = ld(gg, n * E + l) - cc, x = ld(lf, n * k * E + i) - M;
-                    st(glf, n * k * E + i, q[i] * d);
-                    double gm = ld(gmu, n * k * E + i) + exp(x < 700 ? x : 700) / Z * d;
-                    int64_t L = P.len[l];
-                    for (int64_t j = 0; j < L; j++) {
-                        double prod = 1;
-                        for (int64_t h = 0; h < L; h++) {
-                            if (h == j) continue;
-                            double pv = p[t * V + P.node[l * P.D + h]];
-                            prod *= P.left[l * P.D + h] ? pv : 1 - pv;
-                        }
-                        gp[t * V + P.node[l * P.D + j]] += P.left[l * P.D + j] ? gm * prod : -gm * prod;
-                    }
-                }
-            for (int64_t i = 0; i < k * V; i++) {
-                int64_t o = n * k * V + i;
-                st(gnd, o, gp[i] * dss(ld(nd, o), g));
-            }
-        }
-        free(p);
-    }
+    gm_status st = run_rows(c, "comet_gate", a, &P, N, k * E, 2 * k * V + 2 * k * E + 1, comet_row_bwd);
     paths_free(&P);
-    if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    return st;
 }
 
 /* ---- Sinkhorn in log space: x [B,n,n] -------------------------------------------------- */

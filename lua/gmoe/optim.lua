@@ -1,6 +1,6 @@
 -- gmoe.optim: optimisers with torch.optim semantics (SGD, Adam, AdamW), global-norm gradient
--- clipping, and learning-rate schedules. The update of each parameter is one C kernel
--- (gm._C.sgd_step / adam_step); this file keeps per-parameter state and hyper-parameters.
+-- clipping, and learning-rate schedules. The update of a group of parameters is one C kernel
+-- call (gm._C.sgd_step / adam_step); this file keeps per-parameter state and hyper-parameters.
 --   local opt = gm.optim.AdamW(params, {lr=1e-3})
 --   opt:zero_grad(); loss:backward(); opt:step()
 local error = require('gmoe.errors').raise -- errors point at the caller's line
@@ -57,29 +57,47 @@ end
 
 local function zeros_like(p) return gm.zeros_like(p) end
 
--- One update of every parameter that has a gradient. closure (optional) re-evaluates the
--- loss first and its result is returned, as in torch.
+-- One update of every parameter that has a gradient, as few kernel calls as possible: the
+-- parameters that share a step count and dtype go to one multi-tensor call (as torch's foreach
+-- optimisers; each tensor's update is bitwise the one it gets alone). closure (optional)
+-- re-evaluates the loss first and its result is returned, as in torch.
 function Optimizer:step(closure)
   local loss = closure and closure() or nil
-  local C = gm._C
+  local groups, order = {}, {}
   for i, p in ipairs(self.params) do
     local g = p.grad
     if g ~= nil then
       local st = self.state[i]
       if not st then st = {step = 0}; self.state[i] = st end
-      local step = st.step + 1
       if self.kind == 'SGD' then
         if self.momentum ~= 0 and not st.momentum_buffer then st.momentum_buffer = zeros_like(p) end
-        C.sgd_step(p, g, st.momentum_buffer, {
-          lr = self.lr, momentum = self.momentum, dampening = self.dampening,
-          weight_decay = self.weight_decay, nesterov = self.nesterov, step = step})
-      else
-        if not st.exp_avg then st.exp_avg, st.exp_avg_sq = zeros_like(p), zeros_like(p) end
-        C.adam_step(p, g, st.exp_avg, st.exp_avg_sq, {
-          lr = self.lr, beta1 = self.betas[1], beta2 = self.betas[2], eps = self.eps,
-          weight_decay = self.weight_decay, decoupled = self.kind == 'AdamW', step = step})
+      elseif not st.exp_avg then
+        st.exp_avg, st.exp_avg_sq = zeros_like(p), zeros_like(p)
       end
-      st.step = step
+      st.step = st.step + 1
+      local key = st.step .. ' ' .. p.dtype .. ' ' .. p.device
+      local grp = groups[key]
+      if not grp then
+        grp = {step = st.step, p = {}, g = {}, a = {}, b = {}}
+        groups[key] = grp
+        order[#order + 1] = grp
+      end
+      local k = #grp.p + 1
+      grp.p[k], grp.g[k] = p, g
+      grp.a[k] = st.momentum_buffer or st.exp_avg
+      grp.b[k] = st.exp_avg_sq
+    end
+  end
+  local C = gm._C
+  for _, grp in ipairs(order) do
+    if self.kind == 'SGD' then
+      C.sgd_step(grp.p, grp.g, self.momentum ~= 0 and grp.a or nil, {
+        lr = self.lr, momentum = self.momentum, dampening = self.dampening,
+        weight_decay = self.weight_decay, nesterov = self.nesterov, step = grp.step})
+    else
+      C.adam_step(grp.p, grp.g, grp.a, grp.b, {
+        lr = self.lr, beta1 = self.betas[1], beta2 = self.betas[2], eps = self.eps,
+        weight_decay = self.weight_decay, decoupled = self.kind == 'AdamW', step = grp.step})
     end
   end
   return loss
