@@ -136,7 +136,7 @@ end
 
 local function export_ipynb(path, cells)
   local kernel = require 'gmoe.kernel' -- the metadata names gmoe's Jupyter kernel
-  local nb_cells, nfig = array({}), 0
+  local nb_cells, nfig, failed = array({}), 0, 0
   for i, c in ipairs(cells) do
     local outputs = array({})
     if c.out and c.out ~= '' then
@@ -152,6 +152,7 @@ local function export_ipynb(path, cells)
       nfig = nfig + 1
     end
     if c.ok == false then
+      failed = failed + 1
       local ename = c.interrupted and INTERRUPTED or 'error'
       outputs[#outputs + 1] = {output_type = 'error', ename = ename, evalue = c.err or ename,
                                traceback = array({c.err or ename})}
@@ -162,7 +163,7 @@ local function export_ipynb(path, cells)
   local nb = {nbformat = 4, nbformat_minor = 4, cells = nb_cells,
     metadata = {kernelspec = kernel.spec, language_info = kernel.language_info}}
   write_file(path, json(nb) .. '\n')
-  return {cells = #cells, figures = nfig}
+  return {cells = #cells, figures = nfig, failed = failed}
 end
 
 --- export(path, cells): cells are {src=, out=, figures=, ok=, err=, interrupted=} (the REPL's

@@ -103,6 +103,7 @@ rc, out, err = tap.run('', {env = 'GMOE_HISTORY=/dev/null', input = table.concat
   '%export ' .. exp,
   '%export ' .. ipynb,
 }, '\n') .. '\n'})
+local session_out = out
 tap.like(out, 'wrote .-_exp%.md %(6 cells, 0 figures; 1 failed, kept with their errors%)',
   '%export .md: the cells that ran, the failed one included')
 local exported = slurp(exp)
@@ -121,6 +122,8 @@ tap.like(js, '"nbformat": 4', 'ipynb: nbformat 4')
 tap.like(js, '"cell_type": "code"', 'code cells')
 tap.like(js, '"output_type": "stream"', 'with stream outputs')
 tap.like(js, '"output_type": "error"', 'and the failed cell with an error output')
+tap.like(session_out, 'wrote .-_exp%.ipynb %(6 cells, 0 figures; 1 failed, kept with their errors%)',
+  '%export .ipynb says so too')
 if os.execute('command -v python3 >/dev/null 2>&1') then
   local ok = os.execute('python3 -c ' .. q('import json,sys; d = json.load(open(sys.argv[1])); '
     .. 'assert d["nbformat"] == 4 and len(d["cells"]) == 6; '
