@@ -123,7 +123,7 @@ check-deps: $(BUILD)/.configured
 
 test: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD) SAN=$(SAN) $(BUILD)/gmoe $(C_TESTS)
-	GMOE=$(BUILD)/gmoe prove -j$(PROVE_JOBS) --exec tests/exec $(C_TESTS) tests/lua/t_*.lua
+	GMOE=$(BUILD)/gmoe prove -j$(PROVE_JOBS) --exec tests/exec tests/t_layering.sh $(C_TESTS) tests/lua/t_*.lua
 
 # Sweeps on a real scheduler: installs Slurm, munge and GNU parallel when missing (as root).
 test-cluster:

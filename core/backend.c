@@ -42,9 +42,33 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* The backends built in, by device; a CUDA build adds kernels/cuda's table here. */
+static gm_backend *const backends[GM_DEVICE_COUNT] = {[GM_CPU] = &gm_backend_cpu};
+
 gm_backend *gm_backend_for(gm_device d) {
-    if (d == GM_CPU) return &gm_backend_cpu;
-    return NULL; /* the CUDA backend registers here when built */
+    return d >= 0 && d < GM_DEVICE_COUNT ? backends[d] : NULL;
+}
+
+const char *gm_blas_info(void) { return gm_backend_cpu.libs(); }
+
+bool gm_cuda_built(void) {
+#ifdef GM_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+}
+
+int gm_default_threads(gm_device d) {
+    gm_backend *b = gm_backend_for(d);
+    return b && b->max_threads ? b->max_threads() : 1;
+}
+
+bool gm_backend_preload(void) {
+    bool again = false;
+    for (int d = 0; d < GM_DEVICE_COUNT; d++)
+        if (backends[d] && backends[d]->preload) again |= backends[d]->preload();
+    return again;
 }
 
 void gm_kview_of(const gm_tensor *x, gm_kview *v) {
@@ -58,12 +82,12 @@ void gm_kview_of(const gm_tensor *x, gm_kview *v) {
 }
 
 void gm_kargs_init(gm_kargs *a, int n_in, gm_tensor *const *in, int n_out,
-                   gm_tensor *const *out, const gm_params *p) {
+                   gm_tensor *const *out) {
     a->n_in = n_in;
     a->n_out = n_out;
     for (int i = 0; i < n_in; i++) gm_kview_of(in[i], &a->in[i]);
     for (int i = 0; i < n_out; i++) gm_kview_of(out[i], &a->out[i]);
-    a->p = p;
+    a->op = NULL;
     a->list = NULL;
     a->n_list = 0;
 }
@@ -103,7 +127,8 @@ gm_status gm_run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out,
     gm_kargs a;
     if (n_in > GM_MAX_KIN || n_out > GM_MAX_OUT)
         return gm_errf(c, GM_EINTERNAL, "kernel '%s': too many operands", gm_kernel_name(kid));
-    gm_kargs_init(&a, n_in, in, n_out, out, p);
+    gm_kargs_init(&a, n_in, in, n_out, out);
+    a.op = extra ? extra->op : NULL;
     for (int i = 0; i < 8; i++) {
         a.i[i] = extra ? extra->i[i] : 0;
         a.d[i] = extra ? extra->d[i] : 0;

@@ -5,26 +5,12 @@
 #ifndef GM_H
 #define GM_H
 
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
+#include "kernel.h" /* the plain types the engine shares with its kernels */
 
 #define GM_VERSION "0.1.0"
-#define GM_MAX_DIMS 8
 #define GM_MAX_IN 8 /* tensor inputs of one op call (variadic ops take more: see gm_opcall) */
-#define GM_MAX_OUT 4
 
-typedef enum {
-    GM_OK = 0, GM_EARG, GM_ESHAPE, GM_EDTYPE, GM_EDEVICE, GM_ENOMEM, GM_ENOTSUP,
-    GM_EINTR, GM_EIO, GM_EINDEX, GM_EAUTOGRAD, GM_EINTERNAL
-} gm_status;
-
-typedef enum { GM_F32 = 0, GM_F64, GM_I32, GM_DTYPE_COUNT } gm_dtype;
-typedef enum { GM_CPU = 0, GM_CUDA, GM_DEVICE_COUNT } gm_device;
-
-typedef struct gm_ctx gm_ctx;
 typedef struct gm_node gm_node;
-typedef struct gm_backend gm_backend;
 
 /* Refcounted buffer on one device. Views share it. */
 typedef struct gm_storage {
@@ -54,8 +40,7 @@ typedef struct gm_tensor {
 /* ---- status and context ------------------------------------------------------------ */
 gm_ctx *gm_ctx_new(void);
 void gm_ctx_free(gm_ctx *c);
-gm_status gm_errf(gm_ctx *c, gm_status code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+/* gm_errf (kernel.h) leaves the message that gm_errmsg returns. */
 const char *gm_errmsg(const gm_ctx *c);
 gm_status gm_err_code(const gm_ctx *c); /* the status of the last error */
 void gm_err_clear(gm_ctx *c);
@@ -84,17 +69,16 @@ void gm_grad_pop(gm_ctx *c);
 bool gm_grad_enabled(const gm_ctx *c);
 
 /* Interrupt: a sticky process-wide flag set by SIGINT handlers, checked between ops and per
- * chunk inside long kernels (they then return GM_EINTR). Only the REPL prompt clears it. */
+ * chunk inside long kernels (gm_interrupted, kernel.h: they then return GM_EINTR). Only the
+ * REPL prompt clears it. */
 void gm_interrupt_set(void);
 void gm_interrupt_clear(void);
-bool gm_interrupted(void);
 uint64_t gm_interrupt_polls(void); /* how many times gm_interrupted() was asked */
 
 /* ---- dtypes ------------------------------------------------------------------------- */
-static inline size_t gm_dtype_size(gm_dtype t) { return t == GM_F64 ? 8 : 4; }
+/* gm_dtype_size and gm_dtype_is_float are in kernel.h */
 const char *gm_dtype_name(gm_dtype t);           /* "f32" "f64" "i32" */
 bool gm_dtype_parse(const char *s, gm_dtype *out); /* also accepts float32/float64/int32 etc */
-bool gm_dtype_is_float(gm_dtype t);
 const char *gm_device_name(gm_device d);
 
 /* ---- tensors ------------------------------------------------------------------------ */
@@ -165,15 +149,9 @@ typedef struct gm_params {
     gm_dtype dtype;            /* output dtype where an op takes one */
 } gm_params;
 
-enum { GM_RED_MEAN = 0, GM_RED_SUM = 1, GM_RED_NONE = 2 };
+/* GM_RED_MEAN / GM_RED_SUM / GM_RED_NONE are in kernel.h. */
 
-/* Op ids from the op table. */
-typedef enum {
-#define GM_OP(id, name, nin, nout, flags, sig, doc) GM_OP_##id,
-#include "ops.def"
-#undef GM_OP
-    GM_OP_COUNT
-} gm_op_id;
+/* Op ids (gm_op_id, GM_OP_<ID>) are in kernel.h. */
 
 /* Flags of an op row. */
 enum {
@@ -290,8 +268,7 @@ typedef struct gm_generator {
 } gm_generator;
 void gm_generator_init(gm_generator *g, uint64_t seed);
 gm_generator *gm_ctx_generator(gm_ctx *c); /* the default generator */
-void gm_philox4x32(uint64_t seed, uint64_t counter_hi, uint64_t counter_lo, uint32_t out[4]);
-typedef enum { GM_RAND_UNIFORM = 0, GM_RAND_NORMAL, GM_RAND_INT } gm_rand_kind;
+/* gm_philox4x32 (the counter function) and gm_rand_kind are in kernel.h. */
 /* Fill contiguous x: uniform in [a,b), normal(mean a, std b), or integers in [a,b).
  * g NULL = the default generator. Advances g->offset by the blocks used. */
 gm_status gm_rand_fill(gm_ctx *c, gm_tensor *x, gm_rand_kind kind, double a, double b,
@@ -321,12 +298,14 @@ gm_status gm_adam_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_
 gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out);
 gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s);
 
-/* ---- build info --------------------------------------------------------------------- */
-const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell: why; single-threaded calls split ...)" */
-/* OpenBLAS core selection (kernels/cpu/blas_core.c), for the gmoe executable's start-up: true
- * when the process must re-execute itself to load the core it put in OPENBLAS_CORETYPE. */
-bool gm_blas_core_select(void);
-const char *gm_blas_core_why(void); /* why the loaded core runs */
-bool gm_cuda_built(void);
+/* ---- build info and process start-up (each backed by the backend table) --------------- */
+/* The CPU backend's libraries: "OpenBLAS 0.3.21 (core Haswell: why; single-threaded calls ...)" */
+const char *gm_blas_info(void);
+bool gm_cuda_built(void); /* a CUDA backend is compiled in */
+/* Threads a kernel of device d uses when the context sets none. */
+int gm_default_threads(gm_device d);
+/* Run each backend's start-up (the CPU's OpenBLAS core selection, kernels/cpu/blas_core.c)
+ * before anything else: true when the process must re-execute itself for it to take effect. */
+bool gm_backend_preload(void);
 
 #endif

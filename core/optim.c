@@ -80,7 +80,7 @@ static gm_status run_group(gm_ctx *c, const char *op, int kid, int n, int per, g
     if (st == GM_OK) st = group_views(c, op, n, per, ops, v, held);
     if (st == GM_OK) {
         gm_kargs a;
-        gm_kargs_init(&a, 0, NULL, 0, NULL, NULL);
+        gm_kargs_init(&a, 0, NULL, 0, NULL);
         for (int i = 0; i < 8; i++) {
             a.i[i] = extra->i[i];
             a.d[i] = extra->d[i];

@@ -127,6 +127,4 @@ bool gm_dtype_parse(const char *s, gm_dtype *out) {
     return false;
 }
 
-bool gm_dtype_is_float(gm_dtype t) { return t == GM_F32 || t == GM_F64; }
-
 const char *gm_device_name(gm_device d) { return d == GM_CUDA ? "cuda" : "cpu"; }

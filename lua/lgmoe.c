@@ -10,7 +10,6 @@
 
 #include <lualib.h>
 
-#include "backend.h"
 #include "lgmoe.h"
 
 /* Per-state data, reached through lua_getextraspace. */
@@ -1025,7 +1024,7 @@ static int l_set_num_threads(lua_State *L) {
 }
 static int l_get_num_threads(lua_State *L) {
     int n = gm_ctx_num_threads(gm_lua_ctx(L));
-    if (n <= 0 && gm_backend_cpu.max_threads) n = gm_backend_cpu.max_threads();
+    if (n <= 0) n = gm_default_threads(GM_CPU);
     lua_pushinteger(L, n);
     return 1;
 }

@@ -13,7 +13,7 @@
 
 void gm_process_setup(int argc, char **argv) {
     (void)argc;
-    if (!gm_blas_core_select()) return;
+    if (!gm_backend_preload()) return;
     execv("/proc/self/exe", argv);
     /* exec failed (no /proc?): carry on as loaded, and leave children the user's environment */
     unsetenv("GMOE_BLAS_CORE");

@@ -97,7 +97,7 @@ static gm_status binary_fwd(gm_ctx *c, gm_opcall *o, int op) {
     if (st == GM_OK) st = pw_view(c, x, nd, shape, &v[0]);
     if (st == GM_OK) st = pw_view(c, y, nd, shape, &v[1]);
     if (st == GM_OK) {
-        gm_kargs ex = {0};
+        gm_kargs ex = {.op = name};
         ex.i[0] = op;
         st = gm_run(c, GM_K_PW_BINARY, 2, v, 1, o->out, o->p, &ex);
     }
@@ -123,7 +123,7 @@ static gm_status binary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
         } else {
             if (!v[1]) st = pw_view(c, n->in[0], g->ndim, g->shape, &v[1]);
             if (st == GM_OK && !v[2]) st = pw_view(c, n->in[1], g->ndim, g->shape, &v[2]);
-            gm_kargs ex = {0};
+            gm_kargs ex = {.op = pw_name(n->op)};
             ex.i[0] = n->op;
             ex.i[1] = j;
             if (st == GM_OK) st = pw_grad_run(c, GM_K_PW_BINARY_BWD, 3, v, g, in, &n->p, &ex, &gin[j]);
@@ -242,7 +242,7 @@ static gm_status unary_fwd(gm_ctx *c, gm_opcall *o, int op) {
         return gm_errf(c, GM_EARG, "clamp: a bound is NaN");
     st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &o->out[0]);
     if (st != GM_OK) return st;
-    gm_kargs ex = {0};
+    gm_kargs ex = {.op = pw_name(op)};
     ex.i[0] = op;
     pw_clamp_bounds(o->p, &ex);
     return gm_run(c, GM_K_PW_UNARY, 1, &x, 1, o->out, o->p, &ex);
@@ -253,7 +253,7 @@ static gm_status unary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **
     if (!n->needs[0]) return GM_OK;
     if (!gout[0]) return pw_zeros_like(c, x, &gin[0]);
     gm_tensor *ins[3] = {gout[0], x, n->saved_out[0] ? n->saved_out[0] : x};
-    gm_kargs ex = {0};
+    gm_kargs ex = {.op = pw_name(n->op)};
     ex.i[0] = n->op;
     pw_clamp_bounds(&n->p, &ex);
     gm_status st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);

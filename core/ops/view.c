@@ -111,7 +111,7 @@ static gm_status back_scatter_view(gm_ctx *c, gm_node *n, gm_tensor *g, gm_tenso
         gm_status st = gm_op(c, n->op, 1, &acc, &n->p, &v);
         if (st == GM_OK) {
             gm_tensor *io[2] = {v, g};
-            gm_kargs ex = {0};
+            gm_kargs ex = {.op = gm_opdef_get(n->op)->name};
             ex.i[0] = GM_OP_ADD;
             st = gm_run(c, GM_K_PW_BINARY, 2, io, 1, &v, NULL, &ex);
             gm_tensor_release(v);

@@ -9,14 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "cpu.h"
 #include "blas.h"
-#include "parallel.h"
 #include "vmath.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 /* n values of a contiguous f32/f64 buffer (element offset off) into dst as f64. */
 static void load(double *dst, const gm_kview *v, int64_t off, int64_t n) {

@@ -7,12 +7,8 @@
 #include <string.h>
 #include <cblas.h>
 
-#include "backend.h"
-#include "parallel.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
+#include "blas.h"
+#include "cpu.h"
 
 /* ---- host memory: a caching allocator ------------------------------------------------------
  * Training loops free and re-allocate the same sizes every step; malloc's memalign path and
@@ -103,25 +99,8 @@ static void cpu_set_threads(int n) {
 
 static int cpu_max_threads(void) { return omp_get_max_threads(); }
 
-gm_backend gm_backend_cpu = {
-    .name = "cpu",
-    .device = GM_CPU,
-    .alloc = cpu_alloc,
-    .free = cpu_free,
-    .copy = cpu_copy,
-    .sync = cpu_sync,
-    .set_threads = cpu_set_threads,
-    .max_threads = cpu_max_threads,
-    .empty_cache = cpu_empty_cache,
-    .cached_bytes = cpu_cached_bytes,
-    .kernel = {
-#define GM_KERNEL(id) [GM_K_##id] = gm_cpu_##id,
-#include "ops.def"
-#undef GM_KERNEL
-    },
-};
-
-const char *gm_blas_info(void) {
+/* The OpenBLAS release and core this process computes with, and why that core. */
+static const char *cpu_libs(void) {
     static char buf[512];
     char ver[32] = "OpenBLAS";
     const char *cfg = openblas_get_config();
@@ -133,13 +112,25 @@ const char *gm_blas_info(void) {
     return buf;
 }
 
-bool gm_cuda_built(void) {
-#ifdef GM_WITH_CUDA
-    return true;
-#else
-    return false;
-#endif
-}
+gm_backend gm_backend_cpu = {
+    .name = "cpu",
+    .device = GM_CPU,
+    .alloc = cpu_alloc,
+    .free = cpu_free,
+    .copy = cpu_copy,
+    .sync = cpu_sync,
+    .set_threads = cpu_set_threads,
+    .max_threads = cpu_max_threads,
+    .empty_cache = cpu_empty_cache,
+    .cached_bytes = cpu_cached_bytes,
+    .libs = cpu_libs,
+    .preload = gm_blas_core_select,
+    .kernel = {
+#define GM_KERNEL(id) [GM_K_##id] = gm_cpu_##id,
+#include "ops.def"
+#undef GM_KERNEL
+    },
+};
 
 /* out[0] = in[0]: same shape, any strides, converting dtypes. Pieces of rows of the last dim
  * are the unit of work (split over the threads; a row longer than SEG is cut, so no unit is

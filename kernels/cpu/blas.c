@@ -3,9 +3,8 @@
 #include <cblas.h>
 #include <string.h>
 
-#include "backend.h"
+#include "cpu.h"
 #include "blas.h"
-#include "parallel.h"
 
 /* OpenBLAS threads nothing: set once when the program loads, after OpenBLAS's own start-up
  * (a library's constructors run before those of the program that links it). */

@@ -15,7 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "gm.h"
+#include "kernel.h"
 
 /* Flops a thread gets at least (about 20 us of sgemm): less runs on fewer threads. */
 #define GM_GEMM_MIN_FLOP (1 << 21)
@@ -41,5 +41,10 @@ typedef struct {
 /* Run g split over up to nthreads threads (small products stay on the calling thread); polls
  * for Ctrl-C between pieces of at most ~2^29 flops. GM_OK or GM_EINTR. */
 gm_status gm_cpu_gemm(const gm_gemm_args *g, int nthreads);
+
+/* OpenBLAS core selection (blas_core.c), the CPU backend's preload: true when the process must
+ * re-execute itself to load the core it put in OPENBLAS_CORETYPE; and why the loaded core runs. */
+bool gm_blas_core_select(void);
+const char *gm_blas_core_why(void);
 
 #endif

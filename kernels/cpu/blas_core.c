@@ -13,7 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "gm.h"
+#include "blas.h"
 
 /* ISA level of a core type: 4 AVX-512, 3 AVX2 + FMA, 2 AVX, 1 anything older. */
 static int core_level(const char *core) {

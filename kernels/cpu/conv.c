@@ -7,13 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "cpu.h"
 #include "blas.h"
-#include "parallel.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 #define MIN_WORK 32768 /* elements per thread below which a loop stays on one thread */
 

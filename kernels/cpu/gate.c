@@ -3,16 +3,11 @@
  * the lower index), a kept prefix chosen by the rule, and the backward through the softmax
  * and the optional renormalisation. Rows are independent: any thread count gives the same
  * bits. */
-#include "backend.h"
-#include "parallel.h"
+#include "cpu.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 enum { RULE_TOPK = 0, RULE_TOPP = 1, RULE_THRESHOLD = 2 };
 

@@ -13,17 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "cpu.h"
 #include "blas.h"
-#include "parallel.h"
 #include "vmath.h"
 #ifdef __FMA__
 #include <immintrin.h>
 #endif
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 /* 4 f64 (f32) lanes as a GCC vector: one AVX (SSE) register; v4l is a shuffle mask. */
 typedef double v4d __attribute__((vector_size(32)));

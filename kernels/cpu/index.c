@@ -3,17 +3,11 @@
  * the dim and its size); a bad index never touches memory. Copy-like kernels move elements
  * by size (4 bytes: f32/i32, 8: f64); scatters add serially so results never depend on the
  * thread count; gathers run in parallel chunks. */
-#include "backend.h"
-#include "parallel.h"
+#include "cpu.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Prototypes of this backend's kernels (the CPU table is built from the same X-macro). */
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 #define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls */
 #define NV 3                     /* views a walker follows at most */

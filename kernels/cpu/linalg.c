@@ -7,13 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "backend.h"
+#include "cpu.h"
 #include "blas.h"
-#include "parallel.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 /* How BLAS reads a rows x cols matrix with strides (rs, cs): row-major (NoTrans, ld = rs) or
  * the transpose of a row-major cols x rows matrix (Trans, ld = cs). Size-1 dims take any

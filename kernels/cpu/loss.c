@@ -2,18 +2,12 @@
  * smoothing, kl_div, symmetric_kl: a log-sum-exp per row) and elementwise ones (mse, binary
  * cross-entropy with logits, Gaussian NLL). Rows and chunks of elements run in parallel; their
  * sums are added serially in double, so a loss is bitwise the same for any thread count. */
-#include "backend.h"
-#include "parallel.h"
+#include "cpu.h"
 #include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Prototypes of this backend's kernels (the CPU table is built from the same X-macro). */
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 #define CHUNK ((int64_t)1 << 16) /* elements between interrupt polls */
 

@@ -8,13 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "cpu.h"
 #include "blas.h"
-#include "parallel.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 #define CHUNK_ROWS 64 /* rows between interrupt polls */
 /* Serial loops over pairs, experts or rows: true at every GM_POLL_WORK-th step once an

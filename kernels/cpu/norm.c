@@ -10,12 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "parallel.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
+#include "cpu.h"
 
 #ifndef __AVX__
 #pragma GCC diagnostic ignored "-Wpsabi" /* v4d in inlined helpers: no ABI is crossed */

@@ -6,12 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "backend.h"
-#include "parallel.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
+#include "cpu.h"
 
 /* Elements per unit of parallel work, and per partial sum of SUMSQ (fixed, so sums do not
  * depend on the thread count). */

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "gm.h"
+#include "kernel.h"
 
 /* Elements per thread at least (pointwise, reductions, row loops); products count flops
  * instead (blas.c). */

@@ -7,13 +7,8 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "backend.h"
-#include "parallel.h"
+#include "cpu.h"
 #include "vmath.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 #define PW_OPS 4            /* operands of one kernel: out[0] + up to 3 inputs */
 #define PW_CHUNK (1 << 16)  /* elements per work unit: thread grain and interrupt poll */
@@ -168,10 +163,8 @@ static gm_status pw_kernel(gm_ctx *c, const char *name, const gm_kargs *a, int n
     return pw_run(c, name, &it, fn, x, a->nthreads, flag);
 }
 
-static const char *pw_name(int op) {
-    const gm_opdef *d = gm_opdef_get(op);
-    return d ? d->name : "pointwise";
-}
+/* The op's name for messages, as the rules pass it. */
+static const char *pw_name(const gm_kargs *a) { return a->op ? a->op : "pointwise"; }
 
 static double pw_sigmoid(double x) {
     if (x >= 0) return 1 / (1 + exp(-x));
@@ -480,7 +473,7 @@ static gm_status i32_overflow(gm_ctx *c, const char *name) {
  * i[0] = GM_OP_ADD..MINIMUM or GM_OP_EQ..GE (comparisons write 1/0 in the same dtype). */
 gm_status gm_cpu_PW_BINARY(gm_ctx *c, const gm_kargs *a) {
     pw_ctx x = {.op = (int)a->i[0], .dt = a->out[0].dtype};
-    const char *name = pw_name(x.op);
+    const char *name = pw_name(a);
     if (a->in[0].dtype != x.dt || a->in[1].dtype != x.dt)
         return gm_errf(c, GM_EINTERNAL, "%s: kernel operands differ in dtype", name);
     int flag;
@@ -676,9 +669,9 @@ gm_status gm_cpu_PW_UNARY(gm_ctx *c, const gm_kargs *a) {
     pw_ctx x = {.op = (int)a->i[0], .dt = a->out[0].dtype, .lo = a->d[0], .hi = a->d[1]};
     int flag;
     if (a->in[0].dtype != x.dt)
-        return gm_errf(c, GM_EINTERNAL, "%s: kernel operands differ in dtype", pw_name(x.op));
-    gm_status st = pw_kernel(c, pw_name(x.op), a, 1, un_row, &x, &flag);
-    return st == GM_OK && (flag & PW_OVERFLOW) ? i32_overflow(c, pw_name(x.op)) : st;
+        return gm_errf(c, GM_EINTERNAL, "%s: kernel operands differ in dtype", pw_name(a));
+    gm_status st = pw_kernel(c, pw_name(a), a, 1, un_row, &x, &flag);
+    return st == GM_OK && (flag & PW_OVERFLOW) ? i32_overflow(c, pw_name(a)) : st;
 }
 
 /* ---- unary backward: gx = g * f'(x), with y = f(x) where the op saves it -------------- */
@@ -823,8 +816,8 @@ gm_status gm_cpu_PW_UNARY_BWD(gm_ctx *c, const gm_kargs *a) {
     int flag;
     for (int k = 0; k < 3; k++)
         if (a->in[k].dtype != x.dt || !gm_dtype_is_float(x.dt))
-            return gm_errf(c, GM_EINTERNAL, "%s backward: operands must share a float dtype", pw_name(x.op));
-    return pw_kernel(c, pw_name(x.op), a, 3, unb_row, &x, &flag);
+            return gm_errf(c, GM_EINTERNAL, "%s backward: operands must share a float dtype", pw_name(a));
+    return pw_kernel(c, pw_name(a), a, 3, unb_row, &x, &flag);
 }
 
 /* ---- binary backward: one input's gradient at the output's shape ---------------------- */
@@ -945,8 +938,8 @@ gm_status gm_cpu_PW_BINARY_BWD(gm_ctx *c, const gm_kargs *a) {
     int flag;
     for (int k = 0; k < 3; k++)
         if (a->in[k].dtype != x.dt || !gm_dtype_is_float(x.dt))
-            return gm_errf(c, GM_EINTERNAL, "%s backward: operands must share a float dtype", pw_name(x.op));
-    return pw_kernel(c, pw_name(x.op), a, 3, binb_row, &x, &flag);
+            return gm_errf(c, GM_EINTERNAL, "%s backward: operands must share a float dtype", pw_name(a));
+    return pw_kernel(c, pw_name(a), a, 3, binb_row, &x, &flag);
 }
 
 /* ---- where: out = cond ? x : y -------------------------------------------------------- */

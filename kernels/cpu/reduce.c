@@ -8,12 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
-#include "parallel.h"
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
+#include "cpu.h"
 
 #define POLL GM_POLL_WORK /* input elements between interrupt polls (a multiple of 8) */
 

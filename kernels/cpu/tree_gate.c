@@ -2,16 +2,11 @@
  * binary-encoded selectors, COMET's soft trees with one softmax over (tree, leaf) pairs, and
  * log-space Sinkhorn. Rows (tokens / matrices) are independent and run in parallel; each row
  * is computed in double with scratch per range of rows, so results do not depend on the thread count. */
-#include "backend.h"
-#include "parallel.h"
+#include "cpu.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-#define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
-#include "ops.def"
-#undef GM_KERNEL
 
 /* The cubic smooth-step of DSelect-k §3 and its derivative (0 outside the band). */
 static inline double ss(double x, double g) {

@@ -42,7 +42,7 @@ typedef struct {
 static uint64_t polls_of(const launch *l) {
     gm_kargs a;
     memset(&a, 0, sizeof a);
-    gm_kargs_init(&a, l->n_in, l->in, l->n_out, l->out, NULL);
+    gm_kargs_init(&a, l->n_in, l->in, l->n_out, l->out);
     for (int k = 0; k < 4; k++) a.i[k] = l->i[k];
     for (int k = 0; k < 2; k++) a.d[k] = l->d[k];
     a.nthreads = 1;
@@ -80,7 +80,7 @@ static void *raise_later(void *p) {
 static void check_stops(const launch *l) {
     gm_kargs a;
     memset(&a, 0, sizeof a);
-    gm_kargs_init(&a, l->n_in, l->in, l->n_out, l->out, NULL);
+    gm_kargs_init(&a, l->n_in, l->in, l->n_out, l->out);
     for (int k = 0; k < 4; k++) a.i[k] = l->i[k];
     a.nthreads = 1;
     double t0 = now();
