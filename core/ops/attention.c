@@ -5,7 +5,7 @@
  * operand is made contiguous; the rules check shapes so the kernels never see a bad layout. */
 #include <math.h>
 
-#include "internal.h"
+#include "rules.h"
 #include "sample.h"
 
 /* ---- sdpa ----------------------------------------------------------------------------------- */
@@ -68,7 +68,7 @@ static gm_status sdpa_fwd(gm_ctx *c, gm_opcall *o) {
         e.d[0] = scale;
         st = gm_run(c, GM_K_SDPA, 3, ic, 2, o->out, o->p, &e);
     }
-    for (int i = 0; i < 3; i++) gm_tensor_release(ic[i]);
+    gm_release_all(3, ic);
     return st;
 }
 
@@ -95,11 +95,8 @@ static gm_status sdpa_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
         e.d[0] = scale;
         st = gm_run(c, GM_K_SDPA_BWD, gout[1] ? 7 : 6, ic, 3, all, &n->p, &e);
     }
-    for (int i = 0; i < 7; i++) gm_tensor_release(ic[i]);
-    for (int j = 0; j < 3; j++) {
-        if (st == GM_OK && n->needs[j]) gin[j] = all[j];
-        else gm_tensor_release(all[j]);
-    }
+    gm_release_all(7, ic);
+    gm_hand_grads(st, n, all, gin);
     return st;
 }
 
@@ -164,34 +161,22 @@ static gm_status conv_check(gm_ctx *c, gm_tensor **in) {
 static gm_status conv_fwd(gm_ctx *c, gm_opcall *o) {
     gm_status st = conv_check(c, o->in);
     if (st != GM_OK) return st;
-    gm_tensor *ic[2] = {NULL, NULL};
-    for (int i = 0; i < 2 && st == GM_OK; i++) st = gm_tensor_contiguous(c, o->in[i], &ic[i]);
-    if (st == GM_OK) st = gm_tensor_new(c, ic[0]->dtype, gm_tensor_device(ic[0]), 3, ic[0]->shape, &o->out[0]);
+    gm_tensor *ic[2];
+    st = gm_contig_all(c, 2, o->in, ic);
+    if (st == GM_OK) st = gm_new_like(c, ic[0], &o->out[0]);
     if (st == GM_OK) st = gm_run(c, GM_K_CAUSAL_CONV1D, 2, ic, 1, o->out, o->p, NULL);
-    for (int i = 0; i < 2; i++) gm_tensor_release(ic[i]);
+    gm_release_all(2, ic);
     return st;
 }
 
 static gm_status conv_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
-    gm_status st = GM_OK;
-    if (!gout[0]) {
-        for (int j = 0; j < 2 && st == GM_OK; j++)
-            if (n->needs[j])
-                st = gm_tensor_zeros(c, n->in[j]->dtype, gm_tensor_device(n->in[j]), n->in[j]->ndim, n->in[j]->shape,
-                                     &gin[j]);
-        return st;
-    }
-    gm_tensor *ic[3] = {NULL, NULL, NULL}, *all[2] = {NULL, NULL};
-    for (int i = 0; i < 2 && st == GM_OK; i++) st = gm_tensor_contiguous(c, n->in[i], &ic[i]);
-    if (st == GM_OK) st = gm_tensor_contiguous(c, gout[0], &ic[2]);
-    for (int j = 0; j < 2 && st == GM_OK; j++)
-        st = gm_tensor_new(c, n->in[j]->dtype, gm_tensor_device(n->in[j]), n->in[j]->ndim, n->in[j]->shape, &all[j]);
+    if (!gout[0]) return gm_zero_grads(c, n, gin);
+    gm_tensor *ins[3] = {n->in[0], n->in[1], gout[0]}, *ic[3], *all[2] = {NULL, NULL};
+    gm_status st = gm_contig_all(c, 3, ins, ic);
+    for (int j = 0; j < 2 && st == GM_OK; j++) st = gm_new_like(c, n->in[j], &all[j]);
     if (st == GM_OK) st = gm_run(c, GM_K_CAUSAL_CONV1D_BWD, 3, ic, 2, all, &n->p, NULL);
-    for (int i = 0; i < 3; i++) gm_tensor_release(ic[i]);
-    for (int j = 0; j < 2; j++) {
-        if (st == GM_OK && n->needs[j]) gin[j] = all[j];
-        else gm_tensor_release(all[j]);
-    }
+    gm_release_all(3, ic);
+    gm_hand_grads(st, n, all, gin);
     return st;
 }
 

@@ -4,7 +4,7 @@
  * operands. */
 #include <math.h>
 
-#include "internal.h"
+#include "rules.h"
 #include "sample.h"
 
 /* Default secondary chunk of gla_chunk (4 and 8 are the fastest at Dk 32..64, chunk 32 on the
@@ -58,7 +58,7 @@ static gm_status gla_fwd_any(gm_ctx *c, gm_opcall *o, int op, int kernel) {
     int64_t os[4] = {o->in[0]->shape[0], o->in[0]->shape[1], o->in[0]->shape[2], o->in[2]->shape[3]};
     if (st == GM_OK) st = gm_tensor_new(c, ic[0]->dtype, gm_tensor_device(ic[0]), 4, os, &o->out[0]);
     if (st == GM_OK) st = gm_run(c, kernel, 4, ic, 1, o->out, o->p, &e);
-    for (int i = 0; i < 4; i++) gm_tensor_release(ic[i]);
+    gm_release_all(4, ic);
     return st;
 }
 
@@ -66,23 +66,14 @@ static gm_status gla_bwd_any(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor 
     gm_kargs e = {0};
     gm_status st = gla_args(c, n->op, n->in, &n->p, &e);
     if (st != GM_OK) return st;
-    if (!gout[0]) {
-        for (int j = 0; j < 4 && st == GM_OK; j++)
-            if (n->needs[j])
-                st = gm_tensor_zeros(c, n->in[j]->dtype, gm_tensor_device(n->in[j]), 4, n->in[j]->shape, &gin[j]);
-        return st;
-    }
+    if (!gout[0]) return gm_zero_grads(c, n, gin);
     gm_tensor *ic[5] = {NULL, NULL, NULL, NULL, NULL}, *all[4] = {NULL, NULL, NULL, NULL};
     for (int i = 0; i < 4 && st == GM_OK; i++) st = gm_rows_operand(c, n->in[i], &ic[i]);
     if (st == GM_OK) st = gm_rows_operand(c, gout[0], &ic[4]);
-    for (int j = 0; j < 4 && st == GM_OK; j++)
-        st = gm_tensor_new(c, n->in[j]->dtype, gm_tensor_device(n->in[j]), 4, n->in[j]->shape, &all[j]);
+    for (int j = 0; j < 4 && st == GM_OK; j++) st = gm_new_like(c, n->in[j], &all[j]);
     if (st == GM_OK) st = gm_run(c, kernel, 5, ic, 4, all, &n->p, &e);
-    for (int i = 0; i < 5; i++) gm_tensor_release(ic[i]);
-    for (int j = 0; j < 4; j++) {
-        if (st == GM_OK && n->needs[j]) gin[j] = all[j];
-        else gm_tensor_release(all[j]);
-    }
+    gm_release_all(5, ic);
+    gm_hand_grads(st, n, all, gin);
     return st;
 }
 

@@ -2,7 +2,7 @@
  * one_hot, cat, stack): shape/dtype checks, backward rules and test samples. Index tensors are
  * i32; their values are bounds-checked by the kernels. Backward rules run the forward kernels
  * of the dual op (gather <-> scatter_add, index_select <-> index_add) on fresh tensors. */
-#include "internal.h"
+#include "rules.h"
 #include "sample.h"
 
 #include <stdint.h>
@@ -23,23 +23,6 @@ static gm_status run1(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_
     return gm_run(c, kid, n_in, in, n_out, out, p, &ex);
 }
 
-/* The gradient of an output, or zeros of its recorded shape when it got none. */
-static gm_status grad_or_zeros(gm_ctx *c, gm_node *n, gm_tensor **gout, int i, gm_device dev,
-                               gm_tensor **out)
-{
-    if (gout[i]) {
-        *out = gm_tensor_retain(gout[i]);
-        return GM_OK;
-    }
-    return gm_tensor_zeros(c, n->out_dtype[i], dev, n->out_ndim[i], n->out_shape[i], out);
-}
-
-static gm_status need_i32(gm_ctx *c, const char *op, const gm_tensor *ix)
-{
-    if (ix->dtype == GM_I32) return GM_OK;
-    return gm_errf(c, GM_EDTYPE, "%s: index must be i32, got %s", op, gm_dtype_name(ix->dtype));
-}
-
 static gm_status need_dims(gm_ctx *c, const char *op, const gm_tensor *x)
 {
     char b[64];
@@ -53,7 +36,7 @@ static gm_status index_1d(gm_ctx *c, const char *op, gm_tensor *ix, gm_tensor **
 {
     char b[64];
     int64_t one = 1, st = 1;
-    gm_status s = need_i32(c, op, ix);
+    gm_status s = gm_need_i32(c, op, "index", ix);
     if (s) return s;
     if (ix->ndim == 1) {
         *out = gm_tensor_retain(ix);
@@ -70,7 +53,7 @@ static gm_status gather_check(gm_ctx *c, const char *op, gm_tensor *x, gm_tensor
                               int *dim)
 {
     char b1[64], b2[64];
-    gm_status s = need_i32(c, op, ix);
+    gm_status s = gm_need_i32(c, op, "index", ix);
     if (!s) s = need_dims(c, op, x);
     if (!s) s = gm_dim_norm(c, op, pdim, x->ndim, dim);
     if (s) return s;
@@ -198,7 +181,7 @@ static gm_status scatter_add_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_ten
     gm_tensor *x = n->in[0], *ix = n->in[1], *src = n->in[2], *g = NULL, *v = NULL;
     int dim;
     gm_status s = gm_dim_norm(c, "scatter_add", n->p.dim, x->ndim, &dim);
-    if (!s) s = grad_or_zeros(c, n, gout, 0, gm_tensor_device(x), &g);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, false, &g);
     if (s) return s;
     if (n->needs[0]) s = gm_tensor_copy_as(c, g, g->dtype, &gin[0]);
     if (!s && n->needs[2]) {
@@ -389,7 +372,7 @@ static gm_status index_add_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tenso
     int dim;
     gm_status s = gm_dim_norm(c, "index_add", n->p.dim, x->ndim, &dim);
     if (!s) s = index_1d(c, "index_add", n->in[1], &ix);
-    if (!s) s = grad_or_zeros(c, n, gout, 0, gm_tensor_device(x), &g);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, false, &g);
     if (!s && n->needs[0]) s = gm_tensor_copy_as(c, g, g->dtype, &gin[0]);
     if (!s && n->needs[2]) {
         s = gm_tensor_new(c, src->dtype, gm_tensor_device(src), src->ndim, src->shape, &gin[2]);
@@ -547,7 +530,7 @@ static gm_status one_hot_fwd(gm_ctx *c, gm_opcall *o)
     const gm_params *p = o->p;
     char b[64];
     int64_t shape[GM_MAX_DIMS];
-    gm_status s = need_i32(c, "one_hot", ix);
+    gm_status s = gm_need_i32(c, "one_hot", "index", ix);
     if (s) return s;
     if (p->n <= 0 || p->n > INT32_MAX)
         return gm_errf(c, GM_EARG, "one_hot: num_classes must be > 0, got %lld", (long long)p->n);
@@ -667,7 +650,7 @@ static gm_status cat_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gi
     gm_tensor *g = NULL;
     int dim;
     gm_status s = gm_dim_norm(c, "cat", n->p.dim, n->in[0]->ndim, &dim);
-    if (!s) s = grad_or_zeros(c, n, gout, 0, gm_tensor_device(n->in[0]), &g);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, false, &g);
     int64_t at = 0;
     for (int j = 0; !s && j < n->n_in; j++) {
         gm_tensor *x = n->in[j], *v = NULL;
@@ -719,7 +702,7 @@ static gm_status stack_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **
     int dim;
     int64_t st[GM_MAX_DIMS];
     gm_status s = gm_dim_norm(c, "stack", n->p.dim, x0->ndim + 1, &dim);
-    if (!s) s = grad_or_zeros(c, n, gout, 0, gm_tensor_device(x0), &g);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, false, &g);
     if (s) return s;
     for (int d = 0, e = 0; d <= x0->ndim; d++)
         if (d != dim) st[e++] = g->stride[d];

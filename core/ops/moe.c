@@ -3,7 +3,7 @@
  * gemm per expert over its rows; moe_combine adds the weighted expert outputs back in token
  * order. Dispatch and combine are each other's transpose, so their backward rules run the other
  * one's kernel. Kernels get contiguous inputs: the rules copy strided ones first. */
-#include "internal.h"
+#include "rules.h"
 #include "sample.h"
 
 #include <math.h>
@@ -18,11 +18,6 @@ static gm_status need_2d(gm_ctx *c, const char *op, const char *what, const gm_t
     return gm_errf(c, GM_ESHAPE, "%s: %s must be 2-D, got shape %s", op, what, GM_SHAPE_STR(x, b));
 }
 
-static gm_status need_i32(gm_ctx *c, const char *op, const char *what, const gm_tensor *x) {
-    if (x->dtype == GM_I32) return GM_OK;
-    return gm_errf(c, GM_EDTYPE, "%s: %s must be i32, got %s", op, what, gm_dtype_name(x->dtype));
-}
-
 /* Run kernel kid with i[0] = i0, i[1] = i1. */
 static gm_status run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out, gm_tensor *const *out,
                      const gm_params *p, int64_t i0, int64_t i1) {
@@ -31,12 +26,6 @@ static gm_status run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_o
     ex.i[0] = i0;
     ex.i[1] = i1;
     return gm_run(c, kid, n_in, in, n_out, out, p, &ex);
-}
-
-/* A contiguous version of the gradient of output i, or zeros of its recorded shape. */
-static gm_status grad_c(gm_ctx *c, gm_node *n, gm_tensor **gout, int i, gm_device dev, gm_tensor **out) {
-    if (gout[i]) return gm_tensor_contiguous(c, gout[i], out);
-    return gm_tensor_zeros(c, n->out_dtype[i], dev, n->out_ndim[i], n->out_shape[i], out);
 }
 
 /* ---- moe_dispatch ---------------------------------------------------------------------- */
@@ -59,7 +48,7 @@ static gm_status dispatch_fwd(gm_ctx *c, gm_opcall *o) {
     int64_t E = 0, cap = -1;
     gm_status st = gm_check_float(c, "moe_dispatch", x);
     if (!st) st = need_2d(c, "moe_dispatch", "x", x);
-    if (!st) st = need_i32(c, "moe_dispatch", "ids", ids);
+    if (!st) st = gm_need_i32(c, "moe_dispatch", "ids", ids);
     if (!st) st = need_2d(c, "moe_dispatch", "ids", ids);
     if (!st && ids->shape[0] != x->shape[0])
         st = gm_errf(c, GM_ESHAPE, "moe_dispatch: ids %s must have one row per token of x %s", GM_SHAPE_STR(ids, b1),
@@ -90,7 +79,7 @@ out:
 static gm_status dispatch_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
     gm_tensor *x = n->in[0], *g = NULL;
     if (!n->needs[0]) return GM_OK;
-    gm_status st = grad_c(c, n, gout, 0, gm_tensor_device(x), &g);
+    gm_status st = gm_gout_or_zeros(c, n, gout, 0, true, &g);
     if (!st) st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), 2, x->shape, &gin[0]);
     gm_tensor *ins[2] = {g, n->saved_out[2]};
     if (!st) st = run(c, GM_K_MOE_COMBINE, 2, ins, 1, &gin[0], &n->p, 0, 0);
@@ -158,7 +147,7 @@ static gm_status expert_mm_check(gm_ctx *c, gm_tensor *x, gm_tensor *w, gm_tenso
     gm_tensor *fl[2] = {x, w};
     gm_status st = gm_check_float(c, "expert_mm", x);
     if (!st) st = gm_check_same_dtype(c, "expert_mm", 2, fl);
-    if (!st) st = need_i32(c, "expert_mm", "offsets", off);
+    if (!st) st = gm_need_i32(c, "expert_mm", "offsets", off);
     if (!st) st = need_2d(c, "expert_mm", "x", x);
     if (st) return st;
     if (w->ndim != 3 || w->shape[1] != x->shape[1])
@@ -170,28 +159,15 @@ static gm_status expert_mm_check(gm_ctx *c, gm_tensor *x, gm_tensor *w, gm_tenso
     return GM_OK;
 }
 
-/* The contiguous versions of n tensors (released by the caller). */
-static gm_status contig(gm_ctx *c, int n, gm_tensor **in, gm_tensor **out) {
-    for (int i = 0; i < n; i++) {
-        gm_status st = gm_tensor_contiguous(c, in[i], &out[i]);
-        if (st) return st;
-    }
-    return GM_OK;
-}
-
-static void release(int n, gm_tensor **t) {
-    for (int i = 0; i < n; i++) gm_tensor_release(t[i]);
-}
-
 static gm_status expert_mm_fwd(gm_ctx *c, gm_opcall *o) {
     gm_tensor *x = o->in[0], *w = o->in[1], *cc[3] = {NULL, NULL, NULL};
     gm_status st = expert_mm_check(c, x, w, o->in[2]);
     if (st) return st;
     int64_t shape[2] = {x->shape[0], w->shape[2]};
-    if (!(st = contig(c, 3, o->in, cc)) &&
+    if (!(st = gm_contig_all(c, 3, o->in, cc)) &&
         !(st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), 2, shape, &o->out[0])))
         st = run(c, GM_K_EXPERT_MM, 3, cc, 1, o->out, o->p, 0, 0);
-    release(3, cc);
+    gm_release_all(3, cc);
     return st;
 }
 
@@ -199,8 +175,8 @@ static gm_status expert_mm_fwd(gm_ctx *c, gm_opcall *o) {
 static gm_status expert_mm_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
     gm_tensor *x = n->in[0], *w = n->in[1], *cc[3] = {NULL, NULL, NULL}, *g = NULL;
     gm_device dev = gm_tensor_device(x);
-    gm_status st = contig(c, 3, n->in, cc);
-    if (!st) st = grad_c(c, n, gout, 0, dev, &g);
+    gm_status st = gm_contig_all(c, 3, n->in, cc);
+    if (!st) st = gm_gout_or_zeros(c, n, gout, 0, true, &g);
     if (!st && n->needs[0]) {
         gm_tensor *ins[3] = {g, cc[1], cc[2]};
         st = gm_tensor_new(c, x->dtype, dev, 2, x->shape, &gin[0]);
@@ -211,7 +187,7 @@ static gm_status expert_mm_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tenso
         st = gm_tensor_new(c, w->dtype, dev, 3, w->shape, &gin[1]);
         if (!st) st = run(c, GM_K_EXPERT_MM_WGRAD, 3, ins, 1, &gin[1], &n->p, 0, 0);
     }
-    release(3, cc);
+    gm_release_all(3, cc);
     gm_tensor_release(g);
     return st;
 }
@@ -290,7 +266,7 @@ static gm_status combine_check(gm_ctx *c, gm_tensor *ys, gm_tensor *w, gm_tensor
     gm_tensor *fl[2] = {ys, w};
     gm_status st = gm_check_float(c, "moe_combine", ys);
     if (!st) st = gm_check_same_dtype(c, "moe_combine", 2, fl);
-    if (!st) st = need_i32(c, "moe_combine", "slot", slot);
+    if (!st) st = gm_need_i32(c, "moe_combine", "slot", slot);
     if (!st) st = need_2d(c, "moe_combine", "ys", ys);
     if (!st) st = need_2d(c, "moe_combine", "slot", slot);
     if (st) return st;
@@ -305,12 +281,12 @@ static gm_status combine_fwd(gm_ctx *c, gm_opcall *o) {
     gm_status st = combine_check(c, ys, w, slot);
     if (st) return st;
     int64_t shape[2] = {slot->shape[0], ys->shape[1]};
-    if (!(st = contig(c, 3, o->in, cc)) &&
+    if (!(st = gm_contig_all(c, 3, o->in, cc)) &&
         !(st = gm_tensor_new(c, ys->dtype, gm_tensor_device(ys), 2, shape, &o->out[0]))) {
         gm_tensor *ins[3] = {cc[0], cc[2], cc[1]};
         st = run(c, GM_K_MOE_COMBINE, 3, ins, 1, o->out, o->p, 0, 0);
     }
-    release(3, cc);
+    gm_release_all(3, cc);
     return st;
 }
 
@@ -318,8 +294,8 @@ static gm_status combine_fwd(gm_ctx *c, gm_opcall *o) {
 static gm_status combine_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
     gm_tensor *ys = n->in[0], *w = n->in[1], *cc[3] = {NULL, NULL, NULL}, *g = NULL;
     gm_device dev = gm_tensor_device(ys);
-    gm_status st = contig(c, 3, n->in, cc);
-    if (!st) st = grad_c(c, n, gout, 0, dev, &g);
+    gm_status st = gm_contig_all(c, 3, n->in, cc);
+    if (!st) st = gm_gout_or_zeros(c, n, gout, 0, true, &g);
     if (!st && n->needs[0]) {
         gm_tensor *ins[3] = {g, cc[2], cc[1]};
         st = gm_tensor_new(c, ys->dtype, dev, 2, ys->shape, &gin[0]);
@@ -330,7 +306,7 @@ static gm_status combine_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor 
         st = gm_tensor_new(c, w->dtype, dev, 2, w->shape, &gin[1]);
         if (!st) st = run(c, GM_K_MOE_WGRAD, 3, ins, 1, &gin[1], &n->p, 0, 0);
     }
-    release(3, cc);
+    gm_release_all(3, cc);
     gm_tensor_release(g);
     return st;
 }

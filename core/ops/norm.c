@@ -4,7 +4,7 @@
  * backward; the backward asks only for the gradients that are needed. */
 #include <math.h>
 
-#include "internal.h"
+#include "rules.h"
 #include "sample.h"
 
 /* One call: rows = R, n = N (elements per row), first normalised dim, eps. */
@@ -82,12 +82,7 @@ static gm_status norm_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     gm_status st = norm_check(c, op, n->n_in, n->in, &n->p, eps_default, &g);
     if (st != GM_OK) return st;
     gm_tensor *x = n->in[0];
-    if (!gout[0]) {
-        for (int j = 0; j < n->n_in && st == GM_OK; j++)
-            if (n->needs[j])
-                st = gm_tensor_zeros(c, n->in[j]->dtype, gm_tensor_device(x), n->in[j]->ndim, n->in[j]->shape, &gin[j]);
-        return st;
-    }
+    if (!gout[0]) return gm_zero_grads(c, n, gin);
     gm_tensor *ic[3] = {NULL, NULL, NULL}, *outs[3] = {NULL, NULL, NULL}, *all[3] = {NULL, NULL, NULL};
     st = gm_tensor_contiguous(c, x, &ic[0]);
     if (st == GM_OK) st = norm_affine(c, n->in[1], x, &g, &ic[1]);

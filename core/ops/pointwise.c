@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
+#include "rules.h"
 #include "sample.h"
 
 /* ---- shared helpers -------------------------------------------------------------------- */
@@ -59,17 +59,6 @@ static gm_status pw_const_view(gm_ctx *c, gm_dtype t, gm_device d, double v, int
     return st;
 }
 
-static gm_status pw_zeros_like(gm_ctx *c, const gm_tensor *x, gm_tensor **out) {
-    return gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, out);
-}
-
-static void pw_release(int n, gm_tensor **t) {
-    for (int i = 0; i < n; i++) {
-        gm_tensor_release(t[i]);
-        t[i] = NULL;
-    }
-}
-
 /* Run `kid` into a new tensor of g's shape and dtype, then sum it back to x's shape. */
 static gm_status pw_grad_run(gm_ctx *c, int kid, int n_in, gm_tensor **ins, gm_tensor *g,
                              const gm_tensor *x, const gm_params *p, gm_kargs *ex,
@@ -101,7 +90,7 @@ static gm_status binary_fwd(gm_ctx *c, gm_opcall *o, int op) {
         ex.i[0] = op;
         st = gm_run(c, GM_K_PW_BINARY, 2, v, 1, o->out, o->p, &ex);
     }
-    pw_release(2, v);
+    gm_release_all(2, v);
     return st;
 }
 
@@ -114,7 +103,7 @@ static gm_status binary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
         gm_tensor *in = n->in[j], *t = NULL;
         if (!n->needs[j]) continue;
         if (!g) {
-            st = pw_zeros_like(c, in, &gin[j]);
+            st = gm_zeros_like(c, in, &gin[j]);
         } else if (n->op == GM_OP_ADD || (n->op == GM_OP_SUB && j == 0)) {
             st = gm_sum_to_shape(c, g, in->ndim, in->shape, &gin[j]);
         } else if (n->op == GM_OP_SUB) {
@@ -129,8 +118,8 @@ static gm_status binary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
             if (st == GM_OK) st = pw_grad_run(c, GM_K_PW_BINARY_BWD, 3, v, g, in, &n->p, &ex, &gin[j]);
         }
     }
-    pw_release(2, v + 1);
-    if (st != GM_OK) pw_release(2, gin);
+    gm_release_all(2, v + 1);
+    if (st != GM_OK) gm_release_all(2, gin);
     return st;
 }
 
@@ -220,7 +209,7 @@ static gm_status binary_bad(gm_ctx *c, int op, int variant, int *n_in, gm_tensor
     default:
         return GM_ENOTSUP;
     }
-    if (st != GM_OK) pw_release(2, in);
+    if (st != GM_OK) gm_release_all(2, in);
     return st;
 }
 
@@ -251,14 +240,14 @@ static gm_status unary_fwd(gm_ctx *c, gm_opcall *o, int op) {
 static gm_status unary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
     gm_tensor *x = n->in[0];
     if (!n->needs[0]) return GM_OK;
-    if (!gout[0]) return pw_zeros_like(c, x, &gin[0]);
+    if (!gout[0]) return gm_zeros_like(c, x, &gin[0]);
     gm_tensor *ins[3] = {gout[0], x, n->saved_out[0] ? n->saved_out[0] : x};
     gm_kargs ex = {.op = pw_name(n->op)};
     ex.i[0] = n->op;
     pw_clamp_bounds(&n->p, &ex);
     gm_status st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
     if (st == GM_OK) st = gm_run(c, GM_K_PW_UNARY_BWD, 3, ins, 1, &gin[0], &n->p, &ex);
-    if (st != GM_OK) pw_release(1, gin);
+    if (st != GM_OK) gm_release_all(1, gin);
     return st;
 }
 
@@ -315,7 +304,7 @@ static gm_status where_fwd(gm_ctx *c, gm_opcall *o, int op) {
     if (st == GM_OK) st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), nd, shape, &o->out[0]);
     for (int i = 0; i < 3 && st == GM_OK; i++) st = pw_view(c, o->in[i], nd, shape, &v[i]);
     if (st == GM_OK) st = gm_run(c, GM_K_PW_WHERE, 3, v, 1, o->out, o->p, NULL);
-    pw_release(3, v);
+    gm_release_all(3, v);
     (void)op;
     return st;
 }
@@ -331,7 +320,7 @@ static gm_status pw_select_grad(gm_ctx *c, gm_node *n, gm_tensor *sel, gm_tensor
         v[pick_true ? 1 : 2] = gm_tensor_retain(g);
         st = pw_grad_run(c, GM_K_PW_WHERE, 3, v, g, to, &n->p, NULL, out);
     }
-    pw_release(3, v);
+    gm_release_all(3, v);
     return st;
 }
 
@@ -340,10 +329,10 @@ static gm_status where_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **
     gm_status st = GM_OK;
     for (int j = 0; j < 3 && st == GM_OK; j++) {
         if (!n->needs[j]) continue;
-        if (j == 0 || !gout[0]) st = pw_zeros_like(c, n->in[j], &gin[j]);
+        if (j == 0 || !gout[0]) st = gm_zeros_like(c, n->in[j], &gin[j]);
         else st = pw_select_grad(c, n, n->in[0], gout[0], j == 1, n->in[j], &gin[j]);
     }
-    if (st != GM_OK) pw_release(3, gin);
+    if (st != GM_OK) gm_release_all(3, gin);
     return st;
 }
 
@@ -386,7 +375,7 @@ static gm_status where_bad(gm_ctx *c, int op, int variant, int *n_in, gm_tensor 
     } else {
         return GM_ENOTSUP;
     }
-    if (st != GM_OK) pw_release(3, in);
+    if (st != GM_OK) gm_release_all(3, in);
     (void)op;
     return st;
 }
@@ -413,7 +402,7 @@ static gm_status masked_fill_fwd(gm_ctx *c, gm_opcall *o, int op) {
     if (st == GM_OK) st = pw_const_view(c, x->dtype, gm_tensor_device(x), value, nd, shape, &v[1]);
     if (st == GM_OK) v[2] = gm_tensor_retain(x);
     if (st == GM_OK) st = gm_run(c, GM_K_PW_WHERE, 3, v, 1, o->out, o->p, NULL);
-    pw_release(3, v);
+    gm_release_all(3, v);
     (void)op;
     return st;
 }
@@ -423,10 +412,10 @@ static gm_status masked_fill_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_ten
     gm_status st = GM_OK;
     for (int j = 0; j < 2 && st == GM_OK; j++) {
         if (!n->needs[j]) continue;
-        if (j == 1 || !gout[0]) st = pw_zeros_like(c, n->in[j], &gin[j]);
+        if (j == 1 || !gout[0]) st = gm_zeros_like(c, n->in[j], &gin[j]);
         else st = pw_select_grad(c, n, n->in[1], gout[0], false, n->in[0], &gin[0]);
     }
-    if (st != GM_OK) pw_release(2, gin);
+    if (st != GM_OK) gm_release_all(2, gin);
     return st;
 }
 
@@ -474,7 +463,7 @@ static gm_status masked_fill_bad(gm_ctx *c, int op, int variant, int *n_in, gm_t
     default:
         return GM_ENOTSUP;
     }
-    if (st != GM_OK) pw_release(2, in);
+    if (st != GM_OK) gm_release_all(2, in);
     (void)op;
     return st;
 }

@@ -5,7 +5,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
+#include "rules.h"
 #include "sample.h"
 
 /* ---- shared helpers -------------------------------------------------------------------- */
@@ -88,11 +88,6 @@ static gm_status grad_broadcast(gm_ctx *c, gm_tensor *gk, const gm_tensor *x, gm
     return st;
 }
 
-/* Zeros of x's shape and dtype: the gradient when an output got none. */
-static gm_status zeros_like(gm_ctx *c, const gm_tensor *x, gm_tensor **out) {
-    return gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, out);
-}
-
 /* in[0] = an f64 normal(0, 1) sample seeded by the variant (the callers set *n_in). */
 static gm_status randn(gm_ctx *c, int variant, int ndim, const int64_t *shape, gm_tensor **in) {
     int n;
@@ -159,7 +154,7 @@ static gm_status sum_mean_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor
     gm_tensor *x = n->in[0], *gk = NULL, *gs;
     uint64_t mask;
     int64_t cnt;
-    if (!gout[0]) return zeros_like(c, x, &gin[0]);
+    if (!gout[0]) return gm_zeros_like(c, x, &gin[0]);
     gm_status st = dims_mask(c, mean ? "mean" : "sum", x, &n->p, &mask, &cnt);
     if (st != GM_OK) return st;
     if ((st = grad_keepdim(c, gout[0], x, mask, &gk)) != GM_OK) return st;
@@ -216,7 +211,7 @@ static gm_status var_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gi
     gm_tensor *x = n->in[0], *gk = NULL, *m = NULL, *d = NULL, *d2 = NULL;
     uint64_t mask;
     int64_t cnt;
-    if (!gout[0]) return zeros_like(c, x, &gin[0]);
+    if (!gout[0]) return gm_zeros_like(c, x, &gin[0]);
     gm_status st = dims_mask(c, "var", x, &n->p, &mask, &cnt);
     if (st != GM_OK) return st;
     gm_params p = n->p;
@@ -255,7 +250,7 @@ static gm_status lse_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gi
     gm_tensor *x = n->in[0], *gk = NULL, *yk = NULL, *d = NULL, *e = NULL;
     uint64_t mask;
     int64_t cnt;
-    if (!gout[0]) return zeros_like(c, x, &gin[0]);
+    if (!gout[0]) return gm_zeros_like(c, x, &gin[0]);
     gm_status st = dims_mask(c, "logsumexp", x, &n->p, &mask, &cnt);
     if (st != GM_OK) return st;
     if ((st = grad_keepdim(c, n->saved_out[0], x, mask, &yk)) != GM_OK) goto out;
@@ -303,7 +298,7 @@ static gm_status best_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     gm_tensor *x = n->in[0], *g = NULL, *dx = NULL;
     uint64_t mask;
     int64_t cnt;
-    gm_status st = zeros_like(c, x, &dx);
+    gm_status st = gm_zeros_like(c, x, &dx);
     if (st != GM_OK || !gout[0]) goto out;
     if ((st = dim_mask(c, op, x, &n->p, &mask, &cnt)) != GM_OK) goto out;
     if ((st = gm_tensor_contiguous(c, gout[0], &g)) != GM_OK) goto out;
@@ -397,7 +392,7 @@ static gm_status sm_fwd(gm_ctx *c, gm_opcall *o, const char *op, int logsm) {
 }
 
 static gm_status sm_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin, const char *op, int logsm) {
-    if (!gout[0]) return zeros_like(c, n->in[0], &gin[0]);
+    if (!gout[0]) return gm_zeros_like(c, n->in[0], &gin[0]);
     return along_dim(c, op, GM_K_SOFTMAX_BACKWARD, n->saved_out[0], gout[0], sm_dim(&n->p), logsm, &n->p, &gin[0]);
 }
 
@@ -457,7 +452,7 @@ static gm_status cumsum_fwd(gm_ctx *c, gm_opcall *o) {
 
 /* The gradient of a prefix sum is the suffix sum of g. */
 static gm_status cumsum_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
-    if (!gout[0]) return zeros_like(c, n->in[0], &gin[0]);
+    if (!gout[0]) return gm_zeros_like(c, n->in[0], &gin[0]);
     return along_dim(c, "cumsum", GM_K_CUMSUM, gout[0], NULL, n->p.dim, 1, &n->p, &gin[0]);
 }
 

@@ -3,7 +3,7 @@
  * softmax over (tree, leaf) pairs) and log-space sinkhorn. The gates are fused: forward and
  * backward kernels recompute the smooth-steps and products per token (cheap: k * E * log E),
  * so nothing but the inputs is saved. Inputs are made contiguous here; kernels read them flat. */
-#include "internal.h"
+#include "rules.h"
 #include "sample.h"
 
 #include <math.h>
@@ -12,30 +12,6 @@
 static gm_status check_gamma(gm_ctx *c, const char *op, double g) {
     if (g > 0 && isfinite(g)) return GM_OK;
     return gm_errf(c, GM_EARG, "%s: gamma must be a finite number > 0, got %g", op, g);
-}
-
-/* Contiguous versions of in[0..n-1] (retained or copied) into out[]. */
-static gm_status contig_all(gm_ctx *c, int n, gm_tensor **in, gm_tensor **out) {
-    for (int i = 0; i < n; i++) out[i] = NULL;
-    for (int i = 0; i < n; i++) {
-        gm_status s = gm_tensor_contiguous(c, in[i], &out[i]);
-        if (s) {
-            for (int j = 0; j < i; j++) gm_tensor_release(out[j]);
-            return s;
-        }
-    }
-    return GM_OK;
-}
-
-static void release_all(int n, gm_tensor **t) {
-    for (int i = 0; i < n; i++) gm_tensor_release(t[i]);
-}
-
-/* gout[i] or zeros of output i's shape. */
-static gm_status gout_or_zeros(gm_ctx *c, gm_node *n, gm_tensor **gout, int i, gm_tensor **out) {
-    if (gout[i]) return gm_tensor_contiguous(c, gout[i], out);
-    return gm_tensor_zeros(c, n->out_dtype[i], gm_tensor_device(n->in[0]), n->out_ndim[i],
-                           n->out_shape[i], out);
 }
 
 /* ---- smooth_step ----------------------------------------------------------------------- */
@@ -140,7 +116,7 @@ static gm_status ds_check(gm_ctx *c, gm_tensor *z, gm_tensor *w, const gm_params
 
 static gm_status ds_fwd(gm_ctx *c, gm_opcall *o) {
     gm_tensor *z = o->in[0], *w = o->in[1], *in[2];
-    int64_t N, k, m, E = o->p->n, sh[GM_MAX_DIMS];
+    int64_t N = 0, k = 0, m = 0, E = o->p->n, sh[GM_MAX_DIMS];
     gm_status s = ds_check(c, z, w, o->p, &N, &k, &m);
     if (s) return s;
     memcpy(sh, z->shape, sizeof(int64_t) * (size_t)z->ndim);
@@ -149,24 +125,24 @@ static gm_status ds_fwd(gm_ctx *c, gm_opcall *o) {
     sh[z->ndim - 2] = k;
     sh[z->ndim - 1] = E; /* r: [..., k, E] */
     if (!s) s = gm_tensor_new(c, z->dtype, gm_tensor_device(z), z->ndim, sh, &o->out[1]);
-    if (!s) s = contig_all(c, 2, o->in, in);
+    if (!s) s = gm_contig_all(c, 2, o->in, in);
     if (s) return s;
     gm_kargs ex;
     memset(&ex, 0, sizeof ex);
     ex.i[0] = N, ex.i[1] = k, ex.i[2] = m, ex.i[3] = E;
     ex.d[0] = o->p->a;
     s = gm_run(c, GM_K_DSELECT_K, 2, in, 2, o->out, o->p, &ex);
-    release_all(2, in);
+    gm_release_all(2, in);
     return s;
 }
 
 static gm_status ds_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
     gm_tensor *z = n->in[0], *w = n->in[1], *in[4] = {NULL, NULL, NULL, NULL}, *out[2] = {NULL, NULL};
-    int64_t N, k, m;
+    int64_t N = 0, k = 0, m = 0;
     gm_status s = ds_check(c, z, w, &n->p, &N, &k, &m);
-    if (!s) s = contig_all(c, 2, n->in, in);
-    if (!s) s = gout_or_zeros(c, n, gout, 0, &in[2]);
-    if (!s) s = gout_or_zeros(c, n, gout, 1, &in[3]);
+    if (!s) s = gm_contig_all(c, 2, n->in, in);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, true, &in[2]);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 1, true, &in[3]);
     if (!s) s = gm_tensor_new(c, z->dtype, gm_tensor_device(z), z->ndim, z->shape, &out[0]);
     if (!s) s = gm_tensor_new(c, w->dtype, gm_tensor_device(w), w->ndim, w->shape, &out[1]);
     if (!s) {
@@ -176,7 +152,7 @@ static gm_status ds_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
         ex.d[0] = n->p.a;
         s = gm_run(c, GM_K_DSELECT_K_BWD, 4, in, 2, out, &n->p, &ex);
     }
-    release_all(4, in);
+    gm_release_all(4, in);
     for (int j = 0; j < 2; j++) {
         if (!s && n->needs[j]) gin[j] = out[j];
         else gm_tensor_release(out[j]);
@@ -255,14 +231,14 @@ static gm_status cg_fwd(gm_ctx *c, gm_opcall *o) {
     sh[lf->ndim - 2] = E; /* g: [..., E] */
     s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim - 1, sh, &o->out[0]);
     if (!s) s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim, lf->shape, &o->out[1]);
-    if (!s) s = contig_all(c, 2, o->in, in);
+    if (!s) s = gm_contig_all(c, 2, o->in, in);
     if (s) return s;
     gm_kargs ex;
     memset(&ex, 0, sizeof ex);
     ex.i[0] = N, ex.i[1] = k, ex.i[2] = E;
     ex.d[0] = o->p->a;
     s = gm_run(c, GM_K_COMET_GATE, 2, in, 2, o->out, o->p, &ex);
-    release_all(2, in);
+    gm_release_all(2, in);
     return s;
 }
 
@@ -270,9 +246,9 @@ static gm_status cg_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
     gm_tensor *nd = n->in[0], *lf = n->in[1], *in[4] = {NULL, NULL, NULL, NULL}, *out[2] = {NULL, NULL};
     int64_t N, k, E;
     gm_status s = cg_check(c, nd, lf, &n->p, &N, &k, &E);
-    if (!s) s = contig_all(c, 2, n->in, in);
-    if (!s) s = gout_or_zeros(c, n, gout, 0, &in[2]);
-    if (!s) s = gout_or_zeros(c, n, gout, 1, &in[3]);
+    if (!s) s = gm_contig_all(c, 2, n->in, in);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, true, &in[2]);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 1, true, &in[3]);
     if (!s) s = gm_tensor_new(c, nd->dtype, gm_tensor_device(nd), nd->ndim, nd->shape, &out[0]);
     if (!s) s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim, lf->shape, &out[1]);
     if (!s) {
@@ -282,7 +258,7 @@ static gm_status cg_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
         ex.d[0] = n->p.a;
         s = gm_run(c, GM_K_COMET_GATE_BWD, 4, in, 2, out, &n->p, &ex);
     }
-    release_all(4, in);
+    gm_release_all(4, in);
     for (int j = 0; j < 2; j++) {
         if (!s && n->needs[j]) gin[j] = out[j];
         else gm_tensor_release(out[j]);
@@ -361,7 +337,7 @@ static gm_status sk_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
     if (!n->needs[0]) return GM_OK;
     gm_status s = sk_check(c, x, &n->p, &B, &nn);
     if (!s && !gout[0]) return gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
-    if (!s) s = contig_all(c, 1, n->in, in);
+    if (!s) s = gm_contig_all(c, 1, n->in, in);
     if (!s) s = gm_tensor_contiguous(c, gout[0], &in[1]);
     if (!s) s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
     if (!s) {
@@ -370,7 +346,7 @@ static gm_status sk_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
         ex.i[0] = B, ex.i[1] = nn, ex.i[2] = n->p.n;
         s = gm_run(c, GM_K_SINKHORN_BWD, 2, in, 1, &gin[0], &n->p, &ex);
     }
-    release_all(2, in);
+    gm_release_all(2, in);
     return s;
 }
 

@@ -16,57 +16,13 @@
 #include "cpu.h"
 #include "blas.h"
 #include "vmath.h"
-#ifdef __FMA__
-#include <immintrin.h>
-#endif
-
-/* 4 f64 (f32) lanes as a GCC vector: one AVX (SSE) register; v4l is a shuffle mask. */
-typedef double v4d __attribute__((vector_size(32)));
-typedef float v4f __attribute__((vector_size(16)));
-typedef int64_t v4l __attribute__((vector_size(32)));
-
-static inline v4d ld4(const double *p) {
-    v4d v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline void st4(double *p, v4d v) { memcpy(p, &v, sizeof v); }
-
-static inline v4d splat(double x) { return (v4d){x, x, x, x}; }
-
-/* a b + c, fused where the CPU has FMA. */
-static inline v4d fma4(v4d a, v4d b, v4d c) {
-#ifdef __FMA__
-    return (v4d)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
-#else
-    return a * b + c;
-#endif
-}
-
-/* (sum x0, sum x1, sum x2, sum x3), each sum as (x[0] + x[1]) + (x[2] + x[3]). */
-static inline v4d hsum4(v4d x0, v4d x1, v4d x2, v4d x3) {
-    v4d a = __builtin_shuffle(x0, x1, (v4l){0, 4, 2, 6}) + __builtin_shuffle(x0, x1, (v4l){1, 5, 3, 7});
-    v4d b = __builtin_shuffle(x2, x3, (v4l){0, 4, 2, 6}) + __builtin_shuffle(x2, x3, (v4l){1, 5, 3, 7});
-    return __builtin_shuffle(a, b, (v4l){0, 1, 4, 5}) + __builtin_shuffle(a, b, (v4l){2, 3, 6, 7});
-}
-
-#ifdef GM_LIBMVEC
-__m256d _ZGVdN4v_exp(__m256d x); /* libmvec's 4-lane exp (at most 4 ulp) */
-static inline v4d v4_exp(v4d x) { return (v4d)_ZGVdN4v_exp((__m256d)x); }
-#else
-static inline v4d v4_exp(v4d x) {
-    for (int i = 0; i < 4; i++) x[i] = exp(x[i]);
-    return x;
-}
-#endif
 
 /* x[i] = exp(x[i]) for 8 values: the 4-lane exp for f64 work; for f32 work the 8-lane expf (at
  * most 1 ulp of f32: the products these decays feed are rounded to f32 anyway). */
 static inline void exp8(bool f32, double *x) {
     if (!f32) {
-        st4(x, v4_exp(ld4(x)));
-        st4(x + 4, v4_exp(ld4(x + 4)));
+        v4_st(x, v4_exp(v4_ld(x)));
+        v4_st(x + 4, v4_exp(v4_ld(x + 4)));
         return;
     }
 #ifdef GM_LIBMVEC
@@ -165,20 +121,20 @@ static void rec_forward(const rec_work *w, const rec_head *h) {
             v4d s[RI][2] = {{{0}}};
             for (int64_t t = 0; t < T; t++) {
                 const double *al = A + t * Dkp + i0, *k = K + t * Dkp + i0, *q = Q + t * Dkp + i0;
-                v4d v0 = ld4(V + t * Dvp + j0), v1 = ld4(V + t * Dvp + j0 + 4), o0, o1;
+                v4d v0 = v4_ld(V + t * Dvp + j0), v1 = v4_ld(V + t * Dvp + j0 + 4), o0, o1;
                 v4d p0[RI], p1[RI];
                 #pragma GCC unroll 4
                 for (int r = 0; r < RI; r++) {
-                    s[r][0] = fma4(splat(al[r]), s[r][0], k[r] * v0);
-                    s[r][1] = fma4(splat(al[r]), s[r][1], k[r] * v1);
+                    s[r][0] = v4_fma(v4_splat(al[r]), s[r][0], k[r] * v0);
+                    s[r][1] = v4_fma(v4_splat(al[r]), s[r][1], k[r] * v1);
                     p0[r] = q[r] * s[r][0];
                     p1[r] = q[r] * s[r][1];
                 }
                 o0 = (p0[0] + p0[1]) + (p0[2] + p0[3]); /* a tree, not a chain of RI latencies */
                 o1 = (p1[0] + p1[1]) + (p1[2] + p1[3]);
                 double *o = O + t * Dvp + j0;
-                st4(o, ld4(o) + o0);
-                st4(o + 4, ld4(o + 4) + o1);
+                v4_st(o, v4_ld(o) + o0);
+                v4_st(o + 4, v4_ld(o + 4) + o1);
             }
         }
 }
@@ -195,32 +151,32 @@ static void rec_backward(const rec_work *w, const rec_head *h) {
         for (int64_t j0 = 0; j0 < Dvp; j0 += RJ) {
             v4d s[RJ] = {0}; /* forward: S_t, and dq_t = S_t do_t^T */
             for (int64_t t = 0; t < T; t++) {
-                v4d al = ld4(A + t * Dkp + i0), k = ld4(K + t * Dkp + i0), p[RJ];
+                v4d al = v4_ld(A + t * Dkp + i0), k = v4_ld(K + t * Dkp + i0), p[RJ];
                 const double *v = V + t * Dvp + j0, *go = dO + t * Dvp + j0;
                 #pragma GCC unroll 8
                 for (int c = 0; c < RJ; c++) {
-                    s[c] = fma4(al, s[c], k * v[c]);
+                    s[c] = v4_fma(al, s[c], k * v[c]);
                     p[c] = s[c] * go[c];
                 }
                 double *pq = dQ + t * Dkp + i0;
-                st4(pq, ld4(pq) + (((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]))));
+                v4_st(pq, v4_ld(pq) + (((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]))));
             }
             /* backward: dS_t = q_t^T do_t + alpha_{t+1} dS_{t+1} (an = alpha_{t+1}, 0 at the end) */
             v4d d[RJ] = {0}, an = {0};
             for (int64_t t = T - 1; t >= 0; t--) {
-                v4d q = ld4(Q + t * Dkp + i0), k = ld4(K + t * Dkp + i0), p[RJ], x[RJ];
+                v4d q = v4_ld(Q + t * Dkp + i0), k = v4_ld(K + t * Dkp + i0), p[RJ], x[RJ];
                 const double *go = dO + t * Dvp + j0, *v = V + t * Dvp + j0;
                 #pragma GCC unroll 8
                 for (int c = 0; c < RJ; c++) {
-                    d[c] = fma4(an, d[c], q * go[c]);
+                    d[c] = v4_fma(an, d[c], q * go[c]);
                     p[c] = d[c] * v[c];
                     x[c] = d[c] * k;
                 }
-                an = ld4(A + t * Dkp + i0);
+                an = v4_ld(A + t * Dkp + i0);
                 double *pk = dK + t * Dkp + i0, *dv = dV + t * Dvp + j0;
-                st4(pk, ld4(pk) + (((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]))));
-                st4(dv, ld4(dv) + hsum4(x[0], x[1], x[2], x[3]));
-                st4(dv + 4, ld4(dv + 4) + hsum4(x[4], x[5], x[6], x[7]));
+                v4_st(pk, v4_ld(pk) + (((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]))));
+                v4_st(dv, v4_ld(dv) + v4_hsum4(x[0], x[1], x[2], x[3]));
+                v4_st(dv + 4, v4_ld(dv + 4) + v4_hsum4(x[4], x[5], x[6], x[7]));
             }
         }
     /* dg_t = sum over t' >= t of q_t' dq_t' - k_t' dk_t' (q, dq both with the scale): every output
@@ -229,8 +185,8 @@ static void rec_backward(const rec_work *w, const rec_head *h) {
         v4d acc = {0};
         for (int64_t t = T - 1; t >= 0; t--) {
             int64_t i = t * Dkp + m;
-            acc += ld4(Q + i) * ld4(dQ + i) - ld4(K + i) * ld4(dK + i);
-            st4(dG + i, acc);
+            acc += v4_ld(Q + i) * v4_ld(dQ + i) - v4_ld(K + i) * v4_ld(dK + i);
+            v4_st(dG + i, acc);
         }
     }
 }
@@ -254,7 +210,7 @@ static void rec_range(void *ctx, int64_t lo, int64_t hi) {
         load_rows(h.k, Dkp, &a->in[1], hd, 0, T, Dk, 1);
         load_rows(h.v, Dvp, &a->in[2], hd, 0, T, Dv, 1);
         load_rows(h.al, Dkp, &a->in[3], hd, 0, T, Dk, 1);
-        for (size_t i = 0; i < nk; i += 4) st4(h.al + i, v4_exp(ld4(h.al + i)));
+        for (size_t i = 0; i < nk; i += 4) v4_st(h.al + i, v4_exp(v4_ld(h.al + i)));
         if (!w->bwd) {
             rec_forward(w, &h);
             store_rows(&a->out[0], hd * T * Dv, T, Dv, h.o, Dvp, 1);
@@ -326,19 +282,12 @@ typedef struct {
 
 /* Elements of the matmul operands (the input dtype) as f64: 4 at element i, or one. */
 static inline v4d xld4(bool f32, const void *p, int64_t i) {
-    if (!f32) return ld4((const double *)p + i);
-    v4f f;
-    memcpy(&f, (const float *)p + i, sizeof f);
-    return __builtin_convertvector(f, v4d);
+    return f32 ? v4_ld_f32((const float *)p + i) : v4_ld((const double *)p + i);
 }
 
 static inline void xst4(bool f32, void *p, int64_t i, v4d x) {
-    if (!f32) {
-        st4((double *)p + i, x);
-        return;
-    }
-    v4f f = __builtin_convertvector(x, v4f);
-    memcpy((float *)p + i, &f, sizeof f);
+    if (f32) v4_st_f32((float *)p + i, x);
+    else v4_st((double *)p + i, x);
 }
 
 static inline double xld1(bool f32, const void *p, int64_t i) {
@@ -389,7 +338,7 @@ static int64_t chunk_prep(const chunk_work *w, const chunk_buf *u, int64_t hd, i
     load_rows(k, Dk, &a->in[1], hd, t0, L, w->Dk0, 1);
     load_rows(b, Dk, &a->in[3], hd, t0, L, w->Dk0, 1);
     for (int64_t t = 1; t < L; t++)
-        for (int64_t m = 0; m < Dk; m += 4) st4(b + t * Dk + m, ld4(b + t * Dk + m) + ld4(b + (t - 1) * Dk + m));
+        for (int64_t m = 0; m < Dk; m += 4) v4_st(b + t * Dk + m, v4_ld(b + t * Dk + m) + v4_ld(b + (t - 1) * Dk + m));
     for (int64_t I = 0; I < nJ; I++) {
         int64_t s0 = I * c, e = (s0 + c < L ? s0 + c : L) - 1;
         for (int64_t t = s0; t <= e; t++)
@@ -422,10 +371,10 @@ static int64_t chunk_prep(const chunk_work *w, const chunk_buf *u, int64_t hd, i
         const double *x0 = xrow(w, u, t / c, 0), *xl = xrow(w, u, nJ, t / c + 1);
         for (int64_t m = 0; m < Dk; m += 4) {
             int64_t i = t * Dk + m;
-            v4d kh = ld4(k + i) * ld4(F + i);
-            st4(u->Kh + i, kh);
-            xst4(w->f32, u->Qb, i, ld4(q + i) * ld4(G + i) * ld4(x0 + m));
-            xst4(w->f32, u->Kd, i, kh * ld4(xl + m));
+            v4d kh = v4_ld(k + i) * v4_ld(F + i);
+            v4_st(u->Kh + i, kh);
+            xst4(w->f32, u->Qb, i, v4_ld(q + i) * v4_ld(G + i) * v4_ld(x0 + m));
+            xst4(w->f32, u->Kd, i, kh * v4_ld(xl + m));
         }
     }
     return nJ;
@@ -439,13 +388,13 @@ static const double *chunk_decays(const chunk_work *w, const chunk_buf *u, int64
     load_rows(k, Dk, &w->a->in[1], hd, t0, L, w->Dk0, 1);
     load_rows(b, Dk, &w->a->in[3], hd, t0, L, w->Dk0, 1);
     for (int64_t t = 1; t < L; t++)
-        for (int64_t m = 0; m < Dk; m += 4) st4(b + t * Dk + m, ld4(b + t * Dk + m) + ld4(b + (t - 1) * Dk + m));
+        for (int64_t m = 0; m < Dk; m += 4) v4_st(b + t * Dk + m, v4_ld(b + t * Dk + m) + v4_ld(b + (t - 1) * Dk + m));
     for (int64_t t = 0; t < L; t++)
-        for (int64_t m = 0; m < Dk; m += 4) st4(F + t * Dk + m, ld4(b + (L - 1) * Dk + m) - ld4(b + t * Dk + m));
+        for (int64_t m = 0; m < Dk; m += 4) v4_st(F + t * Dk + m, v4_ld(b + (L - 1) * Dk + m) - v4_ld(b + t * Dk + m));
     memcpy(gam, b + (L - 1) * Dk, (size_t)Dk * sizeof(double));
     for (int64_t i = 0; i < L * Dk; i += 8) exp8(w->f32, F + i);
     for (int64_t m = 0; m < Dk; m += 8) exp8(w->f32, gam + m);
-    for (int64_t i = 0; i < L * Dk; i += 4) xst4(w->f32, u->Kd, i, ld4(k + i) * ld4(F + i));
+    for (int64_t i = 0; i < L * Dk; i += 4) xst4(w->f32, u->Kd, i, v4_ld(k + i) * v4_ld(F + i));
     return gam;
 }
 
@@ -463,35 +412,35 @@ static void chunk_scores(const chunk_work *w, const chunk_buf *u, int64_t L, int
         double *E = u->E;
         for (int64_t t = s0 + 1, p = 0; t < s0 + l; t++)
             for (int64_t s = s0; s < t; s++, p++)
-                for (int64_t m = 0; m < Dk; m += 4) st4(E + p * Dk + m, ld4(b + t * Dk + m) - ld4(b + s * Dk + m));
+                for (int64_t m = 0; m < Dk; m += 4) v4_st(E + p * Dk + m, v4_ld(b + t * Dk + m) - v4_ld(b + s * Dk + m));
         for (int64_t i = 0; i < l * (l - 1) / 2 * Dk; i += 8) exp8(f32, E + i);
         for (int64_t t = s0, p = 0; t < s0 + l; t++)
             for (int64_t s = s0; s <= t; s++) {
                 const double *qt = q + t * Dk, *ks = k + s * Dk, *e = s < t ? E + (p++) * Dk : u->X; /* X[0][0] = 1 */
                 v4d acc0 = {0}, acc1 = {0};
                 for (int64_t m = 0; m < Dk; m += 8) {
-                    acc0 = fma4(ld4(qt + m), ld4(ks + m) * ld4(e + m), acc0);
-                    acc1 = fma4(ld4(qt + m + 4), ld4(ks + m + 4) * ld4(e + m + 4), acc1);
+                    acc0 = v4_fma(v4_ld(qt + m), v4_ld(ks + m) * v4_ld(e + m), acc0);
+                    acc1 = v4_fma(v4_ld(qt + m + 4), v4_ld(ks + m + 4) * v4_ld(e + m + 4), acc1);
                 }
                 acc0 += acc1;
                 xst1(f32, u->P, t * L + s, (acc0[0] + acc0[1]) + (acc0[2] + acc0[3]));
                 if (!grad) continue;
-                v4d g = splat(xld1(f32, u->dP, t * L + s));
+                v4d g = v4_splat(xld1(f32, u->dP, t * L + s));
                 double *dqt = dq + t * Dk, *dks = dk + s * Dk;
                 for (int64_t m = 0; m < Dk; m += 4) {
-                    v4d ge = g * ld4(e + m);
-                    st4(dqt + m, fma4(ge, ld4(ks + m), ld4(dqt + m)));
-                    st4(dks + m, fma4(ge, ld4(qt + m), ld4(dks + m)));
+                    v4d ge = g * v4_ld(e + m);
+                    v4_st(dqt + m, v4_fma(ge, v4_ld(ks + m), v4_ld(dqt + m)));
+                    v4_st(dks + m, v4_fma(ge, v4_ld(qt + m), v4_ld(dks + m)));
                 }
             }
         if (I == 0) continue;
         /* between: rows of I against the steps 0 .. s0 - 1 of the earlier sub-chunks */
         for (int64_t t = s0; t < s0 + l; t++)
             for (int64_t m = 0; m < Dk; m += 4)
-                xst4(f32, u->Qr, (t - s0) * Dk + m, ld4(q + t * Dk + m) * ld4(G + t * Dk + m));
+                xst4(f32, u->Qr, (t - s0) * Dk + m, v4_ld(q + t * Dk + m) * v4_ld(G + t * Dk + m));
         for (int64_t s = 0; s < s0; s++) {
             const double *x = xrow(w, u, I, s / c + 1);
-            for (int64_t m = 0; m < Dk; m += 4) xst4(f32, u->Kr, s * Dk + m, ld4(u->Kh + s * Dk + m) * ld4(x + m));
+            for (int64_t m = 0; m < Dk; m += 4) xst4(f32, u->Kr, s * Dk + m, v4_ld(u->Kh + s * Dk + m) * v4_ld(x + m));
         }
         mm(w, false, true, l, s0, Dk, u->Qr, Dk, u->Kr, Dk, 0, xat(w, u->P, s0 * L), L);
         if (!grad) continue;
@@ -499,14 +448,14 @@ static void chunk_scores(const chunk_work *w, const chunk_buf *u, int64_t L, int
         for (int64_t t = s0; t < s0 + l; t++)
             for (int64_t m = 0; m < Dk; m += 4) {
                 int64_t i = t * Dk + m;
-                st4(dq + i, fma4(xld4(f32, u->tmp, i - s0 * Dk), ld4(G + i), ld4(dq + i)));
+                v4_st(dq + i, v4_fma(xld4(f32, u->tmp, i - s0 * Dk), v4_ld(G + i), v4_ld(dq + i)));
             }
         mm(w, true, false, s0, Dk, l, xat(w, u->dP, s0 * L), L, u->Qr, Dk, 0, u->tmp, Dk);
         for (int64_t s = 0; s < s0; s++) {
             const double *x = xrow(w, u, I, s / c + 1);
             for (int64_t m = 0; m < Dk; m += 4) {
                 int64_t i = s * Dk + m;
-                st4(dk + i, fma4(xld4(f32, u->tmp, i) * ld4(F + i), ld4(x + m), ld4(dk + i)));
+                v4_st(dk + i, v4_fma(xld4(f32, u->tmp, i) * v4_ld(F + i), v4_ld(x + m), v4_ld(dk + i)));
             }
         }
     }
@@ -566,7 +515,7 @@ static void chunk_backward(const chunk_work *w, const chunk_buf *u, int64_t hd) 
                 const double *x = xrow(w, u, nJ, s / w->c + 1);
                 for (int64_t m = 0; m < Dk; m += 4) {
                     int64_t i = s * Dk + m;
-                    st4(dk + i, fma4(xld4(f32, u->tmp, i) * ld4(u->F + i), ld4(x + m), ld4(dk + i)));
+                    v4_st(dk + i, v4_fma(xld4(f32, u->tmp, i) * v4_ld(u->F + i), v4_ld(x + m), v4_ld(dk + i)));
                 }
             }
         }
@@ -576,7 +525,7 @@ static void chunk_backward(const chunk_work *w, const chunk_buf *u, int64_t hd) 
                 const double *x = xrow(w, u, t / w->c, 0);
                 for (int64_t m = 0; m < Dk; m += 4) {
                     int64_t i = t * Dk + m;
-                    st4(dq + i, fma4(xld4(f32, u->tmp, i) * ld4(u->G + i), ld4(x + m), ld4(dq + i)));
+                    v4_st(dq + i, v4_fma(xld4(f32, u->tmp, i) * v4_ld(u->G + i), v4_ld(x + m), v4_ld(dq + i)));
                 }
             }
             if (!last) scale_rows(w, u->dS, xrow(w, u, nJ, 0));

@@ -32,8 +32,6 @@ static double lse_f_contig(const float *x, int64_t C)
     float m = -INFINITY;
     for (int k = 0; k < 8; k++) if (mv[k] > m) m = mv[k];
     if (isinf(m)) return m; /* all -inf (or +inf somewhere): the lse is that infinity */
-    typedef double v4d __attribute__((vector_size(32)));
-    typedef float v4f __attribute__((vector_size(16)));
     v4d s0 = {0, 0, 0, 0}, s1 = {0, 0, 0, 0};
     v8f sh = v8_splat(m);
     for (j = 0; j < C; j += 8) {
@@ -47,8 +45,7 @@ static double lse_f_contig(const float *x, int64_t C)
         s0 += __builtin_convertvector(lo, v4d);
         s1 += __builtin_convertvector(hi, v4d);
     }
-    s0 += s1;
-    return m + log((s0[0] + s0[1]) + (s0[2] + s0[3]));
+    return m + log(v4_hsum(s0 + s1));
 }
 
 /* log(sum_j exp(x_j)) of one row, stable: max + log(sum exp(x - max)), summed in double. */

@@ -11,10 +11,7 @@
 #include <string.h>
 
 #include "cpu.h"
-
-#ifndef __AVX__
-#pragma GCC diagnostic ignored "-Wpsabi" /* v4d in inlined helpers: no ABI is crossed */
-#endif
+#include "vmath.h"
 
 /* Instantiated per dtype and norm: the dtype switches and the rms branches fold away. */
 #define NORM_INLINE static inline __attribute__((always_inline))
@@ -23,20 +20,10 @@
 #define CHUNK_ELEMS 16384   /* backward: elements of x per chunk of rows (at least one row; polls once) */
 #define MAX_CHUNKS 256      /* backward: at most this many chunks (partials of 2 x 256 x N doubles) */
 
-typedef double v4d __attribute__((vector_size(32)));
-typedef float v4f __attribute__((vector_size(16)));
-
 /* p[i..i+k-1] as doubles, k = min(n - i, 4) for a row of n; lanes past the row hold pad. */
 NORM_INLINE v4d ld4(const void *p, gm_dtype t, int64_t i, int64_t n, double pad) {
+    if (i + 4 <= n) return t == GM_F32 ? v4_ld_f32((const float *)p + i) : v4_ld((const double *)p + i);
     v4d v;
-    if (i + 4 <= n) {
-        if (t == GM_F32) { /* element by element: GCC makes one vcvtps2pd of it */
-            const float *f = (const float *)p + i;
-            return (v4d){f[0], f[1], f[2], f[3]};
-        }
-        memcpy(&v, (const double *)p + i, sizeof v);
-        return v;
-    }
     for (int j = 0; j < 4; j++) v[j] = i + j < n ? gm_elem_load(p, t, i + j) : pad;
     return v;
 }
@@ -44,18 +31,12 @@ NORM_INLINE v4d ld4(const void *p, gm_dtype t, int64_t i, int64_t n, double pad)
 /* p[i..i+k-1] = the first k lanes of v (f32 rounds once), k as ld4. */
 NORM_INLINE void st4(void *p, gm_dtype t, int64_t i, int64_t n, v4d v) {
     if (i + 4 <= n) {
-        if (t == GM_F32) {
-            v4f f = __builtin_convertvector(v, v4f);
-            memcpy((float *)p + i, &f, sizeof f);
-        } else {
-            memcpy((double *)p + i, &v, sizeof v);
-        }
+        if (t == GM_F32) v4_st_f32((float *)p + i, v);
+        else v4_st((double *)p + i, v);
         return;
     }
     for (int j = 0; i + j < n; j++) gm_elem_store(p, t, i + j, v[j]);
 }
-
-NORM_INLINE double hsum(v4d s) { return (s[0] + s[1]) + (s[2] + s[3]); }
 
 /* Block i of row_sum: (x - m)^2, or x when sq is false. Padding lanes hold m: they give 0. */
 NORM_INLINE v4d sum_term(const void *x, gm_dtype t, int64_t i, int64_t n, double m, bool sq) {
@@ -74,7 +55,7 @@ NORM_INLINE double row_sum(const void *x, gm_dtype t, int64_t n, double m, bool 
         s3 += sum_term(x, t, i + 12, n, m, sq);
     }
     for (; i < n; i += 4) s0 += sum_term(x, t, i, n, m, sq);
-    return hsum((s0 + s1) + (s2 + s3));
+    return v4_hsum((s0 + s1) + (s2 + s3));
 }
 
 /* The mean (0 for rms_norm: x is not centred) and rstd = 1/sqrt(var + eps) of the row x[0..n-1]. */
@@ -180,7 +161,7 @@ NORM_INLINE void bwd_row(norm_work *w, int64_t r, double *pw, double *pb, gm_dty
     }
     for (; i < N; i += 4) bwd_sums(x, wt, g, pw, pb, t, i, N, m, rs, &sg0, &sgx0);
     if (!dx) return;
-    double mg = rms ? 0 : hsum(sg0 + sg1) / (double)N, mgx = hsum(sgx0 + sgx1) / (double)N;
+    double mg = rms ? 0 : v4_hsum(sg0 + sg1) / (double)N, mgx = v4_hsum(sgx0 + sgx1) / (double)N;
     for (i = 0; i + 4 <= N; i += 4) bwd_dx(x, wt, g, dx, t, i, N, m, rs, mg, mgx);
     if (i < N) bwd_dx(x, wt, g, dx, t, i, N, m, rs, mg, mgx);
 }

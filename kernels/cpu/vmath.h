@@ -1,8 +1,9 @@
-/* vmath.h: 8-lane f32 math for the CPU kernels. On x86-64 with AVX2 and glibc >= 2.35, exp and
- * erf, log1p and tanh are libmvec's 8-lane versions (_ZGVdN8v_expf, _ZGVdN8v_erff, ...: glibc
- * documents at most 1 ulp for expf and 1-3 ulp for the others); elsewhere the same functions call scalar libm per lane.
- * A kernel that sends EVERY element through the same 8-lane call (tails padded) gets values that
- * do not depend on position, layout or thread count (see pointwise.c). */
+/* vmath.h: vector math for the CPU kernels, 8 f32 lanes (v8f) and 4 f64 lanes (v4d). On x86-64
+ * with AVX2 and glibc >= 2.35, exp and erf, log1p and tanh are libmvec's vector versions
+ * (_ZGVdN8v_expf, _ZGVdN8v_erff, ..., _ZGVdN4v_exp: glibc documents at most 1 ulp for expf, 1-3
+ * ulp for the others and 4 for exp); elsewhere the same functions call scalar libm per lane.
+ * A kernel that sends EVERY element through the same vector call (tails padded) gets values
+ * that do not depend on position, layout or thread count (see pointwise.c). */
 #ifndef GM_CPU_VMATH_H
 #define GM_CPU_VMATH_H
 
@@ -25,8 +26,10 @@
 typedef float v8f __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 
-#ifdef GM_LIBMVEC
+#if defined(GM_LIBMVEC) || defined(__FMA__)
 #include <immintrin.h>
+#endif
+#ifdef GM_LIBMVEC
 __m256 _ZGVdN8v_expf(__m256 x); /* libmvec (linked through libm.so's AS_NEEDED libmvec) */
 __m256 _ZGVdN8v_erff(__m256 x);
 __m256 _ZGVdN8v_log1pf(__m256 x);
@@ -50,6 +53,57 @@ GM_V8_INLINE v8f v8_log1pf(v8f x) {
 }
 GM_V8_INLINE v8f v8_tanhf(v8f x) {
     for (int i = 0; i < 8; i++) x[i] = tanhf(x[i]);
+    return x;
+}
+#endif
+
+/* 4 f64 lanes (one AVX register), 4 f32 lanes for conversions, and a shuffle mask. */
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef int64_t v4l __attribute__((vector_size(32)));
+
+GM_V8_INLINE v4d v4_ld(const double *p) {
+    v4d v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+GM_V8_INLINE void v4_st(double *p, v4d v) { __builtin_memcpy(p, &v, sizeof v); }
+/* 4 f32 as f64 (exact), and 4 f64 rounded once to f32. */
+GM_V8_INLINE v4d v4_ld_f32(const float *p) {
+    v4f f;
+    __builtin_memcpy(&f, p, sizeof f);
+    return __builtin_convertvector(f, v4d);
+}
+GM_V8_INLINE void v4_st_f32(float *p, v4d v) {
+    v4f f = __builtin_convertvector(v, v4f);
+    __builtin_memcpy(p, &f, sizeof f);
+}
+GM_V8_INLINE v4d v4_splat(double x) { return (v4d){x, x, x, x}; }
+/* (x[0] + x[1]) + (x[2] + x[3]): the one order every f64 lane sum is taken in. */
+GM_V8_INLINE double v4_hsum(v4d x) { return (x[0] + x[1]) + (x[2] + x[3]); }
+
+/* a b + c, fused where the CPU has FMA. */
+GM_V8_INLINE v4d v4_fma(v4d a, v4d b, v4d c) {
+#ifdef __FMA__
+    return (v4d)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+#else
+    return a * b + c;
+#endif
+}
+
+/* (v4_hsum x0, v4_hsum x1, v4_hsum x2, v4_hsum x3) in one vector. */
+GM_V8_INLINE v4d v4_hsum4(v4d x0, v4d x1, v4d x2, v4d x3) {
+    v4d a = __builtin_shuffle(x0, x1, (v4l){0, 4, 2, 6}) + __builtin_shuffle(x0, x1, (v4l){1, 5, 3, 7});
+    v4d b = __builtin_shuffle(x2, x3, (v4l){0, 4, 2, 6}) + __builtin_shuffle(x2, x3, (v4l){1, 5, 3, 7});
+    return __builtin_shuffle(a, b, (v4l){0, 1, 4, 5}) + __builtin_shuffle(a, b, (v4l){2, 3, 6, 7});
+}
+
+#ifdef GM_LIBMVEC
+__m256d _ZGVdN4v_exp(__m256d x); /* libmvec's 4-lane exp (at most 4 ulp) */
+GM_V8_INLINE v4d v4_exp(v4d x) { return (v4d)_ZGVdN4v_exp((__m256d)x); }
+#else
+GM_V8_INLINE v4d v4_exp(v4d x) {
+    for (int i = 0; i < 4; i++) x[i] = exp(x[i]);
     return x;
 }
 #endif
