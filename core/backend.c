@@ -87,7 +87,7 @@ void gm_kargs_init(gm_kargs *a, int n_in, gm_tensor *const *in, int n_out,
     a->n_out = n_out;
     for (int i = 0; i < n_in; i++) gm_kview_of(in[i], &a->in[i]);
     for (int i = 0; i < n_out; i++) gm_kview_of(out[i], &a->out[i]);
-    a->op = NULL;
+    a->k = (gm_kparams){0};
     a->list = NULL;
     a->n_list = 0;
 }
@@ -123,16 +123,12 @@ gm_status gm_kernel_run(gm_ctx *c, gm_device d, int kid, gm_kargs *a) {
 }
 
 gm_status gm_run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out,
-                 gm_tensor *const *out, const gm_params *p, gm_kargs *extra) {
+                 gm_tensor *const *out, const gm_kparams *k) {
     gm_kargs a;
     if (n_in > GM_MAX_KIN || n_out > GM_MAX_OUT)
         return gm_errf(c, GM_EINTERNAL, "kernel '%s': too many operands", gm_kernel_name(kid));
     gm_kargs_init(&a, n_in, in, n_out, out);
-    a.op = extra ? extra->op : NULL;
-    for (int i = 0; i < 8; i++) {
-        a.i[i] = extra ? extra->i[i] : 0;
-        a.d[i] = extra ? extra->d[i] : 0;
-    }
+    if (k) a.k = *k;
     gm_device d = n_out ? gm_tensor_device(out[0]) : gm_tensor_device(in[0]);
     for (int i = 0; i < n_in; i++)
         if (gm_tensor_device(in[i]) != d)

@@ -40,8 +40,8 @@ void gm_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 gm_status gm_rows_operand(gm_ctx *c, gm_tensor *x, gm_tensor **out);
 /* A fresh contiguous copy of x in dtype t on x's device (no autograd). */
 gm_status gm_tensor_copy_as(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out);
-/* Run a kernel on the device of out[0] (or in[0]). */
+/* Run a kernel on the device of out[0] (or in[0]) with its family's scalars k (NULL: none). */
 gm_status gm_run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out,
-                 gm_tensor *const *out, const gm_params *p, gm_kargs *extra);
+                 gm_tensor *const *out, const gm_kparams *k);
 
 #endif

@@ -1,14 +1,17 @@
 /* kernel.h: the kernel boundary. Everything a backend (kernels/cpu, kernels/cuda) may see of the
  * engine, in plain types: dtypes, devices and status codes, op and kernel ids, strided views,
- * the arguments of a launch, the backend table, and three hooks the core provides (an error
- * message, the interrupt flag, the Philox counter function). Kernels include this header and
- * nothing else of core (tests/layering.sh checks it): no tensors, refcounts, autograd or Lua. */
+ * the arguments of a launch (typed per kernel family in kargs.h), the backend table, and three
+ * hooks the core provides (an error message, the interrupt flag, the Philox counter function).
+ * Kernels include this header and nothing else of core (tests/t_layering.sh checks it): no
+ * tensors, refcounts, autograd or Lua. */
 #ifndef GM_KERNEL_H
 #define GM_KERNEL_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kargs.h"
 
 #define GM_MAX_DIMS 8
 #define GM_MAX_OUT 4 /* outputs of one op call, and of one kernel launch */
@@ -140,14 +143,13 @@ static inline void gm_elem_store(void *p, gm_dtype t, int64_t i, double v) {
 }
 
 /* ---- a launch ------------------------------------------------------------------------------ */
-/* Arguments of one kernel launch. The meaning of i[]/d[] is documented at each kernel. */
+/* Arguments of one kernel launch: operand views, the family's typed scalars (kargs.h), the
+ * thread count. */
 typedef struct gm_kargs {
     int n_in, n_out;
     gm_kview in[GM_MAX_KIN];
     gm_kview out[GM_MAX_OUT];
-    const char *op; /* the name of the op being run, for the kernel's messages */
-    int64_t i[8];
-    double d[8];
+    gm_kparams k;
     int nthreads;
     /* multi-tensor kernels (optimiser steps over a parameter group): n_list views, the
      * operands of one tensor after another; NULL / 0 for every other kernel */

@@ -73,7 +73,7 @@ static gm_status group_views(gm_ctx *c, const char *op, int n, int per, gm_tenso
 
 /* Run kernel kid once over the group (n tensors of per operands each). */
 static gm_status run_group(gm_ctx *c, const char *op, int kid, int n, int per, gm_tensor **ops[],
-                           const gm_kargs *extra) {
+                           const gm_optim_args *args) {
     gm_kview *v = calloc((size_t)n * per, sizeof *v);
     gm_tensor **held = calloc((size_t)n, sizeof *held);
     gm_status st = v && held ? GM_OK : gm_errf(c, GM_ENOMEM, "%s: out of memory for %d tensors", op, n);
@@ -81,10 +81,7 @@ static gm_status run_group(gm_ctx *c, const char *op, int kid, int n, int per, g
     if (st == GM_OK) {
         gm_kargs a;
         gm_kargs_init(&a, 0, NULL, 0, NULL);
-        for (int i = 0; i < 8; i++) {
-            a.i[i] = extra->i[i];
-            a.d[i] = extra->d[i];
-        }
+        a.k.optim = *args;
         a.list = v;
         a.n_list = n * per;
         st = gm_kernel_run(c, gm_tensor_device(ops[0][0]), kid, &a);
@@ -125,17 +122,13 @@ gm_status gm_sgd_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_t
                        op, hp->momentum, hp->dampening);
     for (int t = 0; t < n && hp->momentum > 0.0; t++)
         if ((st = check_like(c, op, "momentum buffer", p[t], buf ? buf[t] : NULL, true)) != GM_OK) return st;
-    gm_kargs extra = {0};
-    extra.d[0] = hp->lr;
-    extra.d[1] = hp->momentum;
-    extra.d[2] = hp->dampening;
-    extra.d[3] = hp->weight_decay;
-    extra.i[0] = hp->nesterov;
-    extra.i[1] = hp->step <= 1; /* torch: the buffer starts as a copy of the first gradient */
+    gm_optim_args args = {.lr = hp->lr, .momentum = hp->momentum, .dampening = hp->dampening,
+                          .weight_decay = hp->weight_decay, .nesterov = hp->nesterov,
+                          .first = hp->step <= 1}; /* torch: the buffer starts as the first gradient */
     gm_tensor **none = calloc((size_t)n, sizeof *none);
     if (!none) return gm_errf(c, GM_ENOMEM, "%s: out of memory for %d tensors", op, n);
     gm_tensor **ops[3] = {p, g, hp->momentum > 0.0 ? buf : none};
-    st = run_group(c, op, GM_K_SGD_STEP, n, 3, ops, &extra);
+    st = run_group(c, op, GM_K_SGD_STEP, n, 3, ops, &args);
     free(none);
     return st;
 }
@@ -165,17 +158,12 @@ gm_status gm_adam_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_
         if ((st = check_like(c, op, "exp_avg (m)", p[t], m[t], true)) != GM_OK ||
             (st = check_like(c, op, "exp_avg_sq (v)", p[t], v[t], true)) != GM_OK)
             return st;
-    gm_kargs extra = {0};
-    extra.d[0] = hp->lr;
-    extra.d[1] = hp->beta1;
-    extra.d[2] = hp->beta2;
-    extra.d[3] = hp->eps;
-    extra.d[4] = hp->weight_decay;
-    extra.d[5] = 1.0 - pow(hp->beta1, (double)hp->step);
-    extra.d[6] = 1.0 - pow(hp->beta2, (double)hp->step);
-    extra.i[0] = hp->decoupled_wd;
+    gm_optim_args args = {.lr = hp->lr, .beta1 = hp->beta1, .beta2 = hp->beta2, .eps = hp->eps,
+                          .weight_decay = hp->weight_decay, .decoupled = hp->decoupled_wd,
+                          .bias1 = 1.0 - pow(hp->beta1, (double)hp->step),
+                          .bias2 = 1.0 - pow(hp->beta2, (double)hp->step)};
     gm_tensor **ops[4] = {p, g, m, v};
-    return run_group(c, op, GM_K_ADAM_STEP, n, 4, ops, &extra);
+    return run_group(c, op, GM_K_ADAM_STEP, n, 4, ops, &args);
 }
 
 gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m, gm_tensor *v,
@@ -203,7 +191,7 @@ gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out) {
     for (int i = 0; i < n && st == GM_OK; i++) {
         gm_tensor *x;
         if ((st = gm_tensor_contiguous(c, xs[i], &x)) != GM_OK) break;
-        st = gm_run(c, GM_K_SUMSQ, 1, &x, 1, &acc, NULL, NULL);
+        st = gm_run(c, GM_K_SUMSQ, 1, &x, 1, &acc, NULL);
         gm_tensor_release(x);
     }
     if (st == GM_OK) {
@@ -218,7 +206,5 @@ gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out) {
 gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s) {
     gm_status st = check_param(c, "scale_", "tensor", x);
     if (st != GM_OK) return st;
-    gm_kargs extra = {0};
-    extra.d[0] = s;
-    return gm_run(c, GM_K_SCALE, 0, NULL, 1, &x, NULL, &extra);
+    return gm_run(c, GM_K_SCALE, 0, NULL, 1, &x, &(gm_kparams){.value = {s}});
 }

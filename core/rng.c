@@ -51,13 +51,8 @@ gm_status gm_rand_fill(gm_ctx *c, gm_tensor *x, gm_rand_kind kind, double a, dou
         return gm_errf(c, GM_EDTYPE, "rand: uniform/normal values need a float dtype, got i32");
     if (!g) g = &c->gen;
     int64_t n = gm_tensor_numel(x), per = per_block(x->dtype, kind);
-    gm_kargs extra = {0};
-    extra.i[0] = kind;
-    extra.i[1] = (int64_t)g->seed;
-    extra.i[2] = (int64_t)g->offset;
-    extra.d[0] = a;
-    extra.d[1] = b;
-    gm_status st = gm_run(c, GM_K_RAND, 0, NULL, 1, &x, NULL, &extra);
+    gm_kparams k = {.rand = {.kind = kind, .seed = g->seed, .offset = g->offset, .a = a, .b = b}};
+    gm_status st = gm_run(c, GM_K_RAND, 0, NULL, 1, &x, &k);
     if (st == GM_OK) g->offset += (uint64_t)((n + per - 1) / per);
     return st;
 }

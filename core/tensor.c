@@ -292,7 +292,7 @@ gm_status gm_tensor_copy_(gm_ctx *c, gm_tensor *dst, const gm_tensor *src) {
                            "clone of the source (src:clone())");
         }
     }
-    st = gm_run(c, GM_K_COPY, 1, &b, 1, &dst, NULL, NULL);
+    st = gm_run(c, GM_K_COPY, 1, &b, 1, &dst, NULL);
     gm_tensor_release(b);
     return st;
 }
@@ -309,16 +309,14 @@ gm_status gm_tensor_fill_(gm_ctx *c, gm_tensor *dst, double value) {
     gm_status st = gm_tensor_check_inplace(c, "fill_", dst);
     if (st != GM_OK) return st;
     if (dst->dtype == GM_I32 && (st = gm_check_i32(c, "fill", value)) != GM_OK) return st;
-    gm_kargs extra = {0};
-    extra.d[0] = value;
-    return gm_run(c, GM_K_FILL, 0, NULL, 1, &dst, NULL, &extra);
+    return gm_run(c, GM_K_FILL, 0, NULL, 1, &dst, &(gm_kparams){.value = {value}});
 }
 
 gm_status gm_tensor_copy_as(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out) {
     gm_tensor *y;
     gm_status st = gm_tensor_new(c, t, gm_tensor_device(x), x->ndim, x->shape, &y);
     if (st != GM_OK) return st;
-    if ((st = gm_run(c, GM_K_COPY, 1, &x, 1, &y, NULL, NULL)) != GM_OK) {
+    if ((st = gm_run(c, GM_K_COPY, 1, &x, 1, &y, NULL)) != GM_OK) {
         gm_tensor_release(y);
         return st;
     }

@@ -63,10 +63,7 @@ static gm_status sdpa_fwd(gm_ctx *c, gm_opcall *o) {
     if (st == GM_OK) st = sdpa_alloc_like(c, ic[0], os, &o->out[0]);
     if (st == GM_OK) st = gm_tensor_new(c, ic[0]->dtype, gm_tensor_device(ic[0]), 3, os, &o->out[1]);
     if (st == GM_OK) {
-        gm_kargs e = {0};
-        e.i[0] = o->p->largest;
-        e.d[0] = scale;
-        st = gm_run(c, GM_K_SDPA, 3, ic, 2, o->out, o->p, &e);
+        st = gm_run(c, GM_K_SDPA, 3, ic, 2, o->out, &(gm_kparams){.sdpa = {.causal = o->p->largest, .scale = scale}});
     }
     gm_release_all(3, ic);
     return st;
@@ -90,10 +87,8 @@ static gm_status sdpa_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
                      : gm_tensor_zeros(c, ic[3]->dtype, gm_tensor_device(ic[3]), 4, ic[3]->shape, &ic[5]);
     if (st == GM_OK && gout[1]) st = gm_tensor_contiguous(c, gout[1], &ic[6]);
     if (st == GM_OK) {
-        gm_kargs e = {0};
-        e.i[0] = n->p.largest;
-        e.d[0] = scale;
-        st = gm_run(c, GM_K_SDPA_BWD, gout[1] ? 7 : 6, ic, 3, all, &n->p, &e);
+        gm_kparams k = {.sdpa = {.causal = n->p.largest, .scale = scale}};
+        st = gm_run(c, GM_K_SDPA_BWD, gout[1] ? 7 : 6, ic, 3, all, &k);
     }
     gm_release_all(7, ic);
     gm_hand_grads(st, n, all, gin);
@@ -164,7 +159,7 @@ static gm_status conv_fwd(gm_ctx *c, gm_opcall *o) {
     gm_tensor *ic[2];
     st = gm_contig_all(c, 2, o->in, ic);
     if (st == GM_OK) st = gm_new_like(c, ic[0], &o->out[0]);
-    if (st == GM_OK) st = gm_run(c, GM_K_CAUSAL_CONV1D, 2, ic, 1, o->out, o->p, NULL);
+    if (st == GM_OK) st = gm_run(c, GM_K_CAUSAL_CONV1D, 2, ic, 1, o->out, NULL);
     gm_release_all(2, ic);
     return st;
 }
@@ -174,7 +169,7 @@ static gm_status conv_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     gm_tensor *ins[3] = {n->in[0], n->in[1], gout[0]}, *ic[3], *all[2] = {NULL, NULL};
     gm_status st = gm_contig_all(c, 3, ins, ic);
     for (int j = 0; j < 2 && st == GM_OK; j++) st = gm_new_like(c, n->in[j], &all[j]);
-    if (st == GM_OK) st = gm_run(c, GM_K_CAUSAL_CONV1D_BWD, 3, ic, 2, all, &n->p, NULL);
+    if (st == GM_OK) st = gm_run(c, GM_K_CAUSAL_CONV1D_BWD, 3, ic, 2, all, NULL);
     gm_release_all(3, ic);
     gm_hand_grads(st, n, all, gin);
     return st;

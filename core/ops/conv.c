@@ -62,12 +62,9 @@ static gm_status conv_geom(gm_ctx *c, const gm_tensor *x, const gm_tensor *w, co
     return GM_OK;
 }
 
-static void geom_extra(const geom *g, gm_kargs *e) {
-    *e = (gm_kargs){0};
-    e->i[0] = g->sh;
-    e->i[1] = g->sw;
-    e->i[2] = g->ph;
-    e->i[3] = g->pw;
+/* The kernels' arguments: the window, stride and padding. */
+static gm_kparams geom_args(const geom *g) {
+    return (gm_kparams){.conv = {.kh = g->kh, .kw = g->kw, .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw}};
 }
 
 static gm_status conv2d_fwd(gm_ctx *c, gm_opcall *o) {
@@ -79,10 +76,9 @@ static gm_status conv2d_fwd(gm_ctx *c, gm_opcall *o) {
     if ((st = gm_tensor_contiguous(c, o->in[1], &wc)) != GM_OK) goto out;
     int64_t shape[4] = {g.N, g.O, g.OH, g.OW};
     if ((st = gm_tensor_new(c, xc->dtype, gm_tensor_device(xc), 4, shape, &o->out[0])) != GM_OK) goto out;
-    gm_kargs e;
-    geom_extra(&g, &e);
+    gm_kparams k = geom_args(&g);
     gm_tensor *ins[2] = {xc, wc};
-    st = gm_run(c, GM_K_CONV2D, 2, ins, 1, &o->out[0], o->p, &e);
+    st = gm_run(c, GM_K_CONV2D, 2, ins, 1, &o->out[0], &k);
 out:
     gm_tensor_release(xc);
     gm_tensor_release(wc);
@@ -104,18 +100,17 @@ static gm_status conv2d_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
     if (!gout[0]) return GM_OK;
     geom g;
     if ((st = conv_geom(c, x, w, &n->p, &g)) != GM_OK) return st;
-    gm_kargs e;
-    geom_extra(&g, &e);
+    gm_kparams k = geom_args(&g);
     if ((st = gm_tensor_contiguous(c, gout[0], &gc)) != GM_OK) goto out;
     if (n->needs[0]) {
         if ((st = gm_tensor_contiguous(c, w, &wc)) != GM_OK) goto out;
         gm_tensor *ins[2] = {wc, gc};
-        if ((st = gm_run(c, GM_K_CONV2D_DX, 2, ins, 1, &gin[0], &n->p, &e)) != GM_OK) goto out;
+        if ((st = gm_run(c, GM_K_CONV2D_DX, 2, ins, 1, &gin[0], &k)) != GM_OK) goto out;
     }
     if (n->needs[1]) {
         if ((st = gm_tensor_contiguous(c, x, &xc)) != GM_OK) goto out;
         gm_tensor *ins[2] = {xc, gc};
-        st = gm_run(c, GM_K_CONV2D_DW, 2, ins, 1, &gin[1], &n->p, &e);
+        st = gm_run(c, GM_K_CONV2D_DW, 2, ins, 1, &gin[1], &k);
     }
 out:
     gm_tensor_release(gc);
@@ -145,12 +140,6 @@ static gm_status pool_geom(gm_ctx *c, const char *op, const gm_tensor *x, const 
     return GM_OK;
 }
 
-static void pool_extra(const geom *g, gm_kargs *e) {
-    *e = (gm_kargs){0};
-    int64_t v[6] = {g->kh, g->kw, g->sh, g->sw, g->ph, g->pw};
-    for (int i = 0; i < 6; i++) e->i[i] = v[i];
-}
-
 static gm_status pool_fwd(gm_ctx *c, gm_opcall *o, const char *op, int kid) {
     gm_tensor *xc = NULL;
     geom g;
@@ -161,9 +150,8 @@ static gm_status pool_fwd(gm_ctx *c, gm_opcall *o, const char *op, int kid) {
     for (int k = 0; k < o->n_out && st == GM_OK; k++)
         st = gm_tensor_new(c, k == 0 ? xc->dtype : GM_I32, gm_tensor_device(xc), 4, shape, &o->out[k]);
     if (st == GM_OK) {
-        gm_kargs e;
-        pool_extra(&g, &e);
-        st = gm_run(c, kid, 1, &xc, o->n_out, o->out, o->p, &e);
+        gm_kparams k = geom_args(&g);
+        st = gm_run(c, kid, 1, &xc, o->n_out, o->out, &k);
     }
     gm_tensor_release(xc);
     return st;
@@ -183,10 +171,9 @@ static gm_status pool_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     if (st != GM_OK) return st;
     if ((st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), 4, x->shape, &gin[0])) != GM_OK) return st;
     if ((st = gm_tensor_contiguous(c, gout[0], &gc)) != GM_OK) return st;
-    gm_kargs e;
-    pool_extra(&g, &e);
+    gm_kparams k = geom_args(&g);
     gm_tensor *ins[2] = {gc, max ? n->saved_out[1] : NULL};
-    st = gm_run(c, max ? GM_K_MAX_POOL2D_BWD : GM_K_AVG_POOL2D_BWD, max ? 2 : 1, ins, 1, &gin[0], &n->p, &e);
+    st = gm_run(c, max ? GM_K_MAX_POOL2D_BWD : GM_K_AVG_POOL2D_BWD, max ? 2 : 1, ins, 1, &gin[0], &k);
     gm_tensor_release(gc);
     return st;
 }

@@ -68,14 +68,9 @@ static gm_status select_fwd(gm_ctx *c, gm_opcall *o, int rule)
     if (!s) s = gm_tensor_new(c, x->dtype, dev, 2, (int64_t[]){T, E}, &o->out[2]);
     if (!s) s = gm_tensor_new(c, GM_I32, dev, 1, (int64_t[]){T}, &count);
     if (s) goto done;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = rule;
-    ex.i[1] = p->k;
-    ex.i[2] = p->keepdim;
-    ex.d[0] = arg;
+    gm_kparams k = {.gate = {.rule = rule, .k = p->k, .renormalize = p->keepdim, .p = arg}};
     gm_tensor *outs[4] = {o->out[0], o->out[1], o->out[2], count};
-    s = gm_run(c, GM_K_GATE_SELECT, 1, &x, 4, outs, p, &ex);
+    s = gm_run(c, GM_K_GATE_SELECT, 1, &x, 4, outs, &k);
     if (s || rule == RULE_TOPK) goto done;
     /* K = the widest row (the counts live on the host: CPU backend). */
     int64_t K = 1;
@@ -103,11 +98,8 @@ static gm_status select_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
     if (s) return s;
     gm_tensor *w = n->saved_out[0], *ids = n->saved_out[1], *probs = n->saved_out[2];
     gm_tensor *ins[5] = {probs, w, ids, gout[0] ? gout[0] : w, gout[2] ? gout[2] : probs};
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = n->p.keepdim;
-    ex.i[1] = (gout[0] ? 1 : 0) | (gout[2] ? 2 : 0);
-    return gm_run(c, GM_K_GATE_SELECT_BWD, 5, ins, 1, &gin[0], &n->p, &ex);
+    gm_kparams k = {.gate = {.renormalize = n->p.keepdim, .given = (gout[0] ? 1u : 0u) | (gout[2] ? 2u : 0u)}};
+    return gm_run(c, GM_K_GATE_SELECT_BWD, 5, ins, 1, &gin[0], &k);
 }
 
 /* ---- samples: logits whose rows are permutations of one set of well-separated values, so

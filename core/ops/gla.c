@@ -31,9 +31,9 @@ static gm_status gla_check(gm_ctx *c, const char *op, gm_tensor **in, const gm_p
 
 /* The kernel arguments of a call: scale, and for gla_chunk its chunk and sub (sub defaults to
  * min(chunk, GLA_SUB) and is at most chunk). */
-static gm_status gla_args(gm_ctx *c, int op, gm_tensor **in, const gm_params *p, gm_kargs *e) {
+static gm_status gla_args(gm_ctx *c, int op, gm_tensor **in, const gm_params *p, gm_kparams *k) {
     const char *name = op == GM_OP_GLA ? "gla" : "gla_chunk";
-    gm_status st = gla_check(c, name, in, p, &e->d[0]);
+    gm_status st = gla_check(c, name, in, p, &k->gla.scale);
     if (st != GM_OK || op == GM_OP_GLA) return st;
     if (p->n < 1)
         return gm_errf(c, GM_EARG, "gla_chunk: chunk (steps per chunk, no default) must be an integer >= 1, got %lld",
@@ -44,34 +44,34 @@ static gm_status gla_args(gm_ctx *c, int op, gm_tensor **in, const gm_params *p,
             return gm_errf(c, GM_EARG, "gla_chunk: sub must be an integer >= 1, got %g", p->b);
         sub = p->b < (double)p->n ? (int64_t)p->b : p->n;
     }
-    e->i[0] = p->n;
-    e->i[1] = sub;
+    k->gla.chunk = p->n;
+    k->gla.sub = sub;
     return GM_OK;
 }
 
 static gm_status gla_fwd_any(gm_ctx *c, gm_opcall *o, int op, int kernel) {
-    gm_kargs e = {0};
-    gm_status st = gla_args(c, op, o->in, o->p, &e);
+    gm_kparams k = {.gla = {0}};
+    gm_status st = gla_args(c, op, o->in, o->p, &k);
     if (st != GM_OK) return st;
     gm_tensor *ic[4] = {NULL, NULL, NULL, NULL};
     for (int i = 0; i < 4 && st == GM_OK; i++) st = gm_rows_operand(c, o->in[i], &ic[i]);
     int64_t os[4] = {o->in[0]->shape[0], o->in[0]->shape[1], o->in[0]->shape[2], o->in[2]->shape[3]};
     if (st == GM_OK) st = gm_tensor_new(c, ic[0]->dtype, gm_tensor_device(ic[0]), 4, os, &o->out[0]);
-    if (st == GM_OK) st = gm_run(c, kernel, 4, ic, 1, o->out, o->p, &e);
+    if (st == GM_OK) st = gm_run(c, kernel, 4, ic, 1, o->out, &k);
     gm_release_all(4, ic);
     return st;
 }
 
 static gm_status gla_bwd_any(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin, int kernel) {
-    gm_kargs e = {0};
-    gm_status st = gla_args(c, n->op, n->in, &n->p, &e);
+    gm_kparams k = {.gla = {0}};
+    gm_status st = gla_args(c, n->op, n->in, &n->p, &k);
     if (st != GM_OK) return st;
     if (!gout[0]) return gm_zero_grads(c, n, gin);
     gm_tensor *ic[5] = {NULL, NULL, NULL, NULL, NULL}, *all[4] = {NULL, NULL, NULL, NULL};
     for (int i = 0; i < 4 && st == GM_OK; i++) st = gm_rows_operand(c, n->in[i], &ic[i]);
     if (st == GM_OK) st = gm_rows_operand(c, gout[0], &ic[4]);
     for (int j = 0; j < 4 && st == GM_OK; j++) st = gm_new_like(c, n->in[j], &all[j]);
-    if (st == GM_OK) st = gm_run(c, kernel, 5, ic, 4, all, &n->p, &e);
+    if (st == GM_OK) st = gm_run(c, kernel, 5, ic, 4, all, &k);
     gm_release_all(5, ic);
     gm_hand_grads(st, n, all, gin);
     return st;

@@ -10,17 +10,10 @@
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
-static gm_status run1(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out,
-                      gm_tensor *const *out, const gm_params *p, int64_t i0, int64_t i1,
-                      int64_t i2, int64_t i3)
+/* Run a kernel of the family along dim (gm_dim_args). */
+static gm_status run_dim(gm_ctx *c, int kid, gm_tensor *const *in, gm_tensor *out, int dim)
 {
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = i0;
-    ex.i[1] = i1;
-    ex.i[2] = i2;
-    ex.i[3] = i3;
-    return gm_run(c, kid, n_in, in, n_out, out, p, &ex);
+    return gm_run(c, kid, 2, in, 1, &out, &(gm_kparams){.dim = {.dim = dim}});
 }
 
 static gm_status need_dims(gm_ctx *c, const char *op, const gm_tensor *x)
@@ -76,7 +69,7 @@ static gm_status gather_fwd(gm_ctx *c, gm_opcall *o)
     s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), ix->ndim, ix->shape, &o->out[0]);
     if (s) return s;
     gm_tensor *ins[2] = {x, ix};
-    return run1(c, GM_K_GATHER, 2, ins, 1, o->out, o->p, dim, 0, 0, 0);
+    return run_dim(c, GM_K_GATHER, ins, o->out[0], dim);
 }
 
 /* gx = zeros(x) with g scattered back at index. */
@@ -89,7 +82,7 @@ static gm_status gather_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
     if (!s) s = gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
     if (s || !gout[0]) return s;
     gm_tensor *ins[2] = {ix, gout[0]};
-    return run1(c, GM_K_SCATTER_ADD, 2, ins, 1, &gin[0], &n->p, dim, 0, 0, 0);
+    return run_dim(c, GM_K_SCATTER_ADD, ins, gin[0], dim);
 }
 
 static gm_status gather_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p)
@@ -172,7 +165,7 @@ static gm_status scatter_add_fwd(gm_ctx *c, gm_opcall *o)
     if (!s) s = gm_tensor_copy_as(c, x, x->dtype, &o->out[0]);
     if (s) return s;
     gm_tensor *ins[2] = {ix, src};
-    return run1(c, GM_K_SCATTER_ADD, 2, ins, 1, o->out, o->p, dim, 0, 0, 0);
+    return run_dim(c, GM_K_SCATTER_ADD, ins, o->out[0], dim);
 }
 
 /* gx = g; gsrc = gather(g, dim, index), zero where src is larger than index. */
@@ -190,7 +183,7 @@ static gm_status scatter_add_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_ten
                                    gin[2]->offset, &v);
         gm_tensor *ins[2] = {g, ix};
         if (!s && gm_tensor_numel(v) > 0)
-            s = run1(c, GM_K_GATHER, 2, ins, 1, &v, &n->p, dim, 0, 0, 0);
+            s = run_dim(c, GM_K_GATHER, ins, v, dim);
     }
     gm_tensor_release(v);
     gm_tensor_release(g);
@@ -264,7 +257,7 @@ static gm_status index_select_fwd(gm_ctx *c, gm_opcall *o)
     shape[dim] = ix->shape[0];
     s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, shape, &o->out[0]);
     gm_tensor *ins[2] = {x, ix};
-    if (!s) s = run1(c, GM_K_INDEX_SELECT, 2, ins, 1, o->out, o->p, dim, 0, 0, 0);
+    if (!s) s = run_dim(c, GM_K_INDEX_SELECT, ins, o->out[0], dim);
     gm_tensor_release(ix);
     return s;
 }
@@ -279,7 +272,7 @@ static gm_status index_select_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_te
     if (!s) s = index_1d(c, "index_select", n->in[1], &ix);
     if (!s) s = gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
     gm_tensor *ins[2] = {ix, gout[0]};
-    if (!s && gout[0]) s = run1(c, GM_K_INDEX_ADD, 2, ins, 1, &gin[0], &n->p, dim, 0, 0, 0);
+    if (!s && gout[0]) s = run_dim(c, GM_K_INDEX_ADD, ins, gin[0], dim);
     gm_tensor_release(ix);
     return s;
 }
@@ -360,7 +353,7 @@ static gm_status index_add_fwd(gm_ctx *c, gm_opcall *o)
     if (!s) s = index_add_check(c, x, ix, src, &dim);
     if (!s) s = gm_tensor_copy_as(c, x, x->dtype, &o->out[0]);
     gm_tensor *ins[2] = {ix, src};
-    if (!s) s = run1(c, GM_K_INDEX_ADD, 2, ins, 1, o->out, o->p, dim, 0, 0, 0);
+    if (!s) s = run_dim(c, GM_K_INDEX_ADD, ins, o->out[0], dim);
     gm_tensor_release(ix);
     return s;
 }
@@ -377,7 +370,7 @@ static gm_status index_add_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tenso
     if (!s && n->needs[2]) {
         s = gm_tensor_new(c, src->dtype, gm_tensor_device(src), src->ndim, src->shape, &gin[2]);
         gm_tensor *ins[2] = {g, ix};
-        if (!s) s = run1(c, GM_K_INDEX_SELECT, 2, ins, 1, &gin[2], &n->p, dim, 0, 0, 0);
+        if (!s) s = run_dim(c, GM_K_INDEX_SELECT, ins, gin[2], dim);
     }
     gm_tensor_release(ix);
     gm_tensor_release(g);
@@ -455,7 +448,8 @@ static gm_status topk_fwd(gm_ctx *c, gm_opcall *o)
     s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, shape, &o->out[0]);
     if (!s) s = gm_tensor_new(c, GM_I32, gm_tensor_device(x), x->ndim, shape, &o->out[1]);
     if (s) return s;
-    return run1(c, GM_K_TOPK, 1, &x, 2, o->out, p, dim, p->k, p->largest, p->sorted);
+    return gm_run(c, GM_K_TOPK, 1, &x, 2, o->out,
+                  &(gm_kparams){.topk = {.dim = dim, .k = p->k, .largest = p->largest, .sorted = p->sorted}});
 }
 
 /* gx = zeros(x) with the values' gradient scattered back at the indices. */
@@ -468,7 +462,7 @@ static gm_status topk_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     if (!s) s = gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
     if (s || !gout[0]) return s;
     gm_tensor *ins[2] = {n->saved_out[1], gout[0]};
-    return run1(c, GM_K_SCATTER_ADD, 2, ins, 1, &gin[0], &n->p, dim, 0, 0, 0);
+    return run_dim(c, GM_K_SCATTER_ADD, ins, gin[0], dim);
 }
 
 /* Distinct values with gaps >= 0.1 so finite differences never swap the order. */
@@ -543,7 +537,7 @@ static gm_status one_hot_fwd(gm_ctx *c, gm_opcall *o)
     shape[ix->ndim] = p->n;
     s = gm_tensor_new(c, p->dtype, gm_tensor_device(ix), ix->ndim + 1, shape, &o->out[0]);
     if (s) return s;
-    return run1(c, GM_K_ONE_HOT, 1, &ix, 1, o->out, p, p->n, 0, 0, 0);
+    return gm_run(c, GM_K_ONE_HOT, 1, &ix, 1, o->out, &(gm_kparams){.one_hot = {p->n}});
 }
 
 static gm_status one_hot_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p)
@@ -636,7 +630,7 @@ static gm_status cat_fwd(gm_ctx *c, gm_opcall *o)
         if (gm_tensor_numel(src) > 0) {
             s = gm_tensor_view(c, out, out->ndim, src->shape, out->stride,
                                out->offset + at * out->stride[dim], &v);
-            if (!s) s = gm_run(c, GM_K_COPY, 1, &src, 1, &v, NULL, NULL);
+            if (!s) s = gm_run(c, GM_K_COPY, 1, &src, 1, &v, NULL);
             gm_tensor_release(v);
         }
         at += src->shape[dim];
@@ -689,7 +683,7 @@ static gm_status stack_fwd(gm_ctx *c, gm_opcall *o)
         if (gm_tensor_numel(src) == 0) continue;
         s = gm_tensor_view(c, out, src->ndim, src->shape, st, out->offset + j * out->stride[dim],
                            &v);
-        if (!s) s = gm_run(c, GM_K_COPY, 1, &src, 1, &v, NULL, NULL);
+        if (!s) s = gm_run(c, GM_K_COPY, 1, &src, 1, &v, NULL);
         gm_tensor_release(v);
     }
     return s;

@@ -114,7 +114,7 @@ static gm_status matmul_fwd(gm_ctx *c, gm_opcall *o) {
     if ((st = batch_view(c, xc ? xc : x, &a, nb, bshape, &v[0])) != GM_OK) goto out;
     if ((st = batch_view(c, yc ? yc : y, &b, nb, bshape, &v[1])) != GM_OK) goto out;
     if ((st = gm_tensor_view(c, o->out[0], nb + 2, cshape, cstride, o->out[0]->offset, &cv)) != GM_OK) goto out;
-    st = gm_run(c, GM_K_MATMUL, 2, v, 1, &cv, o->p, NULL);
+    st = gm_run(c, GM_K_MATMUL, 2, v, 1, &cv, NULL);
 out:
     gm_tensor_release(xc);
     gm_tensor_release(yc);
@@ -331,7 +331,7 @@ static gm_status linear_fwd(gm_ctx *c, gm_opcall *o) {
         (st = gm_tensor_contiguous(c, o->in[2], &v[2])) == GM_OK &&
         (st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, shape, &o->out[0])) == GM_OK) {
         int64_t s2[2] = {v[0]->shape[0], shape[x->ndim - 1]};
-        if ((st = gm_reshape(c, o->out[0], 2, s2, &y2)) == GM_OK) st = gm_run(c, GM_K_LINEAR, 3, v, 1, &y2, o->p, NULL);
+        if ((st = gm_reshape(c, o->out[0], 2, s2, &y2)) == GM_OK) st = gm_run(c, GM_K_LINEAR, 3, v, 1, &y2, NULL);
     }
     for (int i = 0; i < 3; i++) gm_tensor_release(v[i]);
     gm_tensor_release(y2);

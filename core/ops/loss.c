@@ -74,13 +74,9 @@ static gm_status ce_fwd(gm_ctx *c, gm_opcall *o)
     if (!s && red == GM_RED_NONE) s = flat_view(c, o->out[0], N, -1, &ov);
     else if (!s) ov = gm_tensor_retain(o->out[0]);
     if (!s) {
-        gm_kargs ex;
-        memset(&ex, 0, sizeof ex);
-        ex.i[0] = red;
-        ex.i[1] = o->p->ignore_index;
-        ex.d[0] = o->p->a;
+        gm_kparams k = {.loss = {.reduction = red, .ignore_index = o->p->ignore_index, .smoothing = o->p->a}};
         gm_tensor *ins[2] = {lv, tv};
-        s = gm_run(c, GM_K_CROSS_ENTROPY, 2, ins, 1, &ov, o->p, &ex);
+        s = gm_run(c, GM_K_CROSS_ENTROPY, 2, ins, 1, &ov, &k);
     }
     gm_tensor_release(lv);
     gm_tensor_release(tv);
@@ -104,13 +100,9 @@ static gm_status ce_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
     if (!s && red == GM_RED_NONE) s = flat_view(c, gout[0], N, -1, &gv);
     else if (!s) gv = gm_tensor_retain(gout[0]);
     if (!s) {
-        gm_kargs ex;
-        memset(&ex, 0, sizeof ex);
-        ex.i[0] = red;
-        ex.i[1] = n->p.ignore_index;
-        ex.d[0] = n->p.a;
+        gm_kparams k = {.loss = {.reduction = red, .ignore_index = n->p.ignore_index, .smoothing = n->p.a}};
         gm_tensor *ins[3] = {lv, tv, gv};
-        s = gm_run(c, GM_K_CROSS_ENTROPY_BWD, 3, ins, 1, &ov, &n->p, &ex);
+        s = gm_run(c, GM_K_CROSS_ENTROPY_BWD, 3, ins, 1, &ov, &k);
     }
     gm_tensor_release(lv);
     gm_tensor_release(tv);
@@ -211,10 +203,7 @@ static gm_status mse_fwd(gm_ctx *c, gm_opcall *o)
         s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &o->out[0]);
     else s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), 0, NULL, &o->out[0]);
     if (s) return s;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = red;
-    return gm_run(c, GM_K_MSE_LOSS, 2, o->in, 1, o->out, o->p, &ex);
+    return gm_run(c, GM_K_MSE_LOSS, 2, o->in, 1, o->out, &(gm_kparams){.loss = {.reduction = red}});
 }
 
 /* gx = 2 (x - y) g / N (mean) or 2 (x - y) g; gy = -gx. */
@@ -233,12 +222,10 @@ static gm_status mse_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gi
     if (s || !gout[0] || no == 0 || gm_tensor_numel(x) == 0) return s;
     s = gm_tensor_broadcast_view(c, gout[0], x->ndim, x->shape, &gb);
     if (s) return s;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.d[0] = (n->needs[0] ? 2.0 : -2.0) /
-              (n->p.reduction == GM_RED_MEAN ? (double)gm_tensor_numel(x) : 1.0);
+    gm_kparams k = {.loss = {.scale = (n->needs[0] ? 2.0 : -2.0) /
+                                      (n->p.reduction == GM_RED_MEAN ? (double)gm_tensor_numel(x) : 1.0)}};
     gm_tensor *ins[3] = {x, y, gb};
-    s = gm_run(c, GM_K_MSE_LOSS_BWD, 3, ins, no, outs, &n->p, &ex);
+    s = gm_run(c, GM_K_MSE_LOSS_BWD, 3, ins, no, outs, &k);
     gm_tensor_release(gb);
     return s;
 }
@@ -311,10 +298,7 @@ static gm_status ew_fwd(gm_ctx *c, gm_opcall *o, int kid, int n, gm_tensor **ins
 {
     gm_status s = loss_out(c, ins[0], o->p->reduction, ins[0]->ndim, ins[0]->shape, &o->out[0]);
     if (s) return s;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = o->p->reduction;
-    return gm_run(c, kid, n, ins, 1, o->out, o->p, &ex);
+    return gm_run(c, kid, n, ins, 1, o->out, &(gm_kparams){.loss = {.reduction = o->p->reduction}});
 }
 
 /* Backward of an elementwise loss. ins[0..n-1] are the inputs as the forward kernel saw them
@@ -348,13 +332,11 @@ static gm_status ew_bwd(gm_ctx *c, gm_node *nd, gm_tensor **gout, gm_tensor **gi
     if (!s && no > 0) s = gm_tensor_broadcast_view(c, gout[0], x->ndim, x->shape, &gb);
     if (!s && no > 0) {
         int64_t numel = gm_tensor_numel(x);
-        gm_kargs ex;
-        memset(&ex, 0, sizeof ex);
-        ex.i[1] = mask;
-        ex.d[0] = nd->p.reduction == GM_RED_MEAN && numel > 0 ? 1.0 / (double)numel : 1.0;
+        gm_kparams k = {.loss = {.outs = (unsigned)mask,
+                                 .scale = nd->p.reduction == GM_RED_MEAN && numel > 0 ? 1.0 / (double)numel : 1.0}};
         for (int j = 0; j < n; j++) kin[j] = ins[j];
         kin[n] = gb;
-        s = gm_run(c, kid, n + 1, kin, no, outs, &nd->p, &ex);
+        s = gm_run(c, kid, n + 1, kin, no, outs, &k);
     }
     for (int j = 0; j < n; j++)
         if (buf[j] && buf[j] != gin[j]) {
@@ -585,11 +567,8 @@ static gm_status rows_fwd(gm_ctx *c, gm_opcall *o, const char *op, const char *n
     if (!s && red == GM_RED_NONE) s = flat_view(c, o->out[0], N, -1, &ov);
     else if (!s) ov = gm_tensor_retain(o->out[0]);
     if (!s) {
-        gm_kargs ex;
-        memset(&ex, 0, sizeof ex);
-        ex.i[0] = red;
         gm_tensor *ins[2] = {xv, yv};
-        s = gm_run(c, kid, 2, ins, 1, &ov, o->p, &ex);
+        s = gm_run(c, kid, 2, ins, 1, &ov, &(gm_kparams){.loss = {.reduction = red}});
     }
     gm_tensor_release(xv);
     gm_tensor_release(yv);
@@ -622,12 +601,9 @@ static gm_status rows_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     if (!s && red == GM_RED_NONE) s = flat_view(c, gout[0], N, -1, &gv);
     else if (!s) gv = gm_tensor_retain(gout[0]);
     if (!s) {
-        gm_kargs ex;
-        memset(&ex, 0, sizeof ex);
-        ex.i[1] = mask;
-        ex.d[0] = red == GM_RED_MEAN && N > 0 ? 1.0 / (double)N : 1.0;
+        gm_kparams k = {.loss = {.outs = (unsigned)mask, .scale = red == GM_RED_MEAN && N > 0 ? 1.0 / (double)N : 1.0}};
         gm_tensor *ins[3] = {xv, yv, gv};
-        s = gm_run(c, kid, 3, ins, no, ov, &n->p, &ex);
+        s = gm_run(c, kid, 3, ins, no, ov, &k);
     }
 done:
     gm_tensor_release(xv);

@@ -18,16 +18,6 @@ static gm_status need_2d(gm_ctx *c, const char *op, const char *what, const gm_t
     return gm_errf(c, GM_ESHAPE, "%s: %s must be 2-D, got shape %s", op, what, GM_SHAPE_STR(x, b));
 }
 
-/* Run kernel kid with i[0] = i0, i[1] = i1. */
-static gm_status run(gm_ctx *c, int kid, int n_in, gm_tensor *const *in, int n_out, gm_tensor *const *out,
-                     const gm_params *p, int64_t i0, int64_t i1) {
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = i0;
-    ex.i[1] = i1;
-    return gm_run(c, kid, n_in, in, n_out, out, p, &ex);
-}
-
 /* ---- moe_dispatch ---------------------------------------------------------------------- */
 
 static gm_status dispatch_params(gm_ctx *c, const gm_params *p, int64_t *E, int64_t *cap) {
@@ -61,14 +51,14 @@ static gm_status dispatch_fwd(gm_ctx *c, gm_opcall *o) {
     if ((st = gm_tensor_contiguous(c, ids, &ic)) != GM_OK) goto out;
     if ((st = gm_tensor_new(c, GM_I32, dev, 1, eshape, &o->out[1])) != GM_OK) goto out;
     if ((st = gm_tensor_new(c, GM_I32, dev, 2, ids->shape, &o->out[2])) != GM_OK) goto out;
-    if ((st = run(c, GM_K_MOE_ROUTE, 1, &ic, 2, &o->out[1], o->p, E, cap)) != GM_OK) goto out;
+    if ((st = gm_run(c, GM_K_MOE_ROUTE, 1, &ic, 2, &o->out[1], &(gm_kparams){.route = {E, cap}})) != GM_OK) goto out;
     int64_t S = (int64_t)gm_tensor_get_flat(o->out[1], E);
     int64_t xshape[2] = {S, x->shape[1]};
     if ((st = gm_tensor_new(c, x->dtype, dev, 2, xshape, &o->out[0])) != GM_OK) goto out;
     if ((st = gm_tensor_new(c, GM_I32, dev, 1, &S, &o->out[3])) != GM_OK) goto out;
     gm_tensor *sin[2] = {xc, o->out[2]};
-    if ((st = run(c, GM_K_MOE_SCATTER, 2, sin, 1, &o->out[0], o->p, 0, 0)) != GM_OK) goto out;
-    st = run(c, GM_K_MOE_ROW_EXPERT, 1, &o->out[1], 1, &o->out[3], o->p, 0, 0);
+    if ((st = gm_run(c, GM_K_MOE_SCATTER, 2, sin, 1, &o->out[0], NULL)) != GM_OK) goto out;
+    st = gm_run(c, GM_K_MOE_ROW_EXPERT, 1, &o->out[1], 1, &o->out[3], NULL);
 out:
     gm_tensor_release(xc);
     gm_tensor_release(ic);
@@ -82,7 +72,7 @@ static gm_status dispatch_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor
     gm_status st = gm_gout_or_zeros(c, n, gout, 0, true, &g);
     if (!st) st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), 2, x->shape, &gin[0]);
     gm_tensor *ins[2] = {g, n->saved_out[2]};
-    if (!st) st = run(c, GM_K_MOE_COMBINE, 2, ins, 1, &gin[0], &n->p, 0, 0);
+    if (!st) st = gm_run(c, GM_K_MOE_COMBINE, 2, ins, 1, &gin[0], NULL);
     gm_tensor_release(g);
     return st;
 }
@@ -166,7 +156,7 @@ static gm_status expert_mm_fwd(gm_ctx *c, gm_opcall *o) {
     int64_t shape[2] = {x->shape[0], w->shape[2]};
     if (!(st = gm_contig_all(c, 3, o->in, cc)) &&
         !(st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), 2, shape, &o->out[0])))
-        st = run(c, GM_K_EXPERT_MM, 3, cc, 1, o->out, o->p, 0, 0);
+        st = gm_run(c, GM_K_EXPERT_MM, 3, cc, 1, o->out, NULL);
     gm_release_all(3, cc);
     return st;
 }
@@ -180,12 +170,12 @@ static gm_status expert_mm_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tenso
     if (!st && n->needs[0]) {
         gm_tensor *ins[3] = {g, cc[1], cc[2]};
         st = gm_tensor_new(c, x->dtype, dev, 2, x->shape, &gin[0]);
-        if (!st) st = run(c, GM_K_EXPERT_MM, 3, ins, 1, &gin[0], &n->p, 1, 0);
+        if (!st) st = gm_run(c, GM_K_EXPERT_MM, 3, ins, 1, &gin[0], &(gm_kparams){.expert_mm = {.transpose_w = true}});
     }
     if (!st && n->needs[1]) {
         gm_tensor *ins[3] = {cc[0], g, cc[2]};
         st = gm_tensor_new(c, w->dtype, dev, 3, w->shape, &gin[1]);
-        if (!st) st = run(c, GM_K_EXPERT_MM_WGRAD, 3, ins, 1, &gin[1], &n->p, 0, 0);
+        if (!st) st = gm_run(c, GM_K_EXPERT_MM_WGRAD, 3, ins, 1, &gin[1], NULL);
     }
     gm_release_all(3, cc);
     gm_tensor_release(g);
@@ -284,7 +274,7 @@ static gm_status combine_fwd(gm_ctx *c, gm_opcall *o) {
     if (!(st = gm_contig_all(c, 3, o->in, cc)) &&
         !(st = gm_tensor_new(c, ys->dtype, gm_tensor_device(ys), 2, shape, &o->out[0]))) {
         gm_tensor *ins[3] = {cc[0], cc[2], cc[1]};
-        st = run(c, GM_K_MOE_COMBINE, 3, ins, 1, o->out, o->p, 0, 0);
+        st = gm_run(c, GM_K_MOE_COMBINE, 3, ins, 1, o->out, NULL);
     }
     gm_release_all(3, cc);
     return st;
@@ -299,12 +289,12 @@ static gm_status combine_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor 
     if (!st && n->needs[0]) {
         gm_tensor *ins[3] = {g, cc[2], cc[1]};
         st = gm_tensor_new(c, ys->dtype, dev, 2, ys->shape, &gin[0]);
-        if (!st) st = run(c, GM_K_MOE_SCATTER, 3, ins, 1, &gin[0], &n->p, 0, 0);
+        if (!st) st = gm_run(c, GM_K_MOE_SCATTER, 3, ins, 1, &gin[0], NULL);
     }
     if (!st && n->needs[1]) {
         gm_tensor *ins[3] = {cc[0], cc[2], g};
         st = gm_tensor_new(c, w->dtype, dev, 2, w->shape, &gin[1]);
-        if (!st) st = run(c, GM_K_MOE_WGRAD, 3, ins, 1, &gin[1], &n->p, 0, 0);
+        if (!st) st = gm_run(c, GM_K_MOE_WGRAD, 3, ins, 1, &gin[1], NULL);
     }
     gm_release_all(3, cc);
     gm_tensor_release(g);

@@ -64,11 +64,7 @@ static gm_status norm_fwd(gm_ctx *c, gm_opcall *o, const char *op, int kid, doub
     for (int i = 1; i < o->n_in && st == GM_OK; i++) st = norm_affine(c, o->in[i], x, &g, &ic[i]);
     if (st == GM_OK) st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &o->out[0]);
     if (st == GM_OK) {
-        gm_kargs e = {0};
-        e.i[0] = g.rows;
-        e.i[1] = g.n;
-        e.d[0] = g.eps;
-        st = gm_run(c, kid, o->n_in, ic, 1, o->out, o->p, &e);
+        st = gm_run(c, kid, o->n_in, ic, 1, o->out, &(gm_kparams){.norm = {.rows = g.rows, .n = g.n, .eps = g.eps}});
     }
     for (int i = 0; i < 3; i++) gm_tensor_release(ic[i]);
     return st;
@@ -96,12 +92,8 @@ static gm_status norm_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
         outs[nout++] = all[j];
     }
     if (st == GM_OK && nout > 0) {
-        gm_kargs e = {0};
-        e.i[0] = g.rows;
-        e.i[1] = g.n;
-        e.i[2] = mask;
-        e.d[0] = g.eps;
-        st = gm_run(c, kid, 3, ic, nout, outs, &n->p, &e);
+        gm_kparams k = {.norm = {.rows = g.rows, .n = g.n, .eps = g.eps, .outs = (unsigned)mask}};
+        st = gm_run(c, kid, 3, ic, nout, outs, &k);
     }
     for (int j = 0; j < n->n_in; j++) {
         if (st == GM_OK && all[j]) {

@@ -12,6 +12,13 @@
 
 static const char *pw_name(int op) { return gm_opdef_get(op)->name; }
 
+/* The kernels' arguments for op: its name, which input a binary backward differentiates, and
+ * clamp's bounds from p (absent ones infinite; p NULL: none). */
+static gm_pw_args pw_args(const gm_params *p, int op, int wrt) {
+    return (gm_pw_args){.op = op, .name = pw_name(op), .wrt = wrt,
+                        .lo = p && p->has_a ? p->a : -INFINITY, .hi = p && p->has_b ? p->b : INFINITY};
+}
+
 /* Ops that accept i32 as well as f32/f64; every other op of the family is float-only. */
 static bool pw_int_ok(int op) {
     switch (op) {
@@ -61,12 +68,12 @@ static gm_status pw_const_view(gm_ctx *c, gm_dtype t, gm_device d, double v, int
 
 /* Run `kid` into a new tensor of g's shape and dtype, then sum it back to x's shape. */
 static gm_status pw_grad_run(gm_ctx *c, int kid, int n_in, gm_tensor **ins, gm_tensor *g,
-                             const gm_tensor *x, const gm_params *p, gm_kargs *ex,
+                             const gm_tensor *x, const gm_kparams *k,
                              gm_tensor **out) {
     gm_tensor *full;
     gm_status st = gm_tensor_new(c, g->dtype, gm_tensor_device(g), g->ndim, g->shape, &full);
     if (st != GM_OK) return st;
-    st = gm_run(c, kid, n_in, ins, 1, &full, p, ex);
+    st = gm_run(c, kid, n_in, ins, 1, &full, k);
     if (st == GM_OK) st = gm_sum_to_shape(c, full, x->ndim, x->shape, out);
     gm_tensor_release(full);
     return st;
@@ -86,9 +93,7 @@ static gm_status binary_fwd(gm_ctx *c, gm_opcall *o, int op) {
     if (st == GM_OK) st = pw_view(c, x, nd, shape, &v[0]);
     if (st == GM_OK) st = pw_view(c, y, nd, shape, &v[1]);
     if (st == GM_OK) {
-        gm_kargs ex = {.op = name};
-        ex.i[0] = op;
-        st = gm_run(c, GM_K_PW_BINARY, 2, v, 1, o->out, o->p, &ex);
+        st = gm_run(c, GM_K_PW_BINARY, 2, v, 1, o->out, &(gm_kparams){.pw = pw_args(NULL, op, 0)});
     }
     gm_release_all(2, v);
     return st;
@@ -112,10 +117,8 @@ static gm_status binary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor *
         } else {
             if (!v[1]) st = pw_view(c, n->in[0], g->ndim, g->shape, &v[1]);
             if (st == GM_OK && !v[2]) st = pw_view(c, n->in[1], g->ndim, g->shape, &v[2]);
-            gm_kargs ex = {.op = pw_name(n->op)};
-            ex.i[0] = n->op;
-            ex.i[1] = j;
-            if (st == GM_OK) st = pw_grad_run(c, GM_K_PW_BINARY_BWD, 3, v, g, in, &n->p, &ex, &gin[j]);
+            gm_kparams k = {.pw = pw_args(NULL, n->op, j)};
+            if (st == GM_OK) st = pw_grad_run(c, GM_K_PW_BINARY_BWD, 3, v, g, in, &k, &gin[j]);
         }
     }
     gm_release_all(2, v + 1);
@@ -216,11 +219,6 @@ static gm_status binary_bad(gm_ctx *c, int op, int variant, int *n_in, gm_tensor
 /* ---- unary ops ------------------------------------------------------------------------- */
 
 /* clamp's bounds as the kernels take them: d[0] = min, d[1] = max, infinite when absent. */
-static void pw_clamp_bounds(const gm_params *p, gm_kargs *ex) {
-    ex->d[0] = p->has_a ? p->a : -INFINITY;
-    ex->d[1] = p->has_b ? p->b : INFINITY;
-}
-
 static gm_status unary_fwd(gm_ctx *c, gm_opcall *o, int op) {
     gm_tensor *x = o->in[0];
     gm_status st = pw_check_dtype(c, op, x);
@@ -231,10 +229,7 @@ static gm_status unary_fwd(gm_ctx *c, gm_opcall *o, int op) {
         return gm_errf(c, GM_EARG, "clamp: a bound is NaN");
     st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &o->out[0]);
     if (st != GM_OK) return st;
-    gm_kargs ex = {.op = pw_name(op)};
-    ex.i[0] = op;
-    pw_clamp_bounds(o->p, &ex);
-    return gm_run(c, GM_K_PW_UNARY, 1, &x, 1, o->out, o->p, &ex);
+    return gm_run(c, GM_K_PW_UNARY, 1, &x, 1, o->out, &(gm_kparams){.pw = pw_args(o->p, op, 0)});
 }
 
 static gm_status unary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
@@ -242,11 +237,9 @@ static gm_status unary_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **
     if (!n->needs[0]) return GM_OK;
     if (!gout[0]) return gm_zeros_like(c, x, &gin[0]);
     gm_tensor *ins[3] = {gout[0], x, n->saved_out[0] ? n->saved_out[0] : x};
-    gm_kargs ex = {.op = pw_name(n->op)};
-    ex.i[0] = n->op;
-    pw_clamp_bounds(&n->p, &ex);
+    gm_kparams k = {.pw = pw_args(&n->p, n->op, 0)};
     gm_status st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
-    if (st == GM_OK) st = gm_run(c, GM_K_PW_UNARY_BWD, 3, ins, 1, &gin[0], &n->p, &ex);
+    if (st == GM_OK) st = gm_run(c, GM_K_PW_UNARY_BWD, 3, ins, 1, &gin[0], &k);
     if (st != GM_OK) gm_release_all(1, gin);
     return st;
 }
@@ -303,7 +296,7 @@ static gm_status where_fwd(gm_ctx *c, gm_opcall *o, int op) {
     if (st == GM_OK) st = gm_broadcast_shape(c, "where", nd, shape, y->ndim, y->shape, &nd, shape);
     if (st == GM_OK) st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), nd, shape, &o->out[0]);
     for (int i = 0; i < 3 && st == GM_OK; i++) st = pw_view(c, o->in[i], nd, shape, &v[i]);
-    if (st == GM_OK) st = gm_run(c, GM_K_PW_WHERE, 3, v, 1, o->out, o->p, NULL);
+    if (st == GM_OK) st = gm_run(c, GM_K_PW_WHERE, 3, v, 1, o->out, NULL);
     gm_release_all(3, v);
     (void)op;
     return st;
@@ -318,7 +311,7 @@ static gm_status pw_select_grad(gm_ctx *c, gm_node *n, gm_tensor *sel, gm_tensor
     if (st == GM_OK) st = pw_const_view(c, g->dtype, gm_tensor_device(g), 0, g->ndim, g->shape, &v[pick_true ? 2 : 1]);
     if (st == GM_OK) {
         v[pick_true ? 1 : 2] = gm_tensor_retain(g);
-        st = pw_grad_run(c, GM_K_PW_WHERE, 3, v, g, to, &n->p, NULL, out);
+        st = pw_grad_run(c, GM_K_PW_WHERE, 3, v, g, to, NULL, out);
     }
     gm_release_all(3, v);
     return st;
@@ -401,7 +394,7 @@ static gm_status masked_fill_fwd(gm_ctx *c, gm_opcall *o, int op) {
     if (st == GM_OK) st = pw_view(c, mask, nd, shape, &v[0]);
     if (st == GM_OK) st = pw_const_view(c, x->dtype, gm_tensor_device(x), value, nd, shape, &v[1]);
     if (st == GM_OK) v[2] = gm_tensor_retain(x);
-    if (st == GM_OK) st = gm_run(c, GM_K_PW_WHERE, 3, v, 1, o->out, o->p, NULL);
+    if (st == GM_OK) st = gm_run(c, GM_K_PW_WHERE, 3, v, 1, o->out, NULL);
     gm_release_all(3, v);
     (void)op;
     return st;

@@ -58,16 +58,15 @@ static int reduced_shape(const gm_tensor *x, uint64_t mask, bool keepdim, int64_
     return n;
 }
 
-/* Allocate out (reduction of x over mask) with dtype t and run kernel kid on x. */
-static gm_status reduce_run(gm_ctx *c, gm_opcall *o, int kid, gm_dtype t, uint64_t mask,
-                            gm_kargs *extra) {
+/* Allocate out (reduction of x over mask) with dtype t and run kernel kid on x, scale as in
+ * gm_reduce_args. */
+static gm_status reduce_run(gm_ctx *c, gm_opcall *o, int kid, gm_dtype t, uint64_t mask, double scale) {
     gm_tensor *x = o->in[0];
     int64_t shape[GM_MAX_DIMS];
     int nd = reduced_shape(x, mask, o->p->keepdim, shape);
     gm_status st = gm_tensor_new(c, t, gm_tensor_device(x), nd, shape, &o->out[0]);
     if (st != GM_OK) return st;
-    extra->i[0] = (int64_t)mask;
-    return gm_run(c, kid, 1, &x, 1, &o->out[0], o->p, extra);
+    return gm_run(c, kid, 1, &x, 1, &o->out[0], &(gm_kparams){.reduce = {.mask = mask, .scale = scale}});
 }
 
 /* g (the reduced output's shape) viewed with the reduced dims kept as size 1. */
@@ -143,10 +142,8 @@ static gm_status sum_mean_fwd(gm_ctx *c, gm_opcall *o, bool mean) {
     gm_status st;
     if (mean && (st = gm_check_float(c, op, x)) != GM_OK) return st;
     if ((st = dims_mask(c, op, x, o->p, &mask, &cnt)) != GM_OK) return st;
-    gm_kargs e = {0};
     /* The mean of nothing is NaN (0 * NaN), as in torch. */
-    e.d[0] = !mean ? 1.0 : cnt > 0 ? 1.0 / (double)cnt : NAN;
-    return reduce_run(c, o, GM_K_SUM, x->dtype, mask, &e);
+    return reduce_run(c, o, GM_K_SUM, x->dtype, mask, !mean ? 1.0 : cnt > 0 ? 1.0 / (double)cnt : NAN);
 }
 
 
@@ -201,9 +198,7 @@ static gm_status var_fwd(gm_ctx *c, gm_opcall *o) {
     gm_status st;
     if ((st = gm_check_float(c, "var", x)) != GM_OK) return st;
     if ((st = dims_mask(c, "var", x, o->p, &mask, &cnt)) != GM_OK) return st;
-    gm_kargs e = {0};
-    e.d[0] = var_divisor(o->p, cnt);
-    return reduce_run(c, o, GM_K_VAR, x->dtype, mask, &e);
+    return reduce_run(c, o, GM_K_VAR, x->dtype, mask, var_divisor(o->p, cnt));
 }
 
 /* dx = g * 2 (x - mean) / divisor, with g and mean broadcast from the keepdim shape. */
@@ -241,8 +236,7 @@ static gm_status lse_fwd(gm_ctx *c, gm_opcall *o) {
     gm_status st;
     if ((st = gm_check_float(c, "logsumexp", x)) != GM_OK) return st;
     if ((st = dims_mask(c, "logsumexp", x, o->p, &mask, &cnt)) != GM_OK) return st;
-    gm_kargs e = {0};
-    return reduce_run(c, o, GM_K_LOGSUMEXP, x->dtype, mask, &e);
+    return reduce_run(c, o, GM_K_LOGSUMEXP, x->dtype, mask, 0);
 }
 
 /* dx = g * exp(x - y): the softmax of x over the reduced dims, times g. */
@@ -287,10 +281,7 @@ static gm_status best_fwd(gm_ctx *c, gm_opcall *o, const char *op, bool min, boo
     if (values && (st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), nd, shape, &o->out[k++])) != GM_OK)
         return st;
     if ((st = gm_tensor_new(c, GM_I32, gm_tensor_device(x), nd, shape, &o->out[k++])) != GM_OK) return st;
-    gm_kargs e = {0};
-    e.i[0] = (int64_t)mask;
-    e.i[1] = min;
-    return gm_run(c, GM_K_MAXMIN, 1, &x, k, o->out, o->p, &e);
+    return gm_run(c, GM_K_MAXMIN, 1, &x, k, o->out, &(gm_kparams){.reduce = {.mask = mask, .min = min}});
 }
 
 /* The selected element of each output gets g; the rest of x gets 0. */
@@ -303,9 +294,7 @@ static gm_status best_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     if ((st = dim_mask(c, op, x, &n->p, &mask, &cnt)) != GM_OK) goto out;
     if ((st = gm_tensor_contiguous(c, gout[0], &g)) != GM_OK) goto out;
     gm_tensor *ins[2] = {g, n->saved_out[1]};
-    gm_kargs e = {0};
-    e.i[0] = (int64_t)mask;
-    st = gm_run(c, GM_K_MAXMIN_BACKWARD, 2, ins, 1, &dx, &n->p, &e);
+    st = gm_run(c, GM_K_MAXMIN_BACKWARD, 2, ins, 1, &dx, &(gm_kparams){.reduce = {.mask = mask}});
 out:
     gm_tensor_release(g);
     if (st != GM_OK) {
@@ -362,19 +351,17 @@ const gm_oprules gm_rules_ARGMIN = {argmin_fwd, NULL, best_sample, best_bad};
 
 /* ---- softmax, log_softmax, cumsum: one dim, output of x's shape -------------------------- */
 
-/* Run kid on x along dim into a new tensor of x's shape; i[1] = flag. */
+/* Run kid on x along dim into a new tensor of x's shape, flag as in gm_dim_args. */
 static gm_status along_dim(gm_ctx *c, const char *op, int kid, gm_tensor *x, gm_tensor *g,
-                           int dim, int flag, const gm_params *p, gm_tensor **out) {
+                           int dim, bool flag, gm_tensor **out) {
     int d;
     gm_status st = gm_dim_norm(c, op, dim, x->ndim, &d);
     if (st != GM_OK) return st;
     gm_tensor *y;
     if ((st = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &y)) != GM_OK) return st;
     gm_tensor *ins[2] = {x, g};
-    gm_kargs e = {0};
-    e.i[0] = x->ndim > 0 ? d : 0;
-    e.i[1] = flag;
-    if ((st = gm_run(c, kid, g ? 2 : 1, ins, 1, &y, p, &e)) != GM_OK) {
+    gm_kparams k = {.dim = {.dim = x->ndim > 0 ? d : 0, .flag = flag}};
+    if ((st = gm_run(c, kid, g ? 2 : 1, ins, 1, &y, &k)) != GM_OK) {
         gm_tensor_release(y);
         return st;
     }
@@ -388,12 +375,12 @@ static int sm_dim(const gm_params *p) { return p->has_dim ? p->dim : -1; }
 static gm_status sm_fwd(gm_ctx *c, gm_opcall *o, const char *op, int logsm) {
     gm_status st = gm_check_float(c, op, o->in[0]);
     if (st != GM_OK) return st;
-    return along_dim(c, op, GM_K_SOFTMAX, o->in[0], NULL, sm_dim(o->p), logsm, o->p, &o->out[0]);
+    return along_dim(c, op, GM_K_SOFTMAX, o->in[0], NULL, sm_dim(o->p), logsm, &o->out[0]);
 }
 
 static gm_status sm_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin, const char *op, int logsm) {
     if (!gout[0]) return gm_zeros_like(c, n->in[0], &gin[0]);
-    return along_dim(c, op, GM_K_SOFTMAX_BACKWARD, n->saved_out[0], gout[0], sm_dim(&n->p), logsm, &n->p, &gin[0]);
+    return along_dim(c, op, GM_K_SOFTMAX_BACKWARD, n->saved_out[0], gout[0], sm_dim(&n->p), logsm, &gin[0]);
 }
 
 static gm_status softmax_fwd(gm_ctx *c, gm_opcall *o) { return sm_fwd(c, o, "softmax", 0); }
@@ -447,13 +434,13 @@ const gm_oprules gm_rules_LOG_SOFTMAX = {log_softmax_fwd, log_softmax_bwd, dim_s
 
 /* cumsum's dim is required (no default); i32 sums stay i32. */
 static gm_status cumsum_fwd(gm_ctx *c, gm_opcall *o) {
-    return along_dim(c, "cumsum", GM_K_CUMSUM, o->in[0], NULL, o->p->dim, 0, o->p, &o->out[0]);
+    return along_dim(c, "cumsum", GM_K_CUMSUM, o->in[0], NULL, o->p->dim, false, &o->out[0]);
 }
 
 /* The gradient of a prefix sum is the suffix sum of g. */
 static gm_status cumsum_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
     if (!gout[0]) return gm_zeros_like(c, n->in[0], &gin[0]);
-    return along_dim(c, "cumsum", GM_K_CUMSUM, gout[0], NULL, n->p.dim, 1, &n->p, &gin[0]);
+    return along_dim(c, "cumsum", GM_K_CUMSUM, gout[0], NULL, n->p.dim, true, &gin[0]);
 }
 
 extern const gm_oprules gm_rules_CUMSUM;

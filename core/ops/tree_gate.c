@@ -22,10 +22,7 @@ static gm_status ss_fwd(gm_ctx *c, gm_opcall *o) {
     if (!s) s = check_gamma(c, "smooth_step", o->p->a);
     if (!s) s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &o->out[0]);
     if (s) return s;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.d[0] = o->p->a;
-    return gm_run(c, GM_K_SMOOTH_STEP, 1, &x, 1, &o->out[0], o->p, &ex);
+    return gm_run(c, GM_K_SMOOTH_STEP, 1, &x, 1, &o->out[0], &(gm_kparams){.tree = {.gamma = o->p->a}});
 }
 
 static gm_status ss_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
@@ -34,11 +31,8 @@ static gm_status ss_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
     if (!gout[0]) return gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
     gm_status s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
     if (s) return s;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.d[0] = n->p.a;
     gm_tensor *ins[2] = {x, gout[0]};
-    return gm_run(c, GM_K_SMOOTH_STEP_BWD, 2, ins, 1, &gin[0], &n->p, &ex);
+    return gm_run(c, GM_K_SMOOTH_STEP_BWD, 2, ins, 1, &gin[0], &(gm_kparams){.tree = {.gamma = n->p.a}});
 }
 
 static gm_status ss_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {
@@ -127,11 +121,8 @@ static gm_status ds_fwd(gm_ctx *c, gm_opcall *o) {
     if (!s) s = gm_tensor_new(c, z->dtype, gm_tensor_device(z), z->ndim, sh, &o->out[1]);
     if (!s) s = gm_contig_all(c, 2, o->in, in);
     if (s) return s;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = N, ex.i[1] = k, ex.i[2] = m, ex.i[3] = E;
-    ex.d[0] = o->p->a;
-    s = gm_run(c, GM_K_DSELECT_K, 2, in, 2, o->out, o->p, &ex);
+    gm_kparams kp = {.tree = {.n = N, .k = k, .m = m, .experts = E, .gamma = o->p->a}};
+    s = gm_run(c, GM_K_DSELECT_K, 2, in, 2, o->out, &kp);
     gm_release_all(2, in);
     return s;
 }
@@ -146,11 +137,8 @@ static gm_status ds_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
     if (!s) s = gm_tensor_new(c, z->dtype, gm_tensor_device(z), z->ndim, z->shape, &out[0]);
     if (!s) s = gm_tensor_new(c, w->dtype, gm_tensor_device(w), w->ndim, w->shape, &out[1]);
     if (!s) {
-        gm_kargs ex;
-        memset(&ex, 0, sizeof ex);
-        ex.i[0] = N, ex.i[1] = k, ex.i[2] = m, ex.i[3] = n->p.n;
-        ex.d[0] = n->p.a;
-        s = gm_run(c, GM_K_DSELECT_K_BWD, 4, in, 2, out, &n->p, &ex);
+        gm_kparams kp = {.tree = {.n = N, .k = k, .m = m, .experts = n->p.n, .gamma = n->p.a}};
+        s = gm_run(c, GM_K_DSELECT_K_BWD, 4, in, 2, out, &kp);
     }
     gm_release_all(4, in);
     for (int j = 0; j < 2; j++) {
@@ -233,11 +221,8 @@ static gm_status cg_fwd(gm_ctx *c, gm_opcall *o) {
     if (!s) s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim, lf->shape, &o->out[1]);
     if (!s) s = gm_contig_all(c, 2, o->in, in);
     if (s) return s;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = N, ex.i[1] = k, ex.i[2] = E;
-    ex.d[0] = o->p->a;
-    s = gm_run(c, GM_K_COMET_GATE, 2, in, 2, o->out, o->p, &ex);
+    gm_kparams kp = {.tree = {.n = N, .k = k, .experts = E, .gamma = o->p->a}};
+    s = gm_run(c, GM_K_COMET_GATE, 2, in, 2, o->out, &kp);
     gm_release_all(2, in);
     return s;
 }
@@ -252,11 +237,8 @@ static gm_status cg_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
     if (!s) s = gm_tensor_new(c, nd->dtype, gm_tensor_device(nd), nd->ndim, nd->shape, &out[0]);
     if (!s) s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim, lf->shape, &out[1]);
     if (!s) {
-        gm_kargs ex;
-        memset(&ex, 0, sizeof ex);
-        ex.i[0] = N, ex.i[1] = k, ex.i[2] = E;
-        ex.d[0] = n->p.a;
-        s = gm_run(c, GM_K_COMET_GATE_BWD, 4, in, 2, out, &n->p, &ex);
+        gm_kparams kp = {.tree = {.n = N, .k = k, .experts = E, .gamma = n->p.a}};
+        s = gm_run(c, GM_K_COMET_GATE_BWD, 4, in, 2, out, &kp);
     }
     gm_release_all(4, in);
     for (int j = 0; j < 2; j++) {
@@ -318,22 +300,20 @@ static gm_status sk_check(gm_ctx *c, gm_tensor *x, const gm_params *p, int64_t *
 
 static gm_status sk_fwd(gm_ctx *c, gm_opcall *o) {
     gm_tensor *x = o->in[0], *xc = NULL;
-    int64_t B, n;
+    int64_t B = 0, n = 0;
     gm_status s = sk_check(c, x, o->p, &B, &n);
     if (!s) s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &o->out[0]);
     if (!s) s = gm_tensor_contiguous(c, x, &xc);
     if (s) return s;
-    gm_kargs ex;
-    memset(&ex, 0, sizeof ex);
-    ex.i[0] = B, ex.i[1] = n, ex.i[2] = o->p->n;
-    s = gm_run(c, GM_K_SINKHORN, 1, &xc, 1, &o->out[0], o->p, &ex);
+    gm_kparams kp = {.tree = {.n = B, .size = n, .iters = o->p->n}};
+    s = gm_run(c, GM_K_SINKHORN, 1, &xc, 1, &o->out[0], &kp);
     gm_tensor_release(xc);
     return s;
 }
 
 static gm_status sk_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
     gm_tensor *x = n->in[0], *in[2] = {NULL, NULL};
-    int64_t B, nn;
+    int64_t B = 0, nn = 0;
     if (!n->needs[0]) return GM_OK;
     gm_status s = sk_check(c, x, &n->p, &B, &nn);
     if (!s && !gout[0]) return gm_tensor_zeros(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
@@ -341,10 +321,8 @@ static gm_status sk_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin
     if (!s) s = gm_tensor_contiguous(c, gout[0], &in[1]);
     if (!s) s = gm_tensor_new(c, x->dtype, gm_tensor_device(x), x->ndim, x->shape, &gin[0]);
     if (!s) {
-        gm_kargs ex;
-        memset(&ex, 0, sizeof ex);
-        ex.i[0] = B, ex.i[1] = nn, ex.i[2] = n->p.n;
-        s = gm_run(c, GM_K_SINKHORN_BWD, 2, in, 1, &gin[0], &n->p, &ex);
+        gm_kparams kp = {.tree = {.n = B, .size = nn, .iters = n->p.n}};
+        s = gm_run(c, GM_K_SINKHORN_BWD, 2, in, 1, &gin[0], &kp);
     }
     gm_release_all(2, in);
     return s;

@@ -111,9 +111,8 @@ static gm_status back_scatter_view(gm_ctx *c, gm_node *n, gm_tensor *g, gm_tenso
         gm_status st = gm_op(c, n->op, 1, &acc, &n->p, &v);
         if (st == GM_OK) {
             gm_tensor *io[2] = {v, g};
-            gm_kargs ex = {.op = gm_opdef_get(n->op)->name};
-            ex.i[0] = GM_OP_ADD;
-            st = gm_run(c, GM_K_PW_BINARY, 2, io, 1, &v, NULL, &ex);
+            gm_kparams k = {.pw = {.op = GM_OP_ADD, .name = gm_opdef_get(n->op)->name}};
+            st = gm_run(c, GM_K_PW_BINARY, 2, io, 1, &v, &k);
             gm_tensor_release(v);
         }
         return st; /* gin[0] stays NULL: nothing more to add */

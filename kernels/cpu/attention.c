@@ -181,8 +181,8 @@ static void sdpa_range(void *ctx, int64_t lo, int64_t hi) {
 static gm_status sdpa_run(const gm_kargs *a, bool bwd) {
     const gm_kview *q = &a->in[0], *k = &a->in[1], *v = &a->in[2];
     sdpa_work w = {.a = a, .T = q->shape[2], .S = k->shape[2], .Dh = q->shape[3],
-                   .Dv = v->shape[3], .causal = a->i[0] != 0, .bwd = bwd, .has_glse = bwd && a->n_in > 6,
-                   .f32 = q->dtype == GM_F32, .scale = a->d[0]};
+                   .Dv = v->shape[3], .causal = a->k.sdpa.causal, .bwd = bwd, .has_glse = bwd && a->n_in > 6,
+                   .f32 = q->dtype == GM_F32, .scale = a->k.sdpa.scale};
     int64_t heads = q->shape[0] * q->shape[1];
     if (heads == 0 || w.T == 0) return GM_OK;
     gm_parallel_for(heads, gm_min_units(w.T * w.S * (w.Dh + w.Dv) / 8 + 1), a->nthreads, sdpa_range, &w);

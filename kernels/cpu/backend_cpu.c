@@ -222,11 +222,11 @@ gm_status gm_cpu_COPY(gm_ctx *c, const gm_kargs *a) {
     return GM_OK;
 }
 
-/* out[0][...] = d[0], in pieces of elements split over the threads. */
+/* out[0][...] = value, in pieces of elements split over the threads. */
 static void fill_range(void *ctx, int64_t lo, int64_t hi) {
     const gm_kargs *a = ctx;
     const gm_kview *y = &a->out[0];
-    double v = a->d[0];
+    double v = a->k.value.value;
     if (!gm_kview_contiguous(y)) {
         for (int64_t i = lo; i < hi; i++) gm_elem_store(y->data, y->dtype, gm_kview_offset(y, i), v);
         return;
@@ -244,10 +244,9 @@ gm_status gm_cpu_FILL(gm_ctx *c, const gm_kargs *a) {
                                                                                                         : GM_OK;
 }
 
-/* Random fill of a contiguous out[0]. i[0] = kind (uniform [d0,d1), normal(mean d0, std d1),
- * integers [d0,d1)), i[1] = seed, i[2] = first Philox counter. Value i comes from block
- * i[2] + i / per, lane i % per (per = 2 for f64 uniform/normal, else 4); normals pair lanes
- * through Box-Muller. */
+/* Random fill of a contiguous out[0] (gm_rand_args): uniform [a,b), normal(mean a, std b) or
+ * integers [a,b) from the Philox stream of seed. Value i comes from block offset + i / per,
+ * lane i % per (per = 2 for f64 uniform/normal, else 4); normals pair lanes through Box-Muller. */
 typedef struct rand_job {
     const gm_kview *y;
     int64_t n, kind, per;
@@ -299,8 +298,9 @@ static void rand_blocks(void *ctx, int64_t b0, int64_t b1) {
 }
 
 gm_status gm_cpu_RAND(gm_ctx *c, const gm_kargs *a) {
-    rand_job j = {.y = &a->out[0], .n = gm_kview_numel(&a->out[0]), .kind = a->i[0],
-                  .seed = (uint64_t)a->i[1], .off = (uint64_t)a->i[2], .lo = a->d[0], .hi = a->d[1]};
+    const gm_rand_args *r = &a->k.rand;
+    rand_job j = {.y = &a->out[0], .n = gm_kview_numel(&a->out[0]), .kind = r->kind, .seed = r->seed,
+                  .off = r->offset, .lo = r->a, .hi = r->b};
     j.wide = a->out[0].dtype == GM_F64 && j.kind != GM_RAND_INT;
     j.per = j.wide ? 2 : 4;
     (void)c;

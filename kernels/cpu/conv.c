@@ -17,11 +17,11 @@ typedef struct {
     int64_t C, H, W, kh, kw, sh, sw, ph, pw, OH, OW;
 } cgeom;
 
-/* x: an input [N,C,H,W] view; k: kernel dims (kh, kw); y: an output [N,*,OH,OW] view;
- * i: the stride and padding launch ints (sh sw ph pw at i[0..3], or kh kw sh sw ph pw). */
-static void geom_of(cgeom *g, const gm_kview *x, int64_t kh, int64_t kw, const gm_kview *y, const int64_t *i) {
+/* x: an input [N,C,H,W] view; k: kernel dims (kh, kw); y: an output [N,*,OH,OW] view; a: the
+ * launch's stride and padding. */
+static void geom_of(cgeom *g, const gm_kview *x, int64_t kh, int64_t kw, const gm_kview *y, const gm_conv_args *a) {
     *g = (cgeom){.C = x->shape[1], .H = x->shape[2], .W = x->shape[3], .kh = kh, .kw = kw,
-                 .sh = i[0], .sw = i[1], .ph = i[2], .pw = i[3], .OH = y->shape[2], .OW = y->shape[3]};
+                 .sh = a->sh, .sw = a->sw, .ph = a->ph, .pw = a->pw, .OH = y->shape[2], .OW = y->shape[3]};
 }
 
 static bool is_direct(const cgeom *g) { /* a 1x1, stride-1, unpadded kernel: x[n] is its column matrix */
@@ -117,7 +117,7 @@ static size_t view_bytes(const gm_kview *v) {
 gm_status gm_cpu_CONV2D(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *X = &a->in[0], *Wv = &a->in[1], *Y = &a->out[0];
     cgeom g;
-    geom_of(&g, X, Wv->shape[2], Wv->shape[3], Y, a->i);
+    geom_of(&g, X, Wv->shape[2], Wv->shape[3], Y, &a->k.conv);
     bool f64 = Y->dtype == GM_F64;
     size_t esz = f64 ? sizeof(double) : sizeof(float);
     int64_t N = X->shape[0], O = Wv->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW;
@@ -151,7 +151,7 @@ gm_status gm_cpu_CONV2D(gm_ctx *c, const gm_kargs *a) {
 gm_status gm_cpu_CONV2D_DX(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *Wv = &a->in[0], *DY = &a->in[1], *DX = &a->out[0];
     cgeom g;
-    geom_of(&g, DX, Wv->shape[2], Wv->shape[3], DY, a->i);
+    geom_of(&g, DX, Wv->shape[2], Wv->shape[3], DY, &a->k.conv);
     bool f64 = DX->dtype == GM_F64;
     size_t esz = f64 ? sizeof(double) : sizeof(float);
     int64_t N = DX->shape[0], O = Wv->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW, img = g.C * g.H * g.W;
@@ -182,7 +182,7 @@ gm_status gm_cpu_CONV2D_DX(gm_ctx *c, const gm_kargs *a) {
 gm_status gm_cpu_CONV2D_DW(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *X = &a->in[0], *DY = &a->in[1], *DW = &a->out[0];
     cgeom g;
-    geom_of(&g, X, DW->shape[2], DW->shape[3], DY, a->i);
+    geom_of(&g, X, DW->shape[2], DW->shape[3], DY, &a->k.conv);
     bool f64 = DW->dtype == GM_F64;
     size_t esz = f64 ? sizeof(double) : sizeof(float);
     int64_t N = X->shape[0], O = DW->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW;
@@ -307,7 +307,7 @@ static void avg_bwd_planes(void *ctx, int64_t p0, int64_t p1) {
 
 /* Runs fn over the planes of x [N,C,H,W] (the input or dx view); y is an [N,C,OH,OW] view. */
 static gm_status run_planes(const gm_kargs *a, const gm_kview *x, const gm_kview *y, poolwork *w, gm_range_fn fn) {
-    geom_of(&w->g, x, a->i[0], a->i[1], y, a->i + 2);
+    geom_of(&w->g, x, a->k.conv.kh, a->k.conv.kw, y, &a->k.conv);
     w->f64 = x->dtype == GM_F64;
     int64_t planes = x->shape[0] * x->shape[1];
     int64_t per = MIN_WORK / (w->g.H * w->g.W + w->g.OH * w->g.OW * w->g.kh * w->g.kw + 1) + 1;

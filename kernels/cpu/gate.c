@@ -81,10 +81,11 @@ static void select_range(void *ctx, int64_t lo, int64_t hi)
     const gm_kargs *a = j->a;
     const gm_kview *L = &a->in[0], *W = &a->out[0], *I = &a->out[1], *P = &a->out[2],
                    *N = &a->out[3];
-    int64_t E = L->shape[1], Wd = W->shape[1], k = a->i[1];
-    int rule = (int)a->i[0];
-    bool renorm = a->i[2] != 0;
-    double thr = a->d[0];
+    const gm_gate_args *ga = &a->k.gate;
+    int64_t E = L->shape[1], Wd = W->shape[1], k = ga->k;
+    int rule = ga->rule;
+    bool renorm = ga->renormalize;
+    double thr = ga->p;
     double *p = malloc((size_t)(E + Wd) * sizeof *p);
     int32_t *idx = malloc((size_t)E * 2 * sizeof *idx);
     if (!p || !idx) {
@@ -146,7 +147,7 @@ gm_status gm_cpu_GATE_SELECT(gm_ctx *c, const gm_kargs *a)
     sel_job j = {a, gm_min_units(E * 8), 0, 0};
     gm_parallel_for(T, gm_min_units(E * 8), a->nthreads, select_range, &j);
     static const char *const name[] = {"topk_gate", "topp_gate", "threshold_gate"};
-    const char *op = a->i[0] >= 0 && a->i[0] <= 2 ? name[a->i[0]] : "gate";
+    const char *op = a->k.gate.rule >= 0 && a->k.gate.rule <= 2 ? name[a->k.gate.rule] : "gate";
     if (j.nomem) return gm_errf(c, GM_ENOMEM, "%s: out of memory (E=%lld)", op, (long long)E);
     if (j.stop) return gm_errf(c, GM_EINTR, "%s: interrupted", op);
     return GM_OK;
@@ -163,7 +164,7 @@ static void select_bwd_range(void *ctx, int64_t lo, int64_t hi)
     const gm_kview *P = &a->in[0], *W = &a->in[1], *I = &a->in[2], *GW = &a->in[3],
                    *GP = &a->in[4], *D = &a->out[0];
     int64_t E = P->shape[1], K = W->shape[1];
-    bool renorm = a->i[0] != 0, has_gw = a->i[1] & 1, has_gp = a->i[1] & 2;
+    bool renorm = a->k.gate.renormalize, has_gw = a->k.gate.given & 1, has_gp = a->k.gate.given & 2;
     double *buf = malloc((size_t)(2 * E + 2 * K) * sizeof *buf);
     if (!buf) {
         __atomic_store_n(&j->nomem, 1, __ATOMIC_RELAXED);

@@ -228,7 +228,7 @@ static void rec_range(void *ctx, int64_t lo, int64_t hi) {
 
 static gm_status rec_run(const gm_kargs *a, bool bwd) {
     const gm_kview *q = &a->in[0], *v = &a->in[2];
-    rec_work w = {.a = a, .T = q->shape[2], .Dk = q->shape[3], .Dv = v->shape[3], .bwd = bwd, .scale = a->d[0]};
+    rec_work w = {.a = a, .T = q->shape[2], .Dk = q->shape[3], .Dv = v->shape[3], .bwd = bwd, .scale = a->k.gla.scale};
     w.Dkp = round_up(w.Dk, RI), w.Dvp = round_up(w.Dv, RJ);
     gm_parallel_for(q->shape[0] * q->shape[1], gm_min_units(w.T * w.Dk * w.Dv + 1), a->nthreads, rec_range, &w);
     if (w.oom) return GM_ENOMEM;
@@ -599,7 +599,8 @@ static void chunk_range(void *ctx, int64_t lo, int64_t hi) {
 static gm_status chunk_run(const gm_kargs *a, bool bwd) {
     const gm_kview *q = &a->in[0], *v = &a->in[2];
     chunk_work w = {.a = a, .T = q->shape[2], .Dk0 = q->shape[3], .Dk = round_up(q->shape[3], 8), .Dv = v->shape[3],
-                    .C = a->i[0], .c = a->i[1], .f32 = q->dtype == GM_F32, .bwd = bwd, .scale = a->d[0]};
+                    .C = a->k.gla.chunk, .c = a->k.gla.sub, .f32 = q->dtype == GM_F32, .bwd = bwd,
+                    .scale = a->k.gla.scale};
     if (w.T == 0) return GM_OK;
     if (w.C > w.T) w.C = w.T;
     if (w.c > w.C) w.c = w.C;

@@ -106,7 +106,7 @@ typedef struct {
 static inline void gather_body(copy_job *j, int64_t lo, int64_t hi, size_t esz)
 {
     const gm_kview *x = &j->a->in[0], *ix = &j->a->in[1], *o = &j->a->out[0];
-    int dim = (int)j->a->i[0];
+    int dim = j->a->k.dim.dim;
     int64_t xs = x->stride[dim];
     const int64_t *st[3] = {o->stride, ix->stride, j->xst};
     walker w;
@@ -134,7 +134,7 @@ static gm_status gather_run(const gm_kargs *a)
 {
     copy_job j = {.a = a, .esz = gm_dtype_size(a->in[0].dtype)};
     memcpy(j.xst, a->in[0].stride, sizeof j.xst);
-    j.xst[a->i[0]] = 0;
+    j.xst[a->k.dim.dim] = 0;
     gm_parallel_for(gm_shape_numel(a->in[1].ndim, a->in[1].shape), GM_PAR_MIN, a->nthreads,
                     gather_range, &j);
     return j.stop ? GM_EINTR : GM_OK;
@@ -142,7 +142,7 @@ static gm_status gather_run(const gm_kargs *a)
 
 gm_status gm_cpu_GATHER(gm_ctx *c, const gm_kargs *a)
 {
-    int dim = (int)a->i[0];
+    int dim = a->k.dim.dim;
     gm_status s = check_index(c, "gather", &a->in[1], dim, a->in[0].shape[dim]);
     if (s) return s;
     s = gather_run(a);
@@ -153,7 +153,7 @@ gm_status gm_cpu_GATHER(gm_ctx *c, const gm_kargs *a)
 gm_status gm_cpu_SCATTER_ADD(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *ix = &a->in[0], *src = &a->in[1], *o = &a->out[0];
-    int dim = (int)a->i[0], nd = ix->ndim;
+    int dim = a->k.dim.dim, nd = ix->ndim;
     int64_t n = gm_shape_numel(nd, ix->shape), size = o->shape[dim], os = o->stride[dim];
     int64_t ost[GM_MAX_DIMS];
     memcpy(ost, o->stride, sizeof ost);
@@ -178,7 +178,7 @@ gm_status gm_cpu_SCATTER_ADD(gm_ctx *c, const gm_kargs *a)
 static inline void index_select_body(copy_job *j, int64_t lo, int64_t hi, size_t esz)
 {
     const gm_kview *x = &j->a->in[0], *ix = &j->a->in[1], *o = &j->a->out[0];
-    int dim = (int)j->a->i[0];
+    int dim = j->a->k.dim.dim;
     int64_t xs = x->stride[dim], is = ix->stride[0];
     const int64_t *st[2] = {o->stride, j->xst};
     const int32_t *id = ix->data;
@@ -207,7 +207,7 @@ static gm_status index_select_run(const gm_kargs *a)
 {
     copy_job j = {.a = a, .esz = gm_dtype_size(a->in[0].dtype)};
     memcpy(j.xst, a->in[0].stride, sizeof j.xst);
-    j.xst[a->i[0]] = 0;
+    j.xst[a->k.dim.dim] = 0;
     gm_parallel_for(gm_shape_numel(a->out[0].ndim, a->out[0].shape), GM_PAR_MIN, a->nthreads,
                     index_select_range, &j);
     return j.stop ? GM_EINTR : GM_OK;
@@ -237,7 +237,7 @@ static void index_rows_range(void *ctx, int64_t lo, int64_t hi)
 static gm_status index_select_rows(const gm_kargs *a)
 {
     const gm_kview *x = &a->in[0], *o = &a->out[0];
-    int dim = (int)a->i[0];
+    int dim = a->k.dim.dim;
     rows_job j = {.x = x->data, .o = o->data, .id = a->in[1].data, .S = x->shape[dim],
                   .Lk = o->shape[dim],
                   .inner = gm_shape_numel(x->ndim - dim - 1, x->shape + dim + 1),
@@ -249,7 +249,7 @@ static gm_status index_select_rows(const gm_kargs *a)
 
 gm_status gm_cpu_INDEX_SELECT(gm_ctx *c, const gm_kargs *a)
 {
-    int dim = (int)a->i[0];
+    int dim = a->k.dim.dim;
     gm_status s = check_index(c, "index_select", &a->in[1], dim, a->in[0].shape[dim]);
     if (s) return s;
     if (gm_kview_contiguous(&a->in[0]) && gm_kview_contiguous(&a->out[0])) s = index_select_rows(a);
@@ -261,7 +261,7 @@ gm_status gm_cpu_INDEX_SELECT(gm_ctx *c, const gm_kargs *a)
 gm_status gm_cpu_INDEX_ADD(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *ix = &a->in[0], *src = &a->in[1], *o = &a->out[0];
-    int dim = (int)a->i[0], nd = src->ndim;
+    int dim = a->k.dim.dim, nd = src->ndim;
     int64_t n = gm_shape_numel(nd, src->shape), size = o->shape[dim], os = o->stride[dim];
     int64_t ost[GM_MAX_DIMS];
     memcpy(ost, o->stride, sizeof ost);
@@ -386,9 +386,10 @@ static void topk_range(void *ctx, int64_t lo, int64_t hi)
 {
     topk_job *j = ctx;
     const gm_kview *x = &j->a->in[0], *ov = &j->a->out[0], *oi = &j->a->out[1];
-    int dim = (int)j->a->i[0];
-    int64_t k = j->a->i[1], len = x->shape[dim];
-    int mode = j->a->i[2] != 0 ? 0 : 1, sorted = j->a->i[3] != 0;
+    const gm_topk_args *t = &j->a->k.topk;
+    int dim = t->dim;
+    int64_t k = t->k, len = x->shape[dim];
+    int mode = t->largest ? 0 : 1, sorted = t->sorted;
     const int64_t *st[3] = {x->stride, ov->stride, oi->stride};
     pair *h = malloc((size_t)k * sizeof *h);
     if (!h) {
@@ -427,8 +428,8 @@ out:
 gm_status gm_cpu_TOPK(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *x = &a->in[0];
-    int dim = (int)a->i[0];
-    int64_t k = a->i[1], len = x->shape[dim];
+    int dim = a->k.topk.dim;
+    int64_t k = a->k.topk.k, len = x->shape[dim];
     topk_job j = {.a = a};
     memcpy(j.rshape, x->shape, sizeof j.rshape);
     j.rshape[dim] = 1;
@@ -445,7 +446,7 @@ gm_status gm_cpu_TOPK(gm_ctx *c, const gm_kargs *a)
 gm_status gm_cpu_ONE_HOT(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *ix = &a->in[0], *o = &a->out[0];
-    int64_t n = a->i[0], cnt = gm_shape_numel(ix->ndim, ix->shape), os = o->stride[ix->ndim];
+    int64_t n = a->k.one_hot.n, cnt = gm_shape_numel(ix->ndim, ix->shape), os = o->stride[ix->ndim];
     const int32_t *id = ix->data;
     walker w;
     const int64_t *st[2] = {ix->stride, o->stride};

@@ -16,7 +16,7 @@
 /* log(sum_j exp(x_j)) of a contiguous f32 row: the max and the exps in 8 lanes (vmath.h; tails
  * padded with -inf), the exps summed in 8 double lanes added in a fixed order. NaNs are skipped
  * by the max and propagate through the sum, as in the strided loop below. */
-static double lse_f_contig(const float *x, int64_t C)
+static double lse_contig_f32(const float *x, int64_t C)
 {
     v8f mv = v8_splat(-INFINITY), v;
     int64_t j = 0;
@@ -49,9 +49,9 @@ static double lse_f_contig(const float *x, int64_t C)
 }
 
 /* log(sum_j exp(x_j)) of one row, stable: max + log(sum exp(x - max)), summed in double. */
-static double lse_f(const float *x, int64_t s, int64_t C)
+static double lse_f32(const float *x, int64_t s, int64_t C)
 {
-    if (s == 1) return lse_f_contig(x, C);
+    if (s == 1) return lse_contig_f32(x, C);
     float m = -INFINITY;
     for (int64_t j = 0; j < C; j++)
         if (x[j * s] > m) m = x[j * s];
@@ -61,7 +61,7 @@ static double lse_f(const float *x, int64_t s, int64_t C)
     return m + log(sum);
 }
 
-static double lse_d(const double *x, int64_t s, int64_t C)
+static double lse_f64(const double *x, int64_t s, int64_t C)
 {
     double m = -INFINITY;
     for (int64_t j = 0; j < C; j++)
@@ -102,13 +102,13 @@ static double ce_row(const gm_kview *L, const gm_kview *T, int64_t r, int64_t ig
     if (k == ign) return 0;
     if (L->dtype == GM_F32) {
         const float *x = (const float *)L->data + r * L->stride[0];
-        lse = lse_f(x, s, C);
+        lse = lse_f32(x, s, C);
         xk = x[k * s];
         if (eps > 0)
             for (int64_t j = 0; j < C; j++) mean += x[j * s];
     } else {
         const double *x = (const double *)L->data + r * L->stride[0];
-        lse = lse_d(x, s, C);
+        lse = lse_f64(x, s, C);
         xk = x[k * s];
         if (eps > 0)
             for (int64_t j = 0; j < C; j++) mean += x[j * s];
@@ -130,10 +130,10 @@ static void ce_range(void *ctx, int64_t lo, int64_t hi)
 {
     ce_job *j = ctx;
     const gm_kview *L = &j->a->in[0], *T = &j->a->in[1], *O = &j->a->out[0];
-    int64_t ign = j->a->i[1];
+    int64_t ign = j->a->k.loss.ignore_index;
     for (int64_t r = lo; r < hi; r++) {
         if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) return;
-        double l = ce_row(L, T, r, ign, j->a->d[0]);
+        double l = ce_row(L, T, r, ign, j->a->k.loss.smoothing);
         if (j->row) j->row[r] = l;
         else if (O->dtype == GM_F32) ((float *)O->data)[r * O->stride[0]] = (float)l;
         else ((double *)O->data)[r * O->stride[0]] = l;
@@ -143,8 +143,8 @@ static void ce_range(void *ctx, int64_t lo, int64_t hi)
 gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *L = &a->in[0], *T = &a->in[1], *O = &a->out[0];
-    int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count = 0;
-    int red = (int)a->i[0];
+    int64_t N = L->shape[0], C = L->shape[1], ign = a->k.loss.ignore_index, count = 0;
+    int red = a->k.loss.reduction;
     gm_status s = check_targets(c, T, C, ign, &count);
     if (s) return s;
     double *row = NULL;
@@ -169,10 +169,10 @@ gm_status gm_cpu_CROSS_ENTROPY(gm_ctx *c, const gm_kargs *a)
 }
 
 /* dlogits row = (softmax(x) - (1 - eps) onehot(k) - eps / C) * w. */
-static void ce_bwd_f(const float *x, int64_t xs, float *o, int64_t os, int64_t C, int64_t k,
+static void ce_bwd_f32(const float *x, int64_t xs, float *o, int64_t os, int64_t C, int64_t k,
                      double w, double eps)
 {
-    float lse = (float)lse_f(x, xs, C), wf = (float)w, u = (float)(eps / (double)C * w);
+    float lse = (float)lse_f32(x, xs, C), wf = (float)w, u = (float)(eps / (double)C * w);
     if (xs == 1 && os == 1) {
         v8_exp_shifted(o, x, C, lse);
         for (int64_t j = 0; j < C; j++) o[j] = o[j] * wf - u;
@@ -182,10 +182,10 @@ static void ce_bwd_f(const float *x, int64_t xs, float *o, int64_t os, int64_t C
     o[k * os] -= (float)((1 - eps) * w);
 }
 
-static void ce_bwd_d(const double *x, int64_t xs, double *o, int64_t os, int64_t C, int64_t k,
+static void ce_bwd_f64(const double *x, int64_t xs, double *o, int64_t os, int64_t C, int64_t k,
                      double w, double eps)
 {
-    double lse = lse_d(x, xs, C), u = eps / (double)C * w;
+    double lse = lse_f64(x, xs, C), u = eps / (double)C * w;
     for (int64_t j = 0; j < C; j++) o[j * os] = exp(x[j * xs] - lse) * w - u;
     o[k * os] -= (1 - eps) * w;
 }
@@ -194,7 +194,7 @@ static void ce_bwd_range(void *ctx, int64_t lo, int64_t hi)
 {
     ce_job *j = ctx;
     const gm_kview *L = &j->a->in[0], *T = &j->a->in[1], *G = &j->a->in[2], *O = &j->a->out[0];
-    int64_t C = L->shape[1], ign = j->a->i[1];
+    int64_t C = L->shape[1], ign = j->a->k.loss.ignore_index;
     int64_t gs = G->ndim > 0 ? G->stride[0] : 0; /* [N] for reduction none, else 0-dim */
     for (int64_t r = lo; r < hi; r++) {
         if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) return;
@@ -207,15 +207,15 @@ static void ce_bwd_range(void *ctx, int64_t lo, int64_t hi)
             if (k == ign)
                 for (int64_t q = 0; q < C; q++) o[q * O->stride[1]] = 0;
             else
-                ce_bwd_f((const float *)L->data + r * L->stride[0], L->stride[1], o,
-                         O->stride[1], C, k, w, j->a->d[0]);
+                ce_bwd_f32((const float *)L->data + r * L->stride[0], L->stride[1], o,
+                         O->stride[1], C, k, w, j->a->k.loss.smoothing);
         } else {
             double *o = (double *)O->data + r * O->stride[0];
             if (k == ign)
                 for (int64_t q = 0; q < C; q++) o[q * O->stride[1]] = 0;
             else
-                ce_bwd_d((const double *)L->data + r * L->stride[0], L->stride[1], o,
-                         O->stride[1], C, k, w, j->a->d[0]);
+                ce_bwd_f64((const double *)L->data + r * L->stride[0], L->stride[1], o,
+                         O->stride[1], C, k, w, j->a->k.loss.smoothing);
         }
     }
 }
@@ -223,8 +223,8 @@ static void ce_bwd_range(void *ctx, int64_t lo, int64_t hi)
 gm_status gm_cpu_CROSS_ENTROPY_BWD(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *L = &a->in[0], *T = &a->in[1];
-    int64_t N = L->shape[0], C = L->shape[1], ign = a->i[1], count = 0;
-    int red = (int)a->i[0];
+    int64_t N = L->shape[0], C = L->shape[1], ign = a->k.loss.ignore_index, count = 0;
+    int red = a->k.loss.reduction;
     gm_status s = check_targets(c, T, C, ign, &count);
     if (s) return s;
     ce_job j = {.a = a, .scale = red == GM_RED_MEAN && count > 0 ? 1.0 / (double)count : 1.0,
@@ -246,7 +246,7 @@ static inline void st(const gm_kview *v, int64_t off, double x)
     else ((double *)v->data)[off] = x;
 }
 
-static double sumsq_diff_f(const float *x, const float *y, int64_t n)
+static double sumsq_diff_f32(const float *x, const float *y, int64_t n)
 {
     double s = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -256,7 +256,7 @@ static double sumsq_diff_f(const float *x, const float *y, int64_t n)
     return s;
 }
 
-static double sumsq_diff_d(const double *x, const double *y, int64_t n)
+static double sumsq_diff_f64(const double *x, const double *y, int64_t n)
 {
     double s = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -270,7 +270,7 @@ gm_status gm_cpu_MSE_LOSS(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *X = &a->in[0], *Y = &a->in[1], *O = &a->out[0];
     int64_t n = gm_kview_numel(X);
-    int red = (int)a->i[0];
+    int red = a->k.loss.reduction;
     bool fast = gm_kview_contiguous(X) && gm_kview_contiguous(Y);
     double sum = 0;
     for (int64_t lo = 0; lo < n; lo += CHUNK) {
@@ -278,9 +278,9 @@ gm_status gm_cpu_MSE_LOSS(gm_ctx *c, const gm_kargs *a)
         int64_t hi = lo + CHUNK < n ? lo + CHUNK : n;
         if (red != GM_RED_NONE && fast) {
             sum += X->dtype == GM_F32
-                       ? sumsq_diff_f((const float *)X->data + lo, (const float *)Y->data + lo,
+                       ? sumsq_diff_f32((const float *)X->data + lo, (const float *)Y->data + lo,
                                       hi - lo)
-                       : sumsq_diff_d((const double *)X->data + lo,
+                       : sumsq_diff_f64((const double *)X->data + lo,
                                       (const double *)Y->data + lo, hi - lo);
             continue;
         }
@@ -302,22 +302,12 @@ gm_status gm_cpu_MSE_LOSS(gm_ctx *c, const gm_kargs *a)
 }
 
 /* Contiguous x, y, o and g either contiguous (gs 1) or one broadcast scalar (gs 0). */
-static void mse_bwd_f(const float *x, const float *y, const float *g, int64_t gs, float *o,
+static void mse_bwd_f32(const float *x, const float *y, const float *g, int64_t gs, float *o,
                       float *o2, int64_t n, double scale)
 {
     float sc = (float)scale;
     for (int64_t i = 0; i < n; i++) {
         float v = sc * (x[i] - y[i]) * g[i * gs];
-        o[i] = v;
-        if (o2) o2[i] = -v;
-    }
-}
-
-static void mse_bwd_d(const double *x, const double *y, const double *g, int64_t gs, double *o,
-                      double *o2, int64_t n, double scale)
-{
-    for (int64_t i = 0; i < n; i++) {
-        double v = scale * (x[i] - y[i]) * g[i * gs];
         o[i] = v;
         if (o2) o2[i] = -v;
     }
@@ -347,31 +337,27 @@ static void mse_bwd_range(void *ctx, int64_t lo, int64_t hi)
     for (int64_t c0 = lo; c0 < hi; c0 += CHUNK) {
         if (gm_halted(&j->stop)) return;
         int64_t c1 = c0 + CHUNK < hi ? c0 + CHUNK : hi;
-        if (j->fast) {
-            if (X->dtype == GM_F32)
-                mse_bwd_f((const float *)X->data + c0, (const float *)Y->data + c0,
-                          (const float *)G->data + c0 * gs, gs, (float *)O->data + c0,
-                          j->two ? (float *)O2->data + c0 : NULL, c1 - c0, j->scale);
-            else
-                mse_bwd_d((const double *)X->data + c0, (const double *)Y->data + c0,
-                          (const double *)G->data + c0 * gs, gs, (double *)O->data + c0,
-                          j->two ? (double *)O2->data + c0 : NULL, c1 - c0, j->scale);
+        if (j->fast && X->dtype == GM_F32) {
+            mse_bwd_f32((const float *)X->data + c0, (const float *)Y->data + c0,
+                        (const float *)G->data + c0 * gs, gs, (float *)O->data + c0,
+                        j->two ? (float *)O2->data + c0 : NULL, c1 - c0, j->scale);
             continue;
         }
-        for (int64_t i = c0; i < c1; i++) {
-            double v = j->scale * (ld(X, gm_kview_offset(X, i)) - ld(Y, gm_kview_offset(Y, i))) *
-                       ld(G, gm_kview_offset(G, i));
-            st(O, gm_kview_offset(O, i), v);
-            if (j->two) st(O2, gm_kview_offset(O2, i), -v);
+        for (int64_t i = c0; i < c1; i++) { /* f64, and any strides: in double */
+            bool f = j->fast;
+            double x = ld(X, f ? i : gm_kview_offset(X, i)), y = ld(Y, f ? i : gm_kview_offset(Y, i));
+            double v = j->scale * (x - y) * ld(G, f ? i * gs : gm_kview_offset(G, i));
+            st(O, f ? i : gm_kview_offset(O, i), v);
+            if (j->two) st(O2, f ? i : gm_kview_offset(O2, i), -v);
         }
     }
 }
 
-/* out[0] = d[0] * (x - y) * g; out[1] (when given) = -out[0]. */
+/* out[0] = scale * (x - y) * g; out[1] (when given) = -out[0]. */
 gm_status gm_cpu_MSE_LOSS_BWD(gm_ctx *c, const gm_kargs *a)
 {
     const gm_kview *X = &a->in[0], *Y = &a->in[1], *G = &a->in[2];
-    mse_job j = {.a = a, .scale = a->d[0], .two = a->n_out > 1};
+    mse_job j = {.a = a, .scale = a->k.loss.scale, .two = a->n_out > 1};
     bool gscalar = all_zero_strides(G);
     j.gs = gscalar ? 0 : 1;
     j.fast = gm_kview_contiguous(X) && gm_kview_contiguous(Y) && gm_kview_contiguous(&a->out[0]) &&
@@ -394,7 +380,7 @@ static inline double ew_loss(int kind, double x, double y, double z)
 
 /* ew_loss in float arithmetic: the contiguous f32 path (float exp/log1p are several times
  * faster than the double ones and give f32 accuracy). */
-static inline float ew_loss_f(int kind, float x, float y, float z)
+static inline float ew_loss_f32(int kind, float x, float y, float z)
 {
     if (kind == EW_BCE) return (x > 0 ? x : 0) - x * y + log1pf(expf(-fabsf(x)));
     float e = z - x;
@@ -457,7 +443,7 @@ static void ew_fwd_range(void *ctx, int64_t lo, int64_t hi)
             const float *x = in[0].data, *y = in[1].data, *zz = j->nin > 2 ? in[2].data : NULL;
             float *o = j->part ? NULL : O->data;
             for (int64_t i = ch * CHUNK; i < e1; i++) {
-                float l = ew_loss_f(j->kind, x[i], y[i], zz ? zz[i] : 0);
+                float l = ew_loss_f32(j->kind, x[i], y[i], zz ? zz[i] : 0);
                 if (o) o[i] = l;
                 else sum += l;
             }
@@ -477,7 +463,7 @@ static void ew_fwd_range(void *ctx, int64_t lo, int64_t hi)
 static gm_status ew_forward(gm_ctx *c, const gm_kargs *a, int kind, int nin, const char *op)
 {
     int64_t n = gm_kview_numel(&a->in[0]), nch = (n + CHUNK - 1) / CHUNK;
-    int red = (int)a->i[0];
+    int red = a->k.loss.reduction;
     ew_job j = {.a = a, .kind = kind, .nin = nin};
     j.fast = all_contiguous(nin, a->in) && (red != GM_RED_NONE || gm_kview_contiguous(&a->out[0]));
     if (red != GM_RED_NONE && !(j.part = malloc((size_t)(nch > 0 ? nch : 1) * sizeof *j.part)))
@@ -502,7 +488,7 @@ static void ew_bwd_range(void *ctx, int64_t lo, int64_t hi)
     ew_job *j = ctx;
     const gm_kargs *a = j->a;
     const gm_kview *in = a->in, *G = &a->in[j->nin];
-    int64_t n = gm_kview_numel(&in[0]), mask = a->i[1];
+    int64_t n = gm_kview_numel(&in[0]), mask = a->k.loss.outs;
     double g0 = j->gscalar ? gm_elem_load(G->data, G->dtype, 0) : 0, d[3] = {0, 0, 0};
     for (int64_t ch = lo; ch < hi; ch++) {
         if (gm_halted(&j->stop)) return;
@@ -518,12 +504,12 @@ static void ew_bwd_range(void *ctx, int64_t lo, int64_t hi)
     }
 }
 
-/* out[k] = gradient for the k-th set bit b of i[1] (input b), times g * d[0]. */
+/* out[k] = gradient for the k-th set bit b of outs (input b), times g * scale. */
 static gm_status ew_backward(gm_ctx *c, const gm_kargs *a, int kind, int nin, const char *op)
 {
     const gm_kview *G = &a->in[nin];
     int64_t n = gm_kview_numel(&a->in[0]);
-    ew_job j = {.a = a, .kind = kind, .nin = nin, .scale = a->d[0]};
+    ew_job j = {.a = a, .kind = kind, .nin = nin, .scale = a->k.loss.scale};
     j.gscalar = true;
     for (int d = 0; d < G->ndim; d++)
         if (G->shape[d] != 1 && G->stride[d] != 0) j.gscalar = false;
@@ -685,7 +671,7 @@ static void rk_bwd_range(void *ctx, int64_t lo, int64_t hi)
     rk_job *j = ctx;
     const gm_kargs *a = j->a;
     const gm_kview *X = &a->in[0], *Y = &a->in[1], *G = &a->in[2];
-    int64_t C = X->shape[1], mask = a->i[1], gs = G->ndim > 0 ? G->stride[0] : 0;
+    int64_t C = X->shape[1], mask = a->k.loss.outs, gs = G->ndim > 0 ? G->stride[0] : 0;
     double *buf = malloc((size_t)(C > 0 ? RK_BWD_ROWS * C : 1) * sizeof *buf);
     if (!buf) {
         __atomic_store_n(&j->nomem, 1, __ATOMIC_RELAXED);
@@ -716,7 +702,7 @@ static gm_status rk_forward(gm_ctx *c, const gm_kargs *a, int kind, const char *
 {
     const gm_kview *X = &a->in[0], *O = &a->out[0];
     int64_t N = X->shape[0], C = X->shape[1];
-    int red = (int)a->i[0];
+    int red = a->k.loss.reduction;
     rk_job j = {.a = a, .kind = kind, .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1};
     if (red != GM_RED_NONE && !(j.row = malloc((size_t)(N > 0 ? N : 1) * sizeof *j.row)))
         return gm_errf(c, GM_ENOMEM, "%s: out of memory for %lld rows", op, (long long)N);
@@ -735,7 +721,7 @@ static gm_status rk_forward(gm_ctx *c, const gm_kargs *a, int kind, const char *
 static gm_status rk_backward(gm_ctx *c, const gm_kargs *a, int kind, const char *op)
 {
     int64_t N = a->in[0].shape[0], C = a->in[0].shape[1];
-    rk_job j = {.a = a, .kind = kind, .scale = a->d[0],
+    rk_job j = {.a = a, .kind = kind, .scale = a->k.loss.scale,
                 .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1};
     gm_parallel_for(N, gm_min_units(C), a->nthreads, rk_bwd_range, &j);
     return rk_status(c, &j, op);

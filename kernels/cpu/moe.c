@@ -16,15 +16,15 @@
  * interrupt has come. */
 #define POLLED(i) (((i) & (GM_POLL_WORK - 1)) == 0 && gm_interrupted())
 
-/* MOE_ROUTE: in ids [T,K] i32 (values in [-1, E)); out offsets [E+1], slot [T,K]; i[0] = E,
- * i[1] = capacity (-1: dropless). Pass 1 counts (t,k) pairs per expert in token order and
+/* MOE_ROUTE: in ids [T,K] i32 (values in [-1, E)); out offsets [E+1], slot [T,K]; gm_route_args
+ * experts E, capacity (-1: dropless). Pass 1 counts (t,k) pairs per expert in token order and
  * gives each its rank within the expert; pass 2 keeps ranks < capacity and places them at
  * offsets[e] + rank, which is a stable counting sort (token order t, then k). */
 gm_status gm_cpu_MOE_ROUTE(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *ids = &a->in[0];
     int32_t *offsets = a->out[0].data, *slot = a->out[1].data;
     const int32_t *id = ids->data;
-    int64_t E = a->i[0], cap = a->i[1], n = gm_kview_numel(ids);
+    int64_t E = a->k.route.experts, cap = a->k.route.capacity, n = gm_kview_numel(ids);
     int64_t *count = calloc((size_t)E, sizeof *count);
     if (!count) return gm_errf(c, GM_ENOMEM, "moe_dispatch: out of memory (%lld experts)", (long long)E);
     for (int64_t i = 0; i < n; i++) {
@@ -362,14 +362,14 @@ static gm_status grouped_gemm(gm_ctx *c, const gm_kargs *a, gm_dtype t, gemm_tas
     return GM_OK;
 }
 
-/* EXPERT_MM: in xs [S,A], w, offsets; out [S,B]. i[0] = 0: w [E,A,B], out_e = xs_e w[e];
- * i[0] = 1: w [E,B,A], out_e = xs_e w[e]^T. Rows of experts without tokens do not exist, so
+/* EXPERT_MM: in xs [S,A], w, offsets; out [S,B]. w [E,A,B], out_e = xs_e w[e]; with
+ * transpose_w, w [E,B,A], out_e = xs_e w[e]^T. Rows of experts without tokens do not exist, so
  * nothing is skipped in out. */
 gm_status gm_cpu_EXPERT_MM(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *xs = &a->in[0], *w = &a->in[1], *out = &a->out[0];
     const int32_t *off = a->in[2].data;
     int64_t S = xs->shape[0], A = xs->shape[1], B = out->shape[1], E = w->shape[0];
-    bool tr = a->i[0] != 0;
+    bool tr = a->k.expert_mm.transpose_w;
     gm_status st = check_offsets(c, off, E, S);
     if (!st) st = dims_ok(c, S, A, B);
     if (st) return st;

@@ -118,7 +118,8 @@ static void fwd_range(void *ctx, int64_t lo, int64_t hi) {
 }
 
 static gm_status norm_fwd(gm_ctx *c, const gm_kargs *a, bool rms) {
-    norm_work w = {.a = a, .t = a->in[0].dtype, .rms = rms, .R = a->i[0], .N = a->i[1], .eps = a->d[0]};
+    const gm_norm_args *p = &a->k.norm;
+    norm_work w = {.a = a, .t = a->in[0].dtype, .rms = rms, .R = p->rows, .N = p->n, .eps = p->eps};
     if (w.N == 0) return GM_OK;
     gm_parallel_for(w.R, gm_min_units(w.N), a->nthreads, fwd_range, &w);
     return w.stop ? gm_errf(c, GM_EINTR, "%s: interrupted", rms ? "rms_norm" : "layer_norm") : GM_OK;
@@ -203,8 +204,9 @@ static void sum_range(void *ctx, int64_t lo, int64_t hi) {
 
 static gm_status norm_bwd(gm_ctx *c, const gm_kargs *a, bool rms) {
     const char *op = rms ? "rms_norm" : "layer_norm";
-    norm_work w = {.a = a, .t = a->in[0].dtype, .rms = rms, .R = a->i[0], .N = a->i[1], .eps = a->d[0]};
-    int mask = (int)a->i[2], k = 0;
+    const gm_norm_args *p = &a->k.norm;
+    norm_work w = {.a = a, .t = a->in[0].dtype, .rms = rms, .R = p->rows, .N = p->n, .eps = p->eps};
+    int mask = (int)p->outs, k = 0;
     if (mask & 1) w.dx = a->out[k++].data;
     if (mask & 2) w.dw = a->out[k++].data;
     if (mask & 4) w.db = a->out[k++].data;

@@ -118,14 +118,13 @@ static void sgd_range_f64(void *args, const gm_kview *ops, int64_t lo, int64_t h
     }
 }
 
-/* list = (param, grad, momentum buffer or data NULL) per tensor of the group (ops.def).
- * d[0] = lr, d[1] = momentum, d[2] = dampening, d[3] = weight_decay;
- * i[0] = nesterov, i[1] = first step (the buffer is set to the gradient, not blended). */
+/* list = (param, grad, momentum buffer or data NULL) per tensor of the group (ops.def); on the
+ * first step the buffer is set to the gradient, not blended. */
 gm_status gm_cpu_SGD_STEP(gm_ctx *c, const gm_kargs *a) {
-    bool nesterov = a->i[0] != 0;
+    const gm_optim_args *o = &a->k.optim;
     sgd_args h = {
-        .lr = a->d[0], .momentum = a->d[1], .dampening = a->d[2], .wd = a->d[3],
-        .ns = nesterov ? 1.0 : 0.0, .mb = nesterov ? a->d[1] : 1.0, .first = a->i[1] != 0,
+        .lr = o->lr, .momentum = o->momentum, .dampening = o->dampening, .wd = o->weight_decay,
+        .ns = o->nesterov ? 1.0 : 0.0, .mb = o->nesterov ? o->momentum : 1.0, .first = o->first,
     };
     return run_pieces(c, a->list, a->n_list, 3, a->nthreads,
                       a->list[0].dtype == GM_F32 ? sgd_range_f32 : sgd_range_f64, &h);
@@ -172,16 +171,15 @@ static void adam_range_f64(void *args, const gm_kview *ops, int64_t lo, int64_t 
     for (int64_t i = lo; i < hi; i++) p[i] = adam_elem(h, p[i], g[i], &m[i], &v[i]);
 }
 
-/* list = (param, grad, m, v) per tensor of the group (ops.def).
- * d[0] = lr, d[1] = beta1, d[2] = beta2, d[3] = eps, d[4] = weight_decay,
- * d[5] = 1 - beta1^step, d[6] = 1 - beta2^step (bias corrections); i[0] = decoupled (AdamW). */
+/* list = (param, grad, m, v) per tensor of the group (ops.def); bias1, bias2 are the bias
+ * corrections 1 - beta^step. */
 gm_status gm_cpu_ADAM_STEP(gm_ctx *c, const gm_kargs *a) {
-    double lr = a->d[0], wd = a->d[4];
-    bool decoupled = a->i[0] != 0;
+    const gm_optim_args *o = &a->k.optim;
+    double lr = o->lr, wd = o->weight_decay;
     adam_args h = {
-        .decay = decoupled ? 1.0 - lr * wd : 1.0, .l2 = decoupled ? 0.0 : wd,
-        .beta1 = a->d[1], .beta2 = a->d[2], .eps = a->d[3], .step_size = lr / a->d[5],
-        .sqrt_bc2 = sqrt(a->d[6]),
+        .decay = o->decoupled ? 1.0 - lr * wd : 1.0, .l2 = o->decoupled ? 0.0 : wd,
+        .beta1 = o->beta1, .beta2 = o->beta2, .eps = o->eps, .step_size = lr / o->bias1,
+        .sqrt_bc2 = sqrt(o->bias2),
     };
     return run_pieces(c, a->list, a->n_list, 4, a->nthreads,
                       a->list[0].dtype == GM_F32 ? adam_range_f32 : adam_range_f64, &h);
@@ -240,8 +238,8 @@ static void scale_range(void *args, const gm_kview *x, int64_t lo, int64_t hi) {
     }
 }
 
-/* out[0] *= d[0], in place. */
+/* out[0] *= value, in place. */
 gm_status gm_cpu_SCALE(gm_ctx *c, const gm_kargs *a) {
-    double s = a->d[0];
+    double s = a->k.value.value;
     return run_pieces(c, &a->out[0], 1, 1, a->nthreads, scale_range, &s);
 }

@@ -1,7 +1,7 @@
 /* pointwise.c (cpu): elementwise kernels of core/ops/pointwise.def. One N-d strided iterator
  * (pw_iter) merges dims whose strides chain, then walks rows of the innermost dim in chunks that
  * threads share. Each kernel supplies a row function; its contiguous and scalar-broadcast cases
- * are flat restrict loops the compiler vectorises. i[0] is the GM_OP_* id of the element
+ * are flat restrict loops the compiler vectorises. gm_pw_args.op is the GM_OP_* id of the element
  * function, so one kernel serves a whole op family (binary, unary, their backward, where). */
 #include <math.h>
 #include <stdint.h>
@@ -164,15 +164,15 @@ static gm_status pw_kernel(gm_ctx *c, const char *name, const gm_kargs *a, int n
 }
 
 /* The op's name for messages, as the rules pass it. */
-static const char *pw_name(const gm_kargs *a) { return a->op ? a->op : "pointwise"; }
+static const char *pw_name(const gm_kargs *a) { return a->k.pw.name ? a->k.pw.name : "pointwise"; }
 
-static double pw_sigmoid(double x) {
+static double sigmoid_f64(double x) {
     if (x >= 0) return 1 / (1 + exp(-x));
     double e = exp(x);
     return e / (1 + e);
 }
 
-static float pw_sigmoidf(float x) {
+static float sigmoid_f32(float x) {
     if (x >= 0) return 1 / (1 + expf(-x));
     float e = expf(x);
     return e / (1 + e);
@@ -248,7 +248,7 @@ static void v8_row(int op, bool bwd, float *o, int64_t so, const float *x, int64
     }
 }
 
-static int32_t pw_wrap(int64_t v) { return (int32_t)(uint32_t)(uint64_t)v; }
+static int32_t wrap_i32(int64_t v) { return (int32_t)(uint32_t)(uint64_t)v; }
 
 /* Row flags: an integer division by zero, an i32 result outside -2^31 .. 2^31-1. */
 #define PW_DIV0 1
@@ -256,7 +256,7 @@ static int32_t pw_wrap(int64_t v) { return (int32_t)(uint32_t)(uint64_t)v; }
 
 /* ---- binary: out = x op y ------------------------------------------------------------- */
 
-PW_INLINE float f32_bin(int op, float x, float y) {
+PW_INLINE float bin_f32(int op, float x, float y) {
     switch (op) {
     case GM_OP_ADD: return x + y;
     case GM_OP_SUB: return x - y;
@@ -275,7 +275,7 @@ PW_INLINE float f32_bin(int op, float x, float y) {
     }
 }
 
-PW_INLINE double f64_bin(int op, double x, double y) {
+PW_INLINE double bin_f64(int op, double x, double y) {
     switch (op) {
     case GM_OP_ADD: return x + y;
     case GM_OP_SUB: return x - y;
@@ -296,7 +296,7 @@ PW_INLINE double f64_bin(int op, double x, double y) {
 
 /* i32 arithmetic in 64 bits: the loops store the low 32 bits and flag a result that did not fit
  * (the op then fails); DIV is separate. */
-PW_INLINE int64_t i32_bin(int op, int32_t x, int32_t y) {
+PW_INLINE int64_t bin_i32(int op, int32_t x, int32_t y) {
     switch (op) {
     case GM_OP_ADD: return (int64_t)x + y;
     case GM_OP_SUB: return (int64_t)x - y;
@@ -314,65 +314,47 @@ PW_INLINE int64_t i32_bin(int op, int32_t x, int32_t y) {
 }
 
 /* Contiguous, scalar y, scalar x (stride 0 after broadcasting), then any strides. */
-PW_INLINE void f32_bin_loop(int op, float *restrict o, const float *restrict x,
+PW_INLINE void bin_loop_f32(int op, float *restrict o, const float *restrict x,
                             const float *restrict y, const int64_t *st, int64_t n) {
     if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f32_bin(op, x[i], y[i]);
+        for (int64_t i = 0; i < n; i++) o[i] = bin_f32(op, x[i], y[i]);
     } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
         const float b = y[0];
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f32_bin(op, x[i], b);
+        for (int64_t i = 0; i < n; i++) o[i] = bin_f32(op, x[i], b);
     } else if (st[0] == 1 && st[1] == 0 && st[2] == 1) {
         const float b = x[0];
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f32_bin(op, b, y[i]);
+        for (int64_t i = 0; i < n; i++) o[i] = bin_f32(op, b, y[i]);
     } else {
-        for (int64_t i = 0; i < n; i++) o[i * st[0]] = f32_bin(op, x[i * st[1]], y[i * st[2]]);
-    }
-}
-
-PW_INLINE void f64_bin_loop(int op, double *restrict o, const double *restrict x,
-                            const double *restrict y, const int64_t *st, int64_t n) {
-    if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f64_bin(op, x[i], y[i]);
-    } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
-        const double b = y[0];
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f64_bin(op, x[i], b);
-    } else if (st[0] == 1 && st[1] == 0 && st[2] == 1) {
-        const double b = x[0];
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f64_bin(op, b, y[i]);
-    } else {
-        for (int64_t i = 0; i < n; i++) o[i * st[0]] = f64_bin(op, x[i * st[1]], y[i * st[2]]);
+        for (int64_t i = 0; i < n; i++) o[i * st[0]] = bin_f32(op, x[i * st[1]], y[i * st[2]]);
     }
 }
 
 /* Returns PW_OVERFLOW when some result did not fit i32. */
-PW_INLINE int i32_bin_loop(int op, int32_t *restrict o, const int32_t *restrict x,
+PW_INLINE int bin_loop_i32(int op, int32_t *restrict o, const int32_t *restrict x,
                            const int32_t *restrict y, const int64_t *st, int64_t n) {
     int over = 0;
     if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
 #pragma omp simd reduction(| : over)
         for (int64_t i = 0; i < n; i++) {
-            int64_t r = i32_bin(op, x[i], y[i]);
-            o[i] = pw_wrap(r);
+            int64_t r = bin_i32(op, x[i], y[i]);
+            o[i] = wrap_i32(r);
             over |= r != (int32_t)r;
         }
     } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
         const int32_t b = y[0];
 #pragma omp simd reduction(| : over)
         for (int64_t i = 0; i < n; i++) {
-            int64_t r = i32_bin(op, x[i], b);
-            o[i] = pw_wrap(r);
+            int64_t r = bin_i32(op, x[i], b);
+            o[i] = wrap_i32(r);
             over |= r != (int32_t)r;
         }
     } else {
         for (int64_t i = 0; i < n; i++) {
-            int64_t r = i32_bin(op, x[i * st[1]], y[i * st[2]]);
-            o[i * st[0]] = pw_wrap(r);
+            int64_t r = bin_i32(op, x[i * st[1]], y[i * st[2]]);
+            o[i * st[0]] = wrap_i32(r);
             over |= r != (int32_t)r;
         }
     }
@@ -380,112 +362,99 @@ PW_INLINE int i32_bin_loop(int op, int32_t *restrict o, const int32_t *restrict 
 }
 
 /* The switches give each loop a constant op, so the element function folds to one line. */
-static void f32_bin_row(int op, float *o, const float *x, const float *y, const int64_t *st,
+static void bin_row_f32(int op, float *o, const float *x, const float *y, const int64_t *st,
                         int64_t n) {
     switch (op) {
-    case GM_OP_ADD: f32_bin_loop(GM_OP_ADD, o, x, y, st, n); break;
-    case GM_OP_SUB: f32_bin_loop(GM_OP_SUB, o, x, y, st, n); break;
-    case GM_OP_MUL: f32_bin_loop(GM_OP_MUL, o, x, y, st, n); break;
-    case GM_OP_DIV: f32_bin_loop(GM_OP_DIV, o, x, y, st, n); break;
-    case GM_OP_POW: f32_bin_loop(GM_OP_POW, o, x, y, st, n); break;
-    case GM_OP_MAXIMUM: f32_bin_loop(GM_OP_MAXIMUM, o, x, y, st, n); break;
-    case GM_OP_MINIMUM: f32_bin_loop(GM_OP_MINIMUM, o, x, y, st, n); break;
-    case GM_OP_EQ: f32_bin_loop(GM_OP_EQ, o, x, y, st, n); break;
-    case GM_OP_NE: f32_bin_loop(GM_OP_NE, o, x, y, st, n); break;
-    case GM_OP_LT: f32_bin_loop(GM_OP_LT, o, x, y, st, n); break;
-    case GM_OP_LE: f32_bin_loop(GM_OP_LE, o, x, y, st, n); break;
-    case GM_OP_GT: f32_bin_loop(GM_OP_GT, o, x, y, st, n); break;
-    case GM_OP_GE: f32_bin_loop(GM_OP_GE, o, x, y, st, n); break;
-    default: break;
-    }
-}
-
-static void f64_bin_row(int op, double *o, const double *x, const double *y, const int64_t *st,
-                        int64_t n) {
-    switch (op) {
-    case GM_OP_ADD: f64_bin_loop(GM_OP_ADD, o, x, y, st, n); break;
-    case GM_OP_SUB: f64_bin_loop(GM_OP_SUB, o, x, y, st, n); break;
-    case GM_OP_MUL: f64_bin_loop(GM_OP_MUL, o, x, y, st, n); break;
-    case GM_OP_DIV: f64_bin_loop(GM_OP_DIV, o, x, y, st, n); break;
-    case GM_OP_POW: f64_bin_loop(GM_OP_POW, o, x, y, st, n); break;
-    case GM_OP_MAXIMUM: f64_bin_loop(GM_OP_MAXIMUM, o, x, y, st, n); break;
-    case GM_OP_MINIMUM: f64_bin_loop(GM_OP_MINIMUM, o, x, y, st, n); break;
-    case GM_OP_EQ: f64_bin_loop(GM_OP_EQ, o, x, y, st, n); break;
-    case GM_OP_NE: f64_bin_loop(GM_OP_NE, o, x, y, st, n); break;
-    case GM_OP_LT: f64_bin_loop(GM_OP_LT, o, x, y, st, n); break;
-    case GM_OP_LE: f64_bin_loop(GM_OP_LE, o, x, y, st, n); break;
-    case GM_OP_GT: f64_bin_loop(GM_OP_GT, o, x, y, st, n); break;
-    case GM_OP_GE: f64_bin_loop(GM_OP_GE, o, x, y, st, n); break;
+    case GM_OP_ADD: bin_loop_f32(GM_OP_ADD, o, x, y, st, n); break;
+    case GM_OP_SUB: bin_loop_f32(GM_OP_SUB, o, x, y, st, n); break;
+    case GM_OP_MUL: bin_loop_f32(GM_OP_MUL, o, x, y, st, n); break;
+    case GM_OP_DIV: bin_loop_f32(GM_OP_DIV, o, x, y, st, n); break;
+    case GM_OP_POW: bin_loop_f32(GM_OP_POW, o, x, y, st, n); break;
+    case GM_OP_MAXIMUM: bin_loop_f32(GM_OP_MAXIMUM, o, x, y, st, n); break;
+    case GM_OP_MINIMUM: bin_loop_f32(GM_OP_MINIMUM, o, x, y, st, n); break;
+    case GM_OP_EQ: bin_loop_f32(GM_OP_EQ, o, x, y, st, n); break;
+    case GM_OP_NE: bin_loop_f32(GM_OP_NE, o, x, y, st, n); break;
+    case GM_OP_LT: bin_loop_f32(GM_OP_LT, o, x, y, st, n); break;
+    case GM_OP_LE: bin_loop_f32(GM_OP_LE, o, x, y, st, n); break;
+    case GM_OP_GT: bin_loop_f32(GM_OP_GT, o, x, y, st, n); break;
+    case GM_OP_GE: bin_loop_f32(GM_OP_GE, o, x, y, st, n); break;
     default: break;
     }
 }
 
 /* Integer division truncates toward zero; a zero divisor writes 0 and flags the row, and
  * INT32_MIN / -1 (2^31) flags an overflow instead of trapping. */
-static int i32_div_row(int32_t *o, const int32_t *x, const int32_t *y, const int64_t *st,
+static int div_row_i32(int32_t *o, const int32_t *x, const int32_t *y, const int64_t *st,
                        int64_t n) {
     int bad = 0;
     for (int64_t i = 0; i < n; i++) {
         int32_t a = x[i * st[1]], b = y[i * st[2]];
         if (b == 0) bad |= PW_DIV0;
         if (b == -1 && a == INT32_MIN) bad |= PW_OVERFLOW;
-        o[i * st[0]] = b == 0 ? 0 : b == -1 ? pw_wrap(-(int64_t)a) : a / b;
+        o[i * st[0]] = b == 0 ? 0 : b == -1 ? wrap_i32(-(int64_t)a) : a / b;
     }
     return bad;
 }
 
-static int i32_bin_row(int op, int32_t *o, const int32_t *x, const int32_t *y, const int64_t *st,
+static int bin_row_i32(int op, int32_t *o, const int32_t *x, const int32_t *y, const int64_t *st,
                        int64_t n) {
     switch (op) {
-    case GM_OP_DIV: return i32_div_row(o, x, y, st, n);
-    case GM_OP_ADD: return i32_bin_loop(GM_OP_ADD, o, x, y, st, n);
-    case GM_OP_SUB: return i32_bin_loop(GM_OP_SUB, o, x, y, st, n);
-    case GM_OP_MUL: return i32_bin_loop(GM_OP_MUL, o, x, y, st, n);
-    case GM_OP_MAXIMUM: return i32_bin_loop(GM_OP_MAXIMUM, o, x, y, st, n);
-    case GM_OP_MINIMUM: return i32_bin_loop(GM_OP_MINIMUM, o, x, y, st, n);
-    case GM_OP_EQ: return i32_bin_loop(GM_OP_EQ, o, x, y, st, n);
-    case GM_OP_NE: return i32_bin_loop(GM_OP_NE, o, x, y, st, n);
-    case GM_OP_LT: return i32_bin_loop(GM_OP_LT, o, x, y, st, n);
-    case GM_OP_LE: return i32_bin_loop(GM_OP_LE, o, x, y, st, n);
-    case GM_OP_GT: return i32_bin_loop(GM_OP_GT, o, x, y, st, n);
-    case GM_OP_GE: return i32_bin_loop(GM_OP_GE, o, x, y, st, n);
+    case GM_OP_DIV: return div_row_i32(o, x, y, st, n);
+    case GM_OP_ADD: return bin_loop_i32(GM_OP_ADD, o, x, y, st, n);
+    case GM_OP_SUB: return bin_loop_i32(GM_OP_SUB, o, x, y, st, n);
+    case GM_OP_MUL: return bin_loop_i32(GM_OP_MUL, o, x, y, st, n);
+    case GM_OP_MAXIMUM: return bin_loop_i32(GM_OP_MAXIMUM, o, x, y, st, n);
+    case GM_OP_MINIMUM: return bin_loop_i32(GM_OP_MINIMUM, o, x, y, st, n);
+    case GM_OP_EQ: return bin_loop_i32(GM_OP_EQ, o, x, y, st, n);
+    case GM_OP_NE: return bin_loop_i32(GM_OP_NE, o, x, y, st, n);
+    case GM_OP_LT: return bin_loop_i32(GM_OP_LT, o, x, y, st, n);
+    case GM_OP_LE: return bin_loop_i32(GM_OP_LE, o, x, y, st, n);
+    case GM_OP_GT: return bin_loop_i32(GM_OP_GT, o, x, y, st, n);
+    case GM_OP_GE: return bin_loop_i32(GM_OP_GE, o, x, y, st, n);
     default: break;
     }
     return 0;
 }
 
+/* f64 (gradchecks, statistics) takes one loop per family over the element function, any
+ * strides: the op is chosen per element. The f32 paths above give each op a loop of its own,
+ * which the compiler vectorises. */
+static void bin_row_f64(int op, double *o, const double *x, const double *y, const int64_t *st, int64_t n) {
+    for (int64_t i = 0; i < n; i++) o[i * st[0]] = bin_f64(op, x[i * st[1]], y[i * st[2]]);
+}
+
 static int bin_row(const void *vc, char *const *p, const int64_t *st, int64_t n) {
     const pw_ctx *x = vc;
     switch (x->dt) {
-    case GM_F32: f32_bin_row(x->op, (float *)p[0], (const float *)p[1], (const float *)p[2], st, n); return 0;
-    case GM_F64: f64_bin_row(x->op, (double *)p[0], (const double *)p[1], (const double *)p[2], st, n); return 0;
-    case GM_I32: return i32_bin_row(x->op, (int32_t *)p[0], (const int32_t *)p[1], (const int32_t *)p[2], st, n);
+    case GM_F32: bin_row_f32(x->op, (float *)p[0], (const float *)p[1], (const float *)p[2], st, n); return 0;
+    case GM_F64: bin_row_f64(x->op, (double *)p[0], (const double *)p[1], (const double *)p[2], st, n); return 0;
+    case GM_I32: return bin_row_i32(x->op, (int32_t *)p[0], (const int32_t *)p[1], (const int32_t *)p[2], st, n);
     default: return 0;
     }
 }
 
-static gm_status i32_overflow(gm_ctx *c, const char *name) {
+static gm_status overflow_i32(gm_ctx *c, const char *name) {
     return gm_errf(c, GM_EARG, "%s: i32 overflow (a result outside -2147483648 .. 2147483647); compute in "
                    "f64 with x:to(\"f64\")", name);
 }
 
 /* out[0] = in[0] op in[1], all the same shape (broadcast views) and dtype.
- * i[0] = GM_OP_ADD..MINIMUM or GM_OP_EQ..GE (comparisons write 1/0 in the same dtype). */
+ * op = GM_OP_ADD..MINIMUM or GM_OP_EQ..GE (comparisons write 1/0 in the same dtype). */
 gm_status gm_cpu_PW_BINARY(gm_ctx *c, const gm_kargs *a) {
-    pw_ctx x = {.op = (int)a->i[0], .dt = a->out[0].dtype};
+    pw_ctx x = {.op = a->k.pw.op, .dt = a->out[0].dtype};
     const char *name = pw_name(a);
     if (a->in[0].dtype != x.dt || a->in[1].dtype != x.dt)
         return gm_errf(c, GM_EINTERNAL, "%s: kernel operands differ in dtype", name);
     int flag;
     gm_status st = pw_kernel(c, name, a, 2, bin_row, &x, &flag);
     if (st == GM_OK && (flag & PW_DIV0)) st = gm_errf(c, GM_EARG, "%s: integer division by zero", name);
-    if (st == GM_OK && (flag & PW_OVERFLOW)) st = i32_overflow(c, name);
+    if (st == GM_OK && (flag & PW_OVERFLOW)) st = overflow_i32(c, name);
     return st;
 }
 
 /* ---- unary: out = f(x) ---------------------------------------------------------------- */
 
-PW_INLINE float f32_un(int op, float x, float lo, float hi) {
+PW_INLINE float un_f32(int op, float x, float lo, float hi) {
     switch (op) {
     case GM_OP_NEG: return -x;
     case GM_OP_EXP: return expf(x);
@@ -494,11 +463,11 @@ PW_INLINE float f32_un(int op, float x, float lo, float hi) {
     case GM_OP_RSQRT: return 1.0f / sqrtf(x);
     case GM_OP_ABS: return fabsf(x);
     case GM_OP_CLAMP: { float v = x < lo ? lo : x; return v > hi ? hi : v; } /* NaN stays NaN */
-    case GM_OP_SIGMOID: return pw_sigmoidf(x);
+    case GM_OP_SIGMOID: return sigmoid_f32(x);
     case GM_OP_TANH: return tanhf(x);
     case GM_OP_RELU: return x < 0 ? 0.0f : x;
     case GM_OP_GELU: return 0.5f * x * (1.0f + erff(x * (float)pw_sqrt1_2));
-    case GM_OP_SILU: return x * pw_sigmoidf(x);
+    case GM_OP_SILU: return x * sigmoid_f32(x);
     /* log(1 + e^x) = max(x, 0) + log1p(e^-|x|): no overflow for large |x| */
     case GM_OP_SOFTPLUS: return (x > 0 ? x : 0.0f) + log1pf(expf(-fabsf(x)));
     case GM_OP_LOGSIGMOID: return (x < 0 ? x : 0.0f) - log1pf(expf(-fabsf(x)));
@@ -508,7 +477,7 @@ PW_INLINE float f32_un(int op, float x, float lo, float hi) {
     }
 }
 
-PW_INLINE double f64_un(int op, double x, double lo, double hi) {
+PW_INLINE double un_f64(int op, double x, double lo, double hi) {
     switch (op) {
     case GM_OP_NEG: return -x;
     case GM_OP_EXP: return exp(x);
@@ -517,11 +486,11 @@ PW_INLINE double f64_un(int op, double x, double lo, double hi) {
     case GM_OP_RSQRT: return 1.0 / sqrt(x);
     case GM_OP_ABS: return fabs(x);
     case GM_OP_CLAMP: { double v = x < lo ? lo : x; return v > hi ? hi : v; }
-    case GM_OP_SIGMOID: return pw_sigmoid(x);
+    case GM_OP_SIGMOID: return sigmoid_f64(x);
     case GM_OP_TANH: return tanh(x);
     case GM_OP_RELU: return x < 0 ? 0.0 : x;
     case GM_OP_GELU: return 0.5 * x * (1.0 + erf(x * pw_sqrt1_2));
-    case GM_OP_SILU: return x * pw_sigmoid(x);
+    case GM_OP_SILU: return x * sigmoid_f64(x);
     case GM_OP_SOFTPLUS: return (x > 0 ? x : 0.0) + log1p(exp(-fabs(x)));
     case GM_OP_LOGSIGMOID: return (x < 0 ? x : 0.0) - log1p(exp(-fabs(x)));
     case GM_OP_SIN: return sin(x);
@@ -530,7 +499,7 @@ PW_INLINE double f64_un(int op, double x, double lo, double hi) {
     }
 }
 
-PW_INLINE int64_t i32_un(int op, int32_t x, int32_t lo, int32_t hi) {
+PW_INLINE int64_t un_i32(int op, int32_t x, int32_t lo, int32_t hi) {
     switch (op) {
     case GM_OP_NEG: return -(int64_t)x;
     case GM_OP_ABS: return x < 0 ? -(int64_t)x : x;
@@ -540,143 +509,115 @@ PW_INLINE int64_t i32_un(int op, int32_t x, int32_t lo, int32_t hi) {
     }
 }
 
-PW_INLINE void f32_un_loop(int op, float *restrict o, const float *restrict x, const int64_t *st,
+PW_INLINE void un_loop_f32(int op, float *restrict o, const float *restrict x, const int64_t *st,
                            int64_t n, float lo, float hi) {
     if (st[0] == 1 && st[1] == 1) {
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f32_un(op, x[i], lo, hi);
+        for (int64_t i = 0; i < n; i++) o[i] = un_f32(op, x[i], lo, hi);
     } else {
-        for (int64_t i = 0; i < n; i++) o[i * st[0]] = f32_un(op, x[i * st[1]], lo, hi);
-    }
-}
-
-PW_INLINE void f64_un_loop(int op, double *restrict o, const double *restrict x,
-                           const int64_t *st, int64_t n, double lo, double hi) {
-    if (st[0] == 1 && st[1] == 1) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f64_un(op, x[i], lo, hi);
-    } else {
-        for (int64_t i = 0; i < n; i++) o[i * st[0]] = f64_un(op, x[i * st[1]], lo, hi);
+        for (int64_t i = 0; i < n; i++) o[i * st[0]] = un_f32(op, x[i * st[1]], lo, hi);
     }
 }
 
 /* Returns PW_OVERFLOW when some result did not fit i32 (-(-2^31)). */
-PW_INLINE int i32_un_loop(int op, int32_t *restrict o, const int32_t *restrict x,
+PW_INLINE int un_loop_i32(int op, int32_t *restrict o, const int32_t *restrict x,
                           const int64_t *st, int64_t n, int32_t lo, int32_t hi) {
     int over = 0;
     if (st[0] == 1 && st[1] == 1) {
 #pragma omp simd reduction(| : over)
         for (int64_t i = 0; i < n; i++) {
-            int64_t r = i32_un(op, x[i], lo, hi);
-            o[i] = pw_wrap(r);
+            int64_t r = un_i32(op, x[i], lo, hi);
+            o[i] = wrap_i32(r);
             over |= r != (int32_t)r;
         }
     } else {
         for (int64_t i = 0; i < n; i++) {
-            int64_t r = i32_un(op, x[i * st[1]], lo, hi);
-            o[i * st[0]] = pw_wrap(r);
+            int64_t r = un_i32(op, x[i * st[1]], lo, hi);
+            o[i * st[0]] = wrap_i32(r);
             over |= r != (int32_t)r;
         }
     }
     return over ? PW_OVERFLOW : 0;
 }
 
-static void f32_un_row(int op, float *o, const float *x, const int64_t *st, int64_t n, float lo,
+static void un_row_f32(int op, float *o, const float *x, const int64_t *st, int64_t n, float lo,
                        float hi) {
     if (v8_serves(op, false)) {
         v8_row(op, false, o, st[0], x, st[1], NULL, 0, n);
         return;
     }
     switch (op) {
-    case GM_OP_NEG: f32_un_loop(GM_OP_NEG, o, x, st, n, lo, hi); break;
-    case GM_OP_EXP: f32_un_loop(GM_OP_EXP, o, x, st, n, lo, hi); break;
-    case GM_OP_LOG: f32_un_loop(GM_OP_LOG, o, x, st, n, lo, hi); break;
-    case GM_OP_SQRT: f32_un_loop(GM_OP_SQRT, o, x, st, n, lo, hi); break;
-    case GM_OP_RSQRT: f32_un_loop(GM_OP_RSQRT, o, x, st, n, lo, hi); break;
-    case GM_OP_ABS: f32_un_loop(GM_OP_ABS, o, x, st, n, lo, hi); break;
-    case GM_OP_CLAMP: f32_un_loop(GM_OP_CLAMP, o, x, st, n, lo, hi); break;
-    case GM_OP_SIGMOID: f32_un_loop(GM_OP_SIGMOID, o, x, st, n, lo, hi); break;
-    case GM_OP_TANH: f32_un_loop(GM_OP_TANH, o, x, st, n, lo, hi); break;
-    case GM_OP_RELU: f32_un_loop(GM_OP_RELU, o, x, st, n, lo, hi); break;
-    case GM_OP_GELU: f32_un_loop(GM_OP_GELU, o, x, st, n, lo, hi); break;
-    case GM_OP_SILU: f32_un_loop(GM_OP_SILU, o, x, st, n, lo, hi); break;
-    case GM_OP_SOFTPLUS: f32_un_loop(GM_OP_SOFTPLUS, o, x, st, n, lo, hi); break;
-    case GM_OP_LOGSIGMOID: f32_un_loop(GM_OP_LOGSIGMOID, o, x, st, n, lo, hi); break;
-    case GM_OP_SIN: f32_un_loop(GM_OP_SIN, o, x, st, n, lo, hi); break;
-    case GM_OP_COS: f32_un_loop(GM_OP_COS, o, x, st, n, lo, hi); break;
+    case GM_OP_NEG: un_loop_f32(GM_OP_NEG, o, x, st, n, lo, hi); break;
+    case GM_OP_EXP: un_loop_f32(GM_OP_EXP, o, x, st, n, lo, hi); break;
+    case GM_OP_LOG: un_loop_f32(GM_OP_LOG, o, x, st, n, lo, hi); break;
+    case GM_OP_SQRT: un_loop_f32(GM_OP_SQRT, o, x, st, n, lo, hi); break;
+    case GM_OP_RSQRT: un_loop_f32(GM_OP_RSQRT, o, x, st, n, lo, hi); break;
+    case GM_OP_ABS: un_loop_f32(GM_OP_ABS, o, x, st, n, lo, hi); break;
+    case GM_OP_CLAMP: un_loop_f32(GM_OP_CLAMP, o, x, st, n, lo, hi); break;
+    case GM_OP_SIGMOID: un_loop_f32(GM_OP_SIGMOID, o, x, st, n, lo, hi); break;
+    case GM_OP_TANH: un_loop_f32(GM_OP_TANH, o, x, st, n, lo, hi); break;
+    case GM_OP_RELU: un_loop_f32(GM_OP_RELU, o, x, st, n, lo, hi); break;
+    case GM_OP_GELU: un_loop_f32(GM_OP_GELU, o, x, st, n, lo, hi); break;
+    case GM_OP_SILU: un_loop_f32(GM_OP_SILU, o, x, st, n, lo, hi); break;
+    case GM_OP_SOFTPLUS: un_loop_f32(GM_OP_SOFTPLUS, o, x, st, n, lo, hi); break;
+    case GM_OP_LOGSIGMOID: un_loop_f32(GM_OP_LOGSIGMOID, o, x, st, n, lo, hi); break;
+    case GM_OP_SIN: un_loop_f32(GM_OP_SIN, o, x, st, n, lo, hi); break;
+    case GM_OP_COS: un_loop_f32(GM_OP_COS, o, x, st, n, lo, hi); break;
     default: break;
     }
 }
 
-static void f64_un_row(int op, double *o, const double *x, const int64_t *st, int64_t n,
-                       double lo, double hi) {
-    switch (op) {
-    case GM_OP_NEG: f64_un_loop(GM_OP_NEG, o, x, st, n, lo, hi); break;
-    case GM_OP_EXP: f64_un_loop(GM_OP_EXP, o, x, st, n, lo, hi); break;
-    case GM_OP_LOG: f64_un_loop(GM_OP_LOG, o, x, st, n, lo, hi); break;
-    case GM_OP_SQRT: f64_un_loop(GM_OP_SQRT, o, x, st, n, lo, hi); break;
-    case GM_OP_RSQRT: f64_un_loop(GM_OP_RSQRT, o, x, st, n, lo, hi); break;
-    case GM_OP_ABS: f64_un_loop(GM_OP_ABS, o, x, st, n, lo, hi); break;
-    case GM_OP_CLAMP: f64_un_loop(GM_OP_CLAMP, o, x, st, n, lo, hi); break;
-    case GM_OP_SIGMOID: f64_un_loop(GM_OP_SIGMOID, o, x, st, n, lo, hi); break;
-    case GM_OP_TANH: f64_un_loop(GM_OP_TANH, o, x, st, n, lo, hi); break;
-    case GM_OP_RELU: f64_un_loop(GM_OP_RELU, o, x, st, n, lo, hi); break;
-    case GM_OP_GELU: f64_un_loop(GM_OP_GELU, o, x, st, n, lo, hi); break;
-    case GM_OP_SILU: f64_un_loop(GM_OP_SILU, o, x, st, n, lo, hi); break;
-    case GM_OP_SOFTPLUS: f64_un_loop(GM_OP_SOFTPLUS, o, x, st, n, lo, hi); break;
-    case GM_OP_LOGSIGMOID: f64_un_loop(GM_OP_LOGSIGMOID, o, x, st, n, lo, hi); break;
-    case GM_OP_SIN: f64_un_loop(GM_OP_SIN, o, x, st, n, lo, hi); break;
-    case GM_OP_COS: f64_un_loop(GM_OP_COS, o, x, st, n, lo, hi); break;
-    default: break;
-    }
-}
-
-static int i32_un_row(int op, int32_t *o, const int32_t *x, const int64_t *st, int64_t n,
+static int un_row_i32(int op, int32_t *o, const int32_t *x, const int64_t *st, int64_t n,
                       int32_t lo, int32_t hi) {
     switch (op) {
-    case GM_OP_NEG: return i32_un_loop(GM_OP_NEG, o, x, st, n, lo, hi);
-    case GM_OP_ABS: return i32_un_loop(GM_OP_ABS, o, x, st, n, lo, hi);
-    case GM_OP_RELU: return i32_un_loop(GM_OP_RELU, o, x, st, n, lo, hi);
-    case GM_OP_CLAMP: return i32_un_loop(GM_OP_CLAMP, o, x, st, n, lo, hi);
+    case GM_OP_NEG: return un_loop_i32(GM_OP_NEG, o, x, st, n, lo, hi);
+    case GM_OP_ABS: return un_loop_i32(GM_OP_ABS, o, x, st, n, lo, hi);
+    case GM_OP_RELU: return un_loop_i32(GM_OP_RELU, o, x, st, n, lo, hi);
+    case GM_OP_CLAMP: return un_loop_i32(GM_OP_CLAMP, o, x, st, n, lo, hi);
     default: return 0;
     }
 }
 
 /* An i32 clamp keeps the integers inside [lo, hi]: ceil the min, floor the max. */
-static int32_t pw_i32_bound(double v, bool is_lo) {
+static int32_t bound_i32(double v, bool is_lo) {
     v = is_lo ? ceil(v) : floor(v);
     if (!(v > INT32_MIN)) return INT32_MIN; /* also -inf */
     if (v > INT32_MAX) return INT32_MAX;
     return (int32_t)v;
 }
 
+static void un_row_f64(int op, double *o, const double *x, const int64_t *st, int64_t n, double lo,
+                       double hi) {
+    for (int64_t i = 0; i < n; i++) o[i * st[0]] = un_f64(op, x[i * st[1]], lo, hi);
+}
+
 static int un_row(const void *vc, char *const *p, const int64_t *st, int64_t n) {
     const pw_ctx *x = vc;
     switch (x->dt) {
-    case GM_F32: f32_un_row(x->op, (float *)p[0], (const float *)p[1], st, n, (float)x->lo, (float)x->hi); break;
-    case GM_F64: f64_un_row(x->op, (double *)p[0], (const double *)p[1], st, n, x->lo, x->hi); break;
+    case GM_F32: un_row_f32(x->op, (float *)p[0], (const float *)p[1], st, n, (float)x->lo, (float)x->hi); break;
+    case GM_F64: un_row_f64(x->op, (double *)p[0], (const double *)p[1], st, n, x->lo, x->hi); break;
     case GM_I32:
-        return i32_un_row(x->op, (int32_t *)p[0], (const int32_t *)p[1], st, n, pw_i32_bound(x->lo, true),
-                          pw_i32_bound(x->hi, false));
+        return un_row_i32(x->op, (int32_t *)p[0], (const int32_t *)p[1], st, n, bound_i32(x->lo, true),
+                          bound_i32(x->hi, false));
     default: break;
     }
     return 0;
 }
 
-/* out[0] = f(in[0]), same shape and dtype. i[0] = GM_OP_NEG..LOGSIGMOID (i32: NEG ABS RELU CLAMP
- * only; the rules refuse the rest). CLAMP: d[0] = min, d[1] = max (-inf/+inf when absent). */
+/* out[0] = f(in[0]), same shape and dtype. op = GM_OP_NEG..LOGSIGMOID (i32: NEG ABS RELU CLAMP
+ * only; the rules refuse the rest). CLAMP: lo = min, hi = max (-inf/+inf when absent). */
 gm_status gm_cpu_PW_UNARY(gm_ctx *c, const gm_kargs *a) {
-    pw_ctx x = {.op = (int)a->i[0], .dt = a->out[0].dtype, .lo = a->d[0], .hi = a->d[1]};
+    pw_ctx x = {.op = a->k.pw.op, .dt = a->out[0].dtype, .lo = a->k.pw.lo, .hi = a->k.pw.hi};
     int flag;
     if (a->in[0].dtype != x.dt)
         return gm_errf(c, GM_EINTERNAL, "%s: kernel operands differ in dtype", pw_name(a));
     gm_status st = pw_kernel(c, pw_name(a), a, 1, un_row, &x, &flag);
-    return st == GM_OK && (flag & PW_OVERFLOW) ? i32_overflow(c, pw_name(a)) : st;
+    return st == GM_OK && (flag & PW_OVERFLOW) ? overflow_i32(c, pw_name(a)) : st;
 }
 
 /* ---- unary backward: gx = g * f'(x), with y = f(x) where the op saves it -------------- */
 
-PW_INLINE float f32_unb(int op, float g, float x, float y, float lo, float hi) {
+PW_INLINE float unb_f32(int op, float g, float x, float y, float lo, float hi) {
     switch (op) {
     case GM_OP_NEG: return -g;
     case GM_OP_EXP: return g * y;
@@ -691,16 +632,16 @@ PW_INLINE float f32_unb(int op, float g, float x, float y, float lo, float hi) {
     case GM_OP_GELU:
         return g * (0.5f * (1.0f + erff(x * (float)pw_sqrt1_2)) +
                     x * (float)pw_rsqrt2pi * expf(-0.5f * x * x));
-    case GM_OP_SILU: { float s = pw_sigmoidf(x); return g * s * (1.0f + x * (1.0f - s)); }
-    case GM_OP_SOFTPLUS: return g * pw_sigmoidf(x);
-    case GM_OP_LOGSIGMOID: return g * pw_sigmoidf(-x);
+    case GM_OP_SILU: { float s = sigmoid_f32(x); return g * s * (1.0f + x * (1.0f - s)); }
+    case GM_OP_SOFTPLUS: return g * sigmoid_f32(x);
+    case GM_OP_LOGSIGMOID: return g * sigmoid_f32(-x);
     case GM_OP_SIN: return g * cosf(x);
     case GM_OP_COS: return -g * sinf(x);
     default: return 0;
     }
 }
 
-PW_INLINE double f64_unb(int op, double g, double x, double y, double lo, double hi) {
+PW_INLINE double unb_f64(int op, double g, double x, double y, double lo, double hi) {
     switch (op) {
     case GM_OP_NEG: return -g;
     case GM_OP_EXP: return g * y;
@@ -714,105 +655,75 @@ PW_INLINE double f64_unb(int op, double g, double x, double y, double lo, double
     case GM_OP_RELU: return x > 0 ? g : 0.0;
     case GM_OP_GELU:
         return g * (0.5 * (1.0 + erf(x * pw_sqrt1_2)) + x * pw_rsqrt2pi * exp(-0.5 * x * x));
-    case GM_OP_SILU: { double s = pw_sigmoid(x); return g * s * (1.0 + x * (1.0 - s)); }
-    case GM_OP_SOFTPLUS: return g * pw_sigmoid(x);
-    case GM_OP_LOGSIGMOID: return g * pw_sigmoid(-x);
+    case GM_OP_SILU: { double s = sigmoid_f64(x); return g * s * (1.0 + x * (1.0 - s)); }
+    case GM_OP_SOFTPLUS: return g * sigmoid_f64(x);
+    case GM_OP_LOGSIGMOID: return g * sigmoid_f64(-x);
     case GM_OP_SIN: return g * cos(x);
     case GM_OP_COS: return -g * sin(x);
     default: return 0;
     }
 }
 
-PW_INLINE void f32_unb_loop(int op, float *restrict o, const float *restrict g,
+PW_INLINE void unb_loop_f32(int op, float *restrict o, const float *restrict g,
                             const float *restrict x, const float *restrict y, const int64_t *st,
                             int64_t n, float lo, float hi) {
     if (st[0] == 1 && st[1] == 1 && st[2] == 1 && st[3] == 1) {
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f32_unb(op, g[i], x[i], y[i], lo, hi);
+        for (int64_t i = 0; i < n; i++) o[i] = unb_f32(op, g[i], x[i], y[i], lo, hi);
     } else {
         for (int64_t i = 0; i < n; i++)
-            o[i * st[0]] = f32_unb(op, g[i * st[1]], x[i * st[2]], y[i * st[3]], lo, hi);
+            o[i * st[0]] = unb_f32(op, g[i * st[1]], x[i * st[2]], y[i * st[3]], lo, hi);
     }
 }
 
-PW_INLINE void f64_unb_loop(int op, double *restrict o, const double *restrict g,
-                            const double *restrict x, const double *restrict y, const int64_t *st,
-                            int64_t n, double lo, double hi) {
-    if (st[0] == 1 && st[1] == 1 && st[2] == 1 && st[3] == 1) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f64_unb(op, g[i], x[i], y[i], lo, hi);
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            o[i * st[0]] = f64_unb(op, g[i * st[1]], x[i * st[2]], y[i * st[3]], lo, hi);
-    }
-}
-
-static void f32_unb_row(int op, float *o, const float *g, const float *x, const float *y,
+static void unb_row_f32(int op, float *o, const float *g, const float *x, const float *y,
                         const int64_t *st, int64_t n, float lo, float hi) {
     if (v8_serves(op, true)) {
         v8_row(op, true, o, st[0], x, st[2], g, st[1], n);
         return;
     }
     switch (op) {
-    case GM_OP_NEG: f32_unb_loop(GM_OP_NEG, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_EXP: f32_unb_loop(GM_OP_EXP, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_LOG: f32_unb_loop(GM_OP_LOG, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SQRT: f32_unb_loop(GM_OP_SQRT, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_RSQRT: f32_unb_loop(GM_OP_RSQRT, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_ABS: f32_unb_loop(GM_OP_ABS, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_CLAMP: f32_unb_loop(GM_OP_CLAMP, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SIGMOID: f32_unb_loop(GM_OP_SIGMOID, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_TANH: f32_unb_loop(GM_OP_TANH, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_RELU: f32_unb_loop(GM_OP_RELU, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_GELU: f32_unb_loop(GM_OP_GELU, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SILU: f32_unb_loop(GM_OP_SILU, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SOFTPLUS: f32_unb_loop(GM_OP_SOFTPLUS, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_LOGSIGMOID: f32_unb_loop(GM_OP_LOGSIGMOID, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SIN: f32_unb_loop(GM_OP_SIN, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_COS: f32_unb_loop(GM_OP_COS, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_NEG: unb_loop_f32(GM_OP_NEG, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_EXP: unb_loop_f32(GM_OP_EXP, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_LOG: unb_loop_f32(GM_OP_LOG, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_SQRT: unb_loop_f32(GM_OP_SQRT, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_RSQRT: unb_loop_f32(GM_OP_RSQRT, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_ABS: unb_loop_f32(GM_OP_ABS, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_CLAMP: unb_loop_f32(GM_OP_CLAMP, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_SIGMOID: unb_loop_f32(GM_OP_SIGMOID, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_TANH: unb_loop_f32(GM_OP_TANH, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_RELU: unb_loop_f32(GM_OP_RELU, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_GELU: unb_loop_f32(GM_OP_GELU, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_SILU: unb_loop_f32(GM_OP_SILU, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_SOFTPLUS: unb_loop_f32(GM_OP_SOFTPLUS, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_LOGSIGMOID: unb_loop_f32(GM_OP_LOGSIGMOID, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_SIN: unb_loop_f32(GM_OP_SIN, o, g, x, y, st, n, lo, hi); break;
+    case GM_OP_COS: unb_loop_f32(GM_OP_COS, o, g, x, y, st, n, lo, hi); break;
     default: break;
     }
 }
 
-static void f64_unb_row(int op, double *o, const double *g, const double *x, const double *y,
+static void unb_row_f64(int op, double *o, const double *g, const double *x, const double *y,
                         const int64_t *st, int64_t n, double lo, double hi) {
-    switch (op) {
-    case GM_OP_NEG: f64_unb_loop(GM_OP_NEG, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_EXP: f64_unb_loop(GM_OP_EXP, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_LOG: f64_unb_loop(GM_OP_LOG, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SQRT: f64_unb_loop(GM_OP_SQRT, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_RSQRT: f64_unb_loop(GM_OP_RSQRT, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_ABS: f64_unb_loop(GM_OP_ABS, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_CLAMP: f64_unb_loop(GM_OP_CLAMP, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SIGMOID: f64_unb_loop(GM_OP_SIGMOID, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_TANH: f64_unb_loop(GM_OP_TANH, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_RELU: f64_unb_loop(GM_OP_RELU, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_GELU: f64_unb_loop(GM_OP_GELU, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SILU: f64_unb_loop(GM_OP_SILU, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SOFTPLUS: f64_unb_loop(GM_OP_SOFTPLUS, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_LOGSIGMOID: f64_unb_loop(GM_OP_LOGSIGMOID, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_SIN: f64_unb_loop(GM_OP_SIN, o, g, x, y, st, n, lo, hi); break;
-    case GM_OP_COS: f64_unb_loop(GM_OP_COS, o, g, x, y, st, n, lo, hi); break;
-    default: break;
-    }
+    for (int64_t i = 0; i < n; i++) o[i * st[0]] = unb_f64(op, g[i * st[1]], x[i * st[2]], y[i * st[3]], lo, hi);
 }
 
 static int unb_row(const void *vc, char *const *p, const int64_t *st, int64_t n) {
     const pw_ctx *x = vc;
     if (x->dt == GM_F32)
-        f32_unb_row(x->op, (float *)p[0], (const float *)p[1], (const float *)p[2],
+        unb_row_f32(x->op, (float *)p[0], (const float *)p[1], (const float *)p[2],
                     (const float *)p[3], st, n, (float)x->lo, (float)x->hi);
     else
-        f64_unb_row(x->op, (double *)p[0], (const double *)p[1], (const double *)p[2],
+        unb_row_f64(x->op, (double *)p[0], (const double *)p[1], (const double *)p[2],
                     (const double *)p[3], st, n, x->lo, x->hi);
     return 0;
 }
 
 /* out[0] = gradient w.r.t. x: in[0] = g, in[1] = x, in[2] = y = f(x) (ops with GM_F_SAVE_OUT;
- * others pass x again), all the same shape and float dtype. i[0] = op id; d[0], d[1] as in
+ * others pass x again), all the same shape and float dtype. op, lo, hi as in
  * PW_UNARY. */
 gm_status gm_cpu_PW_UNARY_BWD(gm_ctx *c, const gm_kargs *a) {
-    pw_ctx x = {.op = (int)a->i[0], .dt = a->out[0].dtype, .lo = a->d[0], .hi = a->d[1]};
+    pw_ctx x = {.op = a->k.pw.op, .dt = a->out[0].dtype, .lo = a->k.pw.lo, .hi = a->k.pw.hi};
     int flag;
     for (int k = 0; k < 3; k++)
         if (a->in[k].dtype != x.dt || !gm_dtype_is_float(x.dt))
@@ -823,7 +734,7 @@ gm_status gm_cpu_PW_UNARY_BWD(gm_ctx *c, const gm_kargs *a) {
 /* ---- binary backward: one input's gradient at the output's shape ---------------------- */
 
 /* maximum/minimum: at a tie each input gets half of g, so the two halves add up to g. */
-PW_INLINE float f32_binb(int op, int which, float g, float x, float y) {
+PW_INLINE float binb_f32(int op, int which, float g, float x, float y) {
     switch (op) {
     case GM_OP_MUL: return which ? g * x : g * y;
     case GM_OP_DIV: return which ? -g * x / (y * y) : g / y;
@@ -842,7 +753,7 @@ PW_INLINE float f32_binb(int op, int which, float g, float x, float y) {
     }
 }
 
-PW_INLINE double f64_binb(int op, int which, double g, double x, double y) {
+PW_INLINE double binb_f64(int op, int which, double g, double x, double y) {
     switch (op) {
     case GM_OP_MUL: return which ? g * x : g * y;
     case GM_OP_DIV: return which ? -g * x / (y * y) : g / y;
@@ -861,80 +772,56 @@ PW_INLINE double f64_binb(int op, int which, double g, double x, double y) {
     }
 }
 
-PW_INLINE void f32_binb_loop(int op, int which, float *restrict o, const float *restrict g,
+PW_INLINE void binb_loop_f32(int op, int which, float *restrict o, const float *restrict g,
                              const float *restrict x, const float *restrict y, const int64_t *st,
                              int64_t n) {
     if (st[0] == 1 && st[1] == 1 && st[2] == 1 && st[3] == 1) {
 #pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f32_binb(op, which, g[i], x[i], y[i]);
+        for (int64_t i = 0; i < n; i++) o[i] = binb_f32(op, which, g[i], x[i], y[i]);
     } else {
         for (int64_t i = 0; i < n; i++)
-            o[i * st[0]] = f32_binb(op, which, g[i * st[1]], x[i * st[2]], y[i * st[3]]);
+            o[i * st[0]] = binb_f32(op, which, g[i * st[1]], x[i * st[2]], y[i * st[3]]);
     }
 }
 
-PW_INLINE void f64_binb_loop(int op, int which, double *restrict o, const double *restrict g,
-                             const double *restrict x, const double *restrict y,
-                             const int64_t *st, int64_t n) {
-    if (st[0] == 1 && st[1] == 1 && st[2] == 1 && st[3] == 1) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = f64_binb(op, which, g[i], x[i], y[i]);
-    } else {
-        for (int64_t i = 0; i < n; i++)
-            o[i * st[0]] = f64_binb(op, which, g[i * st[1]], x[i * st[2]], y[i * st[3]]);
-    }
-}
-
-static void f32_binb_row(int op, int which, float *o, const float *g, const float *x,
+static void binb_row_f32(int op, int which, float *o, const float *g, const float *x,
                          const float *y, const int64_t *st, int64_t n) {
     switch (op * 2 + (which != 0)) {
-    case GM_OP_MUL * 2: f32_binb_loop(GM_OP_MUL, 0, o, g, x, y, st, n); break;
-    case GM_OP_MUL * 2 + 1: f32_binb_loop(GM_OP_MUL, 1, o, g, x, y, st, n); break;
-    case GM_OP_DIV * 2: f32_binb_loop(GM_OP_DIV, 0, o, g, x, y, st, n); break;
-    case GM_OP_DIV * 2 + 1: f32_binb_loop(GM_OP_DIV, 1, o, g, x, y, st, n); break;
-    case GM_OP_POW * 2: f32_binb_loop(GM_OP_POW, 0, o, g, x, y, st, n); break;
-    case GM_OP_POW * 2 + 1: f32_binb_loop(GM_OP_POW, 1, o, g, x, y, st, n); break;
-    case GM_OP_MAXIMUM * 2: f32_binb_loop(GM_OP_MAXIMUM, 0, o, g, x, y, st, n); break;
-    case GM_OP_MAXIMUM * 2 + 1: f32_binb_loop(GM_OP_MAXIMUM, 1, o, g, x, y, st, n); break;
-    case GM_OP_MINIMUM * 2: f32_binb_loop(GM_OP_MINIMUM, 0, o, g, x, y, st, n); break;
-    case GM_OP_MINIMUM * 2 + 1: f32_binb_loop(GM_OP_MINIMUM, 1, o, g, x, y, st, n); break;
+    case GM_OP_MUL * 2: binb_loop_f32(GM_OP_MUL, 0, o, g, x, y, st, n); break;
+    case GM_OP_MUL * 2 + 1: binb_loop_f32(GM_OP_MUL, 1, o, g, x, y, st, n); break;
+    case GM_OP_DIV * 2: binb_loop_f32(GM_OP_DIV, 0, o, g, x, y, st, n); break;
+    case GM_OP_DIV * 2 + 1: binb_loop_f32(GM_OP_DIV, 1, o, g, x, y, st, n); break;
+    case GM_OP_POW * 2: binb_loop_f32(GM_OP_POW, 0, o, g, x, y, st, n); break;
+    case GM_OP_POW * 2 + 1: binb_loop_f32(GM_OP_POW, 1, o, g, x, y, st, n); break;
+    case GM_OP_MAXIMUM * 2: binb_loop_f32(GM_OP_MAXIMUM, 0, o, g, x, y, st, n); break;
+    case GM_OP_MAXIMUM * 2 + 1: binb_loop_f32(GM_OP_MAXIMUM, 1, o, g, x, y, st, n); break;
+    case GM_OP_MINIMUM * 2: binb_loop_f32(GM_OP_MINIMUM, 0, o, g, x, y, st, n); break;
+    case GM_OP_MINIMUM * 2 + 1: binb_loop_f32(GM_OP_MINIMUM, 1, o, g, x, y, st, n); break;
     default: break;
     }
 }
 
-static void f64_binb_row(int op, int which, double *o, const double *g, const double *x,
+static void binb_row_f64(int op, int which, double *o, const double *g, const double *x,
                          const double *y, const int64_t *st, int64_t n) {
-    switch (op * 2 + (which != 0)) {
-    case GM_OP_MUL * 2: f64_binb_loop(GM_OP_MUL, 0, o, g, x, y, st, n); break;
-    case GM_OP_MUL * 2 + 1: f64_binb_loop(GM_OP_MUL, 1, o, g, x, y, st, n); break;
-    case GM_OP_DIV * 2: f64_binb_loop(GM_OP_DIV, 0, o, g, x, y, st, n); break;
-    case GM_OP_DIV * 2 + 1: f64_binb_loop(GM_OP_DIV, 1, o, g, x, y, st, n); break;
-    case GM_OP_POW * 2: f64_binb_loop(GM_OP_POW, 0, o, g, x, y, st, n); break;
-    case GM_OP_POW * 2 + 1: f64_binb_loop(GM_OP_POW, 1, o, g, x, y, st, n); break;
-    case GM_OP_MAXIMUM * 2: f64_binb_loop(GM_OP_MAXIMUM, 0, o, g, x, y, st, n); break;
-    case GM_OP_MAXIMUM * 2 + 1: f64_binb_loop(GM_OP_MAXIMUM, 1, o, g, x, y, st, n); break;
-    case GM_OP_MINIMUM * 2: f64_binb_loop(GM_OP_MINIMUM, 0, o, g, x, y, st, n); break;
-    case GM_OP_MINIMUM * 2 + 1: f64_binb_loop(GM_OP_MINIMUM, 1, o, g, x, y, st, n); break;
-    default: break;
-    }
+    for (int64_t i = 0; i < n; i++) o[i * st[0]] = binb_f64(op, which, g[i * st[1]], x[i * st[2]], y[i * st[3]]);
 }
 
 static int binb_row(const void *vc, char *const *p, const int64_t *st, int64_t n) {
     const pw_ctx *x = vc;
     if (x->dt == GM_F32)
-        f32_binb_row(x->op, x->which, (float *)p[0], (const float *)p[1], (const float *)p[2],
+        binb_row_f32(x->op, x->which, (float *)p[0], (const float *)p[1], (const float *)p[2],
                      (const float *)p[3], st, n);
     else
-        f64_binb_row(x->op, x->which, (double *)p[0], (const double *)p[1], (const double *)p[2],
+        binb_row_f64(x->op, x->which, (double *)p[0], (const double *)p[1], (const double *)p[2],
                      (const double *)p[3], st, n);
     return 0;
 }
 
 /* out[0] = gradient of one input at the output's shape (the rules sum it back to the input's
  * shape): in[0] = g, in[1] = x, in[2] = y (broadcast views), one float dtype.
- * i[0] = GM_OP_MUL, DIV, POW, MAXIMUM or MINIMUM; i[1] = 0 for d/dx, 1 for d/dy. */
+ * op = GM_OP_MUL, DIV, POW, MAXIMUM or MINIMUM; wrt = 0 for d/dx, 1 for d/dy. */
 gm_status gm_cpu_PW_BINARY_BWD(gm_ctx *c, const gm_kargs *a) {
-    pw_ctx x = {.op = (int)a->i[0], .which = (int)a->i[1], .dt = a->out[0].dtype};
+    pw_ctx x = {.op = a->k.pw.op, .which = a->k.pw.wrt, .dt = a->out[0].dtype};
     int flag;
     for (int k = 0; k < 3; k++)
         if (a->in[k].dtype != x.dt || !gm_dtype_is_float(x.dt))

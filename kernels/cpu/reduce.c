@@ -321,13 +321,13 @@ static gm_status sum_any(gm_ctx *c, const gm_kview *x, void *out, gm_dtype t, co
 }
 
 /* SUM: in[0]=x (any strides), out[0] contiguous with one element per kept index (row-major).
- * i[0] = bitmask of reduced dims of x; d[0] = scale applied to each sum (1 for sum, 1/n for
+ * mask = the reduced dims of x; scale applied to each sum (1 for sum, 1/n for
  * mean, NaN for the mean of nothing). i32 sums accumulate exactly in 64 bits; one that does not
  * fit i32 is an error naming it. */
 gm_status gm_cpu_SUM(gm_ctx *c, const gm_kargs *a) {
     rd_plan pl;
-    rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
-    return sum_any(c, &a->in[0], a->out[0].data, a->in[0].dtype, &pl, a->d[0], a->nthreads);
+    rd_plan_init(&pl, &a->in[0], a->k.reduce.mask);
+    return sum_any(c, &a->in[0], a->out[0].data, a->in[0].dtype, &pl, a->k.reduce.scale, a->nthreads);
 }
 
 /* ---- variance -------------------------------------------------------------------------- */
@@ -363,13 +363,13 @@ static void var_range(void *ctx, int64_t lo, int64_t hi) {
     else var_body(j, GM_F64, lo, hi);
 }
 
-/* VAR: in[0]=x (float), out[0] contiguous per kept index. i[0] = reduced-dims mask, d[0] = the
+/* VAR: in[0]=x (float), out[0] contiguous per kept index. mask = the reduced dims, scale = the
  * divisor (n - 1 when unbiased, else n; a zero divisor gives NaN or inf as in torch). */
 gm_status gm_cpu_VAR(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     rd_plan pl;
-    rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
-    rd_job j = {.x = &a->in[0], .out = a->out[0].data, .t = a->in[0].dtype, .pl = &pl, .scale = a->d[0]};
+    rd_plan_init(&pl, &a->in[0], a->k.reduce.mask);
+    rd_job j = {.x = &a->in[0], .out = a->out[0].data, .t = a->in[0].dtype, .pl = &pl, .scale = a->k.reduce.scale};
     return rd_launch(&j, pl.nout, pl.nrows * pl.len, a->nthreads, var_range);
 }
 
@@ -411,12 +411,12 @@ static void lse_range(void *ctx, int64_t lo, int64_t hi) {
     else lse_body(j, GM_F64, lo, hi);
 }
 
-/* LOGSUMEXP: in[0]=x (float), out[0] contiguous per kept index, i[0] = reduced-dims mask.
+/* LOGSUMEXP: in[0]=x (float), out[0] contiguous per kept index, mask = the reduced dims.
  * max + log(sum(exp(x - max))); the logsumexp of nothing is -inf. */
 gm_status gm_cpu_LOGSUMEXP(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     rd_plan pl;
-    rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
+    rd_plan_init(&pl, &a->in[0], a->k.reduce.mask);
     rd_job j = {.x = &a->in[0], .out = a->out[0].data, .t = a->in[0].dtype, .pl = &pl};
     return rd_launch(&j, pl.nout, pl.nrows * pl.len, a->nthreads, lse_range);
 }
@@ -457,17 +457,17 @@ static void best_range(void *ctx, int64_t lo, int64_t hi) {
     }
 }
 
-/* MAXMIN: in[0]=x (non-empty inner set: the rules refuse empty reductions), i[0] = reduced-dims
- * mask, i[1] = 1 for min, 0 for max. With two outputs: out[0] values (x's dtype), out[1] i32
+/* MAXMIN: in[0]=x (non-empty inner set: the rules refuse empty reductions), mask = the reduced
+ * dims, min: min instead of max. With two outputs: out[0] values (x's dtype), out[1] i32
  * indices; with one output (argmax/argmin): out[0] i32 indices. An index is the row-major flat
  * position inside the reduced set (the index along dim for one dim, the flat index for all). */
 gm_status gm_cpu_MAXMIN(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     rd_plan pl;
-    rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
+    rd_plan_init(&pl, &a->in[0], a->k.reduce.mask);
     rd_job j = {.x = &a->in[0], .t = a->in[0].dtype, .pl = &pl,
                 .vals = a->n_out == 2 ? a->out[0].data : NULL, .idx = a->out[a->n_out - 1].data,
-                .min = a->i[1] != 0};
+                .min = a->k.reduce.min};
     return rd_launch(&j, pl.nout, pl.nrows * pl.len, a->nthreads, best_range);
 }
 
@@ -483,12 +483,12 @@ static inline gm_status scatter_generic(const void *g, const int32_t *idx, void 
 }
 
 /* MAXMIN_BACKWARD: in[0]=g (contiguous, one element per kept index), in[1]=indices (contiguous
- * i32, from MAXMIN), out[0]=dx (x's shape, zero-filled by the caller), i[0] = the same mask.
+ * i32, from MAXMIN), out[0]=dx (x's shape, zero-filled by the caller), mask = the same.
  * dx[selected] += g: each output element routes its gradient to the element it selected. */
 gm_status gm_cpu_MAXMIN_BACKWARD(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     rd_plan pl;
-    rd_plan_init(&pl, &a->out[0], (uint64_t)a->i[0]);
+    rd_plan_init(&pl, &a->out[0], a->k.reduce.mask);
     if (pl.nrows * pl.len == 0) return GM_OK;
     if (a->out[0].dtype == GM_F32) return scatter_generic(a->in[0].data, a->in[1].data, a->out[0].data, GM_F32, &pl);
     return scatter_generic(a->in[0].data, a->in[1].data, a->out[0].data, GM_F64, &pl);
@@ -590,7 +590,7 @@ typedef struct {
 
 /* v[0..nv): the operands' views, v[0] the one whose rows are counted. */
 static gm_status row_launch(row_job *j, int nv, const gm_kview *const *v, gm_range_fn fn) {
-    for (int k = 0; k < nv; k++) row_plan(&j->p[k], v[k], (int)j->a->i[0]);
+    for (int k = 0; k < nv; k++) row_plan(&j->p[k], v[k], j->a->k.dim.dim);
     int64_t n = j->p[0].len;
     j->per = poll_units(n);
     gm_parallel_for(j->p[0].nout, gm_min_units(n), j->a->nthreads, fn, j);
@@ -619,11 +619,11 @@ static gm_status softmax_rows(const gm_kargs *a, bool logsm) {
     return row_launch(&j, 2, v, softmax_range);
 }
 
-/* SOFTMAX: in[0]=x (float), out[0]=y (same shape), i[0] = dim (normalised; 0 for a 0-dim x),
- * i[1] = 1 for log_softmax. Stable: exponents are taken after subtracting the row max. */
+/* SOFTMAX: in[0]=x (float), out[0]=y (same shape), dim (gm_dim_args; normalised, 0 for a 0-dim x),
+ * flag: log_softmax. Stable: exponents are taken after subtracting the row max. */
 gm_status gm_cpu_SOFTMAX(gm_ctx *c, const gm_kargs *a) {
     (void)c;
-    return softmax_rows(a, a->i[1] != 0);
+    return softmax_rows(a, a->k.dim.flag);
 }
 
 static inline void softmax_bw_body(row_job *j, gm_dtype t, int64_t lo, int64_t hi) {
@@ -665,11 +665,11 @@ static void softmax_bw_range(void *ctx, int64_t lo, int64_t hi) {
 }
 
 /* SOFTMAX_BACKWARD: in[0]=y (the forward output), in[1]=g (dL/dy), out[0]=dx, all of one shape;
- * i[0] = dim, i[1] = 1 for log_softmax. softmax: dx = y * (g - sum(g * y));
+ * dim, flag: log_softmax. softmax: dx = y * (g - sum(g * y));
  * log_softmax: dx = g - exp(y) * sum(g). */
 gm_status gm_cpu_SOFTMAX_BACKWARD(gm_ctx *c, const gm_kargs *a) {
     (void)c;
-    row_job j = {.a = a, .t = a->in[0].dtype, .flag = a->i[1] != 0};
+    row_job j = {.a = a, .t = a->in[0].dtype, .flag = a->k.dim.flag};
     const gm_kview *v[3] = {&a->in[0], &a->in[1], &a->out[0]};
     return row_launch(&j, 3, v, softmax_bw_range);
 }
@@ -715,11 +715,11 @@ static void cumsum_range(void *ctx, int64_t lo, int64_t hi) {
     }
 }
 
-/* CUMSUM: in[0]=x, out[0]=y (same shape, same dtype), i[0] = dim (0 for a 0-dim x),
- * i[1] = 1 for the reverse scan (suffix sums: the backward of cumsum). Running sums in double
+/* CUMSUM: in[0]=x, out[0]=y (same shape, same dtype), dim (0 for a 0-dim x),
+ * flag: the reverse scan (suffix sums: the backward of cumsum). Running sums in double
  * for floats; i32 ones in 64 bits, and one that does not fit i32 is an error naming it. */
 gm_status gm_cpu_CUMSUM(gm_ctx *c, const gm_kargs *a) {
-    row_job j = {.a = a, .t = a->in[0].dtype, .flag = a->i[1] != 0};
+    row_job j = {.a = a, .t = a->in[0].dtype, .flag = a->k.dim.flag};
     const gm_kview *v[2] = {&a->in[0], &a->out[0]};
     gm_status rc = row_launch(&j, 2, v, cumsum_range);
     return rc == GM_OK && j.over.flag ? overflow_error(c, "cumsum", &j.over) : rc;

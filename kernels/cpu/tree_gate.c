@@ -72,7 +72,7 @@ gm_status gm_cpu_SMOOTH_STEP(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     const gm_kview *x = &a->in[0], *y = &a->out[0];
     int64_t n = gm_kview_numel(x);
-    double g = a->d[0];
+    double g = a->k.tree.gamma;
     bool cx = gm_kview_contiguous(x);
     for (int64_t i0 = 0; i0 < n; i0 += 65536) {
         if (gm_interrupted()) return GM_EINTR;
@@ -96,7 +96,7 @@ gm_status gm_cpu_SMOOTH_STEP_BWD(gm_ctx *c, const gm_kargs *a) {
     (void)c;
     const gm_kview *x = &a->in[0], *gy = &a->in[1], *gx = &a->out[0];
     int64_t n = gm_kview_numel(x);
-    double g = a->d[0];
+    double g = a->k.tree.gamma;
     for (int64_t i0 = 0; i0 < n; i0 += 65536) {
         if (gm_interrupted()) return GM_EINTR;
         int64_t i1 = i0 + 65536 < n ? i0 + 65536 : n;
@@ -120,8 +120,8 @@ static void softmax_row(const gm_kview *w, int64_t off, int64_t k, double *al) {
 }
 
 static void dselect_row(const gm_kargs *a, const paths *P, int64_t n, double *al) {
-    int64_t k = a->i[1], m = a->i[2], E = a->i[3];
-    double g = a->d[0];
+    int64_t k = a->k.tree.k, m = a->k.tree.m, E = a->k.tree.experts;
+    double g = a->k.tree.gamma;
     const gm_kview *z = &a->in[0], *w = &a->in[1], *A = &a->out[0], *R = &a->out[1];
     double *S = al + k, *acc = al + k + m;
     (void)P;
@@ -140,15 +140,15 @@ static void dselect_row(const gm_kargs *a, const paths *P, int64_t n, double *al
 }
 
 gm_status gm_cpu_DSELECT_K(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+    int64_t N = a->k.tree.n, k = a->k.tree.k, m = a->k.tree.m, E = a->k.tree.experts;
     return run_rows(c, "dselect_k", a, NULL, N, k * E, k + m + E + 1, dselect_row);
 }
 
 /* d a_e / d alpha_s = r_se; d r_se / d S_j = sign * prod_{l != j} factor_l; the total gradient of
  * r_se is gr_se + alpha_s ga_e. */
 static void dselect_bwd_row(const gm_kargs *a, const paths *P, int64_t n, double *al) {
-    int64_t k = a->i[1], m = a->i[2], E = a->i[3];
-    double g = a->d[0];
+    int64_t k = a->k.tree.k, m = a->k.tree.m, E = a->k.tree.experts;
+    double g = a->k.tree.gamma;
     const gm_kview *z = &a->in[0], *w = &a->in[1], *ga = &a->in[2], *gr = &a->in[3];
     const gm_kview *gz = &a->out[0], *gw = &a->out[1];
     double *gal = al + k, *S = al + 2 * k, *gS = S + m;
@@ -183,7 +183,7 @@ static void dselect_bwd_row(const gm_kargs *a, const paths *P, int64_t n, double
 }
 
 gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+    int64_t N = a->k.tree.n, k = a->k.tree.k, m = a->k.tree.m, E = a->k.tree.experts;
     return run_rows(c, "dselect_k", a, NULL, N, k * E, 2 * k + 2 * m + 1, dselect_bwd_row);
 }
 
@@ -251,8 +251,8 @@ static void comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64_t
 }
 
 static void comet_row_fwd(const gm_kargs *a, const paths *P, int64_t n, double *p) {
-    int64_t k = a->i[1], E = a->i[2];
-    double g = a->d[0];
+    int64_t k = a->k.tree.k, E = a->k.tree.experts;
+    double g = a->k.tree.gamma;
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *G = &a->out[0], *MU = &a->out[1];
     double *mu = p + k * (E - 1), *q = mu + k * E;
     double M, Z;
@@ -266,7 +266,7 @@ static void comet_row_fwd(const gm_kargs *a, const paths *P, int64_t n, double *
 }
 
 gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2];
+    int64_t N = a->k.tree.n, k = a->k.tree.k, E = a->k.tree.experts;
     paths P;
     if (paths_build(&P, E)) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
     gm_status st = run_rows(c, "comet_gate", a, &P, N, k * E, k * (E - 1) + 2 * k * E + 1, comet_row_fwd);
@@ -277,8 +277,8 @@ gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
 /* With pr = q (the softmax over pairs) and c = sum pr * gg: d/dleaf = pr (gg - c); d/dmu (through
  * the softmax) = exp(leaf - M) / Z (gg - c), finite also at mu = 0; then the path products. */
 static void comet_row_bwd(const gm_kargs *a, const paths *P, int64_t n, double *p) {
-    int64_t k = a->i[1], E = a->i[2], V = E - 1;
-    double g = a->d[0];
+    int64_t k = a->k.tree.k, E = a->k.tree.experts, V = E - 1;
+    double g = a->k.tree.gamma;
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *gg = &a->in[2], *gmu = &a->in[3];
     const gm_kview *gnd = &a->out[0], *glf = &a->out[1];
     double *gp = p + k * V, *mu = gp + k * V, *q = mu + k * E;
@@ -310,7 +310,7 @@ static void comet_row_bwd(const gm_kargs *a, const paths *P, int64_t n, double *
 }
 
 gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1;
+    int64_t N = a->k.tree.n, k = a->k.tree.k, E = a->k.tree.experts, V = E - 1;
     paths P;
     if (paths_build(&P, E)) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
     gm_status st = run_rows(c, "comet_gate", a, &P, N, k * E, 2 * k * V + 2 * k * E + 1, comet_row_bwd);
@@ -334,7 +334,7 @@ static void lse_norm(double *y, int64_t n, int axis) {
 }
 
 gm_status gm_cpu_SINKHORN(gm_ctx *c, const gm_kargs *a) {
-    int64_t B = a->i[0], n = a->i[1], it = a->i[2];
+    int64_t B = a->k.tree.n, n = a->k.tree.size, it = a->k.tree.iters;
     double *y = malloc(sizeof(double) * (size_t)(n * n + 1));
     if (!y) return gm_errf(c, GM_ENOMEM, "sinkhorn: out of memory for scratch");
     for (int64_t b = 0; b < B; b++) {
@@ -356,7 +356,7 @@ gm_status gm_cpu_SINKHORN(gm_ctx *c, const gm_kargs *a) {
 /* Each half-step y = x - lse(x) along an axis has gx = gy - exp(y) * sum_axis(gy); the forward
  * is replayed storing every half-step's output (2 * iters * n^2 doubles per matrix). */
 gm_status gm_cpu_SINKHORN_BWD(gm_ctx *c, const gm_kargs *a) {
-    int64_t B = a->i[0], n = a->i[1], it = a->i[2], nn = n * n;
+    int64_t B = a->k.tree.n, n = a->k.tree.size, it = a->k.tree.iters, nn = n * n;
     double *Y = malloc(sizeof(double) * (size_t)((2 * it + 1) * nn + n + 1));
     if (!Y) return gm_errf(c, GM_ENOMEM, "sinkhorn: out of memory for scratch");
     double *gy = Y + 2 * it * nn;

@@ -34,8 +34,7 @@ typedef struct {
     int kid;
     int n_in, n_out;
     gm_tensor *in[3], *out[2];
-    int64_t i[4];
-    double d[2];
+    gm_kparams k;
 } launch;
 
 /* The kernel on one thread: how many times it polled the interrupt flag. */
@@ -43,8 +42,7 @@ static uint64_t polls_of(const launch *l) {
     gm_kargs a;
     memset(&a, 0, sizeof a);
     gm_kargs_init(&a, l->n_in, l->in, l->n_out, l->out);
-    for (int k = 0; k < 4; k++) a.i[k] = l->i[k];
-    for (int k = 0; k < 2; k++) a.d[k] = l->d[k];
+    a.k = l->k;
     a.nthreads = 1;
     uint64_t p0 = gm_interrupt_polls();
     gm_status st = gm_backend_cpu.kernel[l->kid](C, &a);
@@ -81,7 +79,7 @@ static void check_stops(const launch *l) {
     gm_kargs a;
     memset(&a, 0, sizeof a);
     gm_kargs_init(&a, l->n_in, l->in, l->n_out, l->out);
-    for (int k = 0; k < 4; k++) a.i[k] = l->i[k];
+    a.k = l->k;
     a.nthreads = 1;
     double t0 = now();
     gm_backend_cpu.kernel[l->kid](C, &a); /* uninterrupted, for scale */
@@ -120,27 +118,27 @@ int main(void) {
     *(int32_t *)gm_tensor_data(idx1) = 3;
 
     launch ls[] = {
-        {"fill", GM_K_FILL, 0, 1, {0}, {y}, {0}, {1.5}},
-        {"rand", GM_K_RAND, 0, 1, {0}, {y}, {GM_RAND_UNIFORM, 7, 0}, {0, 1}},
-        {"copy (contiguous)", GM_K_COPY, 1, 1, {x}, {y}, {0}, {0}},
-        {"copy (f32 to f64, one row)", GM_K_COPY, 1, 1, {x}, {z}, {0}, {0}},
-        {"sum", GM_K_SUM, 1, 1, {x}, {s}, {1}, {1}},
-        {"var", GM_K_VAR, 1, 1, {x}, {s}, {1}, {(double)N}},
-        {"logsumexp", GM_K_LOGSUMEXP, 1, 1, {x}, {s}, {1}, {0}},
-        {"max", GM_K_MAXMIN, 1, 2, {x}, {s, si}, {1, 0}, {0}},
-        {"softmax", GM_K_SOFTMAX, 1, 1, {x}, {y}, {0, 0}, {0}},
-        {"log_softmax", GM_K_SOFTMAX, 1, 1, {x}, {y}, {0, 1}, {0}},
-        {"softmax backward", GM_K_SOFTMAX_BACKWARD, 2, 1, {x, x}, {y}, {0, 0}, {0}},
-        {"cumsum", GM_K_CUMSUM, 1, 1, {x}, {y}, {0, 0}, {0}},
-        {"topk (k = 1000)", GM_K_TOPK, 1, 2, {x}, {vk, ik}, {0, 1000, 1, 1}, {0}},
-        {"one_hot (one index, 2^24 classes)", GM_K_ONE_HOT, 1, 1, {idx1}, {oh}, {N}, {0}},
-        {"moe routing", GM_K_MOE_ROUTE, 1, 2, {ids}, {offs, slot}, {4, -1}, {0}},
+        {"fill", GM_K_FILL, 0, 1, {0}, {y}, {.value = {1.5}}},
+        {"rand", GM_K_RAND, 0, 1, {0}, {y}, {.rand = {.kind = GM_RAND_UNIFORM, .seed = 7, .a = 0, .b = 1}}},
+        {"copy (contiguous)", GM_K_COPY, 1, 1, {x}, {y}, {0}},
+        {"copy (f32 to f64, one row)", GM_K_COPY, 1, 1, {x}, {z}, {0}},
+        {"sum", GM_K_SUM, 1, 1, {x}, {s}, {.reduce = {.mask = 1, .scale = 1}}},
+        {"var", GM_K_VAR, 1, 1, {x}, {s}, {.reduce = {.mask = 1, .scale = (double)N}}},
+        {"logsumexp", GM_K_LOGSUMEXP, 1, 1, {x}, {s}, {.reduce = {.mask = 1}}},
+        {"max", GM_K_MAXMIN, 1, 2, {x}, {s, si}, {.reduce = {.mask = 1}}},
+        {"softmax", GM_K_SOFTMAX, 1, 1, {x}, {y}, {.dim = {0}}},
+        {"log_softmax", GM_K_SOFTMAX, 1, 1, {x}, {y}, {.dim = {0, .flag = true}}},
+        {"softmax backward", GM_K_SOFTMAX_BACKWARD, 2, 1, {x, x}, {y}, {.dim = {0}}},
+        {"cumsum", GM_K_CUMSUM, 1, 1, {x}, {y}, {.dim = {0}}},
+        {"topk (k = 1000)", GM_K_TOPK, 1, 2, {x}, {vk, ik}, {.topk = {0, 1000, true, true}}},
+        {"one_hot (one index, 2^24 classes)", GM_K_ONE_HOT, 1, 1, {idx1}, {oh}, {.one_hot = {N}}},
+        {"moe routing", GM_K_MOE_ROUTE, 1, 2, {ids}, {offs, slot}, {.route = {4, -1}}},
     };
     for (size_t i = 0; i < sizeof ls / sizeof ls[0]; i++) check(&ls[i]);
     /* topk of an ascending row: every element enters the heap, seconds of work */
     float *p = gm_tensor_data(x);
     for (int64_t i = 0; i < N; i++) p[i] = (float)i;
-    launch slow = {"topk (ascending row)", GM_K_TOPK, 1, 2, {x}, {vk, ik}, {0, 1000, 1, 1}, {0}};
+    launch slow = {"topk (ascending row)", GM_K_TOPK, 1, 2, {x}, {vk, ik}, {.topk = {0, 1000, true, true}}};
     check_stops(&slow);
 
     gm_tensor *ts[] = {x, y, z, s, si, vk, ik, ids, slot, offs, idx1, oh};
