@@ -215,6 +215,18 @@ do
   -- C = ceil(0.75 * 4 * 2 / 3) = 2: expert 0 has 4 tokens (keeps t0, t1), expert 1 has 2, expert 2 has 1
   local m = gm.nn.MoE {d_model = 2, d_ff = 2, experts = 3, gate = fixed, capacity_factor = 0.75}
   local y, aux, st = m(gm.randn {4, 2})
+  local lazy = {'routed_per_expert', 'dropped_fraction', 'load_max_over_mean', 'gate_entropy'}
+  local unread = true
+  for _, k in ipairs(lazy) do unread = unread and rawget(st, k) == nil end
+  tap.ok(unread, 'stats: the counts read back from the device wait until they are read')
+  local _, _, st2 = gm.nn.MoE {d_model = 2, d_ff = 2, experts = 3, gate = fixed, capacity_factor = 0.75}(gm.randn {4, 2})
+  local seen = {}
+  for k in pairs(st2) do seen[k] = true end
+  local all = true
+  for _, k in ipairs {'tokens_per_expert', 'routed_per_expert', 'dropped_fraction', 'active_per_token', 'ffn_per_token',
+                      'load_max_over_mean', 'capacity', 'gate_entropy', 'ids', 'tokens'} do all = all and seen[k] end
+  tap.ok(all, 'stats: pairs() lists every documented statistic')
+  tap.close(st2.dropped_fraction, 2 / 7, 1e-12, 'stats: a statistic computed by pairs() is the one read directly')
   tap.is(st.capacity, 2, 'stats: capacity C = ceil(cf T K / E)')
   tap.all_close(st.tokens_per_expert:totable(), {2, 2, 1}, 0, 'stats: tokens per expert after capacity')
   tap.all_close(st.routed_per_expert:totable(), {4, 2, 1}, 0, 'stats: routed per expert before capacity')

@@ -235,6 +235,26 @@ local function entropy(probs, logits)
   return -(probs * logp):sum(-1):mean()
 end
 
+-- The stats table: fields given, plus lazy ones computed (and kept) when first read, so a forward
+-- that nobody asks for statistics reads nothing back from the device; pairs() computes them all.
+local function routing_stats(fields, lazy)
+  local function fill(t, k)
+    local f = lazy[k]
+    if not f then return nil end
+    lazy[k] = nil
+    local v = f()
+    rawset(t, k, v)
+    return v
+  end
+  return setmetatable(fields, {
+    __index = fill,
+    __pairs = function(t)
+      for k in pairs(lazy) do fill(t, k) end
+      return next, t, nil
+    end,
+  })
+end
+
 --- y, aux, stats = moe:forward(x [..., d_model], ctx)
 function MoE:forward(x, ctx)
   if not gm.is_tensor(x) or x.shape[#x.shape] ~= self.d_model then
@@ -259,8 +279,13 @@ function MoE:forward(x, ctx)
   if self.capacity_factor then cap = math.ceil(self.capacity_factor * T * K / Et - 1e-9) end
 
   local xs, offsets, slot, row_expert = gm.moe_dispatch(xf, ids, Et, {capacity = cap})
-  local off = offsets:totable()
-  local S, SF = off[Et + 1], off[E + 1]
+  -- S kept rows (xs's length). Only MoE++ extra experts need the offsets on the host (their row
+  -- ranges); without them the forward reads nothing back (a device synchronisation on a GPU).
+  local S, SF, off = xs.shape[1], xs.shape[1], nil
+  if Et > E then
+    off = offsets:totable()
+    SF = off[E + 1]
+  end
   if tick then tick('dispatch') end
   local pieces = {}
   -- routed FFN experts on rows 0 .. SF-1
@@ -313,7 +338,7 @@ function MoE:forward(x, ctx)
   -- auxiliary losses
   local aux = {}
   local valid = ids:ge(0)
-  local nvalid = valid:sum():item()
+  local nvalid = valid:sum() -- valid (t, k) assignments, a 0-dim i32 tensor (read back only by the stats)
   local routed
   if T > 0 and K > 0 then
     local oh = gm.one_hot(gm.clamp(ids, {min = 0}), Et, x.dtype) * valid:to(x.dtype):unsqueeze(-1)
@@ -321,9 +346,9 @@ function MoE:forward(x, ctx)
     if r.probs then
       local f
       if self.balance_mode == 'top1' then
-        f = oh:select(1, 0):sum(0) / math.max(1, valid:select(1, 0):sum():item())
+        f = oh:select(1, 0):sum(0) / valid:select(1, 0):sum():to(x.dtype):clamp {min = 1}
       else
-        f = routed / math.max(1, nvalid)
+        f = routed / nvalid:to(x.dtype):clamp {min = 1}
       end
       local P = r.probs:to(x.dtype):mean(0)
       aux.balance = (f:detach() * P):sum() * Et
@@ -334,23 +359,33 @@ function MoE:forward(x, ctx)
   -- The gate's own regularisers keep their names; one that would shadow the layer's gets gate_.
   for k, v in pairs(r.aux or {}) do aux[aux[k] == nil and k or 'gate_' .. k] = v end
 
-  -- routing statistics
+  -- routing statistics: the ones that need a value on the host are computed when first read
   local tpe = (offsets:narrow(0, 1, Et) - offsets:narrow(0, 0, Et))
-  local tpe_t = tpe:totable()
-  local maxl, meanl = 0, S / Et
-  for _, v in ipairs(tpe_t) do if v > maxl then maxl = v end end
-  local stats = {
+  local ent = aux.entropy and aux.entropy:detach()
+  local probs, logits = r.probs and r.probs:detach(), r.logits and r.logits:detach()
+  local stats = routing_stats({
     tokens_per_expert = tpe,
-    routed_per_expert = routed and routed:to('i32') or gm.zeros({Et}, {dtype = 'i32'}),
-    dropped_fraction = nvalid > 0 and (nvalid - S) / nvalid or 0,
     active_per_token = T > 0 and S / T or 0,
     ffn_per_token = T > 0 and SF / T or 0,
-    load_max_over_mean = meanl > 0 and maxl / meanl or 0,
     capacity = cap,
-    gate_entropy = aux.entropy and aux.entropy:item() or (r.probs and entropy(r.probs, r.logits):item()) or nil,
     ids = ids,
     tokens = T,
-  }
+  }, {
+    routed_per_expert = function() return routed and routed:to('i32') or gm.zeros({Et}, {dtype = 'i32'}) end,
+    dropped_fraction = function()
+      local nv = nvalid:item()
+      return nv > 0 and (nv - S) / nv or 0
+    end,
+    load_max_over_mean = function()
+      local maxl, meanl = 0, S / Et
+      for _, v in ipairs(tpe:totable()) do if v > maxl then maxl = v end end
+      return meanl > 0 and maxl / meanl or 0
+    end,
+    gate_entropy = function()
+      if ent then return ent:item() end
+      return probs and entropy(probs, logits):item() or nil
+    end,
+  })
   self.last_stats = stats
   self.last_aux = aux
   if tick then tick('aux') end
@@ -423,7 +458,10 @@ doc.add('gm.nn.MoE',
   'stats (also moe.last_stats): tokens_per_expert [E_total] i32 (rows kept after capacity), routed_per_expert [E_total] ' ..
   'i32 (before capacity), dropped_fraction (dropped / valid assignments), active_per_token (kept assignments per ' ..
   'token), ffn_per_token (kept assignments to FFN experts per token), load_max_over_mean, capacity (C or -1), ' ..
-  'gate_entropy (number), ids [T, K] i32, tokens T. Works in f32 and f64.',
+  'gate_entropy (number), ids [T, K] i32, tokens T. The ones that need values on the host (dropped_fraction, ' ..
+  'load_max_over_mean, gate_entropy, routed_per_expert) are computed when first read (pairs() ' ..
+  'computes them all), so a forward whose stats are not read copies nothing back from the device (without MoE++ ' ..
+  'extra experts, whose row ranges it needs). Works in f32 and f64.',
   {formula = 'y_t = sum_k w_{t,k} E_{id(t,k)}(x_t) [kept] + sum_s FFN^shared_s(x_t);  E_i(x) = W2_i act(W1_i x + b1_i) + b2_i;  ' ..
      'const_j(x) = a1 x + a2 v_j, (a1,a2) = softmax(Wc_j x);  balance = E sum_e f_e P_e;  z = mean (logsumexp logits)^2',
    paper = 'Shazeer et al. 2017 (sparse MoE); Lepikhin et al. 2020 (GShard); Fedus et al. 2021 (Switch: capacity, balance); ' ..
