@@ -234,12 +234,6 @@ local function train(cfg, run, ds, arm, h, seed, curves)
   return res
 end
 
--- run:unit when the runner has it (per-unit resume), else a plain call.
-local function unit(run, key, fn)
-  if run.unit then return run:unit(key, fn) end
-  return fn()
-end
-
 return gm.experiment {
   name = 'comet_gates',
   description = 'COMET tree gates vs DSelect-k, Top-k, Hash, softmax (+ permutation local search) in a multi-gate MoE',
@@ -291,7 +285,7 @@ return gm.experiment {
         local function fit(seed, hi)
           local h = hs[hi]
           local key = ('%s/%s/%d/%s/%s/%g'):format(dname, arm.name, seed, fmt_num(h.gamma), fmt_num(h.entropy), h.lr)
-          local r = unit(run, key, function() return train(cfg, run, ds, arm, h, seed, curves) end)
+          local r = run:unit(key, function() return train(cfg, run, ds, arm, h, seed, curves) end)
           done = done + 1
           run:progress(done, total, key)
           return r

@@ -180,167 +180,140 @@ gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
 
 /* ---- COMET: nodes [N,k,E-1], leaves [N,k,E] -> g [N,E], mu [N,k,E] ------------------------ */
 
-/* Root-to-leaf paths of the heap-ordered tree with E leaves (leaf l = heap node E-1+l):
- * node[l*D + i], left[l*D + i] for i < len[l]. D = max path length. */
-typedef struct paths {
-    int64_t D;
-    int64_t *node;
-    unsigned char *left;
-    int64_t *len;
-} paths;
+/* The tree is a heap of 2E-1 nodes: internal nodes 0..E-2 (children 2v+1 left, 2v+2 right) and
+ * leaf l = heap node E-1+l. Reach probabilities are filled top-down and gradients gathered
+ * bottom-up, O(E) per tree, so children always have larger indices than their parent. */
 
-static int paths_build(paths *P, int64_t E) {
-    int64_t D = 0;
-    for (int64_t v = 2 * E - 2; v > 0; v = (v - 1) / 2) D++;
-    P->D = D;
-    P->node = malloc(sizeof(int64_t) * (size_t)(E * (D + 1) + E));
-    P->left = malloc((size_t)(E * (D + 1)));
-    if (!P->node || !P->left) {
-        free(P->node);
-        free(P->left);
-        return -1;
-    }
-    P->len = P->node + E * (D + 1);
-    for (int64_t l = 0; l < E; l++) {
-        int64_t i = 0;
-        for (int64_t v = E - 1 + l; v > 0; v = (v - 1) / 2, i++) {
-            int64_t p = (v - 1) / 2;
-            P->node[l * D + i] = p;
-            P->left[l * D + i] = v == 2 * p + 1;
+/* Scratch of one token: p [k*V] smooth-steps, R [k*H] reach of every heap node (mu = the leaf
+ * part), a [k*E] leaf scores, e [k*E] exp(a - ma), D [H] the bottom-up sums of the backward. */
+typedef struct comet_scratch {
+    double *p, *R, *a, *e, *D;
+} comet_scratch;
+
+static double *comet_alloc(comet_scratch *w, int64_t k, int64_t E) {
+    int64_t V = E - 1, H = 2 * E - 1;
+    double *m = malloc(sizeof(double) * (size_t)(k * V + k * H + 2 * k * E + H + 1));
+    if (m) w->p = m, w->R = m + k * V, w->a = w->R + k * H, w->e = w->a + k * E, w->D = w->e + k * E;
+    return m;
+}
+
+/* One token: p, R and a; e = exp(a - ma) (ma the largest score of a reachable leaf; capped at
+ * e^700 for unreachable ones, whose gradient the backward still needs); returns
+ * S = sum of mu e over reachable pairs, so the softmax is q = mu e / S. */
+static double comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64_t k, int64_t E,
+                        double g, const comet_scratch *w) {
+    int64_t V = E - 1, H = 2 * E - 1;
+    double ma = -INFINITY;
+    for (int64_t t = 0; t < k; t++) {
+        double *p = w->p + t * V, *R = w->R + t * H, *a = w->a + t * E;
+        for (int64_t v = 0; v < V; v++) p[v] = ss(ld(nd, (n * k + t) * V + v), g);
+        R[0] = 1;
+        for (int64_t v = 0; v < V; v++) {
+            R[2 * v + 1] = R[v] * p[v];
+            R[2 * v + 2] = R[v] * (1 - p[v]);
         }
-        P->len[l] = i;
+        for (int64_t l = 0; l < E; l++) {
+            a[l] = ld(lf, (n * k + t) * E + l);
+            if (R[V + l] > 0 && a[l] > ma) ma = a[l];
+        }
     }
-    return 0;
-}
-
-static void paths_free(paths *P) {
-    free(P->node);
-    free(P->left);
-}
-
-/* One token: p[t*(E-1)+v] = S(nodes), mu[t*E+l], and q = exp(leaf + log mu - M) / Z (written
- * into q), M, Z. */
-static void comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64_t k, int64_t E,
-                      double g, const paths *P, double *p, double *mu, double *q, double *M,
-                      double *Z) {
-    int64_t V = E - 1;
-    for (int64_t i = 0; i < k * V; i++) p[i] = ss(ld(nd, n * k * V + i), g);
-    double mx = -INFINITY;
+    double S = 0;
     for (int64_t t = 0; t < k; t++)
         for (int64_t l = 0; l < E; l++) {
-            double r = 1;
-            for (int64_t i = 0; i < P->len[l]; i++) {
-                double pv = p[t * V + P->node[l * P->D + i]];
-                r *= P->left[l * P->D + i] ? pv : 1 - pv;
-            }
-            mu[t * E + l] = r;
-            if (r > 0) {
-                double u = ld(lf, n * k * E + t * E + l) + log(r);
-                if (u > mx) mx = u;
-            }
+            double x = w->a[t * E + l] - ma, mu = w->R[t * H + V + l];
+            w->e[t * E + l] = exp(x < 700 ? x : 700);
+            if (mu > 0) S += mu * w->e[t * E + l];
         }
-    double z = 0;
-    for (int64_t i = 0; i < k * E; i++) {
-        q[i] = mu[i] > 0 ? exp(ld(lf, n * k * E + i) + log(mu[i]) - mx) : 0;
-        z += q[i];
-    }
-    for (int64_t i = 0; i < k * E; i++) q[i] /= z;
-    *M = mx;
-    *Z = z;
+    return S;
 }
 
 gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2];
+    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
     double g = a->d[0];
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *G = &a->out[0], *MU = &a->out[1];
-    paths P;
-    if (paths_build(&P, E)) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
     int bad = 0, intr = 0;
 #pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
     {
-        double *p = malloc(sizeof(double) * (size_t)(k * (E - 1) + 2 * k * E + 1));
-        double *mu = p ? p + k * (E - 1) : NULL, *q = p ? mu + k * E : NULL;
-        if (!p) {
+        comet_scratch w;
+        double *m = comet_alloc(&w, k, E);
+        if (!m) {
 #pragma omp atomic write
             bad = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++) {
-            if (!p || intr) continue;
+            if (!m || intr) continue;
             if ((n & 1023) == 0 && gm_interrupted()) {
 #pragma omp atomic write
                 intr = 1;
             }
-            double M, Z;
-            comet_row(nd, lf, n, k, E, g, &P, p, mu, q, &M, &Z);
+            double S = comet_row(nd, lf, n, k, E, g, &w);
             for (int64_t l = 0; l < E; l++) {
                 double s = 0;
-                for (int64_t t = 0; t < k; t++) s += q[t * E + l];
-                st(G, n * E + l, s);
+                for (int64_t t = 0; t < k; t++) {
+                    double mu = w.R[t * H + V + l];
+                    if (mu > 0) s += mu * w.e[t * E + l];
+                    st(MU, (n * k + t) * E + l, mu);
+                }
+                st(G, n * E + l, s / S);
             }
-            for (int64_t i = 0; i < k * E; i++) st(MU, n * k * E + i, mu[i]);
         }
-        free(p);
+        free(m);
     }
-    paths_free(&P);
     if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
     return intr ? GM_EINTR : GM_OK;
 }
 
-/* With pr = q (the softmax over pairs) and c = sum pr * gg: d/dleaf = pr (gg - c); d/dmu (through
- * the softmax) = exp(leaf - M) / Z (gg - c), finite also at mu = 0; then the path products. */
+/* With q = mu e / S (the softmax over pairs) and c = sum q gg: d/dleaf = q (gg - c); d/dmu
+ * (through the softmax) = e / S (gg - c), finite also at mu = 0; plus the incoming gmu. Then
+ * D[leaf] = that gradient, D[v] = p_v D[left] + (1 - p_v) D[right] bottom-up, and
+ * d/dp_v = R[v] (D[left] - D[right]). */
 gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1;
+    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
     double g = a->d[0];
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *gg = &a->in[2], *gmu = &a->in[3];
     const gm_kview *gnd = &a->out[0], *glf = &a->out[1];
-    paths P;
-    if (paths_build(&P, E)) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
     int bad = 0, intr = 0;
 #pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
     {
-        double *p = malloc(sizeof(double) * (size_t)(2 * k * V + 2 * k * E + 1));
-        double *gp = p ? p + k * V : NULL, *mu = p ? gp + k * V : NULL, *q = p ? mu + k * E : NULL;
-        if (!p) {
+        comet_scratch w;
+        double *m = comet_alloc(&w, k, E);
+        if (!m) {
 #pragma omp atomic write
             bad = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++) {
-            if (!p || intr) continue;
+            if (!m || intr) continue;
             if ((n & 1023) == 0 && gm_interrupted()) {
 #pragma omp atomic write
                 intr = 1;
             }
-            double M, Z, cc = 0;
-            comet_row(nd, lf, n, k, E, g, &P, p, mu, q, &M, &Z);
-            for (int64_t i = 0; i < k * E; i++) cc += q[i] * ld(gg, n * E + i % E);
-            for (int64_t i = 0; i < k * V; i++) gp[i] = 0;
+            double S = comet_row(nd, lf, n, k, E, g, &w), cc = 0;
             for (int64_t t = 0; t < k; t++)
                 for (int64_t l = 0; l < E; l++) {
-                    int64_t i = t * E + l;
-                    double d = ld(gg, n * E + l) - cc, x = ld(lf, n * k * E + i) - M;
-                    st(glf, n * k * E + i, q[i] * d);
-                    double gm = ld(gmu, n * k * E + i) + exp(x < 700 ? x : 700) / Z * d;
-                    int64_t L = P.len[l];
-                    for (int64_t j = 0; j < L; j++) {
-                        double prod = 1;
-                        for (int64_t h = 0; h < L; h++) {
-                            if (h == j) continue;
-                            double pv = p[t * V + P.node[l * P.D + h]];
-                            prod *= P.left[l * P.D + h] ? pv : 1 - pv;
-                        }
-                        gp[t * V + P.node[l * P.D + j]] += P.left[l * P.D + j] ? gm * prod : -gm * prod;
-                    }
+                    double mu = w.R[t * H + V + l];
+                    if (mu > 0) cc += mu * w.e[t * E + l] / S * ld(gg, n * E + l);
                 }
-            for (int64_t i = 0; i < k * V; i++) {
-                int64_t o = n * k * V + i;
-                st(gnd, o, gp[i] * dss(ld(nd, o), g));
+            for (int64_t t = 0; t < k; t++) {
+                const double *p = w.p + t * V, *R = w.R + t * H, *e = w.e + t * E;
+                double *D = w.D;
+                for (int64_t l = 0; l < E; l++) {
+                    int64_t i = (n * k + t) * E + l;
+                    double d = ld(gg, n * E + l) - cc, mu = R[V + l];
+                    st(glf, i, mu > 0 ? mu * e[l] / S * d : 0);
+                    D[V + l] = ld(gmu, i) + e[l] / S * d;
+                }
+                for (int64_t v = V - 1; v >= 0; v--) {
+                    double dl = D[2 * v + 1], dr = D[2 * v + 2];
+                    int64_t o = (n * k + t) * V + v;
+                    st(gnd, o, R[v] * (dl - dr) * dss(ld(nd, o), g));
+                    D[v] = p[v] * dl + (1 - p[v]) * dr;
+                }
             }
         }
-        free(p);
+        free(m);
     }
-    paths_free(&P);
     if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
     return intr ? GM_EINTR : GM_OK;
 }
