@@ -4,9 +4,9 @@
 # process (tests/bench/bench_engine.c, built here against the engine objects), the Lua
 # binding's per-op overhead, memory over a long training loop, and full training steps
 # (tests/bench/train.lua) with OMP_WAIT_POLICY as it is and set to active, and top-k MoE
-# training steps at three sizes against PyTorch 1.13 (tests/bench/moe.lua). Benchmarks
-# inform; this script always exits 0. Environment: BENCH_REPS (repeats, default 15),
-# BENCH_STEPS (10000).
+# training steps at three sizes against PyTorch 1.13 (tests/bench/moe.lua), LM steps, and the
+# COMET multi-gate MoE epoch (tests/bench/comet.lua). Benchmarks inform; this script always
+# exits 0. Environment: BENCH_REPS (repeats, default 15), BENCH_STEPS (10000), COMET_REPS (7).
 B=${1:-build}
 REPS=${BENCH_REPS:-15}
 STEPS=${BENCH_STEPS:-10000}
@@ -55,5 +55,10 @@ line
 # LM training steps (issue 5): 2-layer LM with an MLP after each mixer, B=64, T=128, V=256,
 # attention / GLA recurrent / GLA chunkwise at d_model 64 and 128, against PyTorch 1.13 CPU.
 "$GMOE" "$HERE/lm.lua" "${LM_REPS:-7}"
+line
+# COMET reproduction (issue 13): one training epoch (20000 examples, batch 256) of the 16-expert,
+# 2-gate multi-task MoE with top-k and COMET gates, interleaved with the same model in PyTorch
+# (tests/bench/torch_comet.py through peer.lua), target >= 3x; gm.profile's split of the epoch.
+"$GMOE" "$HERE/comet.lua" "${COMET_REPS:-7}"
 line
 exit 0
