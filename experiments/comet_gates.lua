@@ -46,13 +46,13 @@ local function arms(cfg)
   return out
 end
 
--- The grid of an arm: every lr; gamma and entropy for the smooth-step gates (gamma fixed to
--- perm_gamma with local search, as COMET's +perm configuration).
+-- The grid of an arm: every lr; gamma and entropy for the smooth-step gates (gamma from
+-- perm_gammas with local search: the same grid by default; COMET's +perm configuration fixes 10).
 local function grid(cfg, arm)
   local out = {}
   local lrs = list(cfg.lrs, tonumber)
   local smooth = arm.gate == 'comet' or arm.gate == 'dselect_k'
-  local gammas = smooth and (arm.perm and {cfg.perm_gamma} or list(cfg.gammas, tonumber)) or {false}
+  local gammas = smooth and list(arm.perm and cfg.perm_gammas or cfg.gammas, tonumber) or {false}
   local ents = smooth and list(cfg.entropies, tonumber) or {false}
   for _, g in ipairs(gammas) do
     for _, e in ipairs(ents) do
@@ -130,7 +130,8 @@ end
 
 local function make_model(cfg, ds, gates, gen)
   if ds.kind == 'regression' then
-    return L.MMoE {d_in = ds.d_in, gates = gates, experts = 16, hidden = cfg.hidden, out = 1, generator = gen}
+    return L.MMoE {d_in = ds.d_in, gates = gates, experts = 16, hidden = cfg.hidden, out = 1,
+                   activation = cfg.activation, generator = gen}
   end
   local bottom = Bottom(ds.n_users, ds.n_movies, cfg.ml_embed, gen)
   return L.MMoE {d_in = ds.d_in, gates = gates, experts = 16, hidden = cfg.ml_expert, out = cfg.ml_expert,
@@ -238,15 +239,18 @@ return gm.experiment {
   name = 'comet_gates',
   description = 'COMET tree gates vs DSelect-k, Top-k, Hash, softmax (+ permutation local search) in a multi-gate MoE',
   config = {seed = 1, data = 'tree+fixed', gates = 'softmax+hash+topk+dselect_k+comet', perm_gates = 'topk+comet',
-            seeds = 10, tune_seeds = 2, k = 2, hidden = 32, epochs = 40, patience = 8, batch = 256,
+            seeds = 10, tune_seeds = 2, k = 2, hidden = 32, activation = 'relu', epochs = 50, patience = 8, batch = 256,
             n_train = 20000, n_val = 5000, n_test = 5000, gammas = '0.1+1+10', entropies = '0.1+1',
-            lrs = '3e-4+1e-3+3e-3', perm_gamma = 10.0, perm_steps = 100,
+            lrs = '3e-4+1e-3+3e-3', perm_gammas = '0.1+1+10', perm_steps = 100,
             ml_dir = '', ml_ratings = 100000, ml_embed = 32, ml_expert = 64, ml_w_watch = 0.1},
   quick = {seeds = 3, tune_seeds = 1, epochs = 6, patience = 3, n_train = 2000, n_val = 500, n_test = 500,
-           gammas = '1', entropies = '0.1', lrs = '3e-3', perm_steps = 16},
+           gammas = '1', perm_gammas = '1', entropies = '0.1', lrs = '3e-3', perm_steps = 16},
+  choices = {activation = {'relu', 'tanh'}},
   doc = {data = "'+'-separated: tree (hidden tree gate), fixed (fixed supports), or movielens (needs ml_dir)",
          gates = "'+'-separated subset of softmax, hash, topk, dselect_k, comet",
          perm_gates = "'+'-separated gates that also run inside gm.gates.Permuted (topk, comet, ...)",
+         activation = 'the synthetic experts\' hidden activation (the true experts use tanh)',
+         perm_gammas = "gamma grid of the smooth-step gates inside Permuted (COMET's +perm configuration: 10)",
          tune_seeds = 'seeds on which the whole grid runs; the best mean validation loss picks the configuration',
          ml_dir = 'MovieLens folder (u.data, ratings.dat or ratings.csv)',
          ml_ratings = 'rated examples sampled (each gets one unwatched example)',
