@@ -4,6 +4,7 @@
  * is computed in double with per-thread scratch, so results do not depend on the thread count. */
 #include "backend.h"
 #include "parallel.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -184,44 +185,99 @@ gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
  * leaf l = heap node E-1+l. Reach probabilities are filled top-down and gradients gathered
  * bottom-up, O(E) per tree, so children always have larger indices than their parent. */
 
-/* Scratch of one token: p [k*V] smooth-steps, R [k*H] reach of every heap node (mu = the leaf
- * part), a [k*E] leaf scores, e [k*E] exp(a - ma), D [H] the bottom-up sums of the backward. */
+/* The smooth-step with the divisions by gamma hoisted out of the row loops: sc = {g/2, -2/g^3,
+ * 3/(2g)}; selects rather than branches, as node logits often sit near the band. */
+static inline void ss_consts(double g, double sc[3]) {
+    sc[0] = g / 2, sc[1] = -2 / (g * g * g), sc[2] = 3 / (2 * g);
+}
+static inline double ss_c(double x, const double sc[3]) {
+    double y = (sc[1] * x * x + sc[2]) * x + 0.5;
+    y = x >= sc[0] ? 1 : y;
+    return x <= -sc[0] ? 0 : y;
+}
+static inline double dss_c(double x, const double sc[3]) {
+    double y = 3 * sc[1] * x * x + sc[2];
+    return x <= -sc[0] || x >= sc[0] ? 0 : y;
+}
+
+/* n elements of a contiguous f32 or f64 view from element off, as doubles. */
+static void load_row(double *dst, const gm_kview *v, int64_t off, int64_t n) {
+    if (v->dtype == GM_F32) {
+        const float *s = (const float *)v->data + off;
+        for (int64_t i = 0; i < n; i++) dst[i] = s[i];
+    } else {
+        memcpy(dst, (const double *)v->data + off, sizeof(double) * (size_t)n);
+    }
+}
+
+static void store_row(const gm_kview *v, int64_t off, const double *src, int64_t n) {
+    if (v->dtype == GM_F32) {
+        float *d = (float *)v->data + off;
+        for (int64_t i = 0; i < n; i++) d[i] = (float)src[i];
+    } else {
+        memcpy((double *)v->data + off, src, sizeof(double) * (size_t)n);
+    }
+}
+
+/* Scratch of one token: x [k*V] node logits, p [k*V] smooth-steps, R [k*H] reach of every heap
+ * node (mu = the leaf part), a [k*E] leaf scores, e [k*E] exp(a - ma), D [H] the bottom-up sums
+ * of the backward, o [k*E] outputs. */
 typedef struct comet_scratch {
-    double *p, *R, *a, *e, *D;
+    double *x, *p, *R, *a, *e, *D, *o;
 } comet_scratch;
 
 static double *comet_alloc(comet_scratch *w, int64_t k, int64_t E) {
     int64_t V = E - 1, H = 2 * E - 1;
-    double *m = malloc(sizeof(double) * (size_t)(k * V + k * H + 2 * k * E + H + 1));
-    if (m) w->p = m, w->R = m + k * V, w->a = w->R + k * H, w->e = w->a + k * E, w->D = w->e + k * E;
+    double *m = malloc(sizeof(double) * (size_t)(2 * k * V + k * H + 3 * k * E + H + 1));
+    if (m) {
+        w->x = m, w->p = m + k * V, w->R = w->p + k * V, w->a = w->R + k * H, w->e = w->a + k * E;
+        w->D = w->e + k * E, w->o = w->D + H;
+    }
     return m;
 }
 
-/* One token: p, R and a; e = exp(a - ma) (ma the largest score of a reachable leaf; capped at
- * e^700 for unreachable ones, whose gradient the backward still needs); returns
- * S = sum of mu e over reachable pairs, so the softmax is q = mu e / S. */
+/* One token: x, p, R and a; e = exp(a - ma) (ma the largest score of a reachable leaf; capped
+ * for unreachable ones, whose gradient the backward still needs, at e^700, or e^80 in f32);
+ * returns S = sum of mu e over reachable pairs, so the softmax is q = mu e / S. For f32 tensors
+ * the exponentials run through 8-lane expf (every element through the same call, 1 ulp). */
 static double comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64_t k, int64_t E,
-                        double g, const comet_scratch *w) {
+                        const double sc[3], const comet_scratch *w) {
     int64_t V = E - 1, H = 2 * E - 1;
+    load_row(w->x, nd, n * k * V, k * V);
+    load_row(w->a, lf, n * k * E, k * E);
+    for (int64_t i = 0; i < k * V; i++) w->p[i] = ss_c(w->x[i], sc);
     double ma = -INFINITY;
     for (int64_t t = 0; t < k; t++) {
-        double *p = w->p + t * V, *R = w->R + t * H, *a = w->a + t * E;
-        for (int64_t v = 0; v < V; v++) p[v] = ss(ld(nd, (n * k + t) * V + v), g);
+        const double *p = w->p + t * V, *a = w->a + t * E;
+        double *R = w->R + t * H;
         R[0] = 1;
         for (int64_t v = 0; v < V; v++) {
             R[2 * v + 1] = R[v] * p[v];
             R[2 * v + 2] = R[v] * (1 - p[v]);
         }
-        for (int64_t l = 0; l < E; l++) {
-            a[l] = ld(lf, (n * k + t) * E + l);
+        for (int64_t l = 0; l < E; l++)
             if (R[V + l] > 0 && a[l] > ma) ma = a[l];
+    }
+    if (lf->dtype == GM_F32) {
+        for (int64_t i0 = 0; i0 < k * E; i0 += 8) {
+            v8f z = v8_splat(0);
+            for (int64_t j = 0; j < 8 && i0 + j < k * E; j++) {
+                double d = w->a[i0 + j] - ma;
+                z[j] = (float)(d < 80 ? d : 80);
+            }
+            z = v8_expf(z);
+            for (int64_t j = 0; j < 8 && i0 + j < k * E; j++) w->e[i0 + j] = z[j];
+        }
+    } else {
+        for (int64_t i = 0; i < k * E; i++) {
+            double d = w->a[i] - ma;
+            w->e[i] = exp(d < 700 ? d : 700);
         }
     }
     double S = 0;
     for (int64_t t = 0; t < k; t++)
         for (int64_t l = 0; l < E; l++) {
-            double x = w->a[t * E + l] - ma, mu = w->R[t * H + V + l];
-            w->e[t * E + l] = exp(x < 700 ? x : 700);
+            double mu = w->R[t * H + V + l];
             if (mu > 0) S += mu * w->e[t * E + l];
         }
     return S;
@@ -229,7 +285,8 @@ static double comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64
 
 gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
     int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
-    double g = a->d[0];
+    double sc[3];
+    ss_consts(a->d[0], sc);
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *G = &a->out[0], *MU = &a->out[1];
     int bad = 0, intr = 0;
 #pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
@@ -247,16 +304,17 @@ gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
 #pragma omp atomic write
                 intr = 1;
             }
-            double S = comet_row(nd, lf, n, k, E, g, &w);
+            double S = comet_row(nd, lf, n, k, E, sc, &w);
+            for (int64_t t = 0; t < k; t++) store_row(MU, (n * k + t) * E, w.R + t * H + V, E);
             for (int64_t l = 0; l < E; l++) {
                 double s = 0;
                 for (int64_t t = 0; t < k; t++) {
                     double mu = w.R[t * H + V + l];
                     if (mu > 0) s += mu * w.e[t * E + l];
-                    st(MU, (n * k + t) * E + l, mu);
                 }
-                st(G, n * E + l, s / S);
+                w.o[l] = s / S;
             }
+            store_row(G, n * E, w.o, E);
         }
         free(m);
     }
@@ -270,49 +328,55 @@ gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
  * d/dp_v = R[v] (D[left] - D[right]). */
 gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
     int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
-    double g = a->d[0];
+    double sc[3];
+    ss_consts(a->d[0], sc);
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *gg = &a->in[2], *gmu = &a->in[3];
     const gm_kview *gnd = &a->out[0], *glf = &a->out[1];
     int bad = 0, intr = 0;
 #pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
     {
         comet_scratch w;
-        double *m = comet_alloc(&w, k, E);
-        if (!m) {
+        /* gradient rows: gl [E] of g, gm [k*E] of mu, then the outputs into x (gnd) and o (glf) */
+        double *m = comet_alloc(&w, k, E), *gl = malloc(sizeof(double) * (size_t)(E + k * E + 1));
+        double *gmr = gl ? gl + E : NULL;
+        if (!m || !gl) {
 #pragma omp atomic write
             bad = 1;
         }
 #pragma omp for schedule(static)
         for (int64_t n = 0; n < N; n++) {
-            if (!m || intr) continue;
+            if (!m || !gl || intr) continue;
             if ((n & 1023) == 0 && gm_interrupted()) {
 #pragma omp atomic write
                 intr = 1;
             }
-            double S = comet_row(nd, lf, n, k, E, g, &w), cc = 0;
+            double S = comet_row(nd, lf, n, k, E, sc, &w), cc = 0;
+            load_row(gl, gg, n * E, E);
+            load_row(gmr, gmu, n * k * E, k * E);
             for (int64_t t = 0; t < k; t++)
                 for (int64_t l = 0; l < E; l++) {
                     double mu = w.R[t * H + V + l];
-                    if (mu > 0) cc += mu * w.e[t * E + l] / S * ld(gg, n * E + l);
+                    if (mu > 0) cc += mu * w.e[t * E + l] / S * gl[l];
                 }
             for (int64_t t = 0; t < k; t++) {
                 const double *p = w.p + t * V, *R = w.R + t * H, *e = w.e + t * E;
-                double *D = w.D;
+                double *D = w.D, *gx = w.x + t * V, *go = w.o + t * E;
                 for (int64_t l = 0; l < E; l++) {
-                    int64_t i = (n * k + t) * E + l;
-                    double d = ld(gg, n * E + l) - cc, mu = R[V + l];
-                    st(glf, i, mu > 0 ? mu * e[l] / S * d : 0);
-                    D[V + l] = ld(gmu, i) + e[l] / S * d;
+                    double d = gl[l] - cc, mu = R[V + l];
+                    go[l] = mu > 0 ? mu * e[l] / S * d : 0;
+                    D[V + l] = gmr[t * E + l] + e[l] / S * d;
                 }
                 for (int64_t v = V - 1; v >= 0; v--) {
                     double dl = D[2 * v + 1], dr = D[2 * v + 2];
-                    int64_t o = (n * k + t) * V + v;
-                    st(gnd, o, R[v] * (dl - dr) * dss(ld(nd, o), g));
+                    gx[v] = R[v] * (dl - dr) * dss_c(gx[v], sc); /* gx held the node logit x */
                     D[v] = p[v] * dl + (1 - p[v]) * dr;
                 }
             }
+            store_row(gnd, n * k * V, w.x, k * V);
+            store_row(glf, n * k * E, w.o, k * E);
         }
         free(m);
+        free(gl);
     }
     if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
     return intr ? GM_EINTR : GM_OK;
