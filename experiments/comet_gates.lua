@@ -1,4 +1,4 @@
--- comet_gates.lua: Reproduction 2 of the mission (papers.md §3-§5): COMET tree gates against
+-- comet_gates.lua: the COMET reproduction (papers.md §3-§5): COMET tree gates against
 -- DSelect-k, Top-k, Hash routing and a dense softmax gate, with and without COMET's permutation
 -- local search, in a multi-gate MoE for multi-task learning (16 shared MLP experts, one gate per
 -- task, k = 2, task heads; experiments/lib/mmoe.lua). Data: gm.data.mtl_regression with a hidden
@@ -239,7 +239,7 @@ return gm.experiment {
   name = 'comet_gates',
   description = 'COMET tree gates vs DSelect-k, Top-k, Hash, softmax (+ permutation local search) in a multi-gate MoE',
   config = {seed = 1, data = 'tree+fixed', gates = 'softmax+hash+topk+dselect_k+comet', perm_gates = 'topk+comet',
-            seeds = 10, tune_seeds = 2, k = 2, hidden = 32, activation = 'relu', epochs = 50, patience = 8, batch = 256,
+            seeds = 10, tune_seeds = 1, k = 2, hidden = 32, activation = 'relu', epochs = 50, patience = 8, batch = 256,
             n_train = 20000, n_val = 5000, n_test = 5000, gammas = '0.1+1+10', entropies = '0.1+1',
             lrs = '3e-4+1e-3+3e-3', perm_gammas = '0.1+1+10', perm_steps = 100,
             ml_dir = '', ml_ratings = 100000, ml_embed = 32, ml_expert = 64, ml_w_watch = 0.1},
