@@ -29,7 +29,7 @@ do for [i = 1:NA] { set xtics add (word(arms, i) i) }
 set grid noxtics ytics
 
 set title '(a) test loss per seed, mean {/Symbol \261} s.e.' offset 0,-0.6
-set ylabel 'test MSE (mean of 2 tasks)' offset 1.5,0
+set ylabel 'test loss (mean of the 2 tasks)' offset 1.5,0
 set logscale y
 set key top right font ',7' samplen 1 noenhanced
 plot for [d = 1:ND] pts index d - 1 using ($1 + off(d) + jit($2)):3 with points lt d pt 7 ps 0.25 notitle, \
