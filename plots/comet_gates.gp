@@ -45,7 +45,7 @@ set logscale y 2
 set yrange [1:20]
 set ytics (1, 2, 4, 8, 16)
 set grid xtics ytics
-set key bottom left
+set key top right
 set_data(s) = word(sparsity_sets, s)[1:strstrt(word(sparsity_sets, s), ':') - 1]
 set_arm(s) = word(sparsity_sets, s)[strstrt(word(sparsity_sets, s), ':') + 1:]
 lt_arm(a) = a eq 'dselect_k' ? 3 : a eq 'comet' ? 4 : 5
