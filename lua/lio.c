@@ -28,18 +28,18 @@ static int l_st_save(lua_State *L) {
     /* The tables keep the strings and tensors alive: borrowed pointers are safe. */
     for (lua_pushnil(L); lua_next(L, 2); lua_pop(L, 1)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            return luaL_error(L, "save: tensor names must be strings, got a %s key", luaL_typename(L, -2));
+            return gm_lua_errorf(L, "save: tensor names must be strings, got a %s key", luaL_typename(L, -2));
         names[i] = lua_tostring(L, -2);
         ts[i] = gm_lua_to_tensor(L, -1);
         if (!ts[i])
-            return luaL_error(L, "save: '%s' is a %s, not a tensor", names[i], luaL_typename(L, -1));
+            return gm_lua_errorf(L, "save: '%s' is a %s, not a tensor", names[i], luaL_typename(L, -1));
         i++;
     }
     i = 0;
     if (lua_istable(L, 3))
         for (lua_pushnil(L); lua_next(L, 3); lua_pop(L, 1)) {
             if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-                return luaL_error(L, "save: metadata must map strings to strings, got %s -> %s",
+                return gm_lua_errorf(L, "save: metadata must map strings to strings, got %s -> %s",
                                   luaL_typename(L, -2), luaL_typename(L, -1));
             keys[i] = lua_tostring(L, -2);
             vals[i] = lua_tostring(L, -1);
@@ -104,7 +104,7 @@ static int l_npy_load(lua_State *L) {
 
 /* JSON -> Lua: objects and arrays become tables, integers Lua integers (floats when they do
  * not fit), null nil. */
-static void push_json(lua_State *L, const gm_json *v) {
+void gm_lua_push_json(lua_State *L, const gm_json *v) {
     luaL_checkstack(L, 4, "json_decode: nesting");
     switch (v->type) {
     case GM_JSON_NULL: lua_pushnil(L); break;
@@ -116,14 +116,14 @@ static void push_json(lua_State *L, const gm_json *v) {
     case GM_JSON_ARR:
         lua_createtable(L, (int)v->n, 0);
         for (size_t i = 0; i < v->n; i++) {
-            push_json(L, &v->items[i]);
+            gm_lua_push_json(L, &v->items[i]);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         break;
     case GM_JSON_OBJ:
         lua_createtable(L, 0, (int)v->n);
         for (size_t i = 0; i < v->n; i++) {
-            push_json(L, &v->items[i]);
+            gm_lua_push_json(L, &v->items[i]);
             lua_setfield(L, -2, v->keys[i]);
         }
         break;
@@ -152,16 +152,26 @@ static int l_json_decode(lua_State *L) {
     lua_setmetatable(L, -2);
     gm_status st = gm_json_parse(gm_lua_ctx(L), what, text, len, anchor);
     if (st != GM_OK) return gm_lua_error(L, st);
-    push_json(L, *anchor);
+    gm_lua_push_json(L, *anchor);
     gm_json_free(*anchor);
     *anchor = NULL;
+    return 1;
+}
+
+/* file_kind(path) -> "file" | "directory" | "FIFO (named pipe)" | ... | nil: what path is,
+ * without opening it (readers refuse anything but a regular file instead of blocking). */
+static int l_file_kind(lua_State *L) {
+    const char *k = gm_file_kind(luaL_checkstring(L, 1));
+    if (k) lua_pushstring(L, k);
+    else lua_pushnil(L);
     return 1;
 }
 
 void gm_lua_io_register(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"st_save", l_st_save}, {"st_load", l_st_load}, {"npy_save", l_npy_save},
-        {"npy_load", l_npy_load}, {"json_decode", l_json_decode}, {NULL, NULL},
+        {"npy_load", l_npy_load}, {"json_decode", l_json_decode},
+        {"file_kind", l_file_kind}, {NULL, NULL},
     };
     luaL_setfuncs(L, fns, 0);
 }

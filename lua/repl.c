@@ -3,7 +3,8 @@
  * the syntax error ends in "<eof>". Added here: a sticky Ctrl-C, a history file, Tab completion
  * and readline's callback interface so that Ctrl-C at the prompt leaves the terminal clean.
  * What happens to a cell once read (In/Out, printing, magics, help, completion candidates,
- * timing) is Lua: lua/gmoe/repl.lua. Also the small C module `gmoe.term` (tty, cwd). */
+ * timing) is Lua: lua/gmoe/repl.lua. Also the small C module `gmoe.term` (tty, cwd, and the
+ * completion word, file names and continuation rule that the Jupyter kernel shares). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -33,12 +34,17 @@
 #define CHUNKNAME "=stdin"
 #define EOFMARK "<eof>"
 #define HISTORY_MAX 10000
+/* Word boundaries of completion: inside a string the word is the path after the quote;
+ * elsewhere a Lua expression such as gm.nn.Lin or x:ma ('.' and ':' do not break words). */
+#define STR_BREAKS "\"'"
+#define LUA_BREAKS " \t\n\"'`@$><=;|&{}()[],+-*/%^~#!"
 
 /* {====================================================================
 ** Running a chunk: traceback and Ctrl-C
 ** ===================================================================== */
 
 static lua_State *volatile g_L; /* the state the SIGINT handler arms (lua.c's globalL) */
+static volatile sig_atomic_t g_signal; /* the signal that raised the interrupt flag (0: none) */
 
 /* Raises "interrupted" for as long as the flag is up, so a pcall in user code cannot swallow a
  * Ctrl-C: the next firing after that pcall raises again. Only the prompt lowers the flag.
@@ -57,23 +63,36 @@ static void hook_interrupt(lua_State *L, lua_Debug *ar) {
     luaL_error(L, "interrupted");
 }
 
+static void arm_interrupt(lua_State *L) {
+    gm_interrupt_set();
+    lua_sethook(L, hook_interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1000);
+}
+
 /* A signal handler cannot touch the Lua state safely, so it raises the engine's flag (C ops
- * poll it) and arms a hook (pure Lua loops stop at the next hook firing). It also puts back the
- * default action, so a second Ctrl-C before the prompt kills a process stuck where nothing
- * polls (lua.c). sigaction is async-signal-safe; lua_sethook is meant for this (lua.c). */
-static void on_sigint_run(int sig) {
+ * poll it) and arms a hook (pure Lua loops stop at the next hook firing). SIGTERM does what
+ * Ctrl-C does, so a run stopped by a scheduler or `kill` still records how it ended. It also
+ * puts back the default action, so a second signal before the prompt kills a process stuck
+ * where nothing polls (lua.c). sigaction is async-signal-safe; lua_sethook is meant for this
+ * (lua.c). */
+static void on_signal_run(int sig) {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     sigaction(sig, &dfl, NULL);
-    gm_interrupt_set();
-    lua_sethook(g_L, hook_interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1000);
+    g_signal = sig;
+    arm_interrupt(g_L);
 }
 
-/* Message handler: turns the error into "message\nstack traceback:..." (lua.c). */
+int gm_repl_signal(void) { return gm_interrupted() ? g_signal : 0; }
+
+static const char *signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : "SIGINT"; }
+
+/* Message handler: turns the error into "message\nstack traceback:..." (lua.c); an interrupt
+ * needs no traceback (where a Ctrl-C happened to land says nothing). */
 static int msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
+    if (msg && gm_interrupted()) return 1;
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -84,17 +103,19 @@ static int msghandler(lua_State *L) {
 
 int gm_repl_docall(lua_State *L, int narg, int nres) {
     int base = lua_gettop(L) - narg; /* function index */
-    struct sigaction sa, old;
+    struct sigaction sa, old_int, old_term;
     int status;
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
     g_L = L;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint_run; /* no SA_RESTART: a blocking read returns at once */
+    sa.sa_handler = on_signal_run; /* no SA_RESTART: a blocking read returns at once */
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     status = lua_pcall(L, narg, nres, base);
-    sigaction(SIGINT, &old, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     lua_remove(L, base);
     return status;
 }
@@ -117,6 +138,50 @@ int gm_repl_report(lua_State *L, int status, const char *prefix) {
 /* {====================================================================
 ** gmoe.term: what Lua cannot ask by itself (a terminal's size, the working folder)
 ** ===================================================================== */
+
+/* xpcall_held(f, ...) -> true, results... | false, message, signal: xpcall with a traceback
+ * that, when an interrupt (Ctrl-C, SIGTERM) ended f, lowers the flag before any Lua code runs
+ * again and names the signal ("SIGINT" | "SIGTERM"), so the caller can record how its work
+ * ended; it must then call reraise(signal), or the interrupt is lost. */
+static int term_xpcall_held(lua_State *L) {
+    int n = lua_gettop(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, 1);
+    int status = lua_pcall(L, n - 1, LUA_MULTRET, 1);
+    int sig = gm_interrupted() ? g_signal : 0;
+    if (sig && status == LUA_OK) { /* f finished as the interrupt came: it still counts */
+        lua_settop(L, 1);
+        lua_pushliteral(L, "interrupted");
+    }
+    if (sig || status != LUA_OK) {
+        if (sig) gm_interrupt_clear(); /* the hook disarms itself at its next firing */
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        if (sig) lua_pushstring(L, signal_name(sig));
+        else lua_pushnil(L);
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    lua_replace(L, 1); /* the message handler's slot */
+    return lua_gettop(L);
+}
+
+/* reraise(signal): raises the interrupt flag again as that signal did; the interrupt then
+ * unwinds as before (the next Lua step raises "interrupted"). */
+static int term_reraise(lua_State *L) {
+    const char *s = luaL_checkstring(L, 1);
+    g_signal = strcmp(s, "SIGTERM") == 0 ? SIGTERM : SIGINT;
+    arm_interrupt(L);
+    return 0;
+}
+
+/* pending() -> "SIGINT" | "SIGTERM" while an interrupt is unwinding, else nil. */
+static int term_pending(lua_State *L) {
+    if (gm_interrupted() && g_signal) lua_pushstring(L, signal_name(g_signal));
+    else lua_pushnil(L);
+    return 1;
+}
 
 static int term_isatty(lua_State *L) {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -155,10 +220,71 @@ static int term_getcwd(lua_State *L) {
     return 1;
 }
 
+static bool in_string_at(const char *line, size_t point);
+static bool incomplete(lua_State *L, int status);
+static int try_expression(lua_State *L);
+
+/* word_start(text, pos) -> start, in_string: the word that Tab completes at byte pos begins
+ * after byte `start` (0-based), by the REPL's word boundaries, within pos's line. */
+static int term_word_start(lua_State *L) {
+    size_t n, line = 0;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_Integer p = luaL_optinteger(L, 2, (lua_Integer)n);
+    size_t pos = p < 0 ? 0 : (size_t)p > n ? n : (size_t)p, start = pos;
+    for (size_t i = 0; i < pos; i++)
+        if (s[i] == '\n') line = i + 1;
+    bool str = in_string_at(s + line, pos - line);
+    const char *breaks = str ? STR_BREAKS : LUA_BREAKS;
+    while (start > line && s[start - 1] && !strchr(breaks, s[start - 1])) start--;
+    lua_pushinteger(L, (lua_Integer)start);
+    lua_pushboolean(L, str);
+    return 2;
+}
+
+/* paths(prefix) -> names: readline's file name completion of prefix (what Tab gives inside a
+ * string), folders with a trailing '/'. */
+static int term_paths(lua_State *L) {
+    const char *prefix = luaL_checkstring(L, 1);
+    char *m;
+    lua_newtable(L);
+    for (int i = 0; i < 1000 && (m = rl_filename_completion_function(prefix, i)) != NULL; i++) {
+        char *full = tilde_expand(m);
+        struct stat st;
+        bool dir = full && stat(full, &st) == 0 && S_ISDIR(st.st_mode);
+        lua_pushstring(L, m);
+        if (dir) {
+            lua_pushliteral(L, "/");
+            lua_concat(L, 2);
+        }
+        lua_rawseti(L, -2, i + 1);
+        free(full);
+        free(m);
+    }
+    return 1;
+}
+
+/* chunk_status(text) -> "complete" | "incomplete" | "invalid": the REPL's continuation rule
+ * (lua.c's): text is unfinished exactly when it is not an expression and its syntax error as
+ * statements ends in "<eof>". */
+static int term_chunk_status(lua_State *L) {
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    if (try_expression(L) == LUA_OK) {
+        lua_pushliteral(L, "complete");
+        return 1;
+    }
+    int status = luaL_loadbuffer(L, text, len, CHUNKNAME);
+    lua_pushstring(L, status == LUA_OK ? "complete" : incomplete(L, status) ? "incomplete" : "invalid");
+    return 1;
+}
+
 int gm_repl_open_term(lua_State *L) {
     static const luaL_Reg fns[] = {
+        {"xpcall_held", term_xpcall_held}, {"reraise", term_reraise}, {"pending", term_pending},
         {"isatty", term_isatty}, {"size", term_size}, {"chdir", term_chdir},
-        {"getcwd", term_getcwd}, {NULL, NULL}};
+        {"getcwd", term_getcwd}, {"word_start", term_word_start}, {"paths", term_paths},
+        {"chunk_status", term_chunk_status}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }
@@ -335,13 +461,13 @@ static void free_cands(void) {
     g_cands = NULL;
 }
 
-/* True when the cursor is inside a string literal of the current line. */
-static bool in_string(void) {
+/* True when byte `point` of line lies inside a string literal. */
+static bool in_string_at(const char *line, size_t point) {
     char quote = 0;
-    for (int i = 0; i < rl_point && rl_line_buffer[i]; i++) {
-        char c = rl_line_buffer[i];
+    for (size_t i = 0; i < point && line[i]; i++) {
+        char c = line[i];
         if (quote) {
-            if (c == '\\' && i + 1 < rl_point) i++;
+            if (c == '\\' && i + 1 < point) i++;
             else if (c == quote) quote = 0;
         } else if (c == '"' || c == '\'') {
             quote = c;
@@ -350,11 +476,11 @@ static bool in_string(void) {
     return quote != 0;
 }
 
-/* Word boundaries: inside a string the word is the path after the quote; elsewhere a Lua
- * expression such as gm.nn.Lin or x:ma ('.' and ':' do not break words). */
+/* True when the cursor is inside a string literal of the current line. */
+static bool in_string(void) { return in_string_at(rl_line_buffer, (size_t)rl_point); }
+
 static char *word_breaks(void) {
-    static char str_breaks[] = "\"'";
-    static char lua_breaks[] = " \t\n\"'`@$><=;|&{}()[],+-*/%^~#!";
+    static char str_breaks[] = STR_BREAKS, lua_breaks[] = LUA_BREAKS;
     return in_string() ? str_breaks : lua_breaks;
 }
 
@@ -559,6 +685,7 @@ static void fail(const repl *r, int n) {
     lua_State *L = r->L;
     if (r->tty && gm_interrupted()) fputc('\n', stderr); /* past the terminal's "^C" */
     fflush(stdout);
+    lua_sethook(L, NULL, 0, 0); /* the cell is over: let gmoe.repl.fail record it (the flag stays up) */
     push_repl_fn(L, "fail");
     lua_pushinteger(L, n);
     lua_rotate(L, -3, -1); /* message, fail, n -> fail, n, message */
@@ -639,6 +766,7 @@ void gm_repl_run(lua_State *L) {
         int base = lua_gettop(L), kind;
         /* Back at the prompt: the one place that lowers the interrupt flag. */
         gm_interrupt_clear();
+        g_signal = 0;
         lua_sethook(L, NULL, 0, 0);
         kind = load_cell(&r);
         if (kind == CELL_EOF) break;
@@ -646,6 +774,7 @@ void gm_repl_run(lua_State *L) {
          * Ctrl-D ends the session. */
         if (kind != CELL_INTR && kind != CELL_EMPTY) run_cell(&r, kind, base + 1);
         lua_settop(L, base);
+        if (gm_repl_signal() == SIGTERM) break; /* stopped from outside: end the session */
     }
     /* Leave the shell's prompt on a line of its own (readline already did on a terminal). */
     if (!r.tty) fputc('\n', stdout);

@@ -1,7 +1,7 @@
 /* tree_gate.c (cpu): kernels of the smooth-step tree gates: the smooth-step itself, DSelect-k's
  * binary-encoded selectors, COMET's soft trees with one softmax over (tree, leaf) pairs, and
  * log-space Sinkhorn. Rows (tokens / matrices) are independent and run in parallel; each row
- * is computed in double with per-thread scratch, so results do not depend on the thread count. */
+ * is computed in double with scratch per range of rows, so results do not depend on the thread count. */
 #include "backend.h"
 #include "parallel.h"
 #include "vmath.h"
@@ -27,6 +27,40 @@ static inline double dss(double x, double g) {
 
 static inline double ld(const gm_kview *v, int64_t i) { return gm_elem_load(v->data, v->dtype, i); }
 static inline void st(const gm_kview *v, int64_t i, double x) { gm_elem_store(v->data, v->dtype, i, x); }
+
+/* Rows (tokens) of a tree-gate kernel split over the threads: fn computes row n with a scratch
+ * of `scratch` doubles (one per range of rows). */
+typedef void (*row_fn)(const gm_kargs *a, int64_t n, double *scratch);
+
+typedef struct {
+    const gm_kargs *a;
+    row_fn fn;
+    int64_t scratch;
+    int bad, stop;
+} rows_job;
+
+static void rows_range(void *ctx, int64_t lo, int64_t hi) {
+    rows_job *j = ctx;
+    double *s = malloc(sizeof(double) * (size_t)j->scratch);
+    if (!s) {
+        __atomic_store_n(&j->bad, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (int64_t n = lo; n < hi; n++) {
+        if (((n - lo) & 1023) == 0 && gm_halted(&j->stop)) break;
+        j->fn(j->a, n, s);
+    }
+    free(s);
+}
+
+/* Run fn over rows [0, N) of per_row elements each; op names the kernel in errors. */
+static gm_status run_rows(gm_ctx *c, const char *op, const gm_kargs *a, int64_t N, int64_t per_row,
+                          int64_t scratch, row_fn fn) {
+    rows_job j = {a, fn, scratch, 0, 0};
+    gm_parallel_for(N, gm_min_units(per_row), a->nthreads, rows_range, &j);
+    if (j.bad) return gm_errf(c, GM_ENOMEM, "%s: out of memory for scratch", op);
+    return j.stop ? GM_EINTR : GM_OK;
+}
 
 /* ---- smooth_step: elementwise, any strides in, contiguous out ---------------------------- */
 
@@ -81,102 +115,70 @@ static void softmax_row(const gm_kview *w, int64_t off, int64_t k, double *al) {
     for (int64_t j = 0; j < k; j++) al[j] /= s;
 }
 
-gm_status gm_cpu_DSELECT_K(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+static void dselect_row(const gm_kargs *a, int64_t n, double *al) {
+    int64_t k = a->i[1], m = a->i[2], E = a->i[3];
     double g = a->d[0];
     const gm_kview *z = &a->in[0], *w = &a->in[1], *A = &a->out[0], *R = &a->out[1];
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *al = malloc(sizeof(double) * (size_t)(k + m + E + 1));
-        double *S = al ? al + k : NULL, *acc = al ? al + k + m : NULL;
-        if (!al) {
-#pragma omp atomic write
-            bad = 1;
+    double *S = al + k, *acc = al + k + m;
+    softmax_row(w, n * k, k, al);
+    for (int64_t e = 0; e < E; e++) acc[e] = 0;
+    for (int64_t s = 0; s < k; s++) {
+        for (int64_t j = 0; j < m; j++) S[j] = ss(ld(z, (n * k + s) * m + j), g);
+        for (int64_t e = 0; e < E; e++) {
+            double r = 1;
+            for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
+            st(R, (n * k + s) * E + e, r);
+            acc[e] += al[s] * r;
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!al || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            softmax_row(w, n * k, k, al);
-            for (int64_t e = 0; e < E; e++) acc[e] = 0;
-            for (int64_t s = 0; s < k; s++) {
-                for (int64_t j = 0; j < m; j++) S[j] = ss(ld(z, (n * k + s) * m + j), g);
-                for (int64_t e = 0; e < E; e++) {
-                    double r = 1;
-                    for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
-                    st(R, (n * k + s) * E + e, r);
-                    acc[e] += al[s] * r;
-                }
-            }
-            for (int64_t e = 0; e < E; e++) st(A, n * E + e, acc[e]);
-        }
-        free(al);
     }
-    if (bad) return gm_errf(c, GM_ENOMEM, "dselect_k: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    for (int64_t e = 0; e < E; e++) st(A, n * E + e, acc[e]);
+}
+
+gm_status gm_cpu_DSELECT_K(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+    return run_rows(c, "dselect_k", a, N, k * E, k + m + E + 1, dselect_row);
 }
 
 /* d a_e / d alpha_s = r_se; d r_se / d S_j = sign * prod_{l != j} factor_l; the total gradient of
  * r_se is gr_se + alpha_s ga_e. */
-gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+static void dselect_bwd_row(const gm_kargs *a, int64_t n, double *al) {
+    int64_t k = a->i[1], m = a->i[2], E = a->i[3];
     double g = a->d[0];
     const gm_kview *z = &a->in[0], *w = &a->in[1], *ga = &a->in[2], *gr = &a->in[3];
     const gm_kview *gz = &a->out[0], *gw = &a->out[1];
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *al = malloc(sizeof(double) * (size_t)(2 * k + 2 * m + 1));
-        double *gal = al ? al + k : NULL, *S = al ? al + 2 * k : NULL, *gS = al ? S + m : NULL;
-        if (!al) {
-#pragma omp atomic write
-            bad = 1;
+    double *gal = al + k, *S = al + 2 * k, *gS = S + m;
+    softmax_row(w, n * k, k, al);
+    double dot = 0;
+    for (int64_t s = 0; s < k; s++) {
+        for (int64_t j = 0; j < m; j++) {
+            S[j] = ss(ld(z, (n * k + s) * m + j), g);
+            gS[j] = 0;
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!al || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
+        gal[s] = 0;
+        for (int64_t e = 0; e < E; e++) {
+            double gae = ld(ga, n * E + e), G = ld(gr, (n * k + s) * E + e) + al[s] * gae;
+            double r = 1;
+            for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
+            gal[s] += gae * r;
+            for (int64_t j = 0; j < m; j++) {
+                double p = 1;
+                for (int64_t l = 0; l < m; l++)
+                    if (l != j) p *= (e >> l) & 1 ? S[l] : 1 - S[l];
+                gS[j] += (e >> j) & 1 ? G * p : -G * p;
             }
-            softmax_row(w, n * k, k, al);
-            double dot = 0;
-            for (int64_t s = 0; s < k; s++) {
-                for (int64_t j = 0; j < m; j++) {
-                    S[j] = ss(ld(z, (n * k + s) * m + j), g);
-                    gS[j] = 0;
-                }
-                gal[s] = 0;
-                for (int64_t e = 0; e < E; e++) {
-                    double gae = ld(ga, n * E + e), G = ld(gr, (n * k + s) * E + e) + al[s] * gae;
-                    double r = 1;
-                    for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
-                    gal[s] += gae * r;
-                    for (int64_t j = 0; j < m; j++) {
-                        double p = 1;
-                        for (int64_t l = 0; l < m; l++)
-                            if (l != j) p *= (e >> l) & 1 ? S[l] : 1 - S[l];
-                        gS[j] += (e >> j) & 1 ? G * p : -G * p;
-                    }
-                }
-                for (int64_t j = 0; j < m; j++) {
-                    int64_t o = (n * k + s) * m + j;
-                    st(gz, o, gS[j] * dss(ld(z, o), g));
-                }
-                dot += al[s] * gal[s];
-            }
-            for (int64_t s = 0; s < k; s++) st(gw, n * k + s, al[s] * (gal[s] - dot));
         }
-        free(al);
+        for (int64_t j = 0; j < m; j++) {
+            int64_t o = (n * k + s) * m + j;
+            st(gz, o, gS[j] * dss(ld(z, o), g));
+        }
+        dot += al[s] * gal[s];
     }
-    if (bad) return gm_errf(c, GM_ENOMEM, "dselect_k: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    for (int64_t s = 0; s < k; s++) st(gw, n * k + s, al[s] * (gal[s] - dot));
+}
+
+gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+    return run_rows(c, "dselect_k", a, N, k * E, 2 * k + 2 * m + 1, dselect_bwd_row);
 }
 
 /* ---- COMET: nodes [N,k,E-1], leaves [N,k,E] -> g [N,E], mu [N,k,E] ------------------------ */
@@ -221,19 +223,21 @@ static void store_row(const gm_kview *v, int64_t off, const double *src, int64_t
 
 /* Scratch of one token: x [k*V] node logits, p [k*V] smooth-steps, R [k*H] reach of every heap
  * node (mu = the leaf part), a [k*E] leaf scores, e [k*E] exp(a - ma), D [H] the bottom-up sums
- * of the backward, o [k*E] outputs. */
+ * of the backward, o [k*E] outputs; the backward adds gl [E] and gm [k*E], the incoming
+ * gradients. */
 typedef struct comet_scratch {
-    double *x, *p, *R, *a, *e, *D, *o;
+    double *x, *p, *R, *a, *e, *D, *o, *gl, *gm;
 } comet_scratch;
 
-static double *comet_alloc(comet_scratch *w, int64_t k, int64_t E) {
+static int64_t comet_scratch_len(int64_t k, int64_t E, bool bwd) {
     int64_t V = E - 1, H = 2 * E - 1;
-    double *m = malloc(sizeof(double) * (size_t)(2 * k * V + k * H + 3 * k * E + H + 1));
-    if (m) {
-        w->x = m, w->p = m + k * V, w->R = w->p + k * V, w->a = w->R + k * H, w->e = w->a + k * E;
-        w->D = w->e + k * E, w->o = w->D + H;
-    }
-    return m;
+    return 2 * k * V + k * H + 3 * k * E + H + (bwd ? E + k * E : 0) + 1;
+}
+
+static void comet_layout(comet_scratch *w, double *m, int64_t k, int64_t E) {
+    int64_t V = E - 1, H = 2 * E - 1;
+    w->x = m, w->p = m + k * V, w->R = w->p + k * V, w->a = w->R + k * H, w->e = w->a + k * E;
+    w->D = w->e + k * E, w->o = w->D + H, w->gl = w->o + k * E, w->gm = w->gl + E;
 }
 
 /* One token: x, p, R and a; e = exp(a - ma) (ma the largest score of a reachable leaf; capped
@@ -283,103 +287,72 @@ static double comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64
     return S;
 }
 
-gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
-    double sc[3];
-    ss_consts(a->d[0], sc);
+static void comet_row_fwd(const gm_kargs *a, int64_t n, double *m) {
+    int64_t k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *G = &a->out[0], *MU = &a->out[1];
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        comet_scratch w;
-        double *m = comet_alloc(&w, k, E);
-        if (!m) {
-#pragma omp atomic write
-            bad = 1;
+    double sc[3];
+    comet_scratch w;
+    ss_consts(a->d[0], sc);
+    comet_layout(&w, m, k, E);
+    double S = comet_row(nd, lf, n, k, E, sc, &w);
+    for (int64_t t = 0; t < k; t++) store_row(MU, (n * k + t) * E, w.R + t * H + V, E);
+    for (int64_t l = 0; l < E; l++) {
+        double s = 0;
+        for (int64_t t = 0; t < k; t++) {
+            double mu = w.R[t * H + V + l];
+            if (mu > 0) s += mu * w.e[t * E + l];
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!m || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            double S = comet_row(nd, lf, n, k, E, sc, &w);
-            for (int64_t t = 0; t < k; t++) store_row(MU, (n * k + t) * E, w.R + t * H + V, E);
-            for (int64_t l = 0; l < E; l++) {
-                double s = 0;
-                for (int64_t t = 0; t < k; t++) {
-                    double mu = w.R[t * H + V + l];
-                    if (mu > 0) s += mu * w.e[t * E + l];
-                }
-                w.o[l] = s / S;
-            }
-            store_row(G, n * E, w.o, E);
-        }
-        free(m);
+        w.o[l] = s / S;
     }
-    if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    store_row(G, n * E, w.o, E);
+}
+
+gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], E = a->i[2];
+    return run_rows(c, "comet_gate", a, N, k * E, comet_scratch_len(k, E, false), comet_row_fwd);
 }
 
 /* With q = mu e / S (the softmax over pairs) and c = sum q gg: d/dleaf = q (gg - c); d/dmu
  * (through the softmax) = e / S (gg - c), finite also at mu = 0; plus the incoming gmu. Then
  * D[leaf] = that gradient, D[v] = p_v D[left] + (1 - p_v) D[right] bottom-up, and
  * d/dp_v = R[v] (D[left] - D[right]). */
-gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
-    double sc[3];
-    ss_consts(a->d[0], sc);
+static void comet_row_bwd(const gm_kargs *a, int64_t n, double *m) {
+    int64_t k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *gg = &a->in[2], *gmu = &a->in[3];
     const gm_kview *gnd = &a->out[0], *glf = &a->out[1];
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        comet_scratch w;
-        /* gradient rows: gl [E] of g, gm [k*E] of mu, then the outputs into x (gnd) and o (glf) */
-        double *m = comet_alloc(&w, k, E), *gl = malloc(sizeof(double) * (size_t)(E + k * E + 1));
-        double *gmr = gl ? gl + E : NULL;
-        if (!m || !gl) {
-#pragma omp atomic write
-            bad = 1;
+    double sc[3];
+    comet_scratch w;
+    ss_consts(a->d[0], sc);
+    comet_layout(&w, m, k, E);
+    double S = comet_row(nd, lf, n, k, E, sc, &w), cc = 0;
+    load_row(w.gl, gg, n * E, E);
+    load_row(w.gm, gmu, n * k * E, k * E);
+    for (int64_t t = 0; t < k; t++)
+        for (int64_t l = 0; l < E; l++) {
+            double mu = w.R[t * H + V + l];
+            if (mu > 0) cc += mu * w.e[t * E + l] / S * w.gl[l];
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!m || !gl || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            double S = comet_row(nd, lf, n, k, E, sc, &w), cc = 0;
-            load_row(gl, gg, n * E, E);
-            load_row(gmr, gmu, n * k * E, k * E);
-            for (int64_t t = 0; t < k; t++)
-                for (int64_t l = 0; l < E; l++) {
-                    double mu = w.R[t * H + V + l];
-                    if (mu > 0) cc += mu * w.e[t * E + l] / S * gl[l];
-                }
-            for (int64_t t = 0; t < k; t++) {
-                const double *p = w.p + t * V, *R = w.R + t * H, *e = w.e + t * E;
-                double *D = w.D, *gx = w.x + t * V, *go = w.o + t * E;
-                for (int64_t l = 0; l < E; l++) {
-                    double d = gl[l] - cc, mu = R[V + l];
-                    go[l] = mu > 0 ? mu * e[l] / S * d : 0;
-                    D[V + l] = gmr[t * E + l] + e[l] / S * d;
-                }
-                for (int64_t v = V - 1; v >= 0; v--) {
-                    double dl = D[2 * v + 1], dr = D[2 * v + 2];
-                    gx[v] = R[v] * (dl - dr) * dss_c(gx[v], sc); /* gx held the node logit x */
-                    D[v] = p[v] * dl + (1 - p[v]) * dr;
-                }
-            }
-            store_row(gnd, n * k * V, w.x, k * V);
-            store_row(glf, n * k * E, w.o, k * E);
+    for (int64_t t = 0; t < k; t++) {
+        const double *p = w.p + t * V, *R = w.R + t * H, *e = w.e + t * E;
+        double *D = w.D, *gx = w.x + t * V, *go = w.o + t * E;
+        for (int64_t l = 0; l < E; l++) {
+            double d = w.gl[l] - cc, mu = R[V + l];
+            go[l] = mu > 0 ? mu * e[l] / S * d : 0;
+            D[V + l] = w.gm[t * E + l] + e[l] / S * d;
         }
-        free(m);
-        free(gl);
+        for (int64_t v = V - 1; v >= 0; v--) {
+            double dl = D[2 * v + 1], dr = D[2 * v + 2];
+            gx[v] = R[v] * (dl - dr) * dss_c(gx[v], sc); /* gx held the node logit x */
+            D[v] = p[v] * dl + (1 - p[v]) * dr;
+        }
     }
-    if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    store_row(gnd, n * k * V, w.x, k * V);
+    store_row(glf, n * k * E, w.o, k * E);
+}
+
+gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], E = a->i[2];
+    return run_rows(c, "comet_gate", a, N, k * E, comet_scratch_len(k, E, true), comet_row_bwd);
 }
 
 /* ---- Sinkhorn in log space: x [B,n,n] -------------------------------------------------- */

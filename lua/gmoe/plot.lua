@@ -6,6 +6,7 @@
 -- "sixel" in it, TERM_PROGRAM WezTerm/mintty/iTerm.app), else gnuplot's dumb terminal at the
 -- window's size, coloured (ansi) unless NO_COLOR is set. Nothing is drawn when stdout is not
 -- a terminal and GMOE_PLOT_TERM is unset (scripts: use gm.savefig).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local has_term, term = pcall(require, 'gmoe.term')
@@ -13,6 +14,7 @@ local has_term, term = pcall(require, 'gmoe.term')
 local M = {}
 M.last = nil      -- the last figure
 M.on_figure = nil -- called with each new figure (the REPL records them for %export)
+M.display = nil   -- when set (the Jupyter kernel), draws each figure instead of the terminal
 local count = 0
 
 -- Okabe-Ito, as plots/style.gp
@@ -226,6 +228,7 @@ end
 
 -- Draws fig in the terminal (not captured into notebook text: it is a figure).
 local function draw(fig)
+  if M.display then return M.display(fig) end
   local t = M.inline_terminal()
   if not t then return end
   local out = fig:render(t):gsub('\f', '') -- the dumb terminal's form feed

@@ -2,6 +2,7 @@
 -- Ctrl-C; everything else is here): numbered cells (In, Out, _, __), output capture for
 -- notebooks, timing, `?name` help, magics (%time, %timeit, %who, ...), `!cmd`, and the
 -- candidates of Tab completion. gmoe.notebook uses the same cell evaluation and capture.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local show = require 'gmoe.show'
 local doc = require 'gmoe.doc'
@@ -58,7 +59,7 @@ function M.install_capture()
   _G.print = function(...)
     local n, t = select('#', ...), {}
     for i = 1, n do t[i] = tostring((select(i, ...))) end
-    io.stdout:write(table.concat(t, '\t'), '\n')
+    io.stdout:write(table.concat(t, '\t') .. '\n') -- one write: one piece of a stream
   end
 end
 
@@ -74,11 +75,13 @@ end
 
 -- Runs fn(...) with stdout held back: returns what it wrote (shown later, e.g. after Out[n]:).
 local function held(fn, ...)
-  if not cap then M.capture_begin() end
+  local own = not cap
+  if own then M.capture_begin() end
   cap.hold = {}
   local ok, err = pcall(fn, ...)
   local text = table.concat(cap.hold)
   cap.hold = nil
+  if own then cap = nil end
   if not ok then error(err, 0) end
   return text
 end
@@ -152,44 +155,71 @@ local function timing(elapsed)
   end
 end
 
---- After a cell ran: its results become Out[n], _ and __ and are shown through gm.show
--- (looked up anew each time, so a user can replace it).
-function M.finish(n, ...)
-  local elapsed = gm.clock() - t_start
-  local nres = select('#', ...)
+--- The text gm.show gives the values (looked up anew each time, so a user can replace it),
+-- without showing it.
+function M.show_text(...)
+  local shower = type(rawget(_G, 'gm')) == 'table' and gm.show or nil
+  if type(shower) ~= 'function' then shower = show.show end
+  return held(shower, ...)
+end
+
+--- The results of cell n become Out[n], _ and __; returns their M.show_text, captured with the
+-- cell's output, or nil when there are none. The REPL prints it after "Out[n]: "; the Jupyter
+-- kernel sends it as the cell's execute_result.
+function M.result(n, ...)
+  if select('#', ...) == 0 then return nil end
+  local v = ...
+  rawset(_G, '__', rawget(_G, '_'))
+  rawset(_G, '_', v)
+  Out[n] = v
+  local text = M.show_text(...)
+  if cap then record(text) end
+  return text
+end
+
+--- Cell n ran without error: its captured output is kept (for %export).
+function M.done(n)
   local cell = M.cells[n]
-  if nres > 0 then
-    local v = ...
-    rawset(_G, '__', rawget(_G, '_'))
-    rawset(_G, '_', v)
-    Out[n] = v
-    local shower = type(rawget(_G, 'gm')) == 'table' and gm.show or nil
-    if type(shower) ~= 'function' then shower = show.show end
-    local text = held(shower, ...)
-    local prefix = paint('bad', ('Out[%d]: '):format(n))
-    if text:find('\n.') then prefix = prefix .. '\n' end
-    M.raw(prefix)
-    io.stdout:write(text)
-  end
   cell.ok = true
   cell.out = M.capture_end()
   figures_of_cell = nil
+end
+
+--- After a cell ran: M.result, printed as Out[n], then M.done.
+function M.finish(n, ...)
+  local elapsed = gm.clock() - t_start
+  local text = M.result(n, ...)
+  if text then
+    local prefix = paint('bad', ('Out[%d]: '):format(n))
+    if text:find('\n.') then prefix = prefix .. '\n' end
+    M.raw(prefix .. text)
+  end
+  M.done(n)
   io.stdout:flush()
   timing(elapsed)
 end
 
---- After a cell failed: prints the message (the traceback is kept for %tb).
-function M.fail(n, msg)
+--- A cell failed: its output so far and the traceback (for %tb) are kept; returns the message
+-- without the traceback.
+function M.failed(n, msg)
   msg = tostring(msg)
+  local short = msg:match('^(.-)\nstack traceback:') or msg
   local cell = M.cells[n]
-  if cell then
+  if cell then -- %export keeps it, marked with its error (or as interrupted)
     cell.ok = false
     cell.out = M.capture_end()
+    cell.err = short
+    cell.interrupted = gm._C.interrupted()
   end
   cap, figures_of_cell = nil, nil
   M.last_traceback = msg
+  return msg:match('^(.-)\nstack traceback:') or msg
+end
+
+--- After a cell failed: M.failed, and the message printed on stderr.
+function M.fail(n, msg)
+  local short = M.failed(n, msg)
   io.stdout:flush()
-  local short = msg:match('^(.-)\nstack traceback:') or msg
   io.stderr:write(paint('bad', short), '\n')
 end
 -- }==================================================================================
@@ -541,8 +571,9 @@ magic('export', '%export nb.md|nb.ipynb  write the session as a notebook', funct
   local file = split_args(rest)[1]
   if not file then error('usage: %export nb.md | nb.ipynb', 0) end
   local nb = require 'gmoe.notebook'
-  local info = nb.export(file, M.session_cells())
-  print(('wrote %s (%d cells, %d figures)'):format(file, info.cells, info.figures))
+  local info = nb.export(file, M.session_cells(true))
+  print(('wrote %s (%d cells, %d figures%s)'):format(file, info.cells, info.figures,
+    info.failed > 0 and ('; %d failed, kept with their errors'):format(info.failed) or ''))
 end)
 
 magic('plot', '%plot y | %plot x, y  plot values (no argument: redraw the last figure)',
@@ -568,10 +599,21 @@ magic('help', '%help               this list', function()
   print('paths in strings; Ctrl-R searches history; Ctrl-C interrupts; Ctrl-D exits.')
 end)
 
--- The Lua cells that ran without error, in order (what %save and %export write).
-function M.session_cells()
+-- Magics about the session itself, left out of an exported notebook (replaying %export would
+-- write the notebook again), as are ?help lines (they change nothing).
+local NOT_REPLAYED = {export = true, save = true, history = true, tb = true, help = true}
+
+-- The cells of the session in order. Default: the Lua cells that ran without error (what %save
+-- writes). all: every cell that changes or shows state, failed and interrupted ones included
+-- (what %export writes, so that a replay meets the same state; see gmoe.notebook).
+function M.session_cells(all)
   local keys, out = {}, {}
-  for k, c in pairs(M.cells) do if c.kind == 'lua' and c.ok then keys[#keys + 1] = k end end
+  for k, c in pairs(M.cells) do
+    local magic = c.kind == 'special' and c.src:match('^%s*%%(%S*)')
+    local help = c.kind == 'special' and c.src:match('^%s*%?')
+    local keep = all and not (magic and NOT_REPLAYED[magic]) and not help and c.ok ~= nil or c.kind == 'lua' and c.ok
+    if keep then keys[#keys + 1] = k end
+  end
   table.sort(keys)
   for _, k in ipairs(keys) do out[#out + 1] = M.cells[k] end
   return out

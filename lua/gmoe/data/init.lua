@@ -2,6 +2,7 @@
 -- reproduced papers (gaussian_moe, mtl_regression, mqar, shapes), a character-level corpus, and
 -- readers for IDX (MNIST), CIFAR binary files and MovieLens ratings. Generators are seeded ({generator=g} or
 -- {seed=s}); nothing here downloads. The submodules gmoe.data.<x> hold each part.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local U = require 'gmoe.data.util'

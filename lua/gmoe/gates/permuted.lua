@@ -3,6 +3,7 @@
 -- Gumbel-Sinkhorn in log space (C op gm.sinkhorn) under an annealed temperature, applies it to
 -- the inner gate's expert weights (g' = normalise(g P)), and :freeze() replaces P by the hard
 -- permutation from the Hungarian algorithm (gm.gates.hungarian, Kuhn-Munkres, O(n^3)).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 local G = require 'gmoe.gates'
 local Gate = G.Gate
