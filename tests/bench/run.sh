@@ -7,10 +7,11 @@
 # thread pays (tests/bench/grain.c, the crossovers behind the grain sizes); gm.matmul under
 # every OpenBLAS core type against the default environment (blas_core.lua); the Lua binding's
 # per-op overhead (overhead.lua); memory over a long training loop; MLP and CNN training steps
-# (train.lua); top-k MoE training steps at three sizes (moe.lua); LM training steps (lm.lua).
+# (train.lua); top-k MoE training steps at three sizes (moe.lua); LM training steps (lm.lua);
+# the COMET multi-gate MoE epoch (comet.lua).
 # BENCH_LOAD=1 runs every row a second time with one CPU-bound process competing for the
 # cores (started and stopped here). Benchmarks inform; this script always exits 0.
-# Environment: BENCH_REPS (repeats, default 15), BENCH_STEPS (10000), LM_REPS (7),
+# Environment: BENCH_REPS (repeats, default 15), BENCH_STEPS (10000), LM_REPS (7), COMET_REPS (7),
 # BENCH_LOAD (0), BENCH_NO_PEER=1 (skip PyTorch).
 B=${1:-build}
 REPS=${BENCH_REPS:-15}
@@ -62,6 +63,10 @@ rows() {
     # LM training steps (issue 5): 2-layer LM with an MLP after each mixer, B=64, T=128, V=256,
     # attention / GLA recurrent / GLA chunkwise at d_model 64 and 128, against PyTorch.
     "$GMOE" "$HERE/lm.lua" "${LM_REPS:-7}"
+    line
+    # COMET reproduction (issue 13): one training epoch (20000 examples, batch 256) of the
+    # 16-expert, 2-gate multi-task MoE with top-k and COMET gates, against PyTorch; target >= 3x.
+    "$GMOE" "$HERE/comet.lua" "${COMET_REPS:-7}"
     line
 }
 
