@@ -13,25 +13,6 @@
 #include "blas.h"
 #include "vmath.h"
 
-/* n values of a contiguous f32/f64 buffer (element offset off) into dst as f64. */
-static void load(double *dst, const gm_kview *v, int64_t off, int64_t n) {
-    if (v->dtype == GM_F64) {
-        memcpy(dst, (const double *)v->data + off, (size_t)n * sizeof(double));
-    } else {
-        const float *s = (const float *)v->data + off;
-        for (int64_t i = 0; i < n; i++) dst[i] = s[i];
-    }
-}
-
-static void store(const gm_kview *v, int64_t off, const double *src, int64_t n) {
-    if (v->dtype == GM_F64) {
-        memcpy((double *)v->data + off, src, (size_t)n * sizeof(double));
-    } else {
-        float *d = (float *)v->data + off;
-        for (int64_t i = 0; i < n; i++) d[i] = (float)src[i];
-    }
-}
-
 static inline double dot(const double *x, const double *y, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += x[i] * y[i];
@@ -190,15 +171,7 @@ static gm_status sdpa_run(const gm_kargs *a, bool bwd) {
     return w.stop ? GM_EINTR : GM_OK;
 }
 
-gm_status gm_cpu_SDPA(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    return sdpa_run(a, false);
-}
-
-gm_status gm_cpu_SDPA_BWD(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    return sdpa_run(a, true);
-}
+GM_CPU_FWD_BWD(SDPA, sdpa_run)
 
 /* ---- causal_conv1d -------------------------------------------------------------------------- */
 /* x [B,T,D] and w [K,D]; sequences are split over threads (the weight gradient over lags), each
@@ -207,58 +180,35 @@ gm_status gm_cpu_SDPA_BWD(gm_ctx *c, const gm_kargs *a) {
 
 typedef struct {
     const gm_kargs *a;
-    int64_t T, D, K;
+    int64_t T, D, K, dir; /* dir: -1 forward, +1 input gradient (conv_seq_range) */
     const double *X, *W, *DY; /* f64 copies (weight gradient only) */
     int stop, oom;
 } conv_work;
 
-static void conv_fwd_range(void *ctx, int64_t lo, int64_t hi) {
+/* Sequences [lo, hi): y[b,t,d] = sum_j w[j,d] x[b,t-j,d] (the forward, dir = -1, x = in[0]) or
+ * dx[b,s,d] = sum_j w[j,d] dy[b,s+j,d] (the backward, dir = +1, dy = in[2]), j ascending. */
+static void conv_seq_range(void *ctx, int64_t lo, int64_t hi) {
     conv_work *w = ctx;
-    int64_t T = w->T, D = w->D, K = w->K;
+    int64_t T = w->T, D = w->D, K = w->K, dir = w->dir;
+    const gm_kview *src = &w->a->in[dir > 0 ? 2 : 0];
     double *buf = malloc((size_t)(2 * T * D + K * D + 1) * sizeof(double));
     if (!buf) {
         __atomic_store_n(&w->oom, 1, __ATOMIC_RELAXED);
         return;
     }
     double *x = buf, *y = x + T * D, *wt = y + T * D;
-    load(wt, &w->a->in[1], 0, K * D);
+    gm_load_f64(wt, &w->a->in[1], 0, 1, K * D);
     for (int64_t b = lo; b < hi; b++) {
         if (gm_halted(&w->stop)) break;
-        load(x, &w->a->in[0], b * T * D, T * D);
+        gm_load_f64(x, src, b * T * D, 1, T * D);
         memset(y, 0, (size_t)(T * D) * sizeof(double));
         for (int64_t t = 0; t < T; t++)
-            for (int64_t j = 0; j < K && j <= t; j++) {
-                const double *xs = x + (t - j) * D, *wj = wt + j * D;
+            for (int64_t j = 0; j < K && t + dir * j >= 0 && t + dir * j < T; j++) {
+                const double *xs = x + (t + dir * j) * D, *wj = wt + j * D;
                 double *yt = y + t * D;
                 for (int64_t d = 0; d < D; d++) yt[d] += wj[d] * xs[d];
             }
-        store(&w->a->out[0], b * T * D, y, T * D);
-    }
-    free(buf);
-}
-
-/* dx[b,s,d] = sum_j w[j,d] dy[b,s+j,d] */
-static void conv_dx_range(void *ctx, int64_t lo, int64_t hi) {
-    conv_work *w = ctx;
-    int64_t T = w->T, D = w->D, K = w->K;
-    double *buf = malloc((size_t)(2 * T * D + K * D + 1) * sizeof(double));
-    if (!buf) {
-        __atomic_store_n(&w->oom, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    double *g = buf, *dx = g + T * D, *wt = dx + T * D;
-    load(wt, &w->a->in[1], 0, K * D);
-    for (int64_t b = lo; b < hi; b++) {
-        if (gm_halted(&w->stop)) break;
-        load(g, &w->a->in[2], b * T * D, T * D);
-        memset(dx, 0, (size_t)(T * D) * sizeof(double));
-        for (int64_t s = 0; s < T; s++)
-            for (int64_t j = 0; j < K && s + j < T; j++) {
-                const double *gs = g + (s + j) * D, *wj = wt + j * D;
-                double *o = dx + s * D;
-                for (int64_t d = 0; d < D; d++) o[d] += wj[d] * gs[d];
-            }
-        store(&w->a->out[0], b * T * D, dx, T * D);
+        gm_store_f64(&w->a->out[0], b * T * D, 1, y, T * D);
     }
     free(buf);
 }
@@ -280,35 +230,35 @@ static void conv_dw_range(void *ctx, int64_t lo, int64_t hi) {
                 const double *g = w->DY + (b * T + t) * D, *x = w->X + (b * T + t - j) * D;
                 for (int64_t d = 0; d < D; d++) acc[d] += g[d] * x[d];
             }
-        store(&w->a->out[1], j * D, acc, D);
+        gm_store_f64(&w->a->out[1], j * D, 1, acc, D);
     }
     free(acc);
 }
 
 gm_status gm_cpu_CAUSAL_CONV1D(gm_ctx *c, const gm_kargs *a) {
     (void)c;
-    conv_work w = {.a = a, .T = a->in[0].shape[1], .D = a->in[0].shape[2], .K = a->in[1].shape[0]};
+    conv_work w = {.a = a, .T = a->in[0].shape[1], .D = a->in[0].shape[2], .K = a->in[1].shape[0], .dir = -1};
     int64_t kk = w.K < w.T ? w.K : w.T;
-    gm_parallel_for(a->in[0].shape[0], gm_min_units(w.T * w.D * kk + 1), a->nthreads, conv_fwd_range, &w);
+    gm_parallel_for(a->in[0].shape[0], gm_min_units(w.T * w.D * kk + 1), a->nthreads, conv_seq_range, &w);
     if (w.oom) return GM_ENOMEM;
     return w.stop ? GM_EINTR : GM_OK;
 }
 
 gm_status gm_cpu_CAUSAL_CONV1D_BWD(gm_ctx *c, const gm_kargs *a) {
     (void)c;
-    conv_work w = {.a = a, .T = a->in[0].shape[1], .D = a->in[0].shape[2], .K = a->in[1].shape[0]};
+    conv_work w = {.a = a, .T = a->in[0].shape[1], .D = a->in[0].shape[2], .K = a->in[1].shape[0], .dir = 1};
     int64_t B = a->in[0].shape[0], kk = w.K < w.T ? w.K : w.T, n = B * w.T * w.D;
-    gm_parallel_for(B, gm_min_units(w.T * w.D * kk + 1), a->nthreads, conv_dx_range, &w);
+    gm_parallel_for(B, gm_min_units(w.T * w.D * kk + 1), a->nthreads, conv_seq_range, &w);
     if (w.oom) return GM_ENOMEM;
     if (w.stop) return GM_EINTR;
     /* Lags >= T see no data: their gradient is 0. */
     double zero = 0;
     for (int64_t j = kk; j < w.K; j++)
-        for (int64_t d = 0; d < w.D; d++) store(&a->out[1], j * w.D + d, &zero, 1);
+        for (int64_t d = 0; d < w.D; d++) gm_store_f64(&a->out[1], j * w.D + d, 1, &zero, 1);
     double *X = malloc((size_t)(2 * n + 1) * sizeof(double));
     if (!X) return GM_ENOMEM;
-    load(X, &a->in[0], 0, n);
-    load(X + n, &a->in[2], 0, n);
+    gm_load_f64(X, &a->in[0], 0, 1, n);
+    gm_load_f64(X + n, &a->in[2], 0, 1, n);
     w.X = X;
     w.DY = X + n;
     gm_parallel_for(kk, gm_min_units(B * w.T * w.D + 1), a->nthreads, conv_dw_range, &w);

@@ -11,31 +11,6 @@
 
 enum { RULE_TOPK = 0, RULE_TOPP = 1, RULE_THRESHOLD = 2 };
 
-/* Row r of a 2-D view into double z[0..n-1] (f32 or f64, any strides). */
-static void load_row(const gm_kview *v, int64_t r, int64_t n, double *z)
-{
-    int64_t s = v->stride[1];
-    if (v->dtype == GM_F32) {
-        const float *x = (const float *)v->data + r * v->stride[0];
-        for (int64_t j = 0; j < n; j++) z[j] = x[j * s];
-    } else {
-        const double *x = (const double *)v->data + r * v->stride[0];
-        for (int64_t j = 0; j < n; j++) z[j] = x[j * s];
-    }
-}
-
-static void store_row(const gm_kview *v, int64_t r, int64_t n, const double *z)
-{
-    int64_t s = v->stride[1];
-    if (v->dtype == GM_F32) {
-        float *x = (float *)v->data + r * v->stride[0];
-        for (int64_t j = 0; j < n; j++) x[j * s] = (float)z[j];
-    } else {
-        double *x = (double *)v->data + r * v->stride[0];
-        for (int64_t j = 0; j < n; j++) x[j * s] = z[j];
-    }
-}
-
 /* Stable merge sort of idx[0..n-1] by key descending (tmp: n ints of scratch). Stability
  * keeps equal keys in index order, the tie-break topk uses. */
 static void sort_desc(int32_t *idx, int32_t *tmp, int64_t n, const double *key)
@@ -98,7 +73,7 @@ static void select_range(void *ctx, int64_t lo, int64_t hi)
     int32_t *tmp = idx + E;
     for (int64_t r = lo; r < hi; r++) {
         if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) break;
-        load_row(L, r, E, p);
+        gm_load_row(p, L, r, E);
         double m = -INFINITY, sum = 0;
         for (int64_t e = 0; e < E; e++)
             if (p[e] > m) m = p[e];
@@ -133,8 +108,8 @@ static void select_range(void *ctx, int64_t lo, int64_t hi)
             w[t] = t < n ? p[idx[t]] / s : 0;
             ids[t * I->stride[1]] = t < n ? idx[t] : -1;
         }
-        store_row(W, r, Wd, w);
-        store_row(P, r, E, p);
+        gm_store_row(W, r, w, Wd);
+        gm_store_row(P, r, p, E);
         ((int32_t *)N->data)[r * N->stride[0]] = (int32_t)n;
     }
     free(p);
@@ -173,12 +148,12 @@ static void select_bwd_range(void *ctx, int64_t lo, int64_t hi)
     double *p = buf, *q = buf + E, *w = q + E, *g = w + K;
     for (int64_t r = lo; r < hi; r++) {
         if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) break;
-        load_row(P, r, E, p);
-        if (has_gp) load_row(GP, r, E, q);
+        gm_load_row(p, P, r, E);
+        if (has_gp) gm_load_row(q, GP, r, E);
         else memset(q, 0, (size_t)E * sizeof *q);
         if (has_gw) {
-            load_row(W, r, K, w);
-            load_row(GW, r, K, g);
+            gm_load_row(w, W, r, K);
+            gm_load_row(g, GW, r, K);
             const int32_t *ids = (const int32_t *)I->data + r * I->stride[0];
             double Z = 0, dot = 0;
             for (int64_t t = 0; t < K; t++) {
@@ -196,7 +171,7 @@ static void select_bwd_range(void *ctx, int64_t lo, int64_t hi)
         double pq = 0;
         for (int64_t e = 0; e < E; e++) pq += p[e] * q[e];
         for (int64_t e = 0; e < E; e++) q[e] = p[e] * (q[e] - pq);
-        store_row(D, r, E, q);
+        gm_store_row(D, r, q, E);
     }
     free(buf);
 }

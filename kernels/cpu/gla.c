@@ -235,15 +235,7 @@ static gm_status rec_run(const gm_kargs *a, bool bwd) {
     return w.stop ? GM_EINTR : GM_OK;
 }
 
-gm_status gm_cpu_GLA(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    return rec_run(a, false);
-}
-
-gm_status gm_cpu_GLA_BWD(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    return rec_run(a, true);
-}
+GM_CPU_FWD_BWD(GLA, rec_run)
 
 /* ---- chunkwise ------------------------------------------------------------------------------ */
 /* Per head, q is taken times scale. Inside a chunk of L <= C steps starting at t0, b_t is the
@@ -610,12 +602,4 @@ static gm_status chunk_run(const gm_kargs *a, bool bwd) {
     return w.stop ? GM_EINTR : GM_OK;
 }
 
-gm_status gm_cpu_GLA_CHUNK(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    return chunk_run(a, false);
-}
-
-gm_status gm_cpu_GLA_CHUNK_BWD(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    return chunk_run(a, true);
-}
+GM_CPU_FWD_BWD(GLA_CHUNK, chunk_run)

@@ -202,21 +202,14 @@ static void ce_bwd_range(void *ctx, int64_t lo, int64_t hi)
         double w = k == ign ? 0
                  : (G->dtype == GM_F32 ? ((const float *)G->data)[r * gs]
                                        : ((const double *)G->data)[r * gs]) * j->scale;
-        if (L->dtype == GM_F32) {
-            float *o = (float *)O->data + r * O->stride[0];
-            if (k == ign)
-                for (int64_t q = 0; q < C; q++) o[q * O->stride[1]] = 0;
-            else
-                ce_bwd_f32((const float *)L->data + r * L->stride[0], L->stride[1], o,
-                         O->stride[1], C, k, w, j->a->k.loss.smoothing);
-        } else {
-            double *o = (double *)O->data + r * O->stride[0];
-            if (k == ign)
-                for (int64_t q = 0; q < C; q++) o[q * O->stride[1]] = 0;
-            else
-                ce_bwd_f64((const double *)L->data + r * L->stride[0], L->stride[1], o,
-                         O->stride[1], C, k, w, j->a->k.loss.smoothing);
-        }
+        if (k == ign)
+            for (int64_t q = 0; q < C; q++) gm_elem_store(O->data, O->dtype, r * O->stride[0] + q * O->stride[1], 0);
+        else if (L->dtype == GM_F32)
+            ce_bwd_f32((const float *)L->data + r * L->stride[0], L->stride[1], (float *)O->data + r * O->stride[0],
+                       O->stride[1], C, k, w, j->a->k.loss.smoothing);
+        else
+            ce_bwd_f64((const double *)L->data + r * L->stride[0], L->stride[1], (double *)O->data + r * O->stride[0],
+                       O->stride[1], C, k, w, j->a->k.loss.smoothing);
     }
 }
 
@@ -543,30 +536,6 @@ gm_status gm_cpu_GAUSSIAN_NLL_BWD(gm_ctx *c, const gm_kargs *a)
 
 enum { RK_KL, RK_SKL };
 
-static void load_row(const gm_kview *v, int64_t r, double *buf)
-{
-    int64_t C = v->shape[1], s = v->stride[1];
-    if (v->dtype == GM_F32) {
-        const float *p = (const float *)v->data + r * v->stride[0];
-        for (int64_t j = 0; j < C; j++) buf[j] = p[j * s];
-    } else {
-        const double *p = (const double *)v->data + r * v->stride[0];
-        for (int64_t j = 0; j < C; j++) buf[j] = p[j * s];
-    }
-}
-
-static void store_row(const gm_kview *v, int64_t r, const double *buf)
-{
-    int64_t C = v->shape[1], s = v->stride[1];
-    if (v->dtype == GM_F32) {
-        float *p = (float *)v->data + r * v->stride[0];
-        for (int64_t j = 0; j < C; j++) p[j * s] = (float)buf[j];
-    } else {
-        double *p = (double *)v->data + r * v->stride[0];
-        for (int64_t j = 0; j < C; j++) p[j * s] = buf[j];
-    }
-}
-
 /* x := log softmax(x) and p := softmax(x), stable (max subtracted first). */
 static void softmax_row(double *x, double *p, int64_t C)
 {
@@ -641,38 +610,39 @@ typedef struct {
     double *row;   /* forward with a reduction: per-row losses, added serially afterwards */
     double scale;  /* backward: 1/N for the mean, else 1 */
     int64_t per;   /* rows between interrupt polls */
+    bool bwd;
     int stop, nomem;
 } rk_job;
 
-static void rk_fwd_range(void *ctx, int64_t lo, int64_t hi)
+/* Row r's loss, x and y loaded in buf: into the per-row sums or straight into the output. */
+static void rk_fwd_row(const rk_job *j, int64_t r, double *buf, int64_t C)
 {
-    rk_job *j = ctx;
-    const gm_kview *X = &j->a->in[0], *Y = &j->a->in[1], *O = &j->a->out[0];
-    int64_t C = X->shape[1];
-    double *buf = malloc((size_t)(C > 0 ? RK_FWD_ROWS * C : 1) * sizeof *buf);
-    if (!buf) {
-        __atomic_store_n(&j->nomem, 1, __ATOMIC_RELAXED);
-        __atomic_store_n(&j->stop, 1, __ATOMIC_RELAXED);
-        return;
-    }
-    for (int64_t r = lo; r < hi; r++) {
-        if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) break;
-        load_row(X, r, buf);
-        load_row(Y, r, buf + C);
-        double l = rk_loss(j->kind, buf, buf + C, buf + 2 * C, buf + 3 * C, C);
-        if (j->row) j->row[r] = l;
-        else gm_elem_store(O->data, O->dtype, r * O->stride[0], l);
-    }
-    free(buf);
+    const gm_kview *O = &j->a->out[0];
+    double l = rk_loss(j->kind, buf, buf + C, buf + 2 * C, buf + 3 * C, C);
+    if (j->row) j->row[r] = l;
+    else gm_elem_store(O->data, O->dtype, r * O->stride[0], l);
 }
 
-static void rk_bwd_range(void *ctx, int64_t lo, int64_t hi)
+/* Row r's gradients, x and y loaded in buf: into the outputs that a->k.loss.outs asks for. */
+static void rk_bwd_row(const rk_job *j, int64_t r, double *buf, int64_t C)
+{
+    const gm_kargs *a = j->a;
+    const gm_kview *G = &a->in[2];
+    int64_t mask = a->k.loss.outs, gs = G->ndim > 0 ? G->stride[0] : 0;
+    double w = gm_elem_load(G->data, G->dtype, r * gs) * j->scale;
+    rk_grad(j->kind, buf, buf + C, buf + 2 * C, buf + 3 * C, C, w, buf + 4 * C, buf + 5 * C);
+    int k = 0;
+    if (mask & 1) gm_store_row(&a->out[k++], r, buf + 4 * C, C);
+    if (mask & 2) gm_store_row(&a->out[k], r, buf + 5 * C, C);
+}
+
+/* Rows [lo, hi) of the forward or (j->bwd) the backward, each computed in double. */
+static void rk_range(void *ctx, int64_t lo, int64_t hi)
 {
     rk_job *j = ctx;
-    const gm_kargs *a = j->a;
-    const gm_kview *X = &a->in[0], *Y = &a->in[1], *G = &a->in[2];
-    int64_t C = X->shape[1], mask = a->k.loss.outs, gs = G->ndim > 0 ? G->stride[0] : 0;
-    double *buf = malloc((size_t)(C > 0 ? RK_BWD_ROWS * C : 1) * sizeof *buf);
+    const gm_kview *X = &j->a->in[0], *Y = &j->a->in[1];
+    int64_t C = X->shape[1];
+    double *buf = malloc((size_t)(C > 0 ? (j->bwd ? RK_BWD_ROWS : RK_FWD_ROWS) * C : 1) * sizeof *buf);
     if (!buf) {
         __atomic_store_n(&j->nomem, 1, __ATOMIC_RELAXED);
         __atomic_store_n(&j->stop, 1, __ATOMIC_RELAXED);
@@ -680,13 +650,10 @@ static void rk_bwd_range(void *ctx, int64_t lo, int64_t hi)
     }
     for (int64_t r = lo; r < hi; r++) {
         if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) break;
-        load_row(X, r, buf);
-        load_row(Y, r, buf + C);
-        double w = gm_elem_load(G->data, G->dtype, r * gs) * j->scale;
-        rk_grad(j->kind, buf, buf + C, buf + 2 * C, buf + 3 * C, C, w, buf + 4 * C, buf + 5 * C);
-        int k = 0;
-        if (mask & 1) store_row(&a->out[k++], r, buf + 4 * C);
-        if (mask & 2) store_row(&a->out[k], r, buf + 5 * C);
+        gm_load_row(buf, X, r, C);
+        gm_load_row(buf + C, Y, r, C);
+        if (j->bwd) rk_bwd_row(j, r, buf, C);
+        else rk_fwd_row(j, r, buf, C);
     }
     free(buf);
 }
@@ -706,7 +673,7 @@ static gm_status rk_forward(gm_ctx *c, const gm_kargs *a, int kind, const char *
     rk_job j = {.a = a, .kind = kind, .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1};
     if (red != GM_RED_NONE && !(j.row = malloc((size_t)(N > 0 ? N : 1) * sizeof *j.row)))
         return gm_errf(c, GM_ENOMEM, "%s: out of memory for %lld rows", op, (long long)N);
-    gm_parallel_for(N, gm_min_units(C), a->nthreads, rk_fwd_range, &j);
+    gm_parallel_for(N, gm_min_units(C), a->nthreads, rk_range, &j);
     gm_status s = rk_status(c, &j, op);
     if (!s && j.row) {
         double sum = 0;
@@ -722,8 +689,8 @@ static gm_status rk_backward(gm_ctx *c, const gm_kargs *a, int kind, const char 
 {
     int64_t N = a->in[0].shape[0], C = a->in[0].shape[1];
     rk_job j = {.a = a, .kind = kind, .scale = a->k.loss.scale,
-                .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1};
-    gm_parallel_for(N, gm_min_units(C), a->nthreads, rk_bwd_range, &j);
+                .per = C > 0 && CHUNK / C > 0 ? CHUNK / C : 1, .bwd = true};
+    gm_parallel_for(N, gm_min_units(C), a->nthreads, rk_range, &j);
     return rk_status(c, &j, op);
 }
 

@@ -197,25 +197,6 @@ static inline double dss_c(double x, const double sc[3]) {
     return x <= -sc[0] || x >= sc[0] ? 0 : y;
 }
 
-/* n elements of a contiguous f32 or f64 view from element off, as doubles. */
-static void load_row(double *dst, const gm_kview *v, int64_t off, int64_t n) {
-    if (v->dtype == GM_F32) {
-        const float *s = (const float *)v->data + off;
-        for (int64_t i = 0; i < n; i++) dst[i] = s[i];
-    } else {
-        memcpy(dst, (const double *)v->data + off, sizeof(double) * (size_t)n);
-    }
-}
-
-static void store_row(const gm_kview *v, int64_t off, const double *src, int64_t n) {
-    if (v->dtype == GM_F32) {
-        float *d = (float *)v->data + off;
-        for (int64_t i = 0; i < n; i++) d[i] = (float)src[i];
-    } else {
-        memcpy((double *)v->data + off, src, sizeof(double) * (size_t)n);
-    }
-}
-
 /* Scratch of one token: x [k*V] node logits, p [k*V] smooth-steps, R [k*H] reach of every heap
  * node (mu = the leaf part), a [k*E] leaf scores, e [k*E] exp(a - ma), D [H] the bottom-up sums
  * of the backward, o [k*E] outputs; the backward adds gl [E] and gm [k*E], the incoming
@@ -242,8 +223,8 @@ static void comet_layout(comet_scratch *w, double *m, int64_t k, int64_t E) {
 static double comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64_t k, int64_t E,
                         const double sc[3], const comet_scratch *w) {
     int64_t V = E - 1, H = 2 * E - 1;
-    load_row(w->x, nd, n * k * V, k * V);
-    load_row(w->a, lf, n * k * E, k * E);
+    gm_load_f64(w->x, nd, n * k * V, 1, k * V);
+    gm_load_f64(w->a, lf, n * k * E, 1, k * E);
     for (int64_t i = 0; i < k * V; i++) w->p[i] = ss_c(w->x[i], sc);
     double ma = -INFINITY;
     for (int64_t t = 0; t < k; t++) {
@@ -290,7 +271,7 @@ static void comet_row_fwd(const gm_kargs *a, int64_t n, double *m) {
     ss_consts(a->k.tree.gamma, sc);
     comet_layout(&w, m, k, E);
     double S = comet_row(nd, lf, n, k, E, sc, &w);
-    for (int64_t t = 0; t < k; t++) store_row(MU, (n * k + t) * E, w.R + t * H + V, E);
+    for (int64_t t = 0; t < k; t++) gm_store_f64(MU, (n * k + t) * E, 1, w.R + t * H + V, E);
     for (int64_t l = 0; l < E; l++) {
         double s = 0;
         for (int64_t t = 0; t < k; t++) {
@@ -299,7 +280,7 @@ static void comet_row_fwd(const gm_kargs *a, int64_t n, double *m) {
         }
         w.o[l] = s / S;
     }
-    store_row(G, n * E, w.o, E);
+    gm_store_f64(G, n * E, 1, w.o, E);
 }
 
 gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
@@ -320,8 +301,8 @@ static void comet_row_bwd(const gm_kargs *a, int64_t n, double *m) {
     ss_consts(a->k.tree.gamma, sc);
     comet_layout(&w, m, k, E);
     double S = comet_row(nd, lf, n, k, E, sc, &w), cc = 0;
-    load_row(w.gl, gg, n * E, E);
-    load_row(w.gm, gmu, n * k * E, k * E);
+    gm_load_f64(w.gl, gg, n * E, 1, E);
+    gm_load_f64(w.gm, gmu, n * k * E, 1, k * E);
     for (int64_t t = 0; t < k; t++)
         for (int64_t l = 0; l < E; l++) {
             double mu = w.R[t * H + V + l];
@@ -341,8 +322,8 @@ static void comet_row_bwd(const gm_kargs *a, int64_t n, double *m) {
             D[v] = p[v] * dl + (1 - p[v]) * dr;
         }
     }
-    store_row(gnd, n * k * V, w.x, k * V);
-    store_row(glf, n * k * E, w.o, k * E);
+    gm_store_f64(gnd, n * k * V, 1, w.x, k * V);
+    gm_store_f64(glf, n * k * E, 1, w.o, k * E);
 }
 
 gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
