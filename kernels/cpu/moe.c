@@ -364,56 +364,44 @@ static gm_status grouped_gemm(gm_ctx *c, const gm_kargs *a, gm_dtype t, gemm_tas
 
 /* EXPERT_MM: in xs [S,A], w, offsets; out [S,B]. w [E,A,B], out_e = xs_e w[e]; with
  * transpose_w, w [E,B,A], out_e = xs_e w[e]^T. Rows of experts without tokens do not exist, so
- * nothing is skipped in out. */
-gm_status gm_cpu_EXPERT_MM(gm_ctx *c, const gm_kargs *a) {
+ * nothing is skipped in out.
+ * EXPERT_MM_WGRAD (wgrad): in xs [S,A], g [S,B], offsets; out dw [E,A,B] = xs_e^T g_e (zero for
+ * experts without rows). Both are one grouped run of per-expert products. */
+static gm_status expert_run(gm_ctx *c, const gm_kargs *a, bool wgrad) {
     const gm_kview *xs = &a->in[0], *w = &a->in[1], *out = &a->out[0];
     const int32_t *off = a->in[2].data;
-    int64_t S = xs->shape[0], A = xs->shape[1], B = out->shape[1], E = w->shape[0];
+    int64_t S = xs->shape[0], A = xs->shape[1], B = wgrad ? w->shape[1] : out->shape[1];
+    int64_t E = wgrad ? out->shape[0] : w->shape[0];
     bool tr = a->k.expert_mm.transpose_w;
     gm_status st = check_offsets(c, off, E, S);
     if (!st) st = dims_ok(c, S, A, B);
     if (st) return st;
     size_t esz = gm_dtype_size(out->dtype);
-    if (A == 0) { /* empty sums: BLAS differs on K = 0 */
+    if (!wgrad && A == 0) { /* empty sums: BLAS differs on K = 0 */
         memset(out->data, 0, (size_t)(S * B) * esz);
         return GM_OK;
     }
     gemm_task *task = malloc((size_t)(E > 0 ? E : 1) * sizeof *task);
     if (!task) return gm_errf(c, GM_ENOMEM, "expert_mm: out of memory");
     for (int64_t e = 0; e < E; e++) {
-        int64_t r0 = off[e];
-        task[e] = (gemm_task){false, tr, (int)(off[e + 1] - r0), (int)B, (int)A,
-                              (int)A, (int)(tr ? A : B), (int)B,
-                              (const char *)xs->data + (size_t)(r0 * A) * esz,
-                              (const char *)w->data + (size_t)(e * A * B) * esz,
-                              (char *)out->data + (size_t)(r0 * B) * esz};
+        int64_t r0 = off[e], m = off[e + 1] - r0;
+        if (wgrad) {
+            char *o = (char *)out->data + (size_t)(e * A * B) * esz;
+            if (m == 0 && A > 0 && B > 0) memset(o, 0, (size_t)(A * B) * esz);
+            task[e] = (gemm_task){true, false, (int)A, (int)B, (int)m, (int)A, (int)B, (int)B,
+                                  (const char *)xs->data + (size_t)(r0 * A) * esz,
+                                  (const char *)w->data + (size_t)(r0 * B) * esz, o};
+        } else {
+            task[e] = (gemm_task){false, tr, (int)m, (int)B, (int)A, (int)A, (int)(tr ? A : B), (int)B,
+                                  (const char *)xs->data + (size_t)(r0 * A) * esz,
+                                  (const char *)w->data + (size_t)(e * A * B) * esz,
+                                  (char *)out->data + (size_t)(r0 * B) * esz};
+        }
     }
     st = grouped_gemm(c, a, out->dtype, task, E);
     free(task);
     return st;
 }
 
-/* EXPERT_MM_WGRAD: in xs [S,Din], g [S,Dout], offsets; out dw [E,Din,Dout] = xs_e^T g_e
- * (zero for experts without rows). */
-gm_status gm_cpu_EXPERT_MM_WGRAD(gm_ctx *c, const gm_kargs *a) {
-    const gm_kview *xs = &a->in[0], *g = &a->in[1], *dw = &a->out[0];
-    const int32_t *off = a->in[2].data;
-    int64_t S = xs->shape[0], Din = xs->shape[1], Dout = g->shape[1], E = dw->shape[0];
-    gm_status st = check_offsets(c, off, E, S);
-    if (!st) st = dims_ok(c, S, Din, Dout);
-    if (st) return st;
-    size_t esz = gm_dtype_size(dw->dtype);
-    gemm_task *task = malloc((size_t)(E > 0 ? E : 1) * sizeof *task);
-    if (!task) return gm_errf(c, GM_ENOMEM, "expert_mm: out of memory");
-    for (int64_t e = 0; e < E; e++) {
-        int64_t m = off[e + 1] - off[e], r0 = off[e];
-        char *o = (char *)dw->data + (size_t)(e * Din * Dout) * esz;
-        if (m == 0 && Din > 0 && Dout > 0) memset(o, 0, (size_t)(Din * Dout) * esz);
-        task[e] = (gemm_task){true, false, (int)Din, (int)Dout, (int)m, (int)Din, (int)Dout, (int)Dout,
-                              (const char *)xs->data + (size_t)(r0 * Din) * esz,
-                              (const char *)g->data + (size_t)(r0 * Dout) * esz, o};
-    }
-    st = grouped_gemm(c, a, dw->dtype, task, E);
-    free(task);
-    return st;
-}
+gm_status gm_cpu_EXPERT_MM(gm_ctx *c, const gm_kargs *a) { return expert_run(c, a, false); }
+gm_status gm_cpu_EXPERT_MM_WGRAD(gm_ctx *c, const gm_kargs *a) { return expert_run(c, a, true); }

@@ -106,16 +106,21 @@ NORM_INLINE void fwd_rows(norm_work *w, int64_t lo, int64_t hi, gm_dtype t, bool
     }
 }
 
-static void fwd_range(void *ctx, int64_t lo, int64_t hi) {
-    norm_work *w = ctx;
-    if (w->t == GM_F32) {
-        if (w->rms) fwd_rows(w, lo, hi, GM_F32, true);
-        else fwd_rows(w, lo, hi, GM_F32, false);
-    } else {
-        if (w->rms) fwd_rows(w, lo, hi, GM_F64, true);
-        else fwd_rows(w, lo, hi, GM_F64, false);
+/* A gm_parallel_for range running body with the dtype and the rms flag as constants, so each of
+ * the four cases compiles to its own loop. */
+#define NORM_RANGE(name, body)                                  \
+    static void name(void *ctx, int64_t lo, int64_t hi) {       \
+        norm_work *w = ctx;                                     \
+        if (w->t == GM_F32) {                                   \
+            if (w->rms) body(w, lo, hi, GM_F32, true);          \
+            else body(w, lo, hi, GM_F32, false);                \
+        } else {                                                \
+            if (w->rms) body(w, lo, hi, GM_F64, true);          \
+            else body(w, lo, hi, GM_F64, false);                \
+        }                                                       \
     }
-}
+
+NORM_RANGE(fwd_range, fwd_rows)
 
 static gm_status norm_fwd(gm_ctx *c, const gm_kargs *a, bool rms) {
     const gm_norm_args *p = &a->k.norm;
@@ -177,16 +182,7 @@ NORM_INLINE void bwd_chunks(norm_work *w, int64_t lo, int64_t hi, gm_dtype t, bo
     }
 }
 
-static void bwd_range(void *ctx, int64_t lo, int64_t hi) {
-    norm_work *w = ctx;
-    if (w->t == GM_F32) {
-        if (w->rms) bwd_chunks(w, lo, hi, GM_F32, true);
-        else bwd_chunks(w, lo, hi, GM_F32, false);
-    } else {
-        if (w->rms) bwd_chunks(w, lo, hi, GM_F64, true);
-        else bwd_chunks(w, lo, hi, GM_F64, false);
-    }
-}
+NORM_RANGE(bwd_range, bwd_chunks)
 
 /* Columns [lo, hi) of dw and db: the chunks' partial sums added in chunk order. */
 static void sum_range(void *ctx, int64_t lo, int64_t hi) {

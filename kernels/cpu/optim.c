@@ -77,46 +77,32 @@ static inline double sgd_momentum(const sgd_args *h, double p, double g, double 
     return p - h->lr * (h->ns * d + h->mb * nb);
 }
 
-/* ops: param, grad, momentum buffer (data NULL without momentum) */
-static void sgd_range_f32(void *args, const gm_kview *ops, int64_t lo, int64_t hi) {
-    const sgd_args *h = args;
-    float *p = ops[0].data, *b = ops[2].data;
-    const float *g = ops[1].data;
-    if (!b) {
-        #pragma omp simd
-        for (int64_t i = lo; i < hi; i++) p[i] = (float)sgd_plain(h, p[i], g[i]);
-    } else if (h->first) {
-        #pragma omp simd
-        for (int64_t i = lo; i < hi; i++) {
-            double bi;
-            p[i] = (float)sgd_momentum(h, p[i], g[i], &bi, true);
-            b[i] = (float)bi;
-        }
-    } else {
-        #pragma omp simd
-        for (int64_t i = lo; i < hi; i++) {
-            double bi = b[i];
-            p[i] = (float)sgd_momentum(h, p[i], g[i], &bi, false);
-            b[i] = (float)bi;
-        }
+/* ops: param, grad, momentum buffer (data NULL without momentum); one body for both dtypes,
+ * the arithmetic in double. */
+#define SGD_RANGE(name, T)                                                                  \
+    static void name(void *args, const gm_kview *ops, int64_t lo, int64_t hi) {             \
+        const sgd_args *h = args;                                                           \
+        T *p = ops[0].data, *b = ops[2].data;                                               \
+        const T *g = ops[1].data;                                                           \
+        if (!b) {                                                                           \
+            _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) p[i] = (T)sgd_plain(h, p[i], g[i]); \
+        } else if (h->first) {                                                              \
+            _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) {                         \
+                double bi;                                                                  \
+                p[i] = (T)sgd_momentum(h, p[i], g[i], &bi, true);                           \
+                b[i] = (T)bi;                                                               \
+            }                                                                               \
+        } else {                                                                            \
+            _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) {                         \
+                double bi = b[i];                                                           \
+                p[i] = (T)sgd_momentum(h, p[i], g[i], &bi, false);                          \
+                b[i] = (T)bi;                                                               \
+            }                                                                               \
+        }                                                                                   \
     }
-}
-
-static void sgd_range_f64(void *args, const gm_kview *ops, int64_t lo, int64_t hi) {
-    const sgd_args *h = args;
-    double *p = ops[0].data, *b = ops[2].data;
-    const double *g = ops[1].data;
-    if (!b) {
-        #pragma omp simd
-        for (int64_t i = lo; i < hi; i++) p[i] = sgd_plain(h, p[i], g[i]);
-    } else if (h->first) {
-        #pragma omp simd
-        for (int64_t i = lo; i < hi; i++) p[i] = sgd_momentum(h, p[i], g[i], &b[i], true);
-    } else {
-        #pragma omp simd
-        for (int64_t i = lo; i < hi; i++) p[i] = sgd_momentum(h, p[i], g[i], &b[i], false);
-    }
-}
+SGD_RANGE(sgd_range_f32, float)
+SGD_RANGE(sgd_range_f64, double)
+#undef SGD_RANGE
 
 /* list = (param, grad, momentum buffer or data NULL) per tensor of the group (ops.def); on the
  * first step the buffer is set to the gradient, not blended. */

@@ -39,22 +39,17 @@ GM_V8_INLINE v8f v8_erff(v8f x) { return (v8f)_ZGVdN8v_erff((__m256)x); }
 GM_V8_INLINE v8f v8_log1pf(v8f x) { return (v8f)_ZGVdN8v_log1pf((__m256)x); }
 GM_V8_INLINE v8f v8_tanhf(v8f x) { return (v8f)_ZGVdN8v_tanhf((__m256)x); }
 #else
-GM_V8_INLINE v8f v8_expf(v8f x) {
-    for (int i = 0; i < 8; i++) x[i] = expf(x[i]);
-    return x;
-}
-GM_V8_INLINE v8f v8_erff(v8f x) {
-    for (int i = 0; i < 8; i++) x[i] = erff(x[i]);
-    return x;
-}
-GM_V8_INLINE v8f v8_log1pf(v8f x) {
-    for (int i = 0; i < 8; i++) x[i] = log1pf(x[i]);
-    return x;
-}
-GM_V8_INLINE v8f v8_tanhf(v8f x) {
-    for (int i = 0; i < 8; i++) x[i] = tanhf(x[i]);
-    return x;
-}
+/* Scalar libm per lane. */
+#define GM_V8_LANES(name, fn)                              \
+    GM_V8_INLINE v8f name(v8f x) {                         \
+        for (int i = 0; i < 8; i++) x[i] = fn(x[i]);       \
+        return x;                                          \
+    }
+GM_V8_LANES(v8_expf, expf)
+GM_V8_LANES(v8_erff, erff)
+GM_V8_LANES(v8_log1pf, log1pf)
+GM_V8_LANES(v8_tanhf, tanhf)
+#undef GM_V8_LANES
 #endif
 
 /* 4 f64 lanes (one AVX register), 4 f32 lanes for conversions, and a shuffle mask. */
