@@ -106,15 +106,22 @@ static gm_status check_group(gm_ctx *c, const char *op, int n, gm_tensor *const 
     return GM_OK;
 }
 
+/* What every step checks first: the group, then lr, the step's own hyperparameter `name` and
+ * weight_decay, all >= 0. */
+static gm_status check_step(gm_ctx *c, const char *op, int n, gm_tensor *const *p, const gm_optim_hp *hp,
+                            const char *name, double value) {
+    gm_status st = check_group(c, op, n, p);
+    if (st == GM_OK) st = check_nonneg(c, op, "lr", hp->lr);
+    if (st == GM_OK) st = check_nonneg(c, op, name, value);
+    if (st == GM_OK) st = check_nonneg(c, op, "weight_decay", hp->weight_decay);
+    return st;
+}
+
 gm_status gm_sgd_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **buf,
                             const gm_optim_hp *hp) {
     const char *op = "sgd";
-    gm_status st;
-    if ((st = check_group(c, op, n, p)) != GM_OK) return st;
-    if ((st = check_nonneg(c, op, "lr", hp->lr)) != GM_OK ||
-        (st = check_nonneg(c, op, "momentum", hp->momentum)) != GM_OK ||
-        (st = check_nonneg(c, op, "weight_decay", hp->weight_decay)) != GM_OK)
-        return st;
+    gm_status st = check_step(c, op, n, p, hp, "momentum", hp->momentum);
+    if (st != GM_OK) return st;
     if (!(hp->dampening >= 0.0 && hp->dampening <= 1.0))
         return gm_errf(c, GM_EARG, "%s: dampening must be in [0, 1], got %g", op, hp->dampening);
     if (hp->nesterov && (hp->momentum <= 0.0 || hp->dampening != 0.0))
@@ -142,12 +149,8 @@ gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *bu
 gm_status gm_adam_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **m, gm_tensor **v,
                              const gm_optim_hp *hp) {
     const char *op = hp->decoupled_wd ? "adamw" : "adam";
-    gm_status st;
-    if ((st = check_group(c, op, n, p)) != GM_OK) return st;
-    if ((st = check_nonneg(c, op, "lr", hp->lr)) != GM_OK ||
-        (st = check_nonneg(c, op, "eps", hp->eps)) != GM_OK ||
-        (st = check_nonneg(c, op, "weight_decay", hp->weight_decay)) != GM_OK)
-        return st;
+    gm_status st = check_step(c, op, n, p, hp, "eps", hp->eps);
+    if (st != GM_OK) return st;
     if (!(hp->beta1 >= 0.0 && hp->beta1 < 1.0) || !(hp->beta2 >= 0.0 && hp->beta2 < 1.0))
         return gm_errf(c, GM_EARG, "%s: betas must be in [0, 1), got (%g, %g)", op, hp->beta1,
                        hp->beta2);

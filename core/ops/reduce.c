@@ -297,12 +297,9 @@ static gm_status best_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **g
     st = gm_run(c, GM_K_MAXMIN_BACKWARD, 2, ins, 1, &dx, &(gm_kparams){.reduce = {.mask = mask}});
 out:
     gm_tensor_release(g);
-    if (st != GM_OK) {
-        gm_tensor_release(dx);
-        return st;
-    }
-    gin[0] = dx;
-    return GM_OK;
+    if (st == GM_OK) gin[0] = dx;
+    else gm_tensor_release(dx);
+    return st;
 }
 
 static gm_status max_fwd(gm_ctx *c, gm_opcall *o) { return best_fwd(c, o, "max", false, true); }

@@ -108,6 +108,22 @@ static gm_status ds_check(gm_ctx *c, gm_tensor *z, gm_tensor *w, const gm_params
     return GM_OK;
 }
 
+/* The backward of dselect_k and comet_gate: kernel kid reads (input 0, input 1, the gradients
+ * of both outputs, zeros for one that got none) and writes the gradients of both inputs. */
+static gm_status tree_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin, int kid,
+                          const gm_kparams *kp) {
+    gm_tensor *in[4] = {NULL, NULL, NULL, NULL}, *out[2] = {NULL, NULL};
+    gm_status s = gm_contig_all(c, 2, n->in, in);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, true, &in[2]);
+    if (!s) s = gm_gout_or_zeros(c, n, gout, 1, true, &in[3]);
+    if (!s) s = gm_new_like(c, n->in[0], &out[0]);
+    if (!s) s = gm_new_like(c, n->in[1], &out[1]);
+    if (!s) s = gm_run(c, kid, 4, in, 2, out, kp);
+    gm_release_all(4, in);
+    gm_hand_grads(s, n, out, gin);
+    return s;
+}
+
 static gm_status ds_fwd(gm_ctx *c, gm_opcall *o) {
     gm_tensor *z = o->in[0], *w = o->in[1], *in[2];
     int64_t N = 0, k = 0, m = 0, E = o->p->n, sh[GM_MAX_DIMS];
@@ -128,24 +144,11 @@ static gm_status ds_fwd(gm_ctx *c, gm_opcall *o) {
 }
 
 static gm_status ds_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
-    gm_tensor *z = n->in[0], *w = n->in[1], *in[4] = {NULL, NULL, NULL, NULL}, *out[2] = {NULL, NULL};
     int64_t N = 0, k = 0, m = 0;
-    gm_status s = ds_check(c, z, w, &n->p, &N, &k, &m);
-    if (!s) s = gm_contig_all(c, 2, n->in, in);
-    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, true, &in[2]);
-    if (!s) s = gm_gout_or_zeros(c, n, gout, 1, true, &in[3]);
-    if (!s) s = gm_tensor_new(c, z->dtype, gm_tensor_device(z), z->ndim, z->shape, &out[0]);
-    if (!s) s = gm_tensor_new(c, w->dtype, gm_tensor_device(w), w->ndim, w->shape, &out[1]);
-    if (!s) {
-        gm_kparams kp = {.tree = {.n = N, .k = k, .m = m, .experts = n->p.n, .gamma = n->p.a}};
-        s = gm_run(c, GM_K_DSELECT_K_BWD, 4, in, 2, out, &kp);
-    }
-    gm_release_all(4, in);
-    for (int j = 0; j < 2; j++) {
-        if (!s && n->needs[j]) gin[j] = out[j];
-        else gm_tensor_release(out[j]);
-    }
-    return s;
+    gm_status s = ds_check(c, n->in[0], n->in[1], &n->p, &N, &k, &m);
+    if (s) return s;
+    gm_kparams kp = {.tree = {.n = N, .k = k, .m = m, .experts = n->p.n, .gamma = n->p.a}};
+    return tree_bwd(c, n, gout, gin, GM_K_DSELECT_K_BWD, &kp);
 }
 
 static gm_status ds_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {
@@ -212,7 +215,7 @@ static gm_status cg_check(gm_ctx *c, gm_tensor *nd, gm_tensor *lf, const gm_para
 
 static gm_status cg_fwd(gm_ctx *c, gm_opcall *o) {
     gm_tensor *nd = o->in[0], *lf = o->in[1], *in[2];
-    int64_t N, k, E, sh[GM_MAX_DIMS];
+    int64_t N = 0, k = 0, E = 0, sh[GM_MAX_DIMS];
     gm_status s = cg_check(c, nd, lf, o->p, &N, &k, &E);
     if (s) return s;
     memcpy(sh, lf->shape, sizeof(int64_t) * (size_t)lf->ndim);
@@ -228,24 +231,11 @@ static gm_status cg_fwd(gm_ctx *c, gm_opcall *o) {
 }
 
 static gm_status cg_bwd(gm_ctx *c, gm_node *n, gm_tensor **gout, gm_tensor **gin) {
-    gm_tensor *nd = n->in[0], *lf = n->in[1], *in[4] = {NULL, NULL, NULL, NULL}, *out[2] = {NULL, NULL};
-    int64_t N, k, E;
-    gm_status s = cg_check(c, nd, lf, &n->p, &N, &k, &E);
-    if (!s) s = gm_contig_all(c, 2, n->in, in);
-    if (!s) s = gm_gout_or_zeros(c, n, gout, 0, true, &in[2]);
-    if (!s) s = gm_gout_or_zeros(c, n, gout, 1, true, &in[3]);
-    if (!s) s = gm_tensor_new(c, nd->dtype, gm_tensor_device(nd), nd->ndim, nd->shape, &out[0]);
-    if (!s) s = gm_tensor_new(c, lf->dtype, gm_tensor_device(lf), lf->ndim, lf->shape, &out[1]);
-    if (!s) {
-        gm_kparams kp = {.tree = {.n = N, .k = k, .experts = E, .gamma = n->p.a}};
-        s = gm_run(c, GM_K_COMET_GATE_BWD, 4, in, 2, out, &kp);
-    }
-    gm_release_all(4, in);
-    for (int j = 0; j < 2; j++) {
-        if (!s && n->needs[j]) gin[j] = out[j];
-        else gm_tensor_release(out[j]);
-    }
-    return s;
+    int64_t N = 0, k = 0, E = 0;
+    gm_status s = cg_check(c, n->in[0], n->in[1], &n->p, &N, &k, &E);
+    if (s) return s;
+    gm_kparams kp = {.tree = {.n = N, .k = k, .experts = E, .gamma = n->p.a}};
+    return tree_bwd(c, n, gout, gin, GM_K_COMET_GATE_BWD, &kp);
 }
 
 static gm_status cg_sample(gm_ctx *c, int variant, int *n_in, gm_tensor **in, gm_params *p) {

@@ -123,12 +123,9 @@ static gm_status back_scatter_view(gm_ctx *c, gm_node *n, gm_tensor *g, gm_tenso
         st = gm_tensor_copy_(c, v, g);
         gm_tensor_release(v);
     }
-    if (st != GM_OK) {
-        gm_tensor_release(z);
-        return st;
-    }
-    gin[0] = z;
-    return GM_OK;
+    if (st == GM_OK) gin[0] = z;
+    else gm_tensor_release(z);
+    return st;
 }
 
 /* in[0] = an f64 normal(0, 1) sample of the given shape (seed 4000 + variant), *n_in = 1;
