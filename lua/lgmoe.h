@@ -27,5 +27,6 @@ int gm_lua_error(lua_State *L, gm_status st);        /* raises the context's mes
 int luaopen_gmoe_core(lua_State *L);
 void gm_lua_optim_register(lua_State *L); /* lua/loptim.c: into the table on top */
 void gm_lua_io_register(lua_State *L);    /* lua/lio.c: file formats, into the table on top */
+void gm_lua_stats_register(lua_State *L); /* lua/lstats.c: estimator kernels, likewise */
 
 #endif
