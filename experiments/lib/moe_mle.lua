@@ -102,75 +102,91 @@ local function lm_step(J, g, F, lambda)
   end
 end
 
-local function eval(x, y, thetas, spec, what)
+local function eval(x, y, thetas, spec)
   local out = {gm.data.gaussian_moe_eval(x, y, gm.tensor(thetas, {dtype = 'f64'}),
                                          {gate = spec.gate, activation = spec.activation, K = spec.K,
-                                          what = what})}
+                                          what = 'opg'})}
   for i, t in ipairs(out) do out[i] = t:totable() end
   return table.unpack(out)
 end
 
+-- Box of each coordinate: |beta|, |a|, |b| <= 50, nu in [1e-8, 100], tau in [e^-10, e^10]. A step
+-- is projected onto the box; a coordinate on its bound whose gradient points out of the box is
+-- held for that step (projected Levenberg-Marquardt), so a gate running off to a hard switch or a
+-- collapsing variance ends on the bound instead of stalling the fit.
+function M.box(k)
+  local lo, hi = {}, {}
+  for i = 1, 4 * k do lo[i], hi[i] = -50, 50 end
+  for i = 4 * k + 1, 5 * k do lo[i], hi[i] = math.log(1e-8), math.log(100) end
+  lo[5 * k + 1], hi[5 * k + 1] = -10, 10
+  return lo, hi
+end
+
+local function movable(F, th, g, lo, hi)
+  local out = {}
+  for _, i in ipairs(F) do
+    local held = (th[i] <= lo[i] and g[i] > 0) or (th[i] >= hi[i] and g[i] < 0)
+    if not held then out[#out + 1] = i end
+  end
+  return out
+end
+
 -- Fits from each start (arrays in the layout above) on x [n], y [n] (f64 tensors).
 -- spec: gate, activation, K, learn_tau, max_iter (1000), tol (1e-10, on the Newton decrement of
--- the mean NLL), max_abs (50: a step that takes a coordinate beyond it is refused, so a gate
--- cannot run off to infinity nor a variance to 0 in one step). Returns one table per start:
+-- the mean NLL over the coordinates not held on the box). Returns one table per start:
 -- {theta, nll, iters, converged (decrement below tol), status = "converged" | "max_iter" |
--- "stalled" (lambda past 1e12 before the decrement fell below tol) | "nonfinite"}.
+-- "stalled" (lambda past 1e12: no step lowers the NLL) | "nonfinite"}.
 function M.fit(x, y, starts, spec)
   local P = #starts[1]
   local k = (P - 1) // 5
   local F = M.free(k, spec.learn_tau)
-  local max_iter, tol, max_abs = spec.max_iter or 1000, spec.tol or 1e-10, spec.max_abs or 50
+  local lo, hi = M.box(k)
+  local max_iter, tol = spec.max_iter or 1000, spec.tol or 1e-10
   local st = {}
-  local nll, g, J = eval(x, y, starts, spec, 'opg')
+  local inside = {}
   for r, th in ipairs(starts) do
+    inside[r] = {table.unpack(th)}
+    for i = 1, P do inside[r][i] = math.min(math.max(th[i], lo[i]), hi[i]) end
+  end
+  local nll, g, J = eval(x, y, inside, spec)
+  for r, th in ipairs(inside) do
     local ok = nll[r] == nll[r] and nll[r] < math.huge
-    st[r] = {theta = {table.unpack(th)}, nll = nll[r], g = g[r], J = J[r], lambda = 1e-3, iters = 0,
+    st[r] = {theta = th, nll = nll[r], g = g[r], J = J[r], lambda = 1e-3, iters = 0, last = math.huge,
              done = not ok, status = ok and 'max_iter' or 'nonfinite', converged = false}
   end
   while true do
     local act, trials = {}, {}
     for r, s in ipairs(st) do
       if not s.done then
-        -- convergence: the undamped Newton decrement (lambda ~ 0)
-        local _, dec = lm_step(s.J, s.g, F, 1e-9)
-        if dec < tol then
+        local Fm = movable(F, s.theta, s.g, lo, hi)
+        -- converged: the undamped Newton decrement (checked once the NLL has nearly stopped falling)
+        if s.last < 1e-6 and (#Fm == 0 or select(2, lm_step(s.J, s.g, Fm, 1e-9)) < tol) then
           s.done, s.converged, s.status = true, true, 'converged'
         elseif s.iters >= max_iter then
           s.done = true
+        elseif s.lambda > 1e12 then
+          s.done, s.status = true, 'stalled'
         else
-          local d, pred, lam = lm_step(s.J, s.g, F, s.lambda)
-          s.lambda, s.pred = lam, pred
+          local d, _, lam = lm_step(s.J, s.g, Fm, s.lambda)
+          s.lambda = lam
           local th = {table.unpack(s.theta)}
-          local ok = true
-          for a, i in ipairs(F) do
-            th[i] = th[i] + d[a]
-            if not (math.abs(th[i]) <= max_abs) then ok = false end
-          end
-          if ok then
-            act[#act + 1], trials[#trials + 1] = r, th
-          else
-            s.lambda = s.lambda * 5
-            s.iters = s.iters + 1
-          end
+          for a, i in ipairs(Fm) do th[i] = math.min(math.max(th[i] + d[a], lo[i]), hi[i]) end
+          act[#act + 1], trials[#trials + 1] = r, th
         end
-        if not s.done and s.lambda > 1e12 then s.done, s.status = true, 'stalled' end
       end
     end
-    local any = false
-    for _, s in ipairs(st) do any = any or not s.done end
-    if not any then break end
-    if #trials > 0 then
-      local tn, tg, tJ = eval(x, y, trials, spec, 'opg')
-      for q, r in ipairs(act) do
-        local s = st[r]
-        s.iters = s.iters + 1
-        if tn[q] == tn[q] and tn[q] < s.nll then
-          s.theta, s.nll, s.g, s.J = trials[q], tn[q], tg[q], tJ[q]
-          s.lambda = math.max(s.lambda / 5, 1e-10)
-        else
-          s.lambda = s.lambda * 5
-        end
+    if #trials == 0 then break end
+    local tn, tg, tJ = eval(x, y, trials, spec)
+    for q, r in ipairs(act) do
+      local s = st[r]
+      s.iters = s.iters + 1
+      if tn[q] == tn[q] and tn[q] < s.nll then
+        s.last = s.nll - tn[q]
+        s.theta, s.nll, s.g, s.J = trials[q], tn[q], tg[q], tJ[q]
+        s.lambda = math.max(s.lambda / 5, 1e-10)
+      else
+        s.lambda = s.lambda * 5
+        s.last = 0 -- a refused step: check the decrement before the next one
       end
     end
   end

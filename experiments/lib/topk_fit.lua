@@ -14,8 +14,9 @@
 -- lines reproduces the cuts: s_1 = 0, s_2 = S (x - c1), s_3 = S (x - c1) + S (x - c2), S = 6.
 --
 -- Top-K fits with K >= 2 keep a softmax among the selected experts, so the likelihood does
--- depend smoothly on the gate within a selection pattern: they use the shared Adam harness
--- (gaussian_moe_fit.lua, gate = "topk", selection recomputed at every step).
+-- depend smoothly on the gate within a selection pattern: they use the shared Levenberg-Marquardt
+-- harness (gaussian_moe_fit.lua, moe_mle.lua; gate = "topk", selection recomputed at every point
+-- of every evaluation).
 --
 -- Loss (region-wise, papers.md §2.1): under top-1 gating exp(beta0) and beta1 are not identified
 -- (any positive rescaling and shift of all scores gives the same partition), so the gate enters
@@ -23,12 +24,11 @@
 -- in place of exp(beta0_i): loss = sum_j |sum_{i in A_j} pi_i - pi*_j| + one-atom cells
 -- pi_i (|d a| + |d b| + |d nu|) + cells of m >= 2 atoms pi_i (|d a|^(r/2) + |d b|^r + |d nu|^(r/2)),
 -- r = 2m, with atoms assigned to the true expert nearest in (a, b) as in gaussian_moe_fit.lua.
--- The parameter error (T.voronoi's second result) drops the exponents: sum_i pi_i (|d a| + |d b| +
--- |d nu|), which falls at n^-1/2 when the fit is regular and more slowly in an over-fitted cell.
+-- The per-parameter errors (T.errors) drop the exponents: sum_i pi_i |d a| and likewise for b and
+-- nu, which fall at n^-1/2 when the fit is regular and more slowly in an over-fitted cell.
 local gm = require 'gmoe'
 
 local T = {}
-local LOG_2PI = math.log(2 * math.pi)
 local S = 6
 
 -- sorted covariates and responses as Lua arrays, and prefix sums of 1, x, x^2, y, xy, y^2
@@ -156,9 +156,10 @@ function T.masses(p, K)
   end)
 end
 
--- The region-wise Voronoi loss and the parameter error of the header. p, truth: Lua-array
--- parameters; K, Ktrue: their top-K.
-function T.voronoi(p, K, truth, Ktrue)
+-- The region-wise Voronoi loss of the header and the per-parameter errors: {voronoi, mass =
+-- sum_j |sum_{i in A_j} pi_i - pi*_j|, a, b, nu = sum_i pi_i |d .| (no exponents), expert = a + b +
+-- nu}. p, truth: Lua-array parameters; K, Ktrue: their top-K.
+function T.errors(p, K, truth, Ktrue)
   local pi, pis = T.masses(p, K), T.masses(truth, Ktrue)
   local ks, kf = #truth.beta0, #p.beta0
   local cells = {}
@@ -171,23 +172,22 @@ function T.voronoi(p, K, truth, Ktrue)
     end
     table.insert(cells[best], i)
   end
-  local loss, perr = 0, 0
+  local e = {voronoi = 0, mass = 0, a = 0, b = 0, nu = 0}
   for j = 1, ks do
     local m, mass = #cells[j], 0
     local r = m >= 2 and 2 * m or 1
+    local h = m >= 2 and r / 2 or 1
     for _, i in ipairs(cells[j]) do
       mass = mass + pi[i]
       local da, db, dn = math.abs(p.a[i] - truth.a[j]), math.abs(p.b[i] - truth.b[j]), math.abs(p.nu[i] - truth.nu[j])
-      perr = perr + pi[i] * (da + db + dn)
-      if m >= 2 then
-        loss = loss + pi[i] * (da ^ (r / 2) + db ^ r + dn ^ (r / 2))
-      else
-        loss = loss + pi[i] * (da + db + dn)
-      end
+      e.a, e.b, e.nu = e.a + pi[i] * da, e.b + pi[i] * db, e.nu + pi[i] * dn
+      e.voronoi = e.voronoi + pi[i] * (da ^ h + db ^ r + dn ^ h)
     end
-    loss = loss + math.abs(mass - pis[j])
+    e.mass = e.mass + math.abs(mass - pis[j])
   end
-  return loss, perr
+  e.voronoi = e.voronoi + e.mass
+  e.expert = e.a + e.b + e.nu
+  return e
 end
 
 return T
