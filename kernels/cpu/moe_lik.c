@@ -10,10 +10,41 @@
 
 #include "backend.h"
 #include "parallel.h"
+#include "vmath.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
 #undef GM_KERNEL
+
+/* 4 f64 lanes: libmvec's 4-lane exp, log and tanh (glibc documents at most 4 ulp) where vmath.h
+ * finds libmvec, scalar libm per lane elsewhere. */
+typedef double v4d __attribute__((vector_size(32)));
+#ifdef GM_LIBMVEC
+__m256d _ZGVdN4v_exp(__m256d x);
+__m256d _ZGVdN4v_log(__m256d x);
+__m256d _ZGVdN4v_tanh(__m256d x);
+static inline v4d v4d_exp(v4d x) { return (v4d)_ZGVdN4v_exp((__m256d)x); }
+static inline v4d v4d_log(v4d x) { return (v4d)_ZGVdN4v_log((__m256d)x); }
+static inline v4d v4d_tanh(v4d x) { return (v4d)_ZGVdN4v_tanh((__m256d)x); }
+#else
+static inline v4d v4d_exp(v4d x) {
+    for (int i = 0; i < 4; i++) x[i] = exp(x[i]);
+    return x;
+}
+static inline v4d v4d_log(v4d x) {
+    for (int i = 0; i < 4; i++) x[i] = log(x[i]);
+    return x;
+}
+static inline v4d v4d_tanh(v4d x) {
+    for (int i = 0; i < 4; i++) x[i] = tanh(x[i]);
+    return x;
+}
+#endif
+static inline v4d v4d_splat(double v) { return (v4d){v, v, v, v}; }
+static inline v4d v4d_max(v4d a, v4d b) {
+    for (int i = 0; i < 4; i++) a[i] = a[i] > b[i] ? a[i] : b[i];
+    return a;
+}
 
 #define MAXK 16
 #define MAXP (5 * MAXK + 1)
@@ -29,7 +60,8 @@ typedef struct {
 } ev_job;
 
 /* The partial sums of unit u = (row, chunk): -sum log p, -sum score, sum score score^T (upper
- * triangle, row-major). */
+ * triangle, row-major). This scalar form serves the top-K gate (its selection differs per point);
+ * ev_unit4 below is the same math four points at a time for the dense gates. */
 static void ev_unit(const ev_job *e, int64_t u) {
     int64_t r = u / e->nchunk, ch = u % e->nchunk, k = e->k, P = e->P;
     const double *t = e->th + r * P, *b0 = t, *b1 = t + k, *ea = t + 2 * k, *eb = t + 3 * k,
@@ -110,11 +142,81 @@ static void ev_unit(const ev_job *e, int64_t u) {
     }
 }
 
+/* ev_unit for the dense gates, four points per step in f64 vector lanes (libmvec's exp, log,
+ * tanh); a short last group is padded with x = y = 0 and weight 0. The lanes' sums are added in a
+ * fixed order at the end, so the result does not depend on the thread count either. */
+static void ev_unit4(const ev_job *e, int64_t u) {
+    int64_t r = u / e->nchunk, ch = u % e->nchunk, k = e->k, P = e->P;
+    const double *t = e->th + r * P, *b0 = t, *b1 = t + k, *ea = t + 2 * k, *eb = t + 3 * k,
+                 *lnu = t + 4 * k;
+    double *acc = e->part + u * e->width;
+    double itau = exp(-t[5 * k]), inu[MAXK];
+    for (int64_t i = 0; i < k; i++) inu[i] = exp(-lnu[i]);
+    int gate = e->gate;
+    int64_t lo = ch * CHUNK, hi = lo + CHUNK < e->n ? lo + CHUNK : e->n, W = e->width;
+    v4d sum[1 + MAXP + MAXP * (MAXP + 1) / 2];
+    for (int64_t w = 0; w < W; w++) sum[w] = v4d_splat(0);
+    v4d *gs = sum + 1, *op = sum + 1 + P;
+    const v4d one = v4d_splat(1), half = v4d_splat(0.5);
+    for (int64_t j = lo; j < hi; j += 4) {
+        v4d x, y, valid;
+        for (int q = 0; q < 4; q++) {
+            bool in = j + q < hi;
+            x[q] = in ? e->x[j + q] : 0, y[q] = in ? e->y[j + q] : 0, valid[q] = in;
+        }
+        v4d z[MAXK], dz1[MAXK], dzt[MAXK], ez[MAXK], el[MAXK], l[MAXK], d[MAXK];
+        double dz0 = gate == GM_MOE_TEMPERATURE ? itau : 1;
+        for (int64_t i = 0; i < k; i++) {
+            v4d s = b1[i] * x;
+            if (gate == GM_MOE_SOFTMAX) {
+                z[i] = b0[i] + s, dz1[i] = x, dzt[i] = v4d_splat(0);
+            } else if (gate == GM_MOE_TEMPERATURE) {
+                z[i] = (b0[i] + s) * itau, dz1[i] = x * itau, dzt[i] = -z[i];
+            } else {
+                v4d h, dh;
+                if (gate == GM_MOE_TANH) h = v4d_tanh(s), dh = one - h * h;
+                else h = one / (one + v4d_exp(-s)), dh = h * (one - h);
+                z[i] = h * itau + b0[i], dz1[i] = dh * x * itau, dzt[i] = -h * itau;
+            }
+        }
+        v4d zm = v4d_splat(-INFINITY), zs = v4d_splat(0), lm = v4d_splat(-INFINITY), ls = v4d_splat(0);
+        for (int64_t i = 0; i < k; i++) zm = v4d_max(zm, z[i]);
+        for (int64_t i = 0; i < k; i++) ez[i] = v4d_exp(z[i] - zm), zs += ez[i];
+        v4d lse_z = zm + v4d_log(zs);
+        for (int64_t i = 0; i < k; i++) {
+            d[i] = y - ea[i] * x - eb[i];
+            l[i] = z[i] - lse_z - half * (LOG_2PI + lnu[i] + d[i] * d[i] * inu[i]);
+        }
+        for (int64_t i = 0; i < k; i++) lm = v4d_max(lm, l[i]);
+        for (int64_t i = 0; i < k; i++) el[i] = v4d_exp(l[i] - lm), ls += el[i];
+        sum[0] -= (lm + v4d_log(ls)) * valid;
+        if (e->what < 2) continue;
+        v4d sc[MAXP], ils = valid / ls, izs = valid / zs, st = v4d_splat(0);
+        for (int64_t i = 0; i < k; i++) {
+            v4d ri = el[i] * ils, w = ri - ez[i] * izs, dn = d[i] * inu[i];
+            sc[i] = w * dz0;
+            sc[k + i] = w * dz1[i];
+            st += w * dzt[i];
+            sc[2 * k + i] = ri * dn * x;
+            sc[3 * k + i] = ri * dn;
+            sc[4 * k + i] = half * ri * (d[i] * dn - one);
+        }
+        sc[5 * k] = st;
+        for (int64_t p = 0; p < P; p++) gs[p] -= sc[p];
+        if (e->what < 3) continue;
+        v4d *o = op;
+        for (int64_t p = 0; p < P; p++)
+            for (int64_t q = p; q < P; q++) *o++ += sc[p] * sc[q];
+    }
+    for (int64_t w = 0; w < W; w++) acc[w] = (sum[w][0] + sum[w][1]) + (sum[w][2] + sum[w][3]);
+}
+
 static void ev_range(void *ctx, int64_t lo, int64_t hi) {
     ev_job *e = ctx;
     for (int64_t u = lo; u < hi; u++) {
         if (gm_halted(&e->stop)) return;
-        ev_unit(e, u);
+        if (e->gate == GM_MOE_TOPK) ev_unit(e, u);
+        else ev_unit4(e, u);
     }
 }
 
