@@ -39,7 +39,7 @@ set format x LOG10
 set format y LOG10
 set xtics font ',6' offset 0, 0.4
 set ytics font ',6' offset 0.5, 0
-set key bottom left samplen 0.8 spacing 0.75 font ',5'
+set key top right samplen 0.8 spacing 0.75 font ',5'
 
 do for [s = 1:NS] {
   do for [p = 1:NP] {

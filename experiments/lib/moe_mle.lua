@@ -133,8 +133,11 @@ end
 
 -- Fits from each start (arrays in the layout above) on x [n], y [n] (f64 tensors).
 -- spec: gate, activation, K, learn_tau, max_iter (1000), tol (1e-10, on the Newton decrement of
--- the mean NLL over the coordinates not held on the box). Returns one table per start:
--- {theta, nll, iters, converged (decrement below tol), status = "converged" | "max_iter" |
+-- the mean NLL over the coordinates not held on the box), window (off: with a count w, a fit also
+-- ends once the mean NLL fell by less than window_tol over its last w iterations — for likelihoods whose
+-- supremum lies at infinity, like a top-2 fit of a top-1 truth, where the decrement falls only
+-- as fast as the remaining gain). Returns one table per start: {theta, nll, iters, converged
+-- (decrement below tol, or flat over the window), status = "converged" | "flat" | "max_iter" |
 -- "stalled" (lambda past 1e12: no step lowers the NLL) | "nonfinite"}.
 function M.fit(x, y, starts, spec)
   local P = #starts[1]
@@ -152,7 +155,7 @@ function M.fit(x, y, starts, spec)
   for r, th in ipairs(inside) do
     local ok = nll[r] == nll[r] and nll[r] < math.huge
     st[r] = {theta = th, nll = nll[r], g = g[r], J = J[r], lambda = 1e-3, iters = 0, last = math.huge,
-             done = not ok, status = ok and 'max_iter' or 'nonfinite', converged = false}
+             done = not ok, status = ok and 'max_iter' or 'nonfinite', converged = false, hist = {[0] = nll[r]}}
   end
   while true do
     local act, trials = {}, {}
@@ -162,6 +165,8 @@ function M.fit(x, y, starts, spec)
         -- converged: the undamped Newton decrement (checked once the NLL has nearly stopped falling)
         if s.last < 1e-6 and (#Fm == 0 or select(2, lm_step(s.J, s.g, Fm, 1e-9)) < tol) then
           s.done, s.converged, s.status = true, true, 'converged'
+        elseif spec.window and s.iters >= spec.window and s.hist[s.iters - spec.window] - s.nll < spec.window_tol then
+          s.done, s.converged, s.status = true, true, 'flat'
         elseif s.iters >= max_iter then
           s.done = true
         elseif s.lambda > 1e12 then
@@ -188,6 +193,7 @@ function M.fit(x, y, starts, spec)
         s.lambda = s.lambda * 5
         s.last = 0 -- a refused step: check the decrement before the next one
       end
+      if spec.window then s.hist[s.iters] = s.nll end
     end
   end
   local out = {}

@@ -45,6 +45,28 @@ static inline v4d v4d_max(v4d a, v4d b) {
     for (int i = 0; i < 4; i++) a[i] = a[i] > b[i] ? a[i] : b[i];
     return a;
 }
+static inline v4d v4d_min0(v4d a) {
+    for (int i = 0; i < 4; i++) a[i] = a[i] < 0 ? a[i] : 0;
+    return a;
+}
+/* a where the mask is 1, -inf where it is 0 */
+static inline v4d v4d_masked(v4d a, v4d m) {
+    for (int i = 0; i < 4; i++) a[i] = m[i] != 0 ? a[i] : -INFINITY;
+    return a;
+}
+
+/* The top-K mask of each lane: 1 for the K largest logits (ties to the lower index), else 0. */
+static void topk_mask(const v4d *z, int64_t k, int K, v4d *m) {
+    for (int q = 0; q < 4; q++) {
+        for (int64_t i = 0; i < k; i++) m[i][q] = 0;
+        for (int c = 0; c < K; c++) {
+            int64_t best = -1;
+            for (int64_t i = 0; i < k; i++)
+                if (m[i][q] == 0 && (best < 0 || z[i][q] > z[best][q])) best = i;
+            m[best][q] = 1;
+        }
+    }
+}
 
 #define MAXK 16
 #define MAXP (5 * MAXK + 1)
@@ -60,92 +82,12 @@ typedef struct {
 } ev_job;
 
 /* The partial sums of unit u = (row, chunk): -sum log p, -sum score, sum score score^T (upper
- * triangle, row-major). This scalar form serves the top-K gate (its selection differs per point);
- * ev_unit4 below is the same math four points at a time for the dense gates. */
+ * triangle, row-major), four points per step in f64 vector lanes (libmvec's exp, log, tanh); a
+ * short last group is padded with x = y = 0 and weight 0. The top-K gate's selection is a 0/1 mask
+ * per expert and lane: unselected experts get weight and score 0 (their exponents are clamped at 0
+ * before the mask, so nothing overflows). The lanes' sums are added in a fixed order at the end,
+ * so the result does not depend on the thread count. */
 static void ev_unit(const ev_job *e, int64_t u) {
-    int64_t r = u / e->nchunk, ch = u % e->nchunk, k = e->k, P = e->P;
-    const double *t = e->th + r * P, *b0 = t, *b1 = t + k, *ea = t + 2 * k, *eb = t + 3 * k,
-                 *lnu = t + 4 * k;
-    double *acc = e->part + u * e->width, *gs = acc + 1, *op = acc + 1 + P;
-    memset(acc, 0, (size_t)e->width * sizeof *acc);
-    double itau = exp(-t[5 * k]), inu[MAXK];
-    for (int64_t i = 0; i < k; i++) inu[i] = exp(-lnu[i]);
-    bool sm = e->gate == GM_MOE_SOFTMAX, act = e->gate == GM_MOE_TANH || e->gate == GM_MOE_SIGMOID;
-    int64_t lo = ch * CHUNK, hi = lo + CHUNK < e->n ? lo + CHUNK : e->n;
-    double z[MAXK], dz0[MAXK], dz1[MAXK], dzt[MAXK], l[MAXK], sc[MAXP];
-    bool on[MAXK];
-    for (int64_t j = lo; j < hi; j++) {
-        double x = e->x[j], y = e->y[j];
-        for (int64_t i = 0; i < k; i++) {
-            double s = b1[i] * x;
-            if (sm) {
-                z[i] = b0[i] + s, dz0[i] = 1, dz1[i] = x, dzt[i] = 0;
-            } else if (act) {
-                double h, dh;
-                if (e->gate == GM_MOE_TANH) h = tanh(s), dh = 1 - h * h;
-                else h = 1 / (1 + exp(-s)), dh = h * (1 - h);
-                z[i] = h * itau + b0[i], dz0[i] = 1, dz1[i] = dh * x * itau, dzt[i] = -h * itau;
-            } else {
-                z[i] = (b0[i] + s) * itau, dz0[i] = itau, dz1[i] = x * itau, dzt[i] = -z[i];
-            }
-            on[i] = true;
-        }
-        if (e->gate == GM_MOE_TOPK) { /* keep the K largest, ties to the lower index */
-            for (int64_t i = 0; i < k; i++) on[i] = false;
-            for (int q = 0; q < e->K; q++) {
-                int64_t best = -1;
-                for (int64_t i = 0; i < k; i++)
-                    if (!on[i] && (best < 0 || z[i] > z[best])) best = i;
-                on[best] = true;
-            }
-        }
-        double zm = -INFINITY, zs = 0, lm = -INFINITY, ls = 0;
-        for (int64_t i = 0; i < k; i++)
-            if (on[i] && z[i] > zm) zm = z[i];
-        for (int64_t i = 0; i < k; i++)
-            if (on[i]) zs += exp(z[i] - zm);
-        double lse_z = zm + log(zs);
-        for (int64_t i = 0; i < k; i++) {
-            if (!on[i]) continue;
-            double d = y - ea[i] * x - eb[i];
-            l[i] = z[i] - lse_z - 0.5 * (LOG_2PI + lnu[i] + d * d * inu[i]);
-            if (l[i] > lm) lm = l[i];
-        }
-        for (int64_t i = 0; i < k; i++)
-            if (on[i]) ls += exp(l[i] - lm);
-        double L = lm + log(ls);
-        acc[0] -= L;
-        if (e->what < 2) continue;
-        for (int64_t p = 0; p < P; p++) sc[p] = 0;
-        for (int64_t i = 0; i < k; i++) {
-            if (!on[i]) continue;
-            double ri = exp(l[i] - L), gi = exp(z[i] - lse_z), w = ri - gi;
-            double d = y - ea[i] * x - eb[i], dn = d * inu[i];
-            sc[i] = w * dz0[i];
-            sc[k + i] = w * dz1[i];
-            sc[5 * k] += w * dzt[i];
-            sc[2 * k + i] = ri * dn * x;
-            sc[3 * k + i] = ri * dn;
-            sc[4 * k + i] = 0.5 * ri * (d * dn - 1);
-        }
-        for (int64_t p = 0; p < P; p++) gs[p] -= sc[p];
-        if (e->what < 3) continue;
-        double *o = op;
-        for (int64_t p = 0; p < P; p++) {
-            double sp = sc[p];
-            if (sp == 0) { /* a zero score adds nothing to its row */
-                o += P - p;
-                continue;
-            }
-            for (int64_t q = p; q < P; q++) *o++ += sp * sc[q];
-        }
-    }
-}
-
-/* ev_unit for the dense gates, four points per step in f64 vector lanes (libmvec's exp, log,
- * tanh); a short last group is padded with x = y = 0 and weight 0. The lanes' sums are added in a
- * fixed order at the end, so the result does not depend on the thread count either. */
-static void ev_unit4(const ev_job *e, int64_t u) {
     int64_t r = u / e->nchunk, ch = u % e->nchunk, k = e->k, P = e->P;
     const double *t = e->th + r * P, *b0 = t, *b1 = t + k, *ea = t + 2 * k, *eb = t + 3 * k,
                  *lnu = t + 4 * k;
@@ -164,13 +106,13 @@ static void ev_unit4(const ev_job *e, int64_t u) {
             bool in = j + q < hi;
             x[q] = in ? e->x[j + q] : 0, y[q] = in ? e->y[j + q] : 0, valid[q] = in;
         }
-        v4d z[MAXK], dz1[MAXK], dzt[MAXK], ez[MAXK], el[MAXK], l[MAXK], d[MAXK];
-        double dz0 = gate == GM_MOE_TEMPERATURE ? itau : 1;
+        v4d z[MAXK], dz1[MAXK], dzt[MAXK], ez[MAXK], el[MAXK], l[MAXK], d[MAXK], m[MAXK];
+        double dz0 = gate == GM_MOE_TEMPERATURE || gate == GM_MOE_TOPK ? itau : 1;
         for (int64_t i = 0; i < k; i++) {
             v4d s = b1[i] * x;
             if (gate == GM_MOE_SOFTMAX) {
                 z[i] = b0[i] + s, dz1[i] = x, dzt[i] = v4d_splat(0);
-            } else if (gate == GM_MOE_TEMPERATURE) {
+            } else if (gate == GM_MOE_TEMPERATURE || gate == GM_MOE_TOPK) {
                 z[i] = (b0[i] + s) * itau, dz1[i] = x * itau, dzt[i] = -z[i];
             } else {
                 v4d h, dh;
@@ -179,16 +121,18 @@ static void ev_unit4(const ev_job *e, int64_t u) {
                 z[i] = h * itau + b0[i], dz1[i] = dh * x * itau, dzt[i] = -h * itau;
             }
         }
+        for (int64_t i = 0; i < k; i++) m[i] = v4d_splat(1);
+        if (gate == GM_MOE_TOPK) topk_mask(z, k, e->K, m);
         v4d zm = v4d_splat(-INFINITY), zs = v4d_splat(0), lm = v4d_splat(-INFINITY), ls = v4d_splat(0);
-        for (int64_t i = 0; i < k; i++) zm = v4d_max(zm, z[i]);
-        for (int64_t i = 0; i < k; i++) ez[i] = v4d_exp(z[i] - zm), zs += ez[i];
+        for (int64_t i = 0; i < k; i++) zm = v4d_max(zm, v4d_masked(z[i], m[i]));
+        for (int64_t i = 0; i < k; i++) ez[i] = v4d_exp(v4d_min0(z[i] - zm)) * m[i], zs += ez[i];
         v4d lse_z = zm + v4d_log(zs);
         for (int64_t i = 0; i < k; i++) {
             d[i] = y - ea[i] * x - eb[i];
             l[i] = z[i] - lse_z - half * (LOG_2PI + lnu[i] + d[i] * d[i] * inu[i]);
         }
-        for (int64_t i = 0; i < k; i++) lm = v4d_max(lm, l[i]);
-        for (int64_t i = 0; i < k; i++) el[i] = v4d_exp(l[i] - lm), ls += el[i];
+        for (int64_t i = 0; i < k; i++) lm = v4d_max(lm, v4d_masked(l[i], m[i]));
+        for (int64_t i = 0; i < k; i++) el[i] = v4d_exp(v4d_min0(l[i] - lm)) * m[i], ls += el[i];
         sum[0] -= (lm + v4d_log(ls)) * valid;
         if (e->what < 2) continue;
         v4d sc[MAXP], ils = valid / ls, izs = valid / zs, st = v4d_splat(0);
@@ -215,8 +159,7 @@ static void ev_range(void *ctx, int64_t lo, int64_t hi) {
     ev_job *e = ctx;
     for (int64_t u = lo; u < hi; u++) {
         if (gm_halted(&e->stop)) return;
-        if (e->gate == GM_MOE_TOPK) ev_unit(e, u);
-        else ev_unit4(e, u);
+        ev_unit(e, u);
     }
 }
 
