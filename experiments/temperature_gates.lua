@@ -61,7 +61,7 @@ return gm.experiment {
   config = {seed = 1, n_min = 100, n_max = 100000, points = 12, reps = 20, reps_over = 10, restarts = 3,
             random_restarts = 6, noise = 0.1, ridge = 3, max_iter = 1000, tol = 1e-10,
             arms = 'temperature+tanh+sigmoid+softmax', settings = 'exact+over', protocols = 'near+ridge+random'},
-  quick = {n_min = 200, n_max = 3000, points = 4, reps = 3, reps_over = 2, max_iter = 200},
+  quick = {n_min = 200, n_max = 3000, points = 4, reps = 3, reps_over = 2, max_iter = 100, random_restarts = 4},
   doc = {arms = "'+'-separated subset of temperature, tanh, sigmoid, softmax",
          settings = "'+'-separated subset of exact (k = 2), over (k = 3)",
          protocols = "'+'-separated subset of near (truth + N(0, noise^2)), ridge (near, then the gate moved " ..

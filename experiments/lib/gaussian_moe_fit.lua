@@ -200,34 +200,78 @@ function H.cells(p, T)
   return of, cells
 end
 
--- The fit re-expressed with the gate's reference on the atom of true cell 1 (the truth's
--- reference). Fits always hold atom 1's gate at 0; when atom 1 lands in another cell (label
--- switching, from random starts) the gate parameters of the heaviest atom q of cell 1 are
--- subtracted from every atom: exact for the softmax, temperature and top-K gates (translation
--- invariance) and, for k = 2, for the tanh and sigmoid gates too (tanh is odd and
--- sigmoid(-s) = 1 - sigmoid(s)). Returns the canonical parameters and whether a k > 2 activation
--- fit stayed switched (no exact re-expression; its gate errors are then those of the labels).
+-- The fit re-expressed with the gate's reference on the heaviest atom q of true cell 1 (the truth's
+-- reference cell). Fits hold atom 1's gate at 0, but atom 1 may land in another cell (label
+-- switching, from random starts) or carry no mass. beta0_q is subtracted from every beta0 (exact
+-- for every gate: a common shift of the logits); beta1_q from every beta1 where that is exact too
+-- (softmax, temperature and top-K gates) and, for the tanh and sigmoid gates with k = 2, when atom
+-- 1 is in the other cell (tanh is odd and sigmoid(-s) = 1 - sigmoid(s), so the switched fit has the
+-- same density). Returns the canonical parameters and whether a label switch stayed (a k > 2
+-- activation fit with atom 1 outside cell 1: no exact re-expression, its beta1 errors are those of
+-- the labels).
 function H.canonical(p, T, gate)
   local of, cells = H.cells(p, T)
-  if of[1] == 1 or #cells[1] == 0 then return p, false end
-  if gate == 'activation' and #p.beta0 > 2 then return p, true end
+  if #cells[1] == 0 then return p, of[1] ~= 1 end
   local q, wq = nil, -math.huge
   for _, i in ipairs(cells[1]) do
     local w = weight(p, i, gate)
     if w > wq then q, wq = i, w end
   end
+  local shift1 = gate ~= 'activation' or (of[1] ~= 1 and #p.beta0 == 2)
   local c = {beta0 = {}, beta1 = {}, a = p.a, b = p.b, nu = p.nu, tau = p.tau}
-  for i = 1, #p.beta0 do c.beta0[i], c.beta1[i] = p.beta0[i] - p.beta0[q], p.beta1[i] - p.beta1[q] end
-  return c, false
+  for i = 1, #p.beta0 do
+    c.beta0[i] = p.beta0[i] - p.beta0[q]
+    c.beta1[i] = shift1 and p.beta1[i] - p.beta1[q] or p.beta1[i]
+  end
+  return c, gate == 'activation' and of[1] ~= 1 and #p.beta0 > 2
 end
 
--- The error of a fit p (canonical) against the truth T, per parameter and as the Voronoi loss of
--- papers.md §1.1. Each fitted atom i is compared with the true atom j of its cell and weighted by
--- its mixing weight w_i (exp(beta0_i / tau) when beta0 sits inside the temperature division,
--- exp(beta0_i) otherwise):
+-- Per-parameter errors of a fit against the truth T, one term per true atom j: the fitted atoms of
+-- its Voronoi cell A_j compared with it, averaged with their weights w_i (so an over-fitted cell
+-- counts once and an atom without mass does not count), or, when A_j is empty (the fit has no atom
+-- near expert j), the fitted atom nearest to it in (a, b). fields: name -> function(p, i, T, j)
+-- giving |theta_i - theta*_j|; w: the weight of each fitted atom. Returns name -> sum over j.
+function H.param_errors(p, T, w, fields)
+  local _, cells = H.cells(p, T)
+  local out = {}
+  for name in pairs(fields) do out[name] = 0 end
+  for j = 1, #T.beta0 do
+    local members = cells[j]
+    if #members == 0 then
+      local best, bd = 1, math.huge
+      for i = 1, #p.beta0 do
+        local d = (p.a[i] - T.a[j]) ^ 2 + (p.b[i] - T.b[j]) ^ 2
+        if d < bd then best, bd = i, d end
+      end
+      members = {best}
+    end
+    local wsum = 0
+    for _, i in ipairs(members) do wsum = wsum + w[i] end
+    for name, f in pairs(fields) do
+      local acc = 0
+      for _, i in ipairs(members) do
+        local share = wsum > 0 and w[i] / wsum or 1 / #members
+        acc = acc + share * f(p, i, T, j)
+      end
+      out[name] = out[name] + acc
+    end
+  end
+  return out
+end
+
+local PARAM_FIELDS = {
+  beta1 = function(p, i, T, j) return math.abs(p.beta1[i] - T.beta1[j]) end,
+  ratio = function(p, i, T, j) return math.abs(p.beta1[i] / p.tau - T.beta1[j] / T.tau) end,
+  a = function(p, i, T, j) return math.abs(p.a[i] - T.a[j]) end,
+  b = function(p, i, T, j) return math.abs(p.b[i] - T.b[j]) end,
+  nu = function(p, i, T, j) return math.abs(p.nu[i] - T.nu[j]) end,
+}
+
+-- The error of a fit p (canonical) against the truth T, per parameter (H.param_errors with the
+-- mixing weights w_i = exp(beta0_i / tau) when beta0 sits inside the temperature division,
+-- exp(beta0_i) otherwise) and as the Voronoi loss of papers.md §1.1:
 --   tau    |tau - tau*| (NaN for a gate without a temperature);
---   beta1  sum_i w_i |beta1_i - beta1*_j|;  ratio: the same for beta1 / tau;
---   a, b, nu: likewise; expert = a + b + nu;
+--   beta1, ratio (beta1 / tau), a, b, nu: H.param_errors; expert = a + b + nu;
 --   voronoi = sum_j |sum_{i in A_j} w_i - w*_j|
 --           + sum over one-atom cells of w_i (|d beta1| + |d a| + |d b| + |d nu| + |d tau|)
 --           + sum over cells of m >= 2 atoms of w_i (|d beta1|^r + |d a|^(r/2) + |d b|^r
@@ -240,24 +284,23 @@ function H.errors(p, T, gate, opts)
   opts = opts or {}
   local learn_tau = opts.learn_tau ~= false
   local of, cells = H.cells(p, T)
-  local e = {beta1 = 0, ratio = 0, a = 0, b = 0, nu = 0, voronoi = 0, voronoi_ratio = 0}
+  local w = {}
+  for i = 1, #p.beta0 do w[i] = weight(p, i, gate) end
+  local e = H.param_errors(p, T, w, PARAM_FIELDS)
+  e.voronoi, e.voronoi_ratio = 0, 0
   local dt = learn_tau and math.abs(p.tau - T.tau) or 0
   e.tau = learn_tau and dt or 0 / 0
   for j = 1, #T.beta0 do
     local m, mass = #cells[j], 0
     local r = m >= 2 and 2 * m or 1
+    local h = m >= 2 and r / 2 or 1
     for _, i in ipairs(cells[j]) do
-      local w = weight(p, i, gate)
-      mass = mass + w
+      mass = mass + w[i]
       local d1 = math.abs(p.beta1[i] - T.beta1[j])
       local dr = math.abs(p.beta1[i] / p.tau - T.beta1[j] / T.tau)
-      local da, db, dn = math.abs(p.a[i] - T.a[j]), math.abs(p.b[i] - T.b[j]), math.abs(p.nu[i] - T.nu[j])
-      e.beta1, e.ratio = e.beta1 + w * d1, e.ratio + w * dr
-      e.a, e.b, e.nu = e.a + w * da, e.b + w * db, e.nu + w * dn
-      local h = m >= 2 and r / 2 or 1
-      local expert = da ^ h + db ^ r + dn ^ h
-      e.voronoi = e.voronoi + w * (d1 ^ r + expert + dt ^ r)
-      e.voronoi_ratio = e.voronoi_ratio + w * (dr ^ r + expert)
+      local expert = math.abs(p.a[i] - T.a[j]) ^ h + math.abs(p.b[i] - T.b[j]) ^ r + math.abs(p.nu[i] - T.nu[j]) ^ h
+      e.voronoi = e.voronoi + w[i] * (d1 ^ r + expert + dt ^ r)
+      e.voronoi_ratio = e.voronoi_ratio + w[i] * (dr ^ r + expert)
     end
     local dm = math.abs(mass - weight(T, j, gate))
     e.voronoi, e.voronoi_ratio = e.voronoi + dm, e.voronoi_ratio + dm

@@ -24,9 +24,12 @@
 -- in place of exp(beta0_i): loss = sum_j |sum_{i in A_j} pi_i - pi*_j| + one-atom cells
 -- pi_i (|d a| + |d b| + |d nu|) + cells of m >= 2 atoms pi_i (|d a|^(r/2) + |d b|^r + |d nu|^(r/2)),
 -- r = 2m, with atoms assigned to the true expert nearest in (a, b) as in gaussian_moe_fit.lua.
--- The per-parameter errors (T.errors) drop the exponents: sum_i pi_i |d a| and likewise for b and
--- nu, which fall at n^-1/2 when the fit is regular and more slowly in an over-fitted cell.
+-- The per-parameter errors (T.errors) drop the exponents: per true expert, |d a| (likewise b, nu)
+-- of the atoms of its cell averaged by mass, which falls at n^-1/2 when the fit is regular and
+-- more slowly in an over-fitted cell.
 local gm = require 'gmoe'
+local here = debug.getinfo(1, 'S').source:match('^@(.*/)') or './'
+local H = dofile(here .. 'gaussian_moe_fit.lua')
 
 local T = {}
 local S = 6
@@ -157,30 +160,26 @@ function T.masses(p, K)
 end
 
 -- The region-wise Voronoi loss of the header and the per-parameter errors: {voronoi, mass =
--- sum_j |sum_{i in A_j} pi_i - pi*_j|, a, b, nu = sum_i pi_i |d .| (no exponents), expert = a + b +
--- nu}. p, truth: Lua-array parameters; K, Ktrue: their top-K.
+-- sum_j |sum_{i in A_j} pi_i - pi*_j|, a, b, nu (gaussian_moe_fit.lua's H.param_errors with the
+-- gate masses as weights: one term per true expert, the atoms of its cell averaged by mass),
+-- expert = a + b + nu}. p, truth: Lua-array parameters; K, Ktrue: their top-K.
+local EXPERT_FIELDS = {
+  a = function(p, i, T, j) return math.abs(p.a[i] - T.a[j]) end,
+  b = function(p, i, T, j) return math.abs(p.b[i] - T.b[j]) end,
+  nu = function(p, i, T, j) return math.abs(p.nu[i] - T.nu[j]) end,
+}
 function T.errors(p, K, truth, Ktrue)
   local pi, pis = T.masses(p, K), T.masses(truth, Ktrue)
-  local ks, kf = #truth.beta0, #p.beta0
-  local cells = {}
-  for j = 1, ks do cells[j] = {} end
-  for i = 1, kf do
-    local best, bd = 1, math.huge
-    for j = 1, ks do
-      local d = (p.a[i] - truth.a[j]) ^ 2 + (p.b[i] - truth.b[j]) ^ 2
-      if d < bd then best, bd = j, d end
-    end
-    table.insert(cells[best], i)
-  end
-  local e = {voronoi = 0, mass = 0, a = 0, b = 0, nu = 0}
-  for j = 1, ks do
+  local _, cells = H.cells(p, truth)
+  local e = H.param_errors(p, truth, pi, EXPERT_FIELDS)
+  e.voronoi, e.mass = 0, 0
+  for j = 1, #truth.beta0 do
     local m, mass = #cells[j], 0
     local r = m >= 2 and 2 * m or 1
     local h = m >= 2 and r / 2 or 1
     for _, i in ipairs(cells[j]) do
       mass = mass + pi[i]
       local da, db, dn = math.abs(p.a[i] - truth.a[j]), math.abs(p.b[i] - truth.b[j]), math.abs(p.nu[i] - truth.nu[j])
-      e.a, e.b, e.nu = e.a + pi[i] * da, e.b + pi[i] * db, e.nu + pi[i] * dn
       e.voronoi = e.voronoi + pi[i] * (da ^ h + db ^ r + dn ^ h)
     end
     e.mass = e.mass + math.abs(mass - pis[j])

@@ -92,7 +92,14 @@ local fit = {beta0 = {0, -2.5, -3}, beta1 = {0, 6.5, 5.8}, a = {-3.1, 3.2, 2.9},
 local e = H.errors(fit, H.TRUTH, 'softmax', {learn_tau = false})
 tap.close(e.voronoi, 0.17267864111075285, 1e-14, 'Voronoi loss, softmax: two-atom and one-atom cells by hand')
 tap.is(table.concat(e.cells, ','), '1,2,2', 'atoms go to the cell of the nearest true expert')
-tap.close(e.beta1, math.exp(-2.5) * 0.5 + math.exp(-3) * 0.2, 1e-14, 'beta1 error: weighted sum without exponents')
+tap.close(e.beta1, (math.exp(-2.5) * 0.5 + math.exp(-3) * 0.2) / (math.exp(-2.5) + math.exp(-3)), 1e-14,
+          'beta1 error: per true atom, its cell averaged by weight, no exponents')
+tap.close(e.a, 0.1 + (math.exp(-2.5) * 0.2 + math.exp(-3) * 0.1) / (math.exp(-2.5) + math.exp(-3)), 1e-14,
+          'a error: the one-atom cell counts in full')
+-- no fitted atom near true expert 1: its error comes from the nearest fitted atom
+local far = {beta0 = {0, -2}, beta1 = {0, 6}, a = {2.5, 3.1}, b = {-0.5, -1.1}, nu = {0.1, 0.2}, tau = 1}
+tap.close(H.errors(far, H.TRUTH, 'softmax', {learn_tau = false}).a, 5.5 + (0.5 + math.exp(-2) * 0.1) / (1 + math.exp(-2)),
+          1e-12, 'an empty cell takes the nearest fitted atom')
 tap.ok(e.tau ~= e.tau, 'no tau error for a gate without a learnt temperature')
 -- temperature gate with tau = 2 (tau* = 1): w_i = exp(beta0_i / 2), |d tau| = 1 joins every atom
 -- (to the power 1 alone, 4 in the two-atom cell): 1.16 + |e^-1.25 + e^-1.5 - e^-2|
