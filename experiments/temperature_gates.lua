@@ -11,9 +11,11 @@
 -- resumable unit (run:unit). Writes fits.tsv (every fit), summary.tsv (mean +- standard error per
 -- n, one gnuplot data set per setting x protocol x parameter x arm; the file committed as
 -- plots/figures/temperature_gates.tsv), slopes.tsv (log-log slope +- standard error, with the
--- paper's expected value) and layout.gp for plots/temperature_gates.gp.
+-- paper's expected value), ray.tsv (how far the fitted tau follows a ridge start along the ray)
+-- and layout.gp for plots/temperature_gates.gp.
 --   gmoe run experiments/temperature_gates.lua [--quick] [reps=N n_max=N arms=tanh+softmax ...]
 local gm = require 'gmoe'
+local stats = require 'gmoe.stats'
 local here = debug.getinfo(1, 'S').source:match('^@(.*/)') or './'
 local H = dofile(here .. 'lib/gaussian_moe_fit.lua')
 
@@ -185,6 +187,35 @@ return gm.experiment {
       end
     end
     run:metric('diverged', diverged_total)
+
+    -- Does the fitted temperature follow the start along the (beta, tau) ray? For the ridge
+    -- protocol (log c: the kept start's offset along the ray), the least-squares slope of
+    -- log(tau / tau*) on log c over all n and repetitions: 1 when the estimator ends where it
+    -- starts on the ray, 0 when it finds tau* from any start.
+    if results[settings[1]][arms[1]].ridge then
+      local ray = run:tsv('ray', {'setting', 'arm', 'n_from', 'fits', 'slope', 'slope_se', 'r2'})
+      for _, sname in ipairs(settings) do
+        for _, aname in ipairs(arms) do
+          if ARMS[aname].learn_tau then
+            for _, n_from in ipairs {ns[1], ns[#ns] // 10} do
+              local xs, ys = {}, {}
+              for i, n in ipairs(ns) do
+                for _, row in ipairs(n >= n_from and results[sname][aname].ridge[i] or {}) do
+                  if row.diverged == 0 then
+                    xs[#xs + 1], ys[#ys + 1] = row.logc, math.log(row.tau / ARMS[aname].truth.tau)
+                  end
+                end
+              end
+              if #xs >= 3 then
+                local f = stats.linfit(xs, ys)
+                ray:row(sname, aname, n_from, #xs, f.slope, f.slope_se, f.r2)
+                if n_from == ns[1] then run:metric(('ray_slope_%s_%s'):format(sname, aname), f.slope) end
+              end
+            end
+          end
+        end
+      end
+    end
     gm.experiment.write_atomic(run.dir .. '/layout.gp', ('settings = "%s"\nprotocols = "%s"\narms = "%s"\nparams = "%s"\n')
       :format(table.concat(settings, ' '), table.concat(protocols, ' '), table.concat(arms, ' '),
                table.concat(PARAMS, ' ')) .. H.slope_arrays(sets))
