@@ -147,7 +147,7 @@ return gm.experiment {
     -- summary: one gnuplot data set per setting x protocol x parameter x arm (in that nesting)
     local summary = run:tsv('summary', {'setting', 'protocol', 'parameter', 'arm', 'n', 'mean', 'se', 'reps',
                                         'diverged', 'not_converged', 'median'})
-    local slopes = run:tsv('slopes', {'setting', 'protocol', 'parameter', 'arm', 'slope', 'slope_se', 'expected'})
+    local slopes = run:tsv('slopes', {'setting', 'protocol', 'parameter', 'arm', 'slope', 'slope_se', 'expected', 'slope_median'})
     local first, diverged_total, total, sets = true, 0, 0, {}
     for _, sname in ipairs(settings) do
       for _, proto in ipairs(protocols) do
@@ -155,7 +155,7 @@ return gm.experiment {
           for _, aname in ipairs(arms) do
             if not first then summary:blank(2) end
             first = false
-            local means = {}
+            local means, medians = {}, {}
             for i, n in ipairs(ns) do
               local vals, div, nc = {}, 0, 0
               for _, row in ipairs(results[sname][aname][proto][i]) do
@@ -168,8 +168,8 @@ return gm.experiment {
                 end
               end
               local m, se, cnt = H.mean_se(vals)
-              means[i] = m
-              summary:row(sname, proto, par, aname, n, m, se, cnt, div, nc, H.median(vals))
+              means[i], medians[i] = m, H.median(vals)
+              summary:row(sname, proto, par, aname, n, m, se, cnt, div, nc, medians[i])
               if par == 'density' then
                 diverged_total, total = diverged_total + div, total + div + cnt
               end
@@ -179,7 +179,7 @@ return gm.experiment {
             local exp = EXPECTED[sname][fam] and EXPECTED[sname][fam][par]
             sets[#sets + 1] = {slope = s, se = se, intercept = ic, expected = exp or 0 / 0}
             if s == s then
-              slopes:row(sname, proto, par, aname, s, se, exp or 0 / 0)
+              slopes:row(sname, proto, par, aname, s, se, exp or 0 / 0, (H.slope(ns, medians)))
               run:metric(('slope_%s_%s_%s_%s'):format(par, sname, proto, aname), s)
             end
           end

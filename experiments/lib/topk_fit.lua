@@ -20,7 +20,7 @@
 --
 -- Loss (region-wise, papers.md §2.1): under top-1 gating exp(beta0) and beta1 are not identified
 -- (any positive rescaling and shift of all scores gives the same partition), so the gate enters
--- the Voronoi loss through each atom's gate mass pi_i = E_x g_i(x) (x ~ U[0, 1], 1000-point grid)
+-- the Voronoi loss through each atom's gate mass pi_i = E_x g_i(x) (x ~ U[0, 1]; T.masses)
 -- in place of exp(beta0_i): loss = sum_j |sum_{i in A_j} pi_i - pi*_j| + one-atom cells
 -- pi_i (|d a| + |d b| + |d nu|) + cells of m >= 2 atoms pi_i (|d a|^(r/2) + |d b|^r + |d nu|^(r/2)),
 -- r = 2m, with atoms assigned to the true expert nearest in (a, b) as in gaussian_moe_fit.lua.
@@ -143,16 +143,44 @@ function T.fit_top1(X, Y, k, opts)
   return p, -tot / n, evals
 end
 
--- Gate masses pi_i = mean over a 1000-point grid of [0, 1] of g_i(x).
+-- Gate masses pi_i = E_x g_i(x), x ~ U[0, 1]. Top-1 (K = 1): exact, the lengths of the intervals
+-- where each atom's score (beta0 + beta1 x) / tau is the largest (ties to the lower index), found
+-- between the crossings of the score lines (a change point is estimated at about 1/n, finer than
+-- any fixed grid). K >= 2: the mean of g_i over a 100000-point midpoint grid.
 local xgrid
 function T.masses(p, K)
+  local k = #p.beta0
+  if K == 1 then
+    local xs = {0, 1}
+    for i = 1, k do
+      for j = i + 1, k do
+        local db = p.beta1[i] - p.beta1[j]
+        if db ~= 0 then
+          local x = (p.beta0[j] - p.beta0[i]) / db
+          if x > 0 and x < 1 then xs[#xs + 1] = x end
+        end
+      end
+    end
+    table.sort(xs)
+    local pi = {}
+    for i = 1, k do pi[i] = 0 end
+    for q = 1, #xs - 1 do
+      local x = 0.5 * (xs[q] + xs[q + 1])
+      local best = 1
+      for i = 2, k do
+        if p.beta0[i] + p.beta1[i] * x > p.beta0[best] + p.beta1[best] * x then best = i end
+      end
+      pi[best] = pi[best] + xs[q + 1] - xs[q]
+    end
+    return pi
+  end
   if not xgrid then
     local xs = {}
-    for i = 1, 1000 do xs[i] = {(i - 0.5) / 1000} end
+    for i = 1, 100000 do xs[i] = {(i - 0.5) / 100000} end
     xgrid = gm.tensor(xs, {dtype = 'f64'})
   end
   local b1 = {}
-  for i = 1, #p.beta0 do b1[i] = {p.beta1[i]} end
+  for i = 1, k do b1[i] = {p.beta1[i]} end
   return gm.no_grad(function()
     return gm.data.gaussian_moe_gate(xgrid, {gate = 'topk', K = K, beta0 = gm.tensor(p.beta0, {dtype = 'f64'}),
       beta1 = gm.tensor(b1, {dtype = 'f64'}), tau = p.tau or 1}):mean(0):totable()

@@ -109,6 +109,16 @@ e = H.errors(fit, H.TRUTH, 'temperature')
 tap.close(e.voronoi, 2.076756061743433, 1e-14, 'Voronoi loss, temperature gate: the tau terms by hand')
 tap.close(e.tau, 1, 0, '|tau - tau*|')
 
+-- top-1 gate masses are interval lengths: the truth switches at 6x - 2 = 0
+local TK = dofile('experiments/lib/topk_fit.lua')
+local pm = TK.masses(H.TRUTH, 1)
+tap.ok(math.abs(pm[1] - 1 / 3) < 1e-15 and math.abs(pm[2] - 2 / 3) < 1e-15, 'top-1 masses: exact interval lengths',
+       pm[1] .. ' ' .. pm[2])
+local p3 = {beta0 = {0, -1, -3}, beta1 = {0, 4, 6}, tau = 1}
+pm = TK.masses(p3, 1)
+tap.ok(math.abs(pm[1] - 0.25) < 1e-15 and math.abs(pm[2] - 0.75) < 1e-15 and pm[3] == 0,
+       'top-1 masses: three lines, one never on top', table.concat(pm, ' '))
+
 -- ---- label switching ---------------------------------------------------------------------
 -- atom 1 (the fixed reference) fitted to true expert 2: re-expressed, the density is unchanged
 for _, g in ipairs {{'temperature'}, {'activation', 'tanh'}, {'activation', 'sigmoid'}} do
