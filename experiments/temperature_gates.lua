@@ -147,7 +147,8 @@ return gm.experiment {
     -- summary: one gnuplot data set per setting x protocol x parameter x arm (in that nesting)
     local summary = run:tsv('summary', {'setting', 'protocol', 'parameter', 'arm', 'n', 'mean', 'se', 'reps',
                                         'diverged', 'not_converged', 'median'})
-    local slopes = run:tsv('slopes', {'setting', 'protocol', 'parameter', 'arm', 'slope', 'slope_se', 'expected', 'slope_median'})
+    local slopes = run:tsv('slopes', {'setting', 'protocol', 'parameter', 'arm', 'slope', 'slope_se', 'expected', 'slope_median',
+                                    'slope_tail', 'slope_tail_se'})
     local first, diverged_total, total, sets = true, 0, 0, {}
     for _, sname in ipairs(settings) do
       for _, proto in ipairs(protocols) do
@@ -179,7 +180,7 @@ return gm.experiment {
             local exp = EXPECTED[sname][fam] and EXPECTED[sname][fam][par]
             sets[#sets + 1] = {slope = s, se = se, intercept = ic, expected = exp or 0 / 0}
             if s == s then
-              slopes:row(sname, proto, par, aname, s, se, exp or 0 / 0, (H.slope(ns, medians)))
+              slopes:row(sname, proto, par, aname, s, se, exp or 0 / 0, (H.slope(ns, medians)), H.tail_slope(ns, means))
               run:metric(('slope_%s_%s_%s_%s'):format(par, sname, proto, aname), s)
             end
           end

@@ -127,7 +127,8 @@ return gm.experiment {
 
     local summary = run:tsv('summary', {'parameter', 'setting', 'n', 'mean', 'se', 'reps', 'diverged', 'not_converged',
                                         'median'})
-    local slopes = run:tsv('slopes', {'parameter', 'setting', 'slope', 'slope_se', 'expected', 'slope_median'})
+    local slopes = run:tsv('slopes', {'parameter', 'setting', 'slope', 'slope_se', 'expected', 'slope_median',
+                                    'slope_tail', 'slope_tail_se'})
     local first, sets, diverged_total, total = true, {}, 0, 0
     for _, par in ipairs(PARAMS) do
       for _, sname in ipairs(settings) do
@@ -153,7 +154,7 @@ return gm.experiment {
         local exp = EXPECTED[sname][par]
         sets[#sets + 1] = {slope = s, se = se, intercept = ic, expected = exp or 0 / 0}
         if s == s then
-          slopes:row(par, sname, s, se, exp or 0 / 0, (H.slope(ns, medians)))
+          slopes:row(par, sname, s, se, exp or 0 / 0, (H.slope(ns, medians)), H.tail_slope(ns, means))
           run:metric(('slope_%s_%s'):format(par, sname), s)
         end
       end

@@ -373,6 +373,17 @@ function H.slope(ns, means)
   return f.slope, f.slope_se, f.intercept
 end
 
+-- The slope over the last decade of the grid (n >= n_max / 10), with its standard error: where a
+-- curve flattens, or the pre-asymptotic small-n points steepen it, this differs from H.slope.
+function H.tail_slope(ns, means)
+  local xs, ys = {}, {}
+  for i, n in ipairs(ns) do
+    if n >= ns[#ns] / 10 then xs[#xs + 1], ys[#ys + 1] = n, means[i] end
+  end
+  local s, se = H.slope(xs, ys)
+  return s, se
+end
+
 -- gnuplot source defining arrays SL, SE, IC, EX (slope, its standard error, intercept, expected
 -- slope; NaN where there is none) over the data sets of a summary, in data-set order.
 function H.slope_arrays(list)

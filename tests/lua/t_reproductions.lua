@@ -49,7 +49,8 @@ header = read_tsv(dir .. '/summary.tsv')
 tap.is(header, 'setting\tprotocol\tparameter\tarm\tn\tmean\tse\treps\tdiverged\tnot_converged\tmedian',
   'summary.tsv columns')
 local sh, slopes = read_tsv(dir .. '/slopes.tsv')
-tap.is(sh, 'setting\tprotocol\tparameter\tarm\tslope\tslope_se\texpected\tslope_median', 'slopes.tsv columns')
+tap.is(sh, 'setting\tprotocol\tparameter\tarm\tslope\tslope_se\texpected\tslope_median\t' ..
+  'slope_tail\tslope_tail_se', 'slopes.tsv columns')
 local slope = {}
 for _, r in ipairs(slopes) do slope[r[2] .. '/' .. r[3] .. '/' .. r[4]] = tonumber(r[5]) end
 for _, arm in ipairs {'tanh', 'softmax'} do
@@ -96,7 +97,8 @@ tap.is(diverged, 0, 'no top-K fit diverged')
 header = read_tsv(dir .. '/summary.tsv')
 tap.is(header, 'parameter\tsetting\tn\tmean\tse\treps\tdiverged\tnot_converged\tmedian', 'topk summary.tsv columns')
 sh, slopes = read_tsv(dir .. '/slopes.tsv')
-tap.is(sh, 'parameter\tsetting\tslope\tslope_se\texpected\tslope_median', 'topk slopes.tsv columns')
+tap.is(sh, 'parameter\tsetting\tslope\tslope_se\texpected\tslope_median\tslope_tail\t' ..
+  'slope_tail_se', 'topk slopes.tsv columns')
 slope = {}
 for _, r in ipairs(slopes) do slope[r[2] .. '/' .. r[1]] = tonumber(r[3]) end
 tap.ok(slope['exact/voronoi'] and slope['exact/voronoi'] < 0, 'top-1 exact-specified: the Voronoi loss falls with n',
