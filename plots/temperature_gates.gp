@@ -47,6 +47,9 @@ do for [s = 1:NS] {
     do for [c = 1:6] {
       pname = word(PANELS, c)
       q = qidx(pname)
+      # falling curves leave the top right free, but the temperature gate's flat tau, beta1 and
+      # Voronoi curves sit there: those keys go bottom left
+      if (pname eq 'tau' || pname eq 'beta1' || pname eq 'voronoi') { set key bottom left } else { set key top right }
       set title (row == 1 ? ptitle(pname) : '') offset 0, -0.8 font ',8'
       set ylabel (c == 1 ? sprintf('%s, %s', word(settings, s), word(protocols, p)) : '') offset 2.2, 0 font ',8'
       set xlabel (row == ROWS ? 'n' : '') offset 0, 1.2 font ',7'
