@@ -6,8 +6,9 @@
 -- (tau = 1) as control; exact- (k = 2) and over-specified (k = 3) fits; three start protocols:
 -- near the truth (the CRPE-SGaME template), spread along the gate's (beta, tau) ray, random
 -- (experiments/lib/gaussian_moe_fit.lua, H.starts). Per fit: |tau - tau*|, beta1, beta1 / tau and
--- expert-parameter errors, the Voronoi loss with the cell-size exponents of §1.1, and the
--- Hellinger distance of the fitted conditional density. Each (setting, arm, protocol, n) is one
+-- expert-parameter errors, the Voronoi loss with the cell-size exponents of §1.1, the Hellinger
+-- distance of the fitted conditional density, and (minor) the share of an over-fitted cell's gate
+-- mass on its lighter atom. Each (setting, arm, protocol, n) is one
 -- resumable unit (run:unit). Writes fits.tsv (every fit), summary.tsv (mean +- standard error per
 -- n, one gnuplot data set per setting x protocol x parameter x arm; the file committed as
 -- plots/figures/temperature_gates.tsv), slopes.tsv (log-log slope +- standard error, with the
@@ -37,7 +38,7 @@ local PROTOCOLS = {near = true, ridge = true, random = true}
 -- Over-specified softmax (Demystifying softmax, r(2) = 4): beta1 and b of the over-fitted cell at
 -- n^-1/8, a and nu at n^-1/4 (the sums here are dominated by the slowest term). Activation gates:
 -- n^-1/2 exact; over-specified gating n^-1/2 and over-fitted expert parameters about n^-1/4.
-local PARAMS = {'tau', 'beta1', 'ratio', 'a', 'b', 'nu', 'expert', 'voronoi', 'voronoi_ratio', 'density'}
+local PARAMS = {'tau', 'beta1', 'ratio', 'a', 'b', 'nu', 'expert', 'voronoi', 'voronoi_ratio', 'density', 'minor'}
 local EXPECTED = {
   exact = {
     temperature = {tau = 0, beta1 = 0, ratio = -0.5, a = -0.5, b = -0.5, nu = -0.5, expert = -0.5, voronoi = 0,
@@ -84,7 +85,7 @@ return gm.experiment {
     local ns = H.n_grid(cfg.n_min, cfg.n_max, cfg.points)
     local fits = run:tsv('fits', {'setting', 'arm', 'protocol', 'n', 'rep', 'nll', 'iters', 'status', 'diverged',
                                   'tau', 'logc', 'switched', 'err_tau', 'err_beta1', 'err_ratio', 'err_a', 'err_b',
-                                  'err_nu', 'err_expert', 'voronoi', 'voronoi_ratio', 'density', 'theta'})
+                                  'err_nu', 'err_expert', 'voronoi', 'voronoi_ratio', 'density', 'minor', 'theta'})
     local units, done = #settings * #arms * #protocols * #ns, 0
     local results = {} -- results[setting][arm][protocol][i] = {rows...}
     for _, sname in ipairs(settings) do
@@ -128,6 +129,7 @@ return gm.experiment {
                 row.tau, row.switched = c.tau, switched and 1 or 0
                 for _, q in ipairs {'tau', 'beta1', 'ratio', 'a', 'b', 'nu', 'expert'} do row['err_' .. q] = e[q] end
                 row.voronoi, row.voronoi_ratio = e.voronoi, e.voronoi_ratio
+                row.minor = H.minor_share(c, arm.truth, {gate = arm.gate, activation = arm.activation})
                 local th = {}
                 for q, v in ipairs(f.theta) do th[q] = ('%.10g'):format(v) end
                 row.theta = table.concat(th, ',')
@@ -163,7 +165,7 @@ return gm.experiment {
                 if row.diverged == 1 then
                   div = div + 1
                 else
-                  vals[#vals + 1] = par == 'density' and row.density or par:match('^voronoi') and row[par]
+                  vals[#vals + 1] = (par == 'density' or par == 'minor' or par:match('^voronoi')) and row[par]
                                     or row['err_' .. par]
                   if row.status ~= 'converged' then nc = nc + 1 end
                 end

@@ -267,6 +267,25 @@ local PARAM_FIELDS = {
   nu = function(p, i, T, j) return math.abs(p.nu[i] - T.nu[j]) end,
 }
 
+-- The share of an over-fitted Voronoi cell's gate mass (H.masses) held by its lightest atom: near 0
+-- when the fit loads the cell onto one atom, so that mass-weighted errors follow the heavier one
+-- (the slow rates of over-specified fits bound cells whose atoms share the mass). With several
+-- over-fitted cells, the smallest share; NaN when no cell holds two atoms.
+function H.minor_share(p, T, spec)
+  local m = H.masses(p, spec)
+  local _, cells = H.cells(p, T)
+  local share = 0 / 0
+  for j = 1, #cells do
+    if #cells[j] >= 2 then
+      local tot, low = 0, math.huge
+      for _, i in ipairs(cells[j]) do tot, low = tot + m[i], math.min(low, m[i]) end
+      local sh = tot > 0 and low / tot or 0
+      if share ~= share or sh < share then share = sh end
+    end
+  end
+  return share
+end
+
 -- The error of a fit p (canonical) against the truth T, per parameter (H.param_errors with the
 -- mixing weights w_i = exp(beta0_i / tau) when beta0 sits inside the temperature division,
 -- exp(beta0_i) otherwise) and as the Voronoi loss of papers.md §1.1:

@@ -108,6 +108,13 @@ fit.tau = 2
 e = H.errors(fit, H.TRUTH, 'temperature')
 tap.close(e.voronoi, 2.076756061743433, 1e-14, 'Voronoi loss, temperature gate: the tau terms by hand')
 tap.close(e.tau, 1, 0, '|tau - tau*|')
+-- the lighter atom's share of an over-fitted cell's gate mass: atoms 2 and 3 with the same slope
+-- split cell 2 in the ratio e^beta0_2 : e^beta0_3 = 1 : 3 at every x, so the share is 1/4
+local split = {beta0 = {0, -2 + math.log(0.25), -2 + math.log(0.75)}, beta1 = {0, 6, 6}, a = {-3, 3, 3.1},
+               b = {1, -1, -1}, nu = {0.09, 0.16, 0.16}, tau = 1}
+tap.close(H.minor_share(split, H.TRUTH, {gate = 'softmax'}), 0.25, 1e-12, 'minor share of an over-fitted cell')
+tap.ok(H.minor_share(H.TRUTH, H.TRUTH, {gate = 'softmax'}) ~= H.minor_share(H.TRUTH, H.TRUTH, {gate = 'softmax'}),
+       'no over-fitted cell: the share is NaN')
 
 -- top-1 gate masses are interval lengths: the truth switches at 6x - 2 = 0
 local TK = dofile('experiments/lib/topk_fit.lua')

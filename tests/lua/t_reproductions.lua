@@ -34,7 +34,8 @@ tap.ok(io.open(dir .. '/DONE') ~= nil, 'the run finished (DONE)')
 
 local header, fits = read_tsv(dir .. '/fits.tsv')
 tap.is(header, 'setting\tarm\tprotocol\tn\trep\tnll\titers\tstatus\tdiverged\ttau\tlogc\tswitched\terr_tau\t' ..
-  'err_beta1\terr_ratio\terr_a\terr_b\terr_nu\terr_expert\tvoronoi\tvoronoi_ratio\tdensity\ttheta', 'fits.tsv columns')
+  'err_beta1\terr_ratio\terr_a\terr_b\terr_nu\terr_expert\tvoronoi\tvoronoi_ratio\tdensity\tminor\ttheta',
+  'fits.tsv columns')
 tap.is(#fits, 3 * 2 * 3 * 3, 'one row per fit (3 arms x 2 protocols x 3 n x 3 reps)')
 local diverged = 0
 for _, r in ipairs(fits) do diverged = diverged + (tonumber(r[9]) or 1) end

@@ -67,7 +67,9 @@ local EVAL_GATE = {softmax = 'softmax', temperature = 'temperature', topk = 'top
 local EVAL_WHAT = {value = 1, grad = 2, opg = 3}
 function M.gaussian_moe_eval(X, Y, theta, opts)
   local F = 'gaussian_moe_eval'
-  opts = opts or {}
+  local E = require('gmoe.errors')
+  E.check(F, 1, 'X', X, 'tensor'); E.check(F, 2, 'Y', Y, 'tensor'); E.check(F, 3, 'theta', theta, 'tensor')
+  opts = E.check(F, 4, 'opts', opts, 'table?') or {}
   U.known(opts, {'gate', 'activation', 'K', 'what'}, F)
   local gate = U.choice(opts, 'gate', 'softmax', GATES, F)
   local cgate = EVAL_GATE[gate]
