@@ -132,6 +132,18 @@ typedef struct gm_optim_args {
     bool decoupled;        /* AdamW */
 } gm_optim_args;
 
+/* GAUSSIAN_MOE_EVAL: the gate of the 1-D-covariate Gaussian mixture of experts (gm.h,
+ * gm_gaussian_moe_eval), K of the top-K gate, what to compute (1 the NLL, 2 + its gradient,
+ * 3 + the mean outer product of the scores). */
+typedef enum {
+    GM_MOE_SOFTMAX = 0, GM_MOE_TEMPERATURE, GM_MOE_TANH, GM_MOE_SIGMOID, GM_MOE_TOPK
+} gm_moe_gate;
+
+typedef struct gm_moe_lik_args {
+    int gate; /* gm_moe_gate */
+    int K, what;
+} gm_moe_lik_args;
+
 /* The scalars of one launch: the member of the kernel's family. */
 typedef union gm_kparams {
     gm_pw_args pw;
@@ -151,6 +163,7 @@ typedef union gm_kparams {
     gm_gate_args gate;
     gm_tree_args tree;
     gm_optim_args optim;
+    gm_moe_lik_args moe_lik;
 } gm_kparams;
 
 #endif

@@ -215,6 +215,7 @@ int luaopen_gmoe_core(lua_State *L) {
     luaL_setfuncs(L, gm_lua_test_internal, 0);
     gm_lua_optim_register(L);
     gm_lua_io_register(L);
+    gm_lua_stats_register(L);
     lua_setfield(L, M, "_C");
     lua_pushstring(L, GM_VERSION);
     lua_setfield(L, M, "version");

@@ -93,14 +93,24 @@ GM_V8_INLINE v4d v4_hsum4(v4d x0, v4d x1, v4d x2, v4d x3) {
     return __builtin_shuffle(a, b, (v4l){0, 1, 4, 5}) + __builtin_shuffle(a, b, (v4l){2, 3, 6, 7});
 }
 
+/* 4-lane exp, log and tanh: libmvec's (glibc documents at most 4 ulp), or scalar libm per lane. */
 #ifdef GM_LIBMVEC
-__m256d _ZGVdN4v_exp(__m256d x); /* libmvec's 4-lane exp (at most 4 ulp) */
+__m256d _ZGVdN4v_exp(__m256d x);
+__m256d _ZGVdN4v_log(__m256d x);
+__m256d _ZGVdN4v_tanh(__m256d x);
 GM_V8_INLINE v4d v4_exp(v4d x) { return (v4d)_ZGVdN4v_exp((__m256d)x); }
+GM_V8_INLINE v4d v4_log(v4d x) { return (v4d)_ZGVdN4v_log((__m256d)x); }
+GM_V8_INLINE v4d v4_tanh(v4d x) { return (v4d)_ZGVdN4v_tanh((__m256d)x); }
 #else
-GM_V8_INLINE v4d v4_exp(v4d x) {
-    for (int i = 0; i < 4; i++) x[i] = exp(x[i]);
-    return x;
-}
+#define GM_V4_LANES(name, fn)                              \
+    GM_V8_INLINE v4d name(v4d x) {                         \
+        for (int i = 0; i < 4; i++) x[i] = fn(x[i]);       \
+        return x;                                          \
+    }
+GM_V4_LANES(v4_exp, exp)
+GM_V4_LANES(v4_log, log)
+GM_V4_LANES(v4_tanh, tanh)
+#undef GM_V4_LANES
 #endif
 
 GM_V8_INLINE v8f v8_splat(float v) { return (v8f){v, v, v, v, v, v, v, v}; }
