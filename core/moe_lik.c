@@ -35,11 +35,12 @@ gm_status gm_gaussian_moe_eval(gm_ctx *c, gm_tensor *x, gm_tensor *y, gm_tensor 
         return gm_errf(c, GM_EARG, "%s: no place for the outputs asked for", op);
     if (gate < GM_MOE_SOFTMAX || gate > GM_MOE_TOPK)
         return gm_errf(c, GM_EARG, "%s: unknown gate %d", op, (int)gate);
-    gm_tensor *xc = NULL, *yc = NULL, *tc = NULL, *out[3] = {NULL, NULL, NULL};
-    gm_status s = operand(c, "x", x, &xc);
-    if (!s) s = operand(c, "y", y, &yc);
-    if (!s) s = operand(c, "theta", theta, &tc);
+    gm_tensor *in[3] = {NULL, NULL, NULL}, *out[3] = {NULL, NULL, NULL}; /* x, y, theta contiguous */
+    gm_status s = operand(c, "x", x, &in[0]);
+    if (!s) s = operand(c, "y", y, &in[1]);
+    if (!s) s = operand(c, "theta", theta, &in[2]);
     if (s) goto done;
+    gm_tensor *xc = in[0], *yc = in[1], *tc = in[2];
     int64_t n = gm_tensor_numel(xc);
     bool x_ok = xc->ndim == 1 || (xc->ndim == 2 && xc->shape[1] == 1);
     if (!x_ok || yc->ndim != 1 || yc->shape[0] != n || n < 1) {
@@ -66,17 +67,16 @@ gm_status gm_gaussian_moe_eval(gm_ctx *c, gm_tensor *x, gm_tensor *y, gm_tensor 
     if (!s) s = gm_tensor_new(c, GM_F64, GM_CPU, 3, sh, &out[2]);
     if (s) goto done;
     gm_kparams kp = {.moe_lik = {.gate = gate, .K = gate == GM_MOE_TOPK ? K : (int)k, .what = what}};
-    gm_tensor *ins[3] = {xc, yc, tc};
-    s = gm_run(c, GM_K_GAUSSIAN_MOE_EVAL, 3, ins, 3, out, &kp);
+    s = gm_run(c, GM_K_GAUSSIAN_MOE_EVAL, 3, in, 3, out, &kp);
     if (s) goto done;
     *nll = out[0];
     out[0] = NULL;
     if (what >= 2) *grad = out[1], out[1] = NULL;
     if (what == 3) *opg = out[2], out[2] = NULL;
 done:
-    gm_tensor_release(xc);
-    gm_tensor_release(yc);
-    gm_tensor_release(tc);
-    for (int i = 0; i < 3; i++) gm_tensor_release(out[i]);
+    for (int i = 0; i < 3; i++) {
+        gm_tensor_release(in[i]);
+        gm_tensor_release(out[i]);
+    }
     return s;
 }

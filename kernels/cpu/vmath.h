@@ -12,6 +12,14 @@
 
 #define GM_V8_INLINE static inline __attribute__((always_inline))
 
+/* name(x): scalar libm fn on each of the n lanes of a vector of type vt (the fallbacks where
+ * libmvec is not found). */
+#define GM_V_LANES(name, vt, n, fn)                        \
+    GM_V8_INLINE vt name(vt x) {                           \
+        for (int i = 0; i < n; i++) x[i] = fn(x[i]);       \
+        return x;                                          \
+    }
+
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__GLIBC__) && defined(__GLIBC_PREREQ)
 #if __GLIBC_PREREQ(2, 35)
 #define GM_LIBMVEC 1
@@ -29,28 +37,19 @@ typedef int32_t v8i __attribute__((vector_size(32)));
 #if defined(GM_LIBMVEC) || defined(__FMA__)
 #include <immintrin.h>
 #endif
+/* name(x) for vectors of type vt (n lanes): libmvec's sym (mt: its register type; linked through
+ * libm.so's AS_NEEDED libmvec) where found, scalar libm fn per lane elsewhere. */
 #ifdef GM_LIBMVEC
-__m256 _ZGVdN8v_expf(__m256 x); /* libmvec (linked through libm.so's AS_NEEDED libmvec) */
-__m256 _ZGVdN8v_erff(__m256 x);
-__m256 _ZGVdN8v_log1pf(__m256 x);
-__m256 _ZGVdN8v_tanhf(__m256 x);
-GM_V8_INLINE v8f v8_expf(v8f x) { return (v8f)_ZGVdN8v_expf((__m256)x); }
-GM_V8_INLINE v8f v8_erff(v8f x) { return (v8f)_ZGVdN8v_erff((__m256)x); }
-GM_V8_INLINE v8f v8_log1pf(v8f x) { return (v8f)_ZGVdN8v_log1pf((__m256)x); }
-GM_V8_INLINE v8f v8_tanhf(v8f x) { return (v8f)_ZGVdN8v_tanhf((__m256)x); }
+#define GM_V_MATH(name, vt, n, fn, mt, sym) \
+    mt sym(mt x);                           \
+    GM_V8_INLINE vt name(vt x) { return (vt)sym((mt)x); }
 #else
-/* Scalar libm per lane. */
-#define GM_V8_LANES(name, fn)                              \
-    GM_V8_INLINE v8f name(v8f x) {                         \
-        for (int i = 0; i < 8; i++) x[i] = fn(x[i]);       \
-        return x;                                          \
-    }
-GM_V8_LANES(v8_expf, expf)
-GM_V8_LANES(v8_erff, erff)
-GM_V8_LANES(v8_log1pf, log1pf)
-GM_V8_LANES(v8_tanhf, tanhf)
-#undef GM_V8_LANES
+#define GM_V_MATH(name, vt, n, fn, mt, sym) GM_V_LANES(name, vt, n, fn)
 #endif
+GM_V_MATH(v8_expf, v8f, 8, expf, __m256, _ZGVdN8v_expf)
+GM_V_MATH(v8_erff, v8f, 8, erff, __m256, _ZGVdN8v_erff)
+GM_V_MATH(v8_log1pf, v8f, 8, log1pf, __m256, _ZGVdN8v_log1pf)
+GM_V_MATH(v8_tanhf, v8f, 8, tanhf, __m256, _ZGVdN8v_tanhf)
 
 /* 4 f64 lanes (one AVX register), 4 f32 lanes for conversions, and a shuffle mask. */
 typedef double v4d __attribute__((vector_size(32)));
@@ -93,25 +92,10 @@ GM_V8_INLINE v4d v4_hsum4(v4d x0, v4d x1, v4d x2, v4d x3) {
     return __builtin_shuffle(a, b, (v4l){0, 1, 4, 5}) + __builtin_shuffle(a, b, (v4l){2, 3, 6, 7});
 }
 
-/* 4-lane exp, log and tanh: libmvec's (glibc documents at most 4 ulp), or scalar libm per lane. */
-#ifdef GM_LIBMVEC
-__m256d _ZGVdN4v_exp(__m256d x);
-__m256d _ZGVdN4v_log(__m256d x);
-__m256d _ZGVdN4v_tanh(__m256d x);
-GM_V8_INLINE v4d v4_exp(v4d x) { return (v4d)_ZGVdN4v_exp((__m256d)x); }
-GM_V8_INLINE v4d v4_log(v4d x) { return (v4d)_ZGVdN4v_log((__m256d)x); }
-GM_V8_INLINE v4d v4_tanh(v4d x) { return (v4d)_ZGVdN4v_tanh((__m256d)x); }
-#else
-#define GM_V4_LANES(name, fn)                              \
-    GM_V8_INLINE v4d name(v4d x) {                         \
-        for (int i = 0; i < 4; i++) x[i] = fn(x[i]);       \
-        return x;                                          \
-    }
-GM_V4_LANES(v4_exp, exp)
-GM_V4_LANES(v4_log, log)
-GM_V4_LANES(v4_tanh, tanh)
-#undef GM_V4_LANES
-#endif
+/* 4-lane exp, log and tanh (glibc documents at most 4 ulp for libmvec's). */
+GM_V_MATH(v4_exp, v4d, 4, exp, __m256d, _ZGVdN4v_exp)
+GM_V_MATH(v4_log, v4d, 4, log, __m256d, _ZGVdN4v_log)
+GM_V_MATH(v4_tanh, v4d, 4, tanh, __m256d, _ZGVdN4v_tanh)
 
 GM_V8_INLINE v8f v8_splat(float v) { return (v8f){v, v, v, v, v, v, v, v}; }
 
