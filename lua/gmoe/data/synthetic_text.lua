@@ -1,0 +1,151 @@
+-- gmoe.data.synthetic_text: generated character-level corpora for small language-model studies
+-- that must not depend on a file the user has: an English-like probabilistic grammar (sentences
+-- with capitals and punctuation, so no position of a window is special: the attention-sink
+-- probe) and a mix of easy copy segments and hard addition segments labelled per character
+-- (dynamic routing: do harder tokens get more experts?). Seeded; the same seed gives the same
+-- text on any machine.
+local gm = require 'gmoe'
+local doc = require 'gmoe.doc'
+local U = require 'gmoe.data.util'
+
+local M = {}
+
+-- Uniform draws in [0, 1) from a generator, a block at a time (one C call per 4096 draws).
+local function uniforms(gen)
+  local buf, i = {}, 1
+  return function()
+    if i > #buf then
+      buf = gm.rand({4096}, {dtype = 'f64', generator = gen}):totable()
+      i = 1
+    end
+    i = i + 1
+    return buf[i - 1]
+  end
+end
+
+local function pick(u, list) return list[math.floor(u() * #list) + 1] end
+
+-- ---- the grammar ------------------------------------------------------------------------------
+local W = {
+  det = {'the', 'a', 'every', 'some', 'this', 'that', 'no', 'each'},
+  adj = {'small', 'old', 'red', 'quiet', 'bright', 'heavy', 'strange', 'green', 'tired', 'happy', 'cold',
+         'tall'},
+  noun = {'dog', 'cat', 'bird', 'river', 'house', 'teacher', 'child', 'garden', 'stone', 'letter', 'horse',
+          'window', 'farmer', 'song', 'road', 'tree', 'city', 'boat'},
+  name = {'Anna', 'Ben', 'Clara', 'David', 'Eva', 'Frank', 'Grace', 'Henry'},
+  tverb = {'sees', 'likes', 'finds', 'follows', 'builds', 'paints', 'carries', 'watches', 'remembers', 'hears'},
+  base = {'see', 'like', 'find', 'follow', 'build', 'paint', 'carry', 'watch', 'remember', 'hear'},
+  iverb = {'sleeps', 'runs', 'sings', 'waits', 'falls', 'shines', 'laughs', 'grows'},
+  prep = {'near', 'under', 'behind', 'with', 'over', 'beside', 'across'},
+  conj = {'and', 'but', 'so', 'while', 'because'},
+  adv = {'slowly', 'today', 'again', 'quietly', 'often', 'never'},
+}
+
+local function np(u, out)
+  local r = u()
+  if r < 0.2 then out[#out + 1] = pick(u, W.name) return end
+  out[#out + 1] = pick(u, W.det)
+  if u() < 0.45 then out[#out + 1] = pick(u, W.adj) end
+  out[#out + 1] = pick(u, W.noun)
+  if u() < 0.1 then out[#out + 1] = 'of'; out[#out + 1] = pick(u, W.det); out[#out + 1] = pick(u, W.noun) end
+end
+
+local function vp(u, out)
+  local r = u()
+  if r < 0.45 then out[#out + 1] = pick(u, W.tverb); np(u, out)
+  elseif r < 0.75 then out[#out + 1] = pick(u, W.iverb)
+  else out[#out + 1] = pick(u, W.iverb); out[#out + 1] = pick(u, W.prep); np(u, out) end
+  if u() < 0.15 then out[#out + 1] = pick(u, W.adv) end
+end
+
+local function sentence(u)
+  local w = {}
+  local stop = '.'
+  if u() < 0.15 then
+    w[1] = 'does'; np(u, w); w[#w + 1] = pick(u, W.base); np(u, w)
+    stop = '?'
+  else
+    np(u, w); vp(u, w)
+    if u() < 0.3 then w[#w] = w[#w] .. ','; w[#w + 1] = pick(u, W.conj); np(u, w); vp(u, w) end
+    if u() < 0.08 then stop = '!' end
+  end
+  local s = table.concat(w, ' ') .. stop
+  return s:sub(1, 1):upper() .. s:sub(2)
+end
+
+--- gm.data.grammar_text{chars=1e6, seed=|generator=} -> string
+function M.grammar_text(opts)
+  local F = 'grammar_text'
+  opts = opts or {}
+  U.known(opts, {'chars', 'seed', 'generator'}, F)
+  local n = U.int(opts, 'chars', 1000000, 1, F)
+  local u = uniforms(U.generator(opts, F))
+  local parts, len = {}, 0
+  while len < n do
+    local s = sentence(u)
+    local sep = u() < 0.1 and '\n' or ' '
+    parts[#parts + 1] = s
+    parts[#parts + 1] = sep
+    len = len + #s + 1
+  end
+  return table.concat(parts):sub(1, n)
+end
+
+-- ---- copy and addition ------------------------------------------------------------------------
+local LETTERS = {}
+for c = string.byte('a'), string.byte('z') do LETTERS[#LETTERS + 1] = string.char(c) end
+
+--- gm.data.copy_arithmetic_text{chars=, hard_fraction=0.5, digits=3, copy_min=3, copy_max=8, seed=|generator=}
+--- -> text, kinds [chars] i32 (0: copy segment, 1: addition segment)
+function M.copy_arithmetic_text(opts)
+  local F = 'copy_arithmetic_text'
+  opts = opts or {}
+  U.known(opts, {'chars', 'hard_fraction', 'digits', 'copy_min', 'copy_max', 'seed', 'generator'}, F)
+  local n = U.int(opts, 'chars', 1000000, 1, F)
+  local hard = U.num(opts, 'hard_fraction', 0.5, F)
+  if hard < 0 or hard > 1 then error(('%s: hard_fraction must be in [0, 1], got %g'):format(F, hard), 2) end
+  local digits = U.int(opts, 'digits', 3, 1, F)
+  if digits > 9 then error(('%s: digits must be <= 9, got %d'):format(F, digits), 2) end
+  local cmin, cmax = U.int(opts, 'copy_min', 3, 1, F), U.int(opts, 'copy_max', 8, 1, F)
+  if cmax < cmin then error(('%s: copy_max (%d) < copy_min (%d)'):format(F, cmax, cmin), 2) end
+  local u = uniforms(U.generator(opts, F))
+  local top = 10 ^ digits
+  local parts, kinds, len = {}, {}, 0
+  while len < n do
+    local seg, kind
+    if u() < hard then
+      local a, b = math.floor(u() * top), math.floor(u() * top)
+      seg, kind = ('a %d+%d=%d;\n'):format(a, b, a + b), 1
+    else
+      local k = cmin + math.floor(u() * (cmax - cmin + 1))
+      local w = {}
+      for i = 1, k do w[i] = pick(u, LETTERS) end
+      w = table.concat(w)
+      seg, kind = ('c %s=%s;\n'):format(w, w), 0
+    end
+    parts[#parts + 1] = seg
+    for _ = 1, #seg do kinds[#kinds + 1] = kind end
+    len = len + #seg
+  end
+  local text = table.concat(parts):sub(1, n)
+  for i = #kinds, n + 1, -1 do kinds[i] = nil end
+  return text, gm.tensor(kinds, {dtype = 'i32'})
+end
+
+doc.add('gm.data.grammar_text', 'gm.data.grammar_text{chars=1e6, seed=|generator=} -> string',
+  'English-like text from a small probabilistic grammar (noun phrases with determiners, adjectives and ' ..
+  'names; transitive, intransitive and prepositional verb phrases; clauses joined by conjunctions; ' ..
+  'questions), capitalised, ending in . ? or !, separated by spaces and occasional newlines; exactly ' ..
+  '`chars` characters. Windows drawn from it start anywhere, so position 0 of a window carries no ' ..
+  'special content (the attention-sink probe). Feed it to gm.data.CharCorpus_from_string.')
+doc.add('gm.data.copy_arithmetic_text',
+  'gm.data.copy_arithmetic_text{chars=1e6, hard_fraction=0.5, digits=3, copy_min=3, copy_max=8, seed=|generator=} ' ..
+  '-> text, kinds [chars] i32',
+  'A character corpus of easy and hard segments, one per line: copy segments "c abcd=abcd;" (a random ' ..
+  'lower-case word of copy_min..copy_max letters, then the same word) and addition segments ' ..
+  '"a 123+45=168;" (operands uniform in 0 .. 10^digits - 1), a segment being hard with probability ' ..
+  'hard_fraction. kinds[i] is 0 for a character of a copy segment and 1 for one of an addition segment ' ..
+  '(0-based character i), so losses and routing statistics can be split by difficulty (dynamic routing, ' ..
+  'Huang et al. 2024).')
+
+return M

@@ -1,0 +1,44 @@
+# topp_routing.gp: the figure of experiments/topp_routing.lua (Huang, An et al. 2024, papers.md §11):
+# (a) active experts per token against the training step (mean over layers and seeds, band +- one
+# standard error over seeds), one line per arm; (b) final active experts per layer and segment kind
+# (copy = easy, add = hard), bars = mean over seeds with standard errors; (c) final validation loss
+# per segment kind and arm.
+#   gnuplot -e "dir='runs/topp_routing/latest'; fmt='pdf'; out='fig.pdf'" plots/topp_routing.gp
+if (!exists('dir')) dir = 'runs/topp_routing/latest'
+if (!exists('fmt')) fmt = 'pdf'
+if (!exists('out')) out = dir . '/topp_routing.' . fmt
+here = system('dirname ' . ARG0)
+load here . '/style.gp'
+load dir . '/layout.gp'
+eval term_cmd(fmt, FULL, 2.3)
+set output out
+ARMS = 'topp topp_nodyn top2 top1'
+TITLES = sprintf('top-p=%g "top-p, no dyn. loss" top-2 top-1', p)
+
+set multiplot layout 1,3 margins 0.07,0.99,0.2,0.88 spacing 0.075,0
+
+set title '(a) active experts per token' offset 0,-0.6
+set xlabel 'training step' offset 0,0.6
+set ylabel 'experts per token' offset 1.5,0
+set yrange [0:*]
+set key top right samplen 1.5 spacing 0.9 font ',7'
+plot for [a = 1:4] dir . '/steps.tsv' index a - 1 using 1:($2 - $3):($2 + $3) with filledcurves lt a notitle, \
+     for [a = 1:4] dir . '/steps.tsv' index a - 1 using 1:2 with lines lt a title word(TITLES, a)
+
+set title '(b) final active experts by layer and kind' offset 0,-0.6
+set xlabel '' offset 0,0.6
+set xrange [-0.6:(layers * 3) - 1.4]
+set xtics ('L1 copy' 0, 'L1 add' 1, 'L2 copy' 3, 'L2 add' 4, 'L3 copy' 6, 'L3 add' 7) font ',7'
+set boxwidth 0.18
+set style fill solid 0.6 noborder
+set key top right
+plot for [a = 1:2] dir . '/bars.tsv' index a - 1 using 1:2:3 with boxerrorbars lt a title word(TITLES, a), \
+     2 with lines lt 3 dt 2 lw 0.8 title 'top-2'
+
+set title '(c) validation loss by kind' offset 0,-0.6
+set xrange [-0.6:1.6]
+set xtics ('copy (easy)' 0, 'add (hard)' 1) font ',8'
+set ylabel 'loss (nats per char)' offset 1.5,0
+set yrange [0:*]
+plot for [a = 1:4] dir . '/val_bars.tsv' index a - 1 using 1:2:3 with boxerrorbars lt a title word(TITLES, a)
+unset multiplot
