@@ -29,18 +29,22 @@ local split = L.list
 return gm.experiment {
   name = 'attention_sink',
   description = 'attention sink and stability: softmax attention vs headwise / elementwise gated attention',
-  config = {seed = 1, corpus = '', corpus_chars = 1000000, arms = 'baseline+headwise+elementwise',
+  config = {seed = 1, data = 'grammar', corpus = '', corpus_chars = 1000000, sequences = 20000, bb_vocab = 64, arms = 'baseline+headwise+elementwise',
             lrs = '1e-3+3e-3+1e-2', base_lr = 1e-3, seeds = 3, steps = 1500, warmup = 100, batch = 16,
-            seq_len = 128, d_model = 64, heads = 4, layers = 2, positions = 'rotary', weight_decay = 0.1, eval_every = 100,
+            seq_len = 128, d_model = 64, heads = 4, layers = 2, positions = 'rotary', bos = true, weight_decay = 0.1, eval_every = 100,
             eval_batches = 8, probe_batches = 4},
   quick = {corpus_chars = 200000, lrs = '1e-3', seeds = 1, steps = 150, eval_every = 50, eval_batches = 2,
            probe_batches = 1, seq_len = 64},
-  doc = {corpus = 'a text file to train on (UTF-8 or bytes); empty: the generated grammar text',
+  doc = {data = 'grammar: character text (corpus= file, else gm.data.grammar_text); bigram_backcopy: ' ..
+           'gm.data.bigram_backcopy token sequences (Guo et al. 2024), BOS first',
+         corpus = 'with data=grammar: a text file to train on (UTF-8 or bytes); empty: the generated grammar text',
+         sequences = 'bigram_backcopy: number of sequences generated', bb_vocab = 'bigram_backcopy: vocabulary',
          arms = "'+'-separated subset of baseline, headwise, elementwise",
          lrs = "'+'-separated peak learning rates (AdamW, warm-up then cosine to 0)",
          base_lr = 'the learning rate whose runs give the sink and gate panels',
+         bos = 'start every window with a beginning-of-sequence symbol (key 0 is then content-free)',
          positions = 'rotary (RoPE on q and k, as Qwen3) or learned (absolute, as GPT-2 and zoology)'},
-  choices = {positions = {'rotary', 'learned'}},
+  choices = {positions = {'rotary', 'learned'}, data = {'grammar', 'bigram_backcopy'}},
   check = function(cfg)
     for _, a in ipairs(split(cfg.arms)) do assert(ARMS[a], 'unknown arm ' .. a) end
     for _, lr in ipairs(split(cfg.lrs)) do assert(tonumber(lr) and tonumber(lr) > 0, 'bad learning rate ' .. lr) end
@@ -48,21 +52,46 @@ return gm.experiment {
       'seeds, steps >= 1 and heads dividing d_model')
   end,
   run = function(cfg, run)
-    local text = cfg.corpus ~= '' and cfg.corpus or nil
-    local C
-    if text then
-      C = gm.data.CharCorpus(text)
-    else
-      C = gm.data.CharCorpus_from_string(gm.data.grammar_text {chars = cfg.corpus_chars, seed = run:seed('corpus')})
-    end
-    run:log('corpus: %s', tostring(C))
     local B, T = cfg.batch, cfg.seq_len
+    local vocab, batch
+    if cfg.data == 'bigram_backcopy' then
+      -- sequences of T + 1 tokens that start with BOS; rows drawn at random, the last tenth for validation
+      local ids = gm.data.bigram_backcopy {n = cfg.sequences, seq_len = T + 1, vocab = cfg.bb_vocab,
+                                           seed = run:seed('corpus')}
+      local nv = math.max(1, cfg.sequences // 10)
+      local split = {train = ids:narrow(0, 0, cfg.sequences - nv), val = ids:narrow(0, cfg.sequences - nv, nv)}
+      vocab = cfg.bb_vocab + 1
+      batch = function(which, gen)
+        local src = split[which]
+        local rows = src:index_select(0, gm.randint(0, src.shape[1], {B}, {generator = gen}))
+        return rows:narrow(1, 0, T), rows:narrow(1, 1, T)
+      end
+      run:log('data: bigram-backcopy, %d sequences of %d tokens, vocab %d + BOS', cfg.sequences, T + 1, cfg.bb_vocab)
+    else
+      local C
+      if cfg.corpus ~= '' then
+        C = gm.data.CharCorpus(cfg.corpus)
+      else
+        C = gm.data.CharCorpus_from_string(gm.data.grammar_text {chars = cfg.corpus_chars, seed = run:seed('corpus')})
+      end
+      run:log('corpus: %s', tostring(C))
+      -- With bos, every window starts with a beginning-of-sequence symbol (id vocab_size, outside
+      -- the text) followed by T - 1 characters: key 0 is then the same content-free token in every
+      -- window, as the BOS of an LLM's context.
+      vocab = C.vocab_size + (cfg.bos and 1 or 0)
+      batch = function(which, gen)
+        if not cfg.bos then return C:batch(which, B, T, {generator = gen}) end
+        local x, y = C:batch(which, B, T - 1, {generator = gen})
+        local bos = gm.full({B, 1}, C.vocab_size, {dtype = 'i32'})
+        return gm.cat({bos, x}, 1), gm.cat({x:narrow(1, 0, 1), y}, 1)
+      end
+    end
     -- The same validation and probe windows for every arm, lr and seed.
     local vgen = gm.Generator(run:seed('val'))
     local val = {}
-    for i = 1, cfg.eval_batches do val[i] = {C:batch('val', B, T, {generator = vgen})} end
+    for i = 1, cfg.eval_batches do val[i] = {batch('val', vgen)} end
     local probe = {}
-    for i = 1, cfg.probe_batches do probe[i] = C:batch('val', B, T, {generator = vgen}) end
+    for i = 1, cfg.probe_batches do probe[i] = batch('val', vgen) end
 
     local res = run:tsv('results', {'arm', 'lr', 'seed', 'layer', 'head', 'sink_mass', 'uniform', 'gate_mean',
                                     'val_loss', 'val_loss0', 'diverged', 'max_rise', 'steps', 'train_seconds'})
@@ -79,7 +108,7 @@ return gm.experiment {
           local key = ('%s/lr=%s/seed=%d'):format(arm, lrs_, seed)
           local r = run:unit(key, function()
             local g = gm.Generator(run:seed('init/' .. arm .. '/' .. seed))
-            local lm = gm.nn.LM {vocab = C.vocab_size, d_model = cfg.d_model, layers = cfg.layers, heads = cfg.heads,
+            local lm = gm.nn.LM {vocab = vocab, d_model = cfg.d_model, layers = cfg.layers, heads = cfg.heads,
                                  mixer = ARMS[arm], state_mixer = 'mlp', positions = cfg.positions, max_len = T,
                                  generator = g}
             local bgen = gm.Generator(run:seed('batches/' .. seed))
@@ -94,7 +123,7 @@ return gm.experiment {
             local v0, vl
             local out = L.train {
               model = lm, steps = cfg.steps, lr = lr, warmup = cfg.warmup, weight_decay = cfg.weight_decay,
-              batch = function() return C:batch('train', B, T, {generator = bgen}) end,
+              batch = function() return batch('train', bgen) end,
               loss = function(m, x, y) return gm.cross_entropy(m(x), y) end,
               on_step = function(_, l)
                 ema = ema and 0.9 * ema + 0.1 * l or l

@@ -7,7 +7,7 @@
 -- for `diversify_steps`, then copied into the E experts with a random mask of a `mask` fraction
 -- of each copy's weights (zeroed), then DTS for the rest of the run (same total steps).
 -- Measured: active experts per token (training batches) and validation loss against the step and
--- the training wall time. Writes results.tsv (one row per arm and seed), curves.tsv (per logging
+-- the training CPU time (run with one thread). Writes results.tsv (one row per arm and seed), curves.tsv (per logging
 -- step) and steps.tsv (plot blocks: mean over seeds per arm) for plots/dense_to_sparse.gp.
 --   gmoe run experiments/dense_to_sparse.lua [--quick] [tau0=2 tau1=0.3 seeds=3 steps=N ...]
 local gm = require 'gmoe'
@@ -56,9 +56,9 @@ return gm.experiment {
     for i = 1, cfg.eval_batches do val[i] = {C:batch_kinds('val', B, T, vgen)} end
 
     local res = run:tsv('results', {'arm', 'seed', 'val_loss', 'active_start', 'active_final', 'steps_to_target',
-                                    'seconds_to_target', 'target', 'train_seconds'})
-    local curves = run:tsv('curves', {'arm', 'seed', 'step', 'seconds', 'active', 'temperature', 'train_loss',
-                                      'val_loss'})
+                                    'cpu_seconds_to_target', 'target', 'train_seconds', 'cpu_seconds'})
+    local curves = run:tsv('curves', {'arm', 'seed', 'step', 'seconds', 'cpu_seconds', 'active', 'temperature',
+                                      'train_loss', 'val_loss'})
     local function build(arm, experts, steps, g)
       local gate = experts == 1 and gm.gates.TopK {k = 1} or gate_for(arm, cfg, steps)
       return gm.nn.LM {vocab = C.vocab_size, d_model = cfg.d_model, layers = cfg.layers, heads = cfg.heads,
@@ -87,7 +87,7 @@ return gm.experiment {
         out[key] = run:unit(key, function()
           local g = gm.Generator(run:seed('init/' .. seed))
           local bgen = gm.Generator(run:seed('batches/' .. seed))
-          local offset, secs0 = 0, 0.0
+          local offset, secs0, cpu0 = 0, 0.0, 0.0
           local lm
           local acc_n, acc_s, last_loss = 0, 0, 0
           local first_active
@@ -111,7 +111,7 @@ return gm.experiment {
                 return x, y
               end,
               loss = loss_fn,
-              on_step = function(step, lv, secs)
+              on_step = function(step, lv, secs, cpu)
                 on_step(step, lv)
                 local s = step + offset
                 if s % cfg.log_every == 0 then
@@ -120,14 +120,15 @@ return gm.experiment {
                   local gate = moes[1].gate
                   local tau = gate.temperature and type(gate.temperature) == 'function' and gate:temperature(step - 1)
                     or 0 / 0
-                  log[#log + 1] = {step = s, seconds = secs0 + secs, active = a, tau = tau, loss = last_loss}
+                  log[#log + 1] = {step = s, seconds = secs0 + secs, cpu = cpu0 + cpu, active = a, tau = tau,
+                                   loss = last_loss}
                   acc_s, acc_n = 0, 0
                 end
               end,
               eval_every = cfg.eval_every,
-              eval = function(step, secs)
+              eval = function(step, secs, cpu)
                 vl = val_loss(lm)
-                log[#log + 1] = {step = step + offset, seconds = secs0 + secs, val = vl}
+                log[#log + 1] = {step = step + offset, seconds = secs0 + secs, cpu = cpu0 + cpu, val = vl}
               end,
             }
             return r, vl
@@ -156,7 +157,7 @@ return gm.experiment {
                 end
               end
             end)
-            offset, secs0 = cfg.diversify_steps, r.seconds
+            offset, secs0, cpu0 = cfg.diversify_steps, r.seconds, r.cpu
             r, vl = train(cfg.steps, cfg.steps - cfg.diversify_steps)
           else
             lm = build(arm, cfg.experts, cfg.steps, g)
@@ -174,17 +175,18 @@ return gm.experiment {
           table.sort(rows, function(a, b) return a.step < b.step end)
           for _, e in ipairs(rows) do
             local v = vmap[e.step]
-            curves:row(arm, seed, e.step, e.seconds, e.active or 0 / 0, e.tau or 0 / 0, e.loss or 0 / 0,
+            curves:row(arm, seed, e.step, e.seconds, e.cpu, e.active or 0 / 0, e.tau or 0 / 0, e.loss or 0 / 0,
               v and v.val or 0 / 0)
           end
           curves:blank()
           local vals = {}
-          for _, e in ipairs(log) do if e.val then vals[#vals + 1] = {e.step, e.seconds, e.val} end end
+          for _, e in ipairs(log) do if e.val then vals[#vals + 1] = {e.step, e.cpu, e.val} end end
           run:log('%-8s seed=%d  val %.4f  active %.2f -> %.2f  %.0f s', arm, seed, vl, first_active or 0,
             log[#log - 1] and (log[#log].active or log[#log - 1].active) or 0, secs0 + r.seconds)
           local final_active = 0 / 0
           for i = #log, 1, -1 do if log[i].active then final_active = log[i].active break end end
-          return {val = vl, vals = vals, first = first_active, final = final_active, seconds = secs0 + r.seconds}
+          return {val = vl, vals = vals, first = first_active, final = final_active, seconds = secs0 + r.seconds,
+                  cpu = cpu0 + r.cpu}
         end)
         done = done + 1
         run:progress(done, total, key)
@@ -199,7 +201,7 @@ return gm.experiment {
       if o then t1[#t1 + 1] = o.val end
     end
     target = #t1 > 0 and gm.stats.mean(t1) or nil
-    local steps = run:tsv('steps', {'step', 'seconds', 'active', 'val_loss', 'val_se'})
+    local steps = run:tsv('steps', {'step', 'cpu_seconds', 'active', 'val_loss', 'val_se'})
     for _, arm in ipairs(ARM_ORDER) do
       local any = false
       for seed = 1, cfg.seeds do
@@ -210,7 +212,7 @@ return gm.experiment {
           for _, v in ipairs(o.vals) do
             if target and v[3] <= target then st, ss = v[1], v[2] break end
           end
-          res:row(arm, seed, o.val, o.first, o.final, st, ss, target or 0 / 0, o.seconds)
+          res:row(arm, seed, o.val, o.first, o.final, st, ss, target or 0 / 0, o.seconds, o.cpu)
         end
       end
       if any then
@@ -223,9 +225,9 @@ return gm.experiment {
             local s = tonumber(f[3])
             by[s] = by[s] or {sec = {}, act = {}, val = {}}
             local e = by[s]
-            e.sec[#e.sec + 1] = tonumber(f[4])
-            if tonumber(f[5]) == tonumber(f[5]) then e.act[#e.act + 1] = tonumber(f[5]) end
-            if tonumber(f[8]) == tonumber(f[8]) then e.val[#e.val + 1] = tonumber(f[8]) end
+            e.sec[#e.sec + 1] = tonumber(f[5])
+            if tonumber(f[6]) == tonumber(f[6]) then e.act[#e.act + 1] = tonumber(f[6]) end
+            if tonumber(f[9]) == tonumber(f[9]) then e.val[#e.val + 1] = tonumber(f[9]) end
           end
         end
         local ks = {}

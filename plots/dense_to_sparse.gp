@@ -1,7 +1,7 @@
 # dense_to_sparse.gp: the figure of experiments/dense_to_sparse.lua (EvoMoE, papers.md §10):
 # (a) active experts per token against the training step (mean over seeds), one line per arm;
 # (b) validation loss against the step (mean +- standard error over seeds); (c) the same against
-# the training wall time. The dotted line in (b) and (c): top-1's final validation loss.
+# the training CPU time (one thread: robust to other load on the machine). The dotted line in (b) and (c): top-1's final validation loss.
 #   gnuplot -e "dir='runs/dense_to_sparse/latest'; fmt='pdf'; out='fig.pdf'" plots/dense_to_sparse.gp
 if (!exists('dir')) dir = 'runs/dense_to_sparse/latest'
 if (!exists('fmt')) fmt = 'pdf'
@@ -33,7 +33,7 @@ plot for [a = 1:4] file index a - 1 using 1:($4 - $5):($4 + $5) with filledcurve
      target with lines lt 8 dt 3 lw 0.8 title 'top-1 final'
 
 set title '(c) validation loss vs training time' offset 0,-0.6
-set xlabel 'training wall time (s)' offset 0,0.6
+set xlabel 'training CPU time (s, one thread)' offset 0,0.6
 set ylabel ''
 plot for [a = 1:4] file index a - 1 using 2:4 with linespoints lt a pt 7 ps 0.3 title word(TITLES, a), \
      target with lines lt 8 dt 3 lw 0.8 notitle

@@ -8,20 +8,22 @@ local M = {}
 --- M.train{model, params=, batch=function(step) -> x, y, ..., loss=function(model, x, y, ...) -> loss,
 ---   steps, lr, warmup=0, weight_decay=0.1, clip=nil, eval_every=0, eval=function(step, seconds),
 ---   on_step=function(step, loss_value, seconds), interrupt=function()}
---- -> {diverged = bool, steps = steps run, seconds = training wall time (evaluation excluded)}
+--- -> {diverged = bool, steps = steps run, seconds = training wall time, cpu = training CPU time of the
+--- process (os.clock; evaluation excluded from both). On a shared machine run with one thread and
+--- compare cpu: wall time then measures the other processes as much as the model.
 function M.train(o)
   local params = o.params or o.model:parameters()
   local opt = gm.optim.AdamW(params, {lr = o.lr, weight_decay = o.weight_decay or 0.1})
   local sched = gm.optim.LRScheduler(opt, gm.optim.schedule.cosine(o.steps, {warmup = o.warmup or 0}))
-  local seconds, diverged = 0.0, false
+  local seconds, cpu, diverged = 0.0, 0.0, false
   o.model:train()
   if o.eval and (o.eval_every or 0) > 0 then
-    o.model:eval(); o.eval(0, 0.0); o.model:train()
+    o.model:eval(); o.eval(0, 0.0, 0.0); o.model:train()
   end
   local step = 0
   while step < o.steps do
     step = step + 1
-    local t0 = gm.clock()
+    local t0, c0 = gm.clock(), os.clock()
     local batch = table.pack(o.batch(step))
     local loss = o.loss(o.model, table.unpack(batch, 1, batch.n))
     local lv = loss:item()
@@ -34,13 +36,13 @@ function M.train(o)
     if o.clip then gm.optim.clip_grad_norm(params, o.clip) end
     opt:step()
     sched:step()
-    seconds = seconds + (gm.clock() - t0)
-    if o.on_step then o.on_step(step, lv, seconds) end
+    seconds, cpu = seconds + (gm.clock() - t0), cpu + (os.clock() - c0)
+    if o.on_step then o.on_step(step, lv, seconds, cpu) end
     if o.eval and (o.eval_every or 0) > 0 and (step % o.eval_every == 0 or step == o.steps) then
-      o.model:eval(); o.eval(step, seconds); o.model:train()
+      o.model:eval(); o.eval(step, seconds, cpu); o.model:train()
     end
   end
-  return {diverged = diverged, steps = step, seconds = seconds}
+  return {diverged = diverged, steps = step, seconds = seconds, cpu = cpu}
 end
 
 --- M.kinds_corpus(text, kinds [n] i32, val_fraction) -> corpus with :batch(split, B, T, gen) ->

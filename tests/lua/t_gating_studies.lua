@@ -156,8 +156,8 @@ do
   local dir = toy('dense_to_sparse', 'steps=16 diversify_steps=4 corpus_chars=20000 seq_len=24 batch=4 log_every=4 ' ..
     'eval_every=4')
   local h, rows = read_tsv(dir .. '/results.tsv')
-  tap.is(h, 'arm\tseed\tval_loss\tactive_start\tactive_final\tsteps_to_target\tseconds_to_target\ttarget\t' ..
-    'train_seconds', 'dense_to_sparse: results.tsv columns')
+  tap.is(h, 'arm\tseed\tval_loss\tactive_start\tactive_final\tsteps_to_target\tcpu_seconds_to_target\ttarget\t' ..
+    'train_seconds\tcpu_seconds', 'dense_to_sparse: results.tsv columns')
   tap.is(#rows, 4, 'one row per arm')
   local by = {}
   for _, r in ipairs(rows) do by[r[1]] = r end

@@ -41,13 +41,21 @@ local W = {
   adv = {'slowly', 'today', 'again', 'quietly', 'often', 'never'},
 }
 
-local function np(u, out)
+local SHE = {Anna = true, Clara = true, Eva = true, Grace = true}
+
+-- A noun phrase; returns the pronoun that refers back to it (she / he for a name, it otherwise).
+local function np(u, out, name_p)
   local r = u()
-  if r < 0.2 then out[#out + 1] = pick(u, W.name) return end
+  if r < (name_p or 0.2) then
+    local n = pick(u, W.name)
+    out[#out + 1] = n
+    return SHE[n] and 'she' or 'he'
+  end
   out[#out + 1] = pick(u, W.det)
   if u() < 0.45 then out[#out + 1] = pick(u, W.adj) end
   out[#out + 1] = pick(u, W.noun)
   if u() < 0.1 then out[#out + 1] = 'of'; out[#out + 1] = pick(u, W.det); out[#out + 1] = pick(u, W.noun) end
+  return 'it'
 end
 
 local function vp(u, out)
@@ -65,8 +73,11 @@ local function sentence(u)
     w[1] = 'does'; np(u, w); w[#w + 1] = pick(u, W.base); np(u, w)
     stop = '?'
   else
-    np(u, w); vp(u, w)
-    if u() < 0.3 then w[#w] = w[#w] .. ','; w[#w + 1] = pick(u, W.conj); np(u, w); vp(u, w) end
+    local pron = np(u, w, 0.4)
+    vp(u, w)
+    -- a second clause about the same subject refers back to it: she / he for a name, it otherwise
+    -- (the only cue is the subject, 10 to 40 characters back: a lookup that most characters do not need)
+    if u() < 0.4 then w[#w] = w[#w] .. ','; w[#w + 1] = pick(u, W.conj); w[#w + 1] = pron; vp(u, w) end
     if u() < 0.08 then stop = '!' end
   end
   local s = table.concat(w, ' ') .. stop
@@ -132,10 +143,59 @@ function M.copy_arithmetic_text(opts)
   return text, gm.tensor(kinds, {dtype = 'i32'})
 end
 
+-- ---- bigram-backcopy -----------------------------------------------------------------------------
+--- gm.data.bigram_backcopy{n=, seq_len=128, vocab=64, triggers=3, successors=4, seed=|generator=}
+--- -> ids [n, seq_len] i32 (BOS = vocab at position 0), triggered [n, seq_len] i32
+function M.bigram_backcopy(opts)
+  local F = 'bigram_backcopy'
+  opts = opts or {}
+  U.known(opts, {'n', 'seq_len', 'vocab', 'triggers', 'successors', 'seed', 'generator'}, F)
+  local n = U.int(opts, 'n', nil, 1, F)
+  local T = U.int(opts, 'seq_len', 128, 3, F)
+  local V = U.int(opts, 'vocab', 64, 4, F)
+  local nt = U.int(opts, 'triggers', 3, 1, F)
+  local K = U.int(opts, 'successors', 4, 1, F)
+  if nt >= V then error(('%s: triggers (%d) must be fewer than vocab (%d)'):format(F, nt, V), 2) end
+  if K > V then error(('%s: successors (%d) must be at most vocab (%d)'):format(F, K, V), 2) end
+  local u = uniforms(U.generator(opts, F))
+  -- the bigram table: each token has K successors with random weights (a fixed Markov chain)
+  local succ, cum = {}, {}
+  for v = 0, V - 1 do
+    local s, w, tot = {}, {}, 0
+    for j = 1, K do s[j] = math.floor(u() * V); w[j] = -math.log(1 - u()); tot = tot + w[j] end
+    local c, acc = {}, 0
+    for j = 1, K do acc = acc + w[j] / tot; c[j] = acc end
+    succ[v], cum[v] = s, c
+  end
+  local function next_of(v)
+    local r, c = u(), cum[v]
+    for j = 1, K do if r <= c[j] then return succ[v][j] end end
+    return succ[v][K]
+  end
+  local ids, trig = {}, {}
+  for i = 1, n do
+    local row, tr = {V}, {0}
+    row[2] = math.floor(u() * V)
+    tr[2] = 0
+    for t = 3, T do
+      local prev = row[t - 1]
+      if prev < nt and row[t - 2] ~= V then
+        row[t], tr[t] = row[t - 2], 1 -- after a trigger: copy the token before it
+      else
+        row[t], tr[t] = next_of(prev), 0
+      end
+    end
+    ids[i], trig[i] = row, tr
+  end
+  return gm.tensor(ids, {dtype = 'i32'}), gm.tensor(trig, {dtype = 'i32'})
+end
+
 doc.add('gm.data.grammar_text', 'gm.data.grammar_text{chars=1e6, seed=|generator=} -> string',
   'English-like text from a small probabilistic grammar (noun phrases with determiners, adjectives and ' ..
-  'names; transitive, intransitive and prepositional verb phrases; clauses joined by conjunctions; ' ..
-  'questions), capitalised, ending in . ? or !, separated by spaces and occasional newlines; exactly ' ..
+  'names; transitive, intransitive and prepositional verb phrases; a second clause joined by a ' ..
+  'conjunction whose subject is a pronoun agreeing with the first clause\'s subject (she / he for the ' ..
+  'names Anna, Clara, Eva, Grace / Ben, David, Frank, Henry, it for a noun phrase: a long-range lookup ' ..
+  'that only the pronoun needs); questions), capitalised, ending in . ? or !, separated by spaces and occasional newlines; exactly ' ..
   '`chars` characters. Windows drawn from it start anywhere, so position 0 of a window carries no ' ..
   'special content (the attention-sink probe). Feed it to gm.data.CharCorpus_from_string.')
 doc.add('gm.data.copy_arithmetic_text',
@@ -147,5 +207,14 @@ doc.add('gm.data.copy_arithmetic_text',
   'hard_fraction. kinds[i] is 0 for a character of a copy segment and 1 for one of an addition segment ' ..
   '(0-based character i), so losses and routing statistics can be split by difficulty (dynamic routing, ' ..
   'Huang et al. 2024).')
+doc.add('gm.data.bigram_backcopy',
+  'gm.data.bigram_backcopy{n=, seq_len=128, vocab=64, triggers=3, successors=4, seed=|generator=} ' ..
+  '-> ids [n, seq_len] i32, triggered [n, seq_len] i32',
+  'The bigram-backcopy task of Guo et al. 2024 ("Active-dormant attention heads"), the smallest known ' ..
+  'setting where attention sinks form: every sequence starts with BOS (id = vocab); tokens follow a fixed ' ..
+  'random Markov chain (each token has `successors` successors with random weights), except after one of ' ..
+  'the `triggers` tokens 0 .. triggers-1, where the next token copies the token before the trigger ' ..
+  '(triggered[i, t] = 1 marks those positions). A head that copies is needed only after triggers and is ' ..
+  'dormant elsewhere: softmax attention parks it on BOS (the sink).')
 
 return M
