@@ -46,9 +46,9 @@ return gm.experiment {
     assert(cfg.mask >= 0 and cfg.mask < 1, 'mask must be in [0, 1)')
   end,
   run = function(cfg, run)
-    local text, kinds = gm.data.copy_arithmetic_text {chars = cfg.corpus_chars, digits = cfg.digits,
-                                                      seed = run:seed('corpus')}
-    local C = L.kinds_corpus(text, kinds)
+    local text, kinds, answer = gm.data.copy_arithmetic_text {chars = cfg.corpus_chars, digits = cfg.digits,
+                                                              seed = run:seed('corpus')}
+    local C = L.kinds_corpus(text, kinds, answer)
     run:log('corpus: %s', tostring(C))
     local B, T = cfg.batch, cfg.seq_len
     local vgen = gm.Generator(run:seed('val'))

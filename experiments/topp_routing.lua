@@ -4,16 +4,18 @@
 -- (gm.data.copy_arithmetic_text). Arms: top-p (p = 0.4) with the dynamic (router entropy) loss,
 -- top-p without it, and fixed top-2 and top-1, each with the Switch balance loss (alpha) and seeds.
 -- Measured during training, on each training batch: active experts per token per layer and per
--- segment kind; at evaluation points, the validation loss per kind. Writes results.tsv (one row
--- per arm, seed, layer, kind: final active experts and validation loss), curves.tsv (per step),
--- and the plot blocks steps.tsv and bars.tsv for plots/topp_routing.gp.
+-- token group (copy or addition line; and, within them, the answer tokens: those whose next
+-- character is the copied word or the sum); at evaluation points, the validation loss per group.
+-- Writes results.tsv (one row per arm, seed, layer, group: final active experts and validation
+-- loss), curves.tsv (per step), and the plot blocks steps.tsv, bars.tsv and val_bars.tsv for
+-- plots/topp_routing.gp.
 --   gmoe run experiments/topp_routing.lua [--quick] [beta=1e-4 p=0.4 seeds=3 steps=N ...]
 local gm = require 'gmoe'
 local here = debug.getinfo(1, 'S').source:match('^@(.*/)') or './'
 local L = dofile(here .. 'lib/tiny_lm.lua')
 
 local ARM_ORDER = {'topp', 'topp_nodyn', 'top2', 'top1'}
-local KINDS = {'copy', 'add'}
+local KINDS = {'copy', 'add', 'copy_answer', 'add_answer'}
 
 local function gate_for(arm, cfg)
   if arm == 'topp' then return gm.gates.TopP {p = cfg.p, dynamic_loss = cfg.beta} end
@@ -41,20 +43,26 @@ return gm.experiment {
     assert(cfg.seeds >= 1 and cfg.steps >= 1 and cfg.log_every >= 1, 'seeds, steps, log_every >= 1')
   end,
   run = function(cfg, run)
-    local text, kinds = gm.data.copy_arithmetic_text {chars = cfg.corpus_chars, hard_fraction = cfg.hard_fraction,
-                                                      digits = cfg.digits, seed = run:seed('corpus')}
-    local C = L.kinds_corpus(text, kinds)
+    local text, kinds, answer = gm.data.copy_arithmetic_text {chars = cfg.corpus_chars,
+      hard_fraction = cfg.hard_fraction, digits = cfg.digits, seed = run:seed('corpus')}
+    local C = L.kinds_corpus(text, kinds, answer)
     run:log('corpus: %s', tostring(C))
     local B, T = cfg.batch, cfg.seq_len
     local vgen = gm.Generator(run:seed('val'))
     local val = {}
     for i = 1, cfg.eval_batches do val[i] = {C:batch_kinds('val', B, T, vgen)} end
+    -- token groups as f64 masks [B*T] from a batch's kind (of the input) and answer (of the target)
+    local function masks(kind, ans)
+      local k, a = kind:reshape {-1}:to('f64'), ans:reshape {-1}:to('f64')
+      return {1 - k, k, (1 - k) * a, k * a}
+    end
 
     local res = run:tsv('results', {'arm', 'seed', 'layer', 'kind', 'active_final', 'active_start', 'val_loss',
                                     'steps', 'train_seconds'})
     local curves = run:tsv('curves', {'arm', 'seed', 'step', 'layer', 'active', 'active_copy', 'active_add',
-                                      'train_loss'})
-    local vcurves = run:tsv('val_curves', {'arm', 'seed', 'step', 'val_loss', 'val_copy', 'val_add'})
+                                      'active_copy_answer', 'active_add_answer', 'train_loss'})
+    local vcurves = run:tsv('val_curves', {'arm', 'seed', 'step', 'val_loss', 'val_copy', 'val_add',
+                                           'val_copy_answer', 'val_add_answer'})
     local arms = L.list(cfg.arms)
     local total, done = #arms * cfg.seeds, 0
     local summary = {}
@@ -68,72 +76,75 @@ return gm.experiment {
                                d_ff = cfg.d_ff, moe = {experts = cfg.experts, gate = gate_for(arm, cfg)}, generator = g}
           local moes = L.moe_layers(lm)
           local bgen = gm.Generator(run:seed('batches/' .. seed))
-          local kind_b
-          local function loss_of(m, x, y, k)
-            kind_b = k
-            local ce = gm.cross_entropy(m(x), y)
-            local loss = ce
+          local batch_masks
+          local function loss_of(m, x, y, k, a)
+            batch_masks = masks(k, a)
+            local loss = gm.cross_entropy(m(x), y)
             if m.aux_loss then loss = loss + m.aux_loss * cfg.alpha end
-            for _, a in ipairs(m.aux) do if a.dynamic then loss = loss + a.dynamic end end
-            return loss, ce
+            for _, aux in ipairs(m.aux) do if aux.dynamic then loss = loss + aux.dynamic end end
+            return loss
           end
-          -- active experts per token, per layer: overall and per kind (over the logging window)
+          -- active experts per token, per layer: all tokens and each group (over the logging window)
           local acc = {}
-          local function reset() for l = 1, #moes do acc[l] = {n = 0, all = 0, {0, 0}, {0, 0}} end end
+          local function reset()
+            for l = 1, #moes do
+              acc[l] = {all = {0, 0}}
+              for gi = 1, #KINDS do acc[l][gi] = {0, 0} end
+            end
+          end
           reset()
-          local first = nil
-          local last_loss = 0
+          local first, last_row, last_loss = nil, nil, 0
           local function record(step, lv)
-            local kf = kind_b:reshape {-1}:to('f64')
             for l, moe in ipairs(moes) do
               local a = L.active(moe)
-              local s = a:sum():item()
-              local s_add = (a * kf):sum():item()
-              local n_add = kf:sum():item()
-              local n = a.shape[1]
               local r = acc[l]
-              r.n, r.all = r.n + n, r.all + s
-              r[1][1], r[1][2] = r[1][1] + (s - s_add), r[1][2] + (n - n_add)
-              r[2][1], r[2][2] = r[2][1] + s_add, r[2][2] + n_add
+              r.all[1], r.all[2] = r.all[1] + a:sum():item(), r.all[2] + a.shape[1]
+              for gi, m in ipairs(batch_masks) do
+                r[gi][1], r[gi][2] = r[gi][1] + (a * m):sum():item(), r[gi][2] + m:sum():item()
+              end
             end
             last_loss = lv
             if step % cfg.log_every == 0 then
               local row = {}
               for l, r in ipairs(acc) do
-                row[l] = {r.all / r.n, r[1][1] / math.max(1, r[1][2]), r[2][1] / math.max(1, r[2][2])}
-                curves:row(arm, seed, step, l - 1, row[l][1], row[l][2], row[l][3], last_loss)
+                row[l] = {r.all[1] / r.all[2]}
+                for gi = 1, #KINDS do row[l][gi + 1] = r[gi][2] > 0 and r[gi][1] / r[gi][2] or 0 / 0 end
+                local cells = {arm, seed, step, l - 1, table.unpack(row[l], 1, #KINDS + 1)}
+                cells[#cells + 1] = last_loss
+                curves:row(table.unpack(cells))
               end
               first = first or row
               reset()
               return row
             end
           end
-          local last_row
           local function val_loss()
             return gm.no_grad(function()
-              local tot, per = {0, 0}, {{0, 0}, {0, 0}}
+              local tot = {0, 0}
+              local per = {}
+              for gi = 1, #KINDS do per[gi] = {0, 0} end
               for _, v in ipairs(val) do
                 local ce = gm.cross_entropy(lm(v[1]), v[2], {reduction = 'none'}):reshape {-1}:to('f64')
-                local kf = v[3]:reshape {-1}:to('f64')
-                local s, sa, na = ce:sum():item(), (ce * kf):sum():item(), kf:sum():item()
-                tot[1], tot[2] = tot[1] + s, tot[2] + ce.shape[1]
-                per[1][1], per[1][2] = per[1][1] + s - sa, per[1][2] + ce.shape[1] - na
-                per[2][1], per[2][2] = per[2][1] + sa, per[2][2] + na
+                tot[1], tot[2] = tot[1] + ce:sum():item(), tot[2] + ce.shape[1]
+                for gi, m in ipairs(masks(v[3], v[4])) do
+                  per[gi][1], per[gi][2] = per[gi][1] + (ce * m):sum():item(), per[gi][2] + m:sum():item()
+                end
               end
-              return tot[1] / tot[2], per[1][1] / per[1][2], per[2][1] / per[2][2]
+              local out = {tot[1] / tot[2]}
+              for gi = 1, #KINDS do out[gi + 1] = per[gi][1] / math.max(1, per[gi][2]) end
+              return out
             end)
           end
           local vl
           local out = L.train {
             model = lm, steps = cfg.steps, lr = cfg.lr, warmup = cfg.warmup, weight_decay = cfg.weight_decay,
             batch = function() return C:batch_kinds('train', B, T, bgen) end,
-            loss = function(m, x, y, k) return (loss_of(m, x, y, k)) end,
+            loss = loss_of,
             on_step = function(step, lv) last_row = record(step, lv) or last_row end,
             eval_every = cfg.eval_every,
             eval = function(step)
-              local all, c, a = val_loss()
-              vl = {all, c, a}
-              vcurves:row(arm, seed, step, all, c, a)
+              vl = val_loss()
+              vcurves:row(arm, seed, step, table.unpack(vl, 1, #KINDS + 1))
             end,
           }
           curves:blank(); vcurves:blank()
@@ -146,10 +157,17 @@ return gm.experiment {
               rows[#rows + 1] = {layer = l - 1, kind = kname, active = fin, start = st, val = vl[kidx + 1]}
             end
           end
-          run:log('%-10s seed=%d  val %.4f (copy %.4f, add %.4f)  active L0 %.2f/%.2f  L1 %.2f/%.2f  %.0f s%s', arm,
-            seed, vl[1], vl[2], vl[3], rows[1].active, rows[2].active, rows[3] and rows[3].active or 0,
-            rows[4] and rows[4].active or 0, out.seconds, out.diverged and '  DIVERGED' or '')
-          return {rows = rows, val = vl[1], diverged = out.diverged}
+          local function act(l, k)
+            for _, r in ipairs(rows) do if r.layer == l and r.kind == k then return r.active end end
+            return 0 / 0
+          end
+          run:log('%-10s seed=%d  val %.4f (copy %.4f, add %.4f)  active copy/add/copy ans/add ans: L0 %.2f/%.2f/%.2f/%.2f' ..
+            '  L1 %.2f/%.2f/%.2f/%.2f  %.0f s%s', arm, seed, vl[1], vl[2], vl[3], act(0, 'copy'), act(0, 'add'),
+            act(0, 'copy_answer'), act(0, 'add_answer'), act(1, 'copy'), act(1, 'add'), act(1, 'copy_answer'),
+            act(1, 'add_answer'), out.seconds, out.diverged and '  DIVERGED' or '')
+          local all = {}
+          for l = 1, #moes do all[l] = last_row and last_row[l][1] or 0 / 0 end
+          return {rows = rows, all = all, val = vl[1], diverged = out.diverged}
         end)
         done = done + 1
         run:progress(done, total, key)
@@ -164,7 +182,7 @@ return gm.experiment {
     for _, line in ipairs(curves.rows) do
       local f = {}
       for w in (line .. '\t'):gmatch('([^\t]*)\t') do f[#f + 1] = w end
-      if #f == 8 then
+      if #f == 10 then
         local arm, seed, step, layer = f[1], tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
         per[arm] = per[arm] or {}
         per[arm][step] = per[arm][step] or {seeds = {}, copy = {}, add = {}, layers = {}}
@@ -224,20 +242,19 @@ return gm.experiment {
       if not any then vbars:row(0 / 0, 0 / 0, 0 / 0, 'none') end
       vbars:blank(2)
     end
+    -- metrics: final active experts (mean over layers, then seeds), overall and per group
     for _, arm in ipairs(arms) do
-      local act, copy, add, val = {}, {}, {}, {}
+      local act, val, per = {}, {}, {}
       for seed = 1, cfg.seeds do
         local r = summary[('%s/seed=%d'):format(arm, seed)]
-        local a, c, d = 0, 0, 0
+        act[#act + 1], val[#val + 1] = gm.stats.mean(r.all), r.val
         for _, row in ipairs(r.rows) do
-          a = a + row.active / (#r.rows)
-          if row.kind == 'copy' then c = c + row.active / cfg.layers else d = d + row.active / cfg.layers end
+          per[row.kind] = per[row.kind] or {}
+          per[row.kind][seed] = (per[row.kind][seed] or 0) + row.active / cfg.layers
         end
-        act[#act + 1], copy[#copy + 1], add[#add + 1], val[#val + 1] = a, c, d, r.val
       end
       run:metric(arm .. '_active', gm.stats.mean(act))
-      run:metric(arm .. '_active_copy', gm.stats.mean(copy))
-      run:metric(arm .. '_active_add', gm.stats.mean(add))
+      for _, k in ipairs(KINDS) do run:metric(arm .. '_active_' .. k, gm.stats.mean(per[k])) end
       run:metric(arm .. '_val_loss', gm.stats.mean(val))
     end
     gm.experiment.write_atomic(run.dir .. '/layout.gp', ('layers = %d\np = %g\nbeta = %g\n'):format(cfg.layers,

@@ -1,8 +1,8 @@
 # topp_routing.gp: the figure of experiments/topp_routing.lua (Huang, An et al. 2024, papers.md §11):
 # (a) active experts per token against the training step (mean over layers and seeds, band +- one
-# standard error over seeds), one line per arm; (b) final active experts per layer and segment kind
-# (copy = easy, add = hard), bars = mean over seeds with standard errors; (c) final validation loss
-# per segment kind and arm.
+# standard error over seeds), one line per arm; (b) final active experts per layer and token group
+# (copy = easy lines, add = hard lines; c.ans / a.ans = the tokens that predict the copied word /
+# the sum), bars = mean over seeds with standard errors; (c) final validation loss per group.
 #   gnuplot -e "dir='runs/topp_routing/latest'; fmt='pdf'; out='fig.pdf'" plots/topp_routing.gp
 if (!exists('dir')) dir = 'runs/topp_routing/latest'
 if (!exists('fmt')) fmt = 'pdf'
@@ -25,20 +25,23 @@ set key top right samplen 1.5 spacing 0.9 font ',7'
 plot for [a = 1:4] dir . '/steps.tsv' index a - 1 using 1:($2 - $3):($2 + $3) with filledcurves lt a notitle, \
      for [a = 1:4] dir . '/steps.tsv' index a - 1 using 1:2 with lines lt a title word(TITLES, a)
 
-set title '(b) final active experts by layer and kind' offset 0,-0.6
-set xlabel '' offset 0,0.6
-set xrange [-0.6:(layers * 3) - 1.4]
-set xtics ('L1 copy' 0, 'L1 add' 1, 'L2 copy' 3, 'L2 add' 4, 'L3 copy' 6, 'L3 add' 7) font ',7'
+set title '(b) final active experts by layer and tokens' offset 0,-0.6
+set xlabel 'layer 1                    layer 2' offset 0,0.2
+set xrange [-0.6:(layers * 5) - 1.4]
+set xtics ('copy' 0, 'add' 1, 'c.ans' 2, 'a.ans' 3, 'copy' 5, 'add' 6, 'c.ans' 7, 'a.ans' 8) font ',6'
 set boxwidth 0.18
 set style fill solid 0.6 noborder
 set key top right
+set offsets 0, 0, graph 0.25, 0
 plot for [a = 1:2] dir . '/bars.tsv' index a - 1 using 1:2:3 with boxerrorbars lt a title word(TITLES, a), \
      2 with lines lt 3 dt 2 lw 0.8 title 'top-2'
 
-set title '(c) validation loss by kind' offset 0,-0.6
-set xrange [-0.6:1.6]
-set xtics ('copy (easy)' 0, 'add (hard)' 1) font ',8'
+set title '(c) validation loss by tokens' offset 0,-0.6
+set xlabel ''
+set xrange [-0.6:3.6]
+set xtics ('copy' 0, 'add' 1, 'copy ans.' 2, 'add ans.' 3) font ',7'
 set ylabel 'loss (nats per char)' offset 1.5,0
 set yrange [0:*]
+set offsets 0, 0, graph 0.3, 0
 plot for [a = 1:4] dir . '/val_bars.tsv' index a - 1 using 1:2:3 with boxerrorbars lt a title word(TITLES, a)
 unset multiplot

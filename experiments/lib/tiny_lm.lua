@@ -45,20 +45,23 @@ function M.train(o)
   return {diverged = diverged, steps = step, seconds = seconds, cpu = cpu}
 end
 
---- M.kinds_corpus(text, kinds [n] i32, val_fraction) -> corpus with :batch(split, B, T, gen) ->
---- x [B, T], y [B, T], kind [B, T] (i32; the kind of each input character)
-function M.kinds_corpus(text, kinds, val_fraction)
+--- M.kinds_corpus(text, kinds [n] i32, answer [n] i32, val_fraction) -> corpus with
+--- :batch_kinds(split, B, T, gen) -> x [B, T], y [B, T], kind [B, T], answer [B, T] (i32; kind of each
+--- input character; answer: 1 where the target y is an answer character)
+function M.kinds_corpus(text, kinds, answer, val_fraction)
   local C = gm.data.CharCorpus_from_string(text, {level = 'byte', val_fraction = val_fraction or 0.1})
   local n_train = C.train.shape[1]
   local n = C.data.shape[1]
-  C.kinds = {train = kinds:narrow(0, 0, n_train), val = kinds:narrow(0, n_train, n - n_train)}
-  function C.batch_kinds(self, split, B, T, gen)
-    local src, ks = self[split], self.kinds[split]
+  local function split(t) return {train = t:narrow(0, 0, n_train), val = t:narrow(0, n_train, n - n_train)} end
+  C.kinds, C.answer = split(kinds), split(answer)
+  function C.batch_kinds(self, which, B, T, gen)
+    local src = self[which]
     local starts = gm.randint(0, src.shape[1] - T, {B, 1}, {generator = gen})
     local idx = (starts + gm.arange(0, T + 1):reshape {1, T + 1}):reshape {B * (T + 1)}
     local w = src:index_select(0, idx):reshape {B, T + 1}
-    local k = ks:index_select(0, idx):reshape {B, T + 1}
-    return w:narrow(1, 0, T), w:narrow(1, 1, T), k:narrow(1, 0, T):contiguous()
+    local k = self.kinds[which]:index_select(0, idx):reshape {B, T + 1}
+    local a = self.answer[which]:index_select(0, idx):reshape {B, T + 1}
+    return w:narrow(1, 0, T), w:narrow(1, 1, T), k:narrow(1, 0, T):contiguous(), a:narrow(1, 1, T):contiguous()
   end
   return C
 end

@@ -45,10 +45,20 @@ do
   tap.errors(function() gm.data.grammar_text {chars = 0} end, 'chars must be >= 1', 'chars is checked')
   tap.errors(function() gm.data.grammar_text {char = 10} end, 'unknown option char', 'unknown options are refused')
 
-  local t, k = gm.data.copy_arithmetic_text {chars = 4000, seed = 5, digits = 2}
+  local t, k, ans = gm.data.copy_arithmetic_text {chars = 4000, seed = 5, digits = 2}
   tap.is(#t, 4000, 'copy_arithmetic_text has exactly `chars` characters')
   tap.is(k.shape[1], 4000, 'one kind per character')
-  local ks = k:totable()
+  tap.is(ans.shape[1], 4000, 'one answer flag per character')
+  local ks, as = k:totable(), ans:totable()
+  local answers = {}
+  for i = 1, #t do if as[i] == 1 then answers[#answers + 1] = t:sub(i, i) else answers[#answers + 1] = '|' end end
+  answers = table.concat(answers)
+  local ans_ok = true
+  for line in t:gmatch('[^\n]*\n') do
+    local a = line:match('=([%w]+);')
+    if a and not answers:find('|' .. a .. '|', 1, true) then ans_ok = false end
+  end
+  tap.ok(ans_ok, 'answer flags mark exactly the characters between = and ;')
   local sums, copies, bad, labelled = 0, 0, 0, true
   local pos = 1
   for line in t:gmatch('[^\n]*\n') do
@@ -139,7 +149,7 @@ do
   local h, rows = read_tsv(dir .. '/results.tsv')
   tap.is(h, 'arm\tseed\tlayer\tkind\tactive_final\tactive_start\tval_loss\tsteps\ttrain_seconds',
     'topp_routing: results.tsv columns')
-  tap.is(#rows, 4 * 2 * 2, 'one row per arm, layer and kind')
+  tap.is(#rows, 4 * 2 * 4, 'one row per arm, layer and token group (copy, add, copy_answer, add_answer)')
   local in_range, fixed = true, true
   for _, r in ipairs(rows) do
     local a = tonumber(r[5])
@@ -149,7 +159,8 @@ do
   tap.ok(in_range, 'active experts per token between 1 and E')
   tap.ok(fixed, 'top-2 and top-1 route exactly 2 and 1 experts per token')
   local ch = read_tsv(dir .. '/curves.tsv')
-  tap.is(ch, 'arm\tseed\tstep\tlayer\tactive\tactive_copy\tactive_add\ttrain_loss', 'topp_routing: curves.tsv columns')
+  tap.is(ch, 'arm\tseed\tstep\tlayer\tactive\tactive_copy\tactive_add\tactive_copy_answer\tactive_add_answer\t' ..
+    'train_loss', 'topp_routing: curves.tsv columns')
 end
 
 do

@@ -107,7 +107,8 @@ local LETTERS = {}
 for c = string.byte('a'), string.byte('z') do LETTERS[#LETTERS + 1] = string.char(c) end
 
 --- gm.data.copy_arithmetic_text{chars=, hard_fraction=0.5, digits=3, copy_min=3, copy_max=8, seed=|generator=}
---- -> text, kinds [chars] i32 (0: copy segment, 1: addition segment)
+--- -> text, kinds [chars] i32 (0: copy segment, 1: addition segment), answer [chars] i32 (1: the part
+--- after '=', the copied word or the sum, which the text before determines)
 function M.copy_arithmetic_text(opts)
   local F = 'copy_arithmetic_text'
   opts = opts or {}
@@ -121,7 +122,7 @@ function M.copy_arithmetic_text(opts)
   if cmax < cmin then error(('%s: copy_max (%d) < copy_min (%d)'):format(F, cmax, cmin), 2) end
   local u = uniforms(U.generator(opts, F))
   local top = 10 ^ digits
-  local parts, kinds, len = {}, {}, 0
+  local parts, kinds, answer, len = {}, {}, {}, 0
   while len < n do
     local seg, kind
     if u() < hard then
@@ -135,12 +136,16 @@ function M.copy_arithmetic_text(opts)
       seg, kind = ('c %s=%s;\n'):format(w, w), 0
     end
     parts[#parts + 1] = seg
-    for _ = 1, #seg do kinds[#kinds + 1] = kind end
+    local eq, semi = seg:find('=', 1, true), seg:find(';', 1, true)
+    for i = 1, #seg do
+      kinds[#kinds + 1] = kind
+      answer[#answer + 1] = (i > eq and i < semi) and 1 or 0
+    end
     len = len + #seg
   end
   local text = table.concat(parts):sub(1, n)
-  for i = #kinds, n + 1, -1 do kinds[i] = nil end
-  return text, gm.tensor(kinds, {dtype = 'i32'})
+  for i = #kinds, n + 1, -1 do kinds[i], answer[i] = nil, nil end
+  return text, gm.tensor(kinds, {dtype = 'i32'}), gm.tensor(answer, {dtype = 'i32'})
 end
 
 -- ---- bigram-backcopy -----------------------------------------------------------------------------
@@ -200,13 +205,14 @@ doc.add('gm.data.grammar_text', 'gm.data.grammar_text{chars=1e6, seed=|generator
   'special content (the attention-sink probe). Feed it to gm.data.CharCorpus_from_string.')
 doc.add('gm.data.copy_arithmetic_text',
   'gm.data.copy_arithmetic_text{chars=1e6, hard_fraction=0.5, digits=3, copy_min=3, copy_max=8, seed=|generator=} ' ..
-  '-> text, kinds [chars] i32',
+  '-> text, kinds [chars] i32, answer [chars] i32',
   'A character corpus of easy and hard segments, one per line: copy segments "c abcd=abcd;" (a random ' ..
   'lower-case word of copy_min..copy_max letters, then the same word) and addition segments ' ..
   '"a 123+45=168;" (operands uniform in 0 .. 10^digits - 1), a segment being hard with probability ' ..
   'hard_fraction. kinds[i] is 0 for a character of a copy segment and 1 for one of an addition segment ' ..
   '(0-based character i), so losses and routing statistics can be split by difficulty (dynamic routing, ' ..
-  'Huang et al. 2024).')
+  'Huang et al. 2024); answer[i] is 1 for the characters after "=" and before ";" (the copied word or the ' ..
+  'sum: determined by the text before them, trivially for a copy, by carrying digits for a sum).')
 doc.add('gm.data.bigram_backcopy',
   'gm.data.bigram_backcopy{n=, seq_len=128, vocab=64, triggers=3, successors=4, seed=|generator=} ' ..
   '-> ids [n, seq_len] i32, triggered [n, seq_len] i32',
