@@ -121,27 +121,36 @@ local function toy(name, words)
 end
 
 do
-  local dir = toy('attention_sink', 'steps=12 corpus_chars=20000 seq_len=24 batch=4 eval_every=6 lrs=1e-3+1e-2')
+  local dir = toy('attention_sink', 'steps=12 corpus_chars=20000 seq_len=24 batch=4 eval_every=6 lrs=1e-3+1e-2 ' ..
+    'bb_steps=12 bb_sequences=200 bb_seq_len=16 bb_eval_every=6')
   local h, rows = read_tsv(dir .. '/results.tsv')
-  tap.is(h, 'arm\tlr\tseed\tlayer\thead\tsink_mass\tuniform\tgate_mean\tval_loss\tval_loss0\tdiverged\tmax_rise\t' ..
-    'steps\ttrain_seconds', 'attention_sink: results.tsv columns')
-  tap.is(#rows, 3 * 2 * 2 * 4, 'one row per arm, lr, layer and head')
+  tap.is(h, 'study\tarm\tlr\tseed\tlayer\thead\tsink_mass\tuniform\tgate_mean\tval_loss\tval_loss0\tdiverged\t' ..
+    'max_rise\tsteps\ttrain_seconds', 'attention_sink: results.tsv columns')
+  local n = {grammar = 0, bigram_backcopy = 0}
   local ok_range = true
   for _, r in ipairs(rows) do
-    local sink, gate = tonumber(r[6]), tonumber(r[8])
+    n[r[1]] = (n[r[1]] or 0) + 1
+    local sink, gate = tonumber(r[7]), tonumber(r[9])
     if not (sink >= 0 and sink <= 1) then ok_range = false end
-    if r[1] == 'baseline' then
-      if r[8] ~= 'NaN' then ok_range = false end
+    if r[2] == 'baseline' then
+      if r[9] ~= 'NaN' then ok_range = false end
     elseif not (gate > 0 and gate < 1) then ok_range = false end
   end
+  tap.is(n.grammar, 3 * 2 * 2 * 4, 'grammar study: one row per arm, lr, layer and head')
+  tap.is(n.bigram_backcopy, 3, 'bigram-backcopy study: one row per arm (one layer, one head)')
   tap.ok(ok_range, 'sink masses in [0, 1], gate scores in (0, 1) for the gated arms only')
   local _, hist = read_tsv(dir .. '/gate_hist.tsv')
   local total = {}
-  for _, r in ipairs(hist) do total[r[1] .. r[2]] = (total[r[1] .. r[2]] or 0) + tonumber(r[6]) end
+  for _, r in ipairs(hist) do
+    local k = r[1] .. r[2] .. r[3] .. r[4]
+    total[k] = (total[k] or 0) + tonumber(r[7])
+  end
   local sums_one = true
   for _, v in pairs(total) do if math.abs(v - 1) > 1e-6 then sums_one = false end end
   tap.ok(sums_one and next(total) ~= nil, 'each gate histogram sums to 1')
-  tap.like(tap.slurp(dir .. '/metrics.tsv'), 'baseline_sink\t', 'sink metrics reported')
+  local metrics = tap.slurp(dir .. '/metrics.tsv')
+  tap.like(metrics, 'baseline_sink\t', 'grammar sink metrics reported')
+  tap.like(metrics, 'elementwise_bb_sink\t', 'bigram-backcopy sink metrics reported')
 end
 
 do
