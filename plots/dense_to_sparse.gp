@@ -19,6 +19,7 @@ set multiplot layout 1,3 margins 0.07,0.99,0.2,0.88 spacing 0.075,0
 
 set title '(a) active experts per token' offset 0,-0.6
 set xlabel 'training step' offset 0,0.6
+set xtics 500
 set ylabel 'experts per token' offset 1.5,0
 set yrange [0:*]
 set key top right samplen 1.5 spacing 0.9 font ',7'
@@ -34,6 +35,7 @@ plot for [a = 1:4] file index a - 1 using 1:($4 - $5):($4 + $5) with filledcurve
 
 set title '(c) validation loss vs training time' offset 0,-0.6
 set xlabel 'training CPU time (s, one thread)' offset 0,0.6
+set xtics autofreq
 set ylabel ''
 plot for [a = 1:4] file index a - 1 using 2:4 with linespoints lt a pt 7 ps 0.3 title word(TITLES, a), \
      target with lines lt 8 dt 3 lw 0.8 notitle

@@ -19,6 +19,7 @@ set multiplot layout 1,3 margins 0.07,0.99,0.2,0.88 spacing 0.075,0
 
 set title '(a) active experts per token' offset 0,-0.6
 set xlabel 'training step' offset 0,0.6
+set xtics 500
 set ylabel 'experts per token' offset 1.5,0
 set yrange [0:*]
 set key top right samplen 1.5 spacing 0.9 font ',7'
