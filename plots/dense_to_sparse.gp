@@ -35,7 +35,8 @@ plot for [a = 1:4] file index a - 1 using 1:($4 - $5):($4 + $5) with filledcurve
 
 set title '(c) validation loss vs training time' offset 0,-0.6
 set xlabel 'training CPU time (s, one thread)' offset 0,0.6
-set xtics autofreq
+set xtics 50
+set autoscale xfix
 set ylabel ''
 plot for [a = 1:4] file index a - 1 using 2:4 with linespoints lt a pt 7 ps 0.3 title word(TITLES, a), \
      target with lines lt 8 dt 3 lw 0.8 notitle
