@@ -54,7 +54,8 @@ set ylabel 'validation loss (nats/char)' offset 1.5,0
 set logscale x
 set format x LOG10
 set key top left
-set offsets 0, 0, graph 0.3, graph 0.1
+set autoscale xfix
+set offsets graph 0.1, graph 0.1, graph 0.3, graph 0.1
 plot for [a = 1:3] dir . '/lr.tsv' index a - 1 using ($1 * (1 + 0.06 * (a - 2))):3:4 with yerrorlines lt a \
        title sprintf('%s (%s diverged)', word(ARMS, a), word(diverged, a)), \
      for [a = 1:3] dir . '/lr.tsv' index a - 1 using ($1 * (1 + 0.06 * (a - 2))):2 with points lt a pt 6 ps 0.4 notitle
