@@ -149,6 +149,20 @@ function F.rms_norm(x, normalized_shape, w, eps)
   return gm.rms_norm(x, w or 1, {dim = dim, eps = eps or 1e-6})
 end
 
+-- TRADES (Zhang et al. 2019) as the AdvMoE code writes it: CE on the clean logits plus beta times
+-- the batch-mean KL(softmax(clean) || softmax(adv)), gradients flowing into both logits.
+function F.trades_loss(logits_nat, logits_adv, target, opts)
+  check_tensor('trades_loss', 'logits_nat', logits_nat)
+  check_tensor('trades_loss', 'logits_adv', logits_adv)
+  local beta = (opts and opts.beta) or 6
+  if type(beta) ~= 'number' or beta ~= beta or beta < 0 then
+    error('gm.nn.functional.trades_loss: beta must be a number >= 0, got ' .. tostring(beta), 2)
+  end
+  local ce = gm.cross_entropy(logits_nat, target)
+  local kl = gm.kl_div(logits_adv:log_softmax(-1), logits_nat:log_softmax(-1))
+  return ce + kl * beta, ce, kl
+end
+
 local P = 'gm.nn.functional.'
 doc.add(P .. 'linear', P .. 'linear(x, w, b?)', 'x [..., in] @ w[out, in]^T + b[out] -> [..., out]: the fused op ' ..
   'gm.linear with a bias (bias added inside the product), matmul(x, w:t()) without.',
@@ -176,5 +190,11 @@ doc.add(P .. 'rms_norm', P .. 'rms_norm(x, normalized_shape, w?, eps=1e-6)',
   'Scales by the root mean square over the trailing dims given by normalized_shape (not empty), then by w ' ..
   '(of normalized_shape, or a number; absent: none), as torch.nn.functional.rms_norm. One fused op, gm.rms_norm.',
   {formula = 'y = x / sqrt(mean(x^2) + eps) * w', paper = 'Zhang & Sennrich 2019'})
+doc.add(P .. 'trades_loss', P .. 'trades_loss(logits_nat, logits_adv, target, {beta=6}) -> loss, ce, kl (also gm.trades_loss)',
+  'The TRADES objective as the AdvMoE/TRADES code computes it: cross_entropy(logits_nat, target) + beta * KL, ' ..
+  'KL = (1/B) sum_b sum_c p_nat (log p_nat - log p_adv) with p = softmax over the last dim (batch mean, as ' ..
+  'the code\'s KLDivLoss(sum) / B; the paper writes it KL(f(x_adv) || f(x))). Gradients flow into both logits. ' ..
+  'Also returns the two terms.',
+  {formula = 'L = CE(f(x), y) + beta/B sum_b KL(softmax f(x_b) || softmax f(x_adv,b))', paper = 'Zhang et al., ICML 2019 (TRADES)'})
 
 return F

@@ -34,5 +34,6 @@ doc.add('gm.nn.is_module', 'gm.nn.is_module(v) -> boolean', 'Whether v is an ins
 -- The MoE layer (lua/gmoe/nn/moe.lua) builds on the layers above and on gm.gates.
 if package.preload['gmoe.nn.moe'] then nn.MoE = require('gmoe.nn.moe').MoE end
 if package.preload['gmoe.nn.mixers'] then for k, v in pairs(require('gmoe.nn.mixers')) do nn[k] = v end end
+if package.preload['gmoe.nn.moe_cnn'] then for k, v in pairs(require('gmoe.nn.moe_cnn')) do nn[k] = v end end
 
 return nn
