@@ -206,11 +206,6 @@ local function build(arm, d, cfg, gen)
   return gm.nn.MoECNN(common)
 end
 
-local function unit_of(run, key, fn)
-  if run.unit then return run:unit(key, fn) end
-  return fn()
-end
-
 return gm.experiment {
   name = 'router_robustness',
   description = 'AdvMoE reproduction: SA/RA, router-only attacks and routing flip rate of MoE-CNNs under ' ..
@@ -253,7 +248,7 @@ return gm.experiment {
     for _, arm in ipairs(arms) do
       by_arm[arm] = {}
       for s = cfg.seed, cfg.seed + cfg.seeds - 1 do
-        local res = unit_of(run, ('%s/%d'):format(arm, s), function()
+        local res = run:unit(('%s/%d'):format(arm, s), function()
           local t0 = gm.clock()
           local model = build(arm, d, cfg, run:generator('init/' .. (arm == 'dense_at' and 'dense/' or 'moe/') .. s))
           local gen = run:generator(('attack/%s/%d'):format(arm, s))
@@ -325,7 +320,7 @@ return gm.experiment {
       end
       summary:row(row)
     end
-    gm.experiment.write_atomic(run.dir .. '/layout.gp', ('arms = "%s"\nepochs = %d\npretrain = %d\n'):format(
-      table.concat(arms, ' '), cfg.epochs, cfg.pretrain_epochs))
+    gm.experiment.write_atomic(run.dir .. '/layout.gp', ('arms = "%s"\nepochs = %d\nseed0 = %d\nnseeds = %d\n'):format(
+      table.concat(arms, ' '), cfg.epochs, cfg.seed, cfg.seeds))
   end,
 }

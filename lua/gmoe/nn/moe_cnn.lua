@@ -293,11 +293,25 @@ local function full_width_macs(o, H, W)
   return total + cin * o.classes
 end
 
+-- The released initialize_weights (utils/general_utils.py), applied to the backbone (the router
+-- is built apart and keeps its defaults there): convs kaiming_normal_(mode="fan_out",
+-- nonlinearity="relu") with zero bias; the head N(0, 0.01) with zero bias. Without batch norm the
+-- PyTorch default init leaves SGD on a loss plateau for several epochs.
+local function released_init(convs, head, gen)
+  for _, c in ipairs(convs) do
+    init.kaiming_normal_(c.weight, {mode = 'fan_out', nonlinearity = 'relu', generator = gen})
+    if c.bias then init.zeros_(c.bias) end
+  end
+  init.normal_(head.weight, 0, 0.01, {generator = gen})
+  init.zeros_(head.bias)
+end
+
 local DenseCNN = define('DenseCNN',
   'gm.nn.DenseCNN{in_channels=3, classes=10, widths={16, 32, 64, 64}, strides={1, 2, 1, 2}, ratio=0.5, bias=true, dtype, generator}',
   'The dense baseline of gm.nn.MoECNN: convs 3x3 (padding 1) of floor(ratio*widths[i]) channels with the given ' ..
   'strides, each + ReLU, global average pool, Linear -> classes (the released "_ori" model at the same ratio, so ' ..
-  'its width equals the MoE network\'s active width). net:macs(H, W) -> active MACs per image, the full-width ' ..
+  'its width equals the MoE network\'s active width). Init as the released initialize_weights: convs ' ..
+  'kaiming_normal_(fan_out, relu), zero bias; head N(0, 0.01), zero bias. net:macs(H, W) -> active MACs per image, the full-width ' ..
   '(ratio 1) dense MACs.', {paper = 'Zhang et al., ICCV 2023 (AdvMoE), §6.4 of papers.md'})
 function DenseCNN:init(...)
   local o = backbone_opts('DenseCNN', {}, ...)
@@ -311,6 +325,7 @@ function DenseCNN:init(...)
   end
   self.convs = layers.ModuleList(convs)
   self.head = layers.Linear(cin, o.classes, {dtype = o.dtype, generator = o.generator})
+  released_init(convs, self.head, o.generator)
 end
 function DenseCNN:forward(x)
   local h = x
@@ -342,7 +357,7 @@ local MoECNN = define('MoECNN',
   'the chosen experts ([N] i32 shared, [N, layers] per layer) and net.last_scores the router scores (shared). ' ..
   'net:routing(x) -> ids without gradient. net:macs(H, W) -> active MACs per image (router + the selected ' ..
   'groups + head), the full-width (ratio 1) dense MACs. Straight-through: the selected score receives the sum ' ..
-  'over layers of <y_sel, dL/dy_sel>.',
+  'over layers of <y_sel, dL/dy_sel>. Init as gm.nn.DenseCNN (the router keeps the gm.nn defaults, as released).',
   {paper = 'Zhang et al., ICCV 2023 (AdvMoE); OPTML-Group/Robust-MoE-CNN'})
 function MoECNN:init(...)
   local o = backbone_opts('MoECNN', {experts = 2, router = 'shared', router_channels = {8, 16}, compute = 'selected'}, ...)
@@ -367,6 +382,7 @@ function MoECNN:init(...)
   self.convs = layers.ModuleList(convs)
   if o.router == 'per_layer' then self.gates = layers.ModuleList(gates) end
   self.head = layers.Linear(cin, o.classes, lo)
+  released_init(convs, self.head, o.generator)
 end
 
 function MoECNN:forward(x, opts)
