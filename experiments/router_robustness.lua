@@ -9,8 +9,9 @@
 --                      (sums), then CE(f(x), y) + beta/B KL(f(x) || f(x_adv)) with the backbone optimiser;
 --                      (2) a router step: x_adv regenerated the same way, then
 --                      alpha CE(r(x), y mod E) + beta/B KL(r(x) || r(x_adv)) with the router optimiser;
---   moe_router_frozen  the ablation: the MoE-CNN trained jointly on clean data for pretrain_epochs (curve
---                      epochs <= 0), then the router frozen and the experts PGD-trained for `epochs`.
+--   moe_router_frozen  the ablation of AdvMoE's router step: the MoE-CNN pre-trained on clean data for
+--                      pretrain_epochs (curve epochs <= 0; CE(f(x), y) + alpha CE(r(x), y mod E), one
+--                      optimiser), then the router frozen and only AdvMoE's expert step run for `epochs`.
 -- Metrics per arm and seed (results.tsv): SA (clean accuracy), RA (PGD-test_steps, step test_step,
 -- eps, uniform random start, CE of the model's output, the gradient flowing through the
 -- straight-through router as in the released model), router_attack_acc / router_acc (PGD of the same
@@ -33,6 +34,9 @@ local function split(s)
   for w in s:gmatch('[^+]+') do out[#out + 1] = w end
   return out
 end
+
+-- The released routing target y mod E (i32 division truncates; labels are >= 0).
+local function parity(y, E) return y - (y / E) * E end
 
 -- ---- data -----------------------------------------------------------------------------------------
 local function missing(dir, names)
@@ -99,7 +103,7 @@ local function evaluate(model, d, cfg, n, gen, full)
         local ids = model:routing(x)
         r.flips = r.flips + gm.nn.flip_rate(ids, model:routing(xa)) * m
         if full then
-          local target = cfg.router_target == 'label' and y - (y / cfg.experts) * cfg.experts or ids
+          local target = cfg.router_target == 'label' and parity(y, cfg.experts) or ids
           local xr = gm.attack.pgd(model.router, x, target, atk)
           r.ratk = r.ratk + gm.no_grad(function() return correct(model(xr), y) end)
           r.racc = r.racc + model:routing(xr):eq(target):sum():item()
@@ -162,9 +166,16 @@ local function epoch_of(arm, st, loader, cfg, gen)
   local pgd = {eps = cfg.eps, step = cfg.train_step, steps = cfg.train_steps, random_start = true, generator = gen}
   for _, x, y in loader:iter() do
     local loss
-    if st.clean then
+    if st.clean then -- clean pre-training: both AdvMoE objectives without their adversarial terms
       st.opt:zero_grad()
-      loss = gm.cross_entropy(model(x), y)
+      local logits, scores = model(x)
+      loss = gm.cross_entropy(logits, y)
+      ;(loss + gm.cross_entropy(scores, parity(y, cfg.experts)) * cfg.alpha):backward()
+      st.opt:step(); st.sched:step()
+    elseif arm == 'moe_router_frozen' then -- AdvMoE's expert step; the router stays as pre-trained
+      local xa = advmoe_attack(model, x, cfg, gen)
+      st.opt:zero_grad()
+      loss = gm.trades_loss(model(x), model(xa), y, {beta = cfg.beta})
       loss:backward()
       st.opt:step(); st.sched:step()
     elseif arm == 'advmoe' then
@@ -182,7 +193,7 @@ local function epoch_of(arm, st, loader, cfg, gen)
       xa = advmoe_attack(model, x, cfg, gen)
       st.ropt:zero_grad()
       local scores, scores_adv = model.router(x), model.router(xa)
-      local rloss = gm.cross_entropy(scores, y - (y / cfg.experts) * cfg.experts) * cfg.alpha +
+      local rloss = gm.cross_entropy(scores, parity(y, cfg.experts)) * cfg.alpha +
                     gm.kl_div(scores_adv:log_softmax(-1), scores:log_softmax(-1)) * cfg.beta
       rloss:backward()
       st.ropt:step(); st.rsched:step()
@@ -211,7 +222,7 @@ return gm.experiment {
   description = 'AdvMoE reproduction: SA/RA, router-only attacks and routing flip rate of MoE-CNNs under ' ..
                 'dense PGD-AT, joint MoE PGD-AT, AdvMoE and a frozen-router ablation',
   config = {seed = 1, seeds = 3, arms = 'dense_at+moe_joint_at+advmoe+moe_router_frozen', data = 'shapes',
-            data_dir = '', n_train = 10000, n_test = 2000, n_curve = 500, epochs = 15, pretrain_epochs = 3,
+            data_dir = '', n_train = 10000, n_test = 2000, n_curve = 500, epochs = 15, pretrain_epochs = 5,
             batch = 128, lr = 0.05, router_lr = 0.05, momentum = 0.9, wd = 5e-4, eps = 8 / 255,
             train_step = 5 / 255, train_steps = 2, test_step = 2 / 255, test_steps = 10, beta = 6.0, alpha = 6.0,
             ratio = 0.5, experts = 2, router = 'shared', router_target = 'clean'},
@@ -222,7 +233,7 @@ return gm.experiment {
          seeds = 'seeds seed .. seed+seeds-1, each a run:unit per arm',
          data_dir = 'folder of the CIFAR-10 binary or MNIST IDX files for data=cifar10|mnist',
          n_curve = 'test images attacked for the per-epoch RA of curves.tsv',
-         pretrain_epochs = 'clean joint epochs before the router is frozen (moe_router_frozen)',
+         pretrain_epochs = 'clean epochs (both AdvMoE objectives) before the router is frozen (moe_router_frozen)',
          router_target = 'router-only attack target: the clean routing (clean) or y mod E (label, released)',
          router = 'shared (one image-level router, the released code) or per_layer (the appendix figure)'},
   check = function(cfg)
@@ -245,9 +256,10 @@ return gm.experiment {
     local curves = run:tsv('curves', {'arm', 'seed', 'epoch', 'loss', 'SA', 'RA', table.unpack(ucols)})
     local total, done = #arms * cfg.seeds, 0
     local by_arm = {}
-    for _, arm in ipairs(arms) do
-      by_arm[arm] = {}
-      for s = cfg.seed, cfg.seed + cfg.seeds - 1 do
+    for _, arm in ipairs(arms) do by_arm[arm] = {} end
+    -- Seed-major: every arm of seed 1 first, so a partial run already compares all arms.
+    for s = cfg.seed, cfg.seed + cfg.seeds - 1 do
+      for _, arm in ipairs(arms) do
         local res = run:unit(('%s/%d'):format(arm, s), function()
           local t0 = gm.clock()
           local model = build(arm, d, cfg, run:generator('init/' .. (arm == 'dense_at' and 'dense/' or 'moe/') .. s))

@@ -17,14 +17,14 @@ NA = words(arms)
 res = dir . '/results.tsv'
 smy = dir . '/summary.tsv'
 cur = dir . '/curves.tsv'
-idx(s) = sum [i = 1:NA] (word(arms, i) eq s ? i : 0) - 1
+idx(s) = (sum [i = 1:NA] (word(arms, i) eq s ? i : 0)) - 1
 label(s) = s eq 'dense_at' ? 'dense AT' : s eq 'moe_joint_at' ? 'MoE joint AT' : s eq 'advmoe' ? 'AdvMoE' : \
            s eq 'moe_router_frozen' ? 'frozen router' : s
 jit(seed) = 0.04 * ((int(seed) % 3) - 1)
 
 set multiplot layout 1,3 margins 0.06,0.99,0.25,0.9 spacing 0.07,0
 set xrange [-0.6:NA - 0.4]
-set xtics rotate by 25 right nomirror font ',7'
+set xtics () rotate by 25 right nomirror font ',7'
 set for [i = 1:NA] xtics add (label(word(arms, i)) i - 1)
 set key top right font ',7' samplen 1 spacing 0.9
 
