@@ -1,7 +1,8 @@
 -- router_robustness.lua: Reproduction 3 (papers.md §6, AdvMoE, Zhang et al. ICCV 2023): router
 -- robustness of MoE-CNNs under adversarial training, at the §6.4 CPU scale. Arms, each trained
 -- from the same initialisation per seed:
---   dense_at           gm.nn.DenseCNN (ratio 0.5), PGD adversarial training (Madry: CE on PGD-k inputs);
+--   dense_at           gm.nn.DenseCNN (ratio 0.5), PGD adversarial training (Madry: CE on PGD-k inputs;
+--                      at_loss=trades gives the released dense baseline, train_ori.py, instead);
 --   moe_joint_at       gm.nn.MoECNN (ratio 0.5, 2 experts, one image-level router shared by all layers),
 --                      router and experts in one optimiser, the same PGD-AT;
 --   advmoe             the released AdvMoE step (train_moe.py): per batch, (1) an expert step: x_adv from
@@ -22,7 +23,9 @@
 -- curves.tsv: per epoch the mean training loss, SA on the test set, RA on its first n_curve images,
 -- and the share of test images routed to each expert. Data: gm.data.shapes (3x32x32, 10 classes)
 -- by default, or data=cifar10 / data=mnist with data_dir= (files the user has; `dir` is the runner's).
--- Every (arm, seed) is one run:unit, so an interrupted run resumes where it stopped.
+-- The models have batch norm (as released): training attacks run in eval mode (running statistics;
+-- as the released TRADES attacks, and for PGD-AT too so every arm's attack sees the same network),
+-- evaluation in eval mode. Every (arm, seed) is one run:unit, so an interrupted run resumes.
 --   gmoe run experiments/router_robustness.lua [--quick] [arms=advmoe+dense_at seeds=3 epochs=15 ...]
 local gm = require 'gmoe'
 
@@ -89,6 +92,7 @@ local function correct(logits, y) return logits:argmax(-1):eq(y):sum():item() en
 -- router-only attack (MoE models).
 local function evaluate(model, d, cfg, n, gen, full)
   local moe = gm.nn.MoECNN:is_instance(model)
+  model:eval()
   local r = {sa = 0, ra = 0, flips = 0, ratk = 0, racc = 0, n = n}
   local atk = {eps = cfg.eps, step = cfg.test_step, steps = cfg.test_steps, random_start = true, generator = gen,
                mode = 'eval'}
@@ -111,6 +115,7 @@ local function evaluate(model, d, cfg, n, gen, full)
       end
     end
   end
+  model:train()
   local out = {SA = r.sa / n, RA = r.ra / n, flip_rate = 0 / 0, router_attack_acc = 0 / 0, router_acc = 0 / 0}
   if moe then
     out.flip_rate = r.flips / n
@@ -122,9 +127,11 @@ end
 local function usage(model, d, cfg)
   if not gm.nn.MoECNN:is_instance(model) then return nil end
   local ids = {}
+  model:eval()
   for s = 0, cfg.n_test - 1, EVAL_BATCH do
     ids[#ids + 1] = model:routing(d.Xte:narrow(0, s, math.min(EVAL_BATCH, cfg.n_test - s)))
   end
+  model:train()
   return gm.nn.expert_usage(gm.cat(ids, 0), cfg.experts)
 end
 
@@ -153,7 +160,9 @@ end
 -- The AdvMoE attack of train_moe.py: from x + init_std N(0, 1), signed steps on the summed KL of
 -- the model's and the router's outputs to their clean values.
 local function advmoe_attack(model, x, cfg, gen)
+  model:eval()
   local out_nat, scores_nat = gm.no_grad(function() return model(x) end)
+  model:train()
   return gm.attack.pgd(model, x, nil, {
     eps = cfg.eps, step = cfg.train_step, steps = cfg.train_steps, random_start = 'normal', init_std = 0.001,
     generator = gen, mode = 'eval',
@@ -163,7 +172,8 @@ end
 -- One epoch; returns the mean training loss.
 local function epoch_of(arm, st, loader, cfg, gen)
   local model, total, nb = st.model, 0, 0
-  local pgd = {eps = cfg.eps, step = cfg.train_step, steps = cfg.train_steps, random_start = true, generator = gen}
+  local pgd = {eps = cfg.eps, step = cfg.train_step, steps = cfg.train_steps, random_start = true, generator = gen,
+               mode = 'eval'}
   for _, x, y in loader:iter() do
     local loss
     if st.clean then -- clean pre-training: both AdvMoE objectives without their adversarial terms
@@ -198,6 +208,16 @@ local function epoch_of(arm, st, loader, cfg, gen)
       rloss:backward()
       st.ropt:step(); st.rsched:step()
       set_trainable(st.model_params, true)
+    elseif cfg.at_loss == 'trades' then -- the released dense baseline (train_ori.py), also for the joint MoE
+      local out_nat = gm.no_grad(function() return (model:eval()(x)) end)
+      model:train()
+      local xa = gm.attack.pgd(model, x, nil, {
+        eps = cfg.eps, step = cfg.train_step, steps = cfg.train_steps, random_start = 'normal', init_std = 0.001,
+        generator = gen, mode = 'eval', loss = function(out) return kl_sum(out, out_nat) end})
+      st.opt:zero_grad()
+      loss = gm.trades_loss(model(x), model(xa), y, {beta = cfg.beta})
+      loss:backward()
+      st.opt:step(); st.sched:step()
     else
       local xa = gm.attack.pgd(model, x, y, pgd)
       st.opt:zero_grad()
@@ -222,20 +242,22 @@ return gm.experiment {
   description = 'AdvMoE reproduction: SA/RA, router-only attacks and routing flip rate of MoE-CNNs under ' ..
                 'dense PGD-AT, joint MoE PGD-AT, AdvMoE and a frozen-router ablation',
   config = {seed = 1, seeds = 3, arms = 'dense_at+moe_joint_at+advmoe+moe_router_frozen', data = 'shapes',
-            data_dir = '', n_train = 10000, n_test = 2000, n_curve = 500, epochs = 15, pretrain_epochs = 5,
+            data_dir = '', n_train = 6000, n_test = 1000, n_curve = 300, epochs = 10, pretrain_epochs = 3,
             batch = 128, lr = 0.05, router_lr = 0.05, momentum = 0.9, wd = 5e-4, eps = 8 / 255,
             train_step = 5 / 255, train_steps = 2, test_step = 2 / 255, test_steps = 10, beta = 6.0, alpha = 6.0,
-            ratio = 0.5, experts = 2, router = 'shared', router_target = 'clean'},
+            ratio = 0.5, experts = 2, router = 'shared', router_target = 'clean', at_loss = 'pgd'},
   quick = {seeds = 2, n_train = 512, n_test = 250, n_curve = 250, epochs = 2, pretrain_epochs = 1},
   choices = {data = {'shapes', 'cifar10', 'mnist'}, router = {'shared', 'per_layer'},
-             router_target = {'clean', 'label'}},
+             router_target = {'clean', 'label'}, at_loss = {'pgd', 'trades'}},
   doc = {arms = "'+'-separated subset of dense_at, moe_joint_at, advmoe, moe_router_frozen",
          seeds = 'seeds seed .. seed+seeds-1, each a run:unit per arm',
          data_dir = 'folder of the CIFAR-10 binary or MNIST IDX files for data=cifar10|mnist',
          n_curve = 'test images attacked for the per-epoch RA of curves.tsv',
          pretrain_epochs = 'clean epochs (both AdvMoE objectives) before the router is frozen (moe_router_frozen)',
          router_target = 'router-only attack target: the clean routing (clean) or y mod E (label, released)',
-         router = 'shared (one image-level router, the released code) or per_layer (the appendix figure)'},
+         router = 'shared (one image-level router, the released code) or per_layer (the appendix figure)',
+         at_loss = 'objective of dense_at and moe_joint_at: pgd (Madry PGD-AT, the issue) or trades (the ' ..
+                   'released dense baseline train_ori.py)'},
   check = function(cfg)
     for _, a in ipairs(split(cfg.arms)) do assert(ARMS[a], 'unknown arm ' .. a) end
     assert(cfg.seeds >= 1 and cfg.epochs >= 1 and cfg.n_train >= cfg.batch and cfg.n_test >= 1, 'bad sizes')

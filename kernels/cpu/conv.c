@@ -102,6 +102,10 @@ static void col2im(const cgeom *g, const void *col, void *x, bool f64) {
                 const float *src = (const float *)col + o;
                 float *dst = (float *)x + s0;
                 for (int64_t ow = lo; ow < hi; ow++) dst[ow] += src[ow];
+            } else if (g->sw == 2) { /* constant stride: interleaved vector accesses */
+                const float *src = (const float *)col + o;
+                float *dst = (float *)x + s0;
+                for (int64_t ow = lo; ow < hi; ow++) dst[2 * ow] += src[ow];
             } else {
                 const float *src = (const float *)col + o;
                 float *dst = (float *)x + s0;

@@ -55,8 +55,8 @@ for _, c in ipairs {{'dense', dense}, {'moe', moe}} do
   steps[c[1]] = step
   local id = p and p:load('torch_advmoe.py', {model = c[1], batch = N})
   local r = peer.compare(step, p, id, 2, reps)
-  local split = c[1] == 'moe' and (' (experts %d/%d)'):format(gm.nn.expert_usage(moe.last_ids, 2)[1] * N,
-                                                                gm.nn.expert_usage(moe.last_ids, 2)[2] * N) or ''
+  local u = c[1] == 'moe' and gm.nn.expert_usage(moe:routing(x), 2)
+  local split = u and (' (experts %d/%d)'):format(math.floor(u[1] * N + 0.5), math.floor(u[2] * N + 0.5)) or ''
   peer.row(('PGD-2 AT step, %s CNN%s'):format(c[1], split), r, 1.5, why)
 end
 if p then p:close() end

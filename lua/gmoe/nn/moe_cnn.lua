@@ -231,24 +231,32 @@ function MoEConv2d:extra_repr()
 end
 
 -- ---- the image-level router ---------------------------------------------------------------------
-local RouterCNN = define('RouterCNN', 'gm.nn.RouterCNN{in_channels=3, channels={8, 16}, experts=2, dtype, generator}',
-  'The image-level router of the §6.4 CPU-scale AdvMoE: conv 3x3 (in -> channels[1]) + ReLU, conv 3x3 stride 2 ' ..
-  '(-> channels[2]) + ReLU, global average pool, Linear(channels[2], experts). router(x [N, in, H, W]) -> scores ' ..
-  '[N, experts]. (The released router is a ResNet-20-style CNN with batch norm; this is its small stand-in.)',
+local RouterCNN = define('RouterCNN', 'gm.nn.RouterCNN{in_channels=3, channels={8, 16}, experts=2, bn=true, dtype, generator}',
+  'The image-level router of the §6.4 CPU-scale AdvMoE: conv 3x3 (in -> channels[1]) + BatchNorm2d + ReLU, conv 3x3 ' ..
+  'stride 2 (-> channels[2]) + BatchNorm2d + ReLU, global average pool, Linear(channels[2], experts) (bn=false: ' ..
+  'convs with biases, no batch norm). router(x [N, in, H, W]) -> scores [N, experts]. (The released router is a ' ..
+  'ResNet-20-style CNN with batch norm; this is its small stand-in.)',
   {paper = 'Zhang et al., ICCV 2023 (AdvMoE), models/layers/router.py'})
 function RouterCNN:init(...)
-  local o = options('RouterCNN', {}, {in_channels = 3, channels = {8, 16}, experts = 2, dtype = 'f32', generator = NONE}, ...)
+  local o = options('RouterCNN', {}, {in_channels = 3, channels = {8, 16}, experts = 2, bn = true, dtype = 'f32',
+                                      generator = NONE}, ...)
   local c = o.channels
   if type(c) ~= 'table' or #c ~= 2 then error('gm.nn.RouterCNN: channels must be {c1, c2}', 3) end
   local lo = {dtype = o.dtype, generator = o.generator}
   self.experts = need_int('RouterCNN', 'experts', o.experts)
-  self.conv1 = layers.Conv2d(o.in_channels, c[1], 3, {padding = 1, dtype = o.dtype, generator = o.generator})
-  self.conv2 = layers.Conv2d(c[1], c[2], 3, {stride = 2, padding = 1, dtype = o.dtype, generator = o.generator})
+  self.conv1 = layers.Conv2d(o.in_channels, c[1], 3, {padding = 1, bias = not o.bn, dtype = o.dtype, generator = o.generator})
+  if o.bn then self.bn1 = layers.BatchNorm2d(c[1], {dtype = o.dtype}) end
+  self.conv2 = layers.Conv2d(c[1], c[2], 3, {stride = 2, padding = 1, bias = not o.bn, dtype = o.dtype,
+                                             generator = o.generator})
+  if o.bn then self.bn2 = layers.BatchNorm2d(c[2], {dtype = o.dtype}) end
   self.fc = layers.Linear(c[2], self.experts, lo)
 end
 function RouterCNN:forward(x)
-  local h = self.conv2(self.conv1(x):relu()):relu()
-  return self.fc(h:mean {-2, -1})
+  local h = self.conv1(x)
+  if self.bn1 then h = self.bn1(h) end
+  h = self.conv2(h:relu())
+  if self.bn2 then h = self.bn2(h) end
+  return self.fc(h:relu():mean {-2, -1})
 end
 local function conv_macs(conv, H, W)
   local k, s, p = conv.kernel_size, conv.stride, conv.padding
@@ -263,7 +271,7 @@ end
 
 -- ---- builders -----------------------------------------------------------------------------------
 local BACKBONE = {in_channels = 3, classes = 10, widths = {16, 32, 64, 64}, strides = {1, 2, 1, 2}, ratio = 0.5,
-                  bias = true, dtype = 'f32', generator = NONE}
+                  bn = true, dtype = 'f32', generator = NONE}
 
 local function backbone_opts(name, extra, ...)
   local defaults = {}
@@ -295,8 +303,7 @@ end
 
 -- The released initialize_weights (utils/general_utils.py), applied to the backbone (the router
 -- is built apart and keeps its defaults there): convs kaiming_normal_(mode="fan_out",
--- nonlinearity="relu") with zero bias; the head N(0, 0.01) with zero bias. Without batch norm the
--- PyTorch default init leaves SGD on a loss plateau for several epochs.
+-- nonlinearity="relu") with zero bias; the head N(0, 0.01) with zero bias; batch norms 1 and 0.
 local function released_init(convs, head, gen)
   for _, c in ipairs(convs) do
     init.kaiming_normal_(c.weight, {mode = 'fan_out', nonlinearity = 'relu', generator = gen})
@@ -307,29 +314,38 @@ local function released_init(convs, head, gen)
 end
 
 local DenseCNN = define('DenseCNN',
-  'gm.nn.DenseCNN{in_channels=3, classes=10, widths={16, 32, 64, 64}, strides={1, 2, 1, 2}, ratio=0.5, bias=true, dtype, generator}',
+  'gm.nn.DenseCNN{in_channels=3, classes=10, widths={16, 32, 64, 64}, strides={1, 2, 1, 2}, ratio=0.5, bn=true, dtype, generator}',
   'The dense baseline of gm.nn.MoECNN: convs 3x3 (padding 1) of floor(ratio*widths[i]) channels with the given ' ..
-  'strides, each + ReLU, global average pool, Linear -> classes (the released "_ori" model at the same ratio, so ' ..
+  'strides, each + BatchNorm2d + ReLU (bn=false: convs with biases, no batch norm; SGD then sits on a loss plateau ' ..
+  'for hundreds of steps at this size), global average pool, Linear -> classes (the released "_ori" model at the same ratio, so ' ..
   'its width equals the MoE network\'s active width). Init as the released initialize_weights: convs ' ..
   'kaiming_normal_(fan_out, relu), zero bias; head N(0, 0.01), zero bias. net:macs(H, W) -> active MACs per image, the full-width ' ..
   '(ratio 1) dense MACs.', {paper = 'Zhang et al., ICCV 2023 (AdvMoE), §6.4 of papers.md'})
 function DenseCNN:init(...)
   local o = backbone_opts('DenseCNN', {}, ...)
   self.opts = o
-  local convs, cin = {}, o.in_channels
+  local convs, bns, cin = {}, {}, o.in_channels
   for i, c in ipairs(o.widths) do
     local w = width_of('DenseCNN', o.ratio, c)
-    convs[i] = layers.Conv2d(cin, w, 3, {stride = o.strides[i], padding = 1, bias = o.bias, dtype = o.dtype,
+    convs[i] = layers.Conv2d(cin, w, 3, {stride = o.strides[i], padding = 1, bias = not o.bn, dtype = o.dtype,
                                          generator = o.generator})
+    if o.bn then bns[i] = layers.BatchNorm2d(w, {dtype = o.dtype}) end
     cin = w
   end
   self.convs = layers.ModuleList(convs)
+  if o.bn then self.bns = layers.ModuleList(bns) end
   self.head = layers.Linear(cin, o.classes, {dtype = o.dtype, generator = o.generator})
   released_init(convs, self.head, o.generator)
 end
+-- conv i's output through its batch norm (when the network has them) and the ReLU.
+local function post(self, i, h)
+  if self.bns then h = self.bns[i - 1](h) end
+  return h:relu()
+end
+
 function DenseCNN:forward(x)
   local h = x
-  for _, conv in ipairs(self.convs:children()) do h = conv(h):relu() end
+  for i, conv in ipairs(self.convs:children()) do h = post(self, i, conv(h)) end
   return self.head(h:mean {-2, -1})
 end
 function DenseCNN:macs(H, W)
@@ -345,9 +361,10 @@ end
 
 local MoECNN = define('MoECNN',
   'gm.nn.MoECNN{in_channels=3, classes=10, widths={16, 32, 64, 64}, strides={1, 2, 1, 2}, ratio=0.5, experts=2, ' ..
-  'router="shared", router_channels={8, 16}, compute="selected", bias=true, dtype, generator}',
+  'router="shared", router_channels={8, 16}, compute="selected", bn=true, dtype, generator}',
   'The MoE-CNN of AdvMoE at CPU scale (papers.md §6.4): every conv of the DenseCNN backbone becomes a ' ..
-  'gm.nn.MoEConv2d (experts groups of width floor(ratio*widths[i])) + ReLU, then global average pool and Linear. ' ..
+  'gm.nn.MoEConv2d (experts groups of width floor(ratio*widths[i])) + BatchNorm2d (shared by the experts, as ' ..
+  'released) + ReLU, then global average pool and Linear. ' ..
   'router="shared" (the default, as the released code): ONE gm.nn.RouterCNN reads the input image and its hard ' ..
   'top-1 choice is used by every MoE layer, so an image takes the same expert index everywhere; the batch is ' ..
   'grouped by expert once and ungrouped at the logits. router="per_layer" (the paper\'s appendix figure): each ' ..
@@ -370,16 +387,18 @@ function MoECNN:init(...)
   local lo = {dtype = o.dtype, generator = o.generator}
   if o.router == 'shared' then
     self.router = M.RouterCNN {in_channels = o.in_channels, channels = o.router_channels, experts = o.experts,
-                               dtype = o.dtype, generator = o.generator}
+                               bn = o.bn, dtype = o.dtype, generator = o.generator}
   end
-  local convs, gates, cin = {}, {}, o.in_channels
+  local convs, gates, bns, cin = {}, {}, {}, o.in_channels
   for i, c in ipairs(o.widths) do
-    convs[i] = M.MoEConv2d(cin, c, 3, {stride = o.strides[i], padding = 1, bias = o.bias, experts = o.experts,
+    convs[i] = M.MoEConv2d(cin, c, 3, {stride = o.strides[i], padding = 1, bias = not o.bn, experts = o.experts,
                                        ratio = o.ratio, compute = o.compute, dtype = o.dtype, generator = o.generator})
     if o.router == 'per_layer' then gates[i] = layers.Linear(cin, o.experts, lo) end
     cin = convs[i].width
+    if o.bn then bns[i] = layers.BatchNorm2d(cin, {dtype = o.dtype}) end
   end
   self.convs = layers.ModuleList(convs)
+  if o.bn then self.bns = layers.ModuleList(bns) end
   if o.router == 'per_layer' then self.gates = layers.ModuleList(gates) end
   self.head = layers.Linear(cin, o.classes, lo)
   released_init(convs, self.head, o.generator)
@@ -394,7 +413,7 @@ function MoECNN:forward(x, opts)
       local r = fixed and M.route(fixed, {experts = self.experts})
                 or M.route(self.gates[i - 1](h:mean {-2, -1}), {experts = self.experts})
       ids[i] = r.ids
-      h = conv(h, r):relu()
+      h = post(self, i, conv(h, r))
     end
     rawset(self, 'last_ids', gm.stack(ids, 1))
     rawset(self, 'last_scores', nil)
@@ -417,7 +436,7 @@ function MoECNN:forward(x, opts)
   local grouped = self.opts.compute == 'selected' and not r.identity
   local h = grouped and x:index_select(0, r.perm) or x
   local rs = r:sorted_view()
-  for _, conv in ipairs(convs) do h = conv(h, rs):relu() end
+  for i, conv in ipairs(convs) do h = post(self, i, conv(h, rs)) end
   local logits = self.head(h:mean {-2, -1})
   return grouped and logits:index_select(0, r.inv) or logits, scores
 end
