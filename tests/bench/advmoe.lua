@@ -1,7 +1,7 @@
 -- advmoe.lua: one PGD-2 adversarial training step (uniform random start, two signed steps of
--- 5/255 at eps 8/255 on the input gradient only, then SGD on the cross-entropy of the adversarial
--- batch) of the router-robustness experiment's models at batch 128, 3x32x32: gm.nn.DenseCNN
--- (ratio 0.5: convs 8-16-32-32) and gm.nn.MoECNN (2 experts, image-level router, the batch
+-- 5/255 at eps 8/255 on the input gradient only, in eval mode, then SGD on the cross-entropy of
+-- the adversarial batch in train mode) of the router-robustness experiment's models at batch 128,
+-- 3x32x32: gm.nn.DenseCNN (ratio 0.5: convs 8-16-32-32, batch norm) and gm.nn.MoECNN (2 experts, image-level router, the batch
 -- grouped by expert), against the same models in PyTorch (tests/bench/torch_advmoe.py, run
 -- interleaved through peer.lua at the same thread count). Target: >= 1.5x PyTorch. Both sides
 -- shift the router's bias so that the batch splits evenly between the two experts (the step's
@@ -38,7 +38,7 @@ end
 local function step_of(model)
   local opt = gm.optim.SGD(model:parameters(), {lr = 0.01, momentum = 0.9, weight_decay = 5e-4})
   return function()
-    local xa = gm.attack.pgd(model, x, y, {eps = 8 / 255, step = 5 / 255, steps = 2})
+    local xa = gm.attack.pgd(model, x, y, {eps = 8 / 255, step = 5 / 255, steps = 2, mode = 'eval'})
     opt:zero_grad()
     gm.cross_entropy(model(xa), y):backward()
     opt:step()

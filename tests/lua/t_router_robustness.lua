@@ -24,8 +24,8 @@ local function read_tsv(path)
   return header, rows
 end
 
-local code, out, err = tap.run('run experiments/router_robustness.lua --quick seeds=1 n_train=256 n_test=60 n_curve=30 ' ..
-  'epochs=1 pretrain_epochs=1 test_steps=2 --dir ' .. q(dir))
+local code, out, err = tap.run('run experiments/router_robustness.lua --quick seeds=1 batch=64 n_train=128 n_test=40 ' ..
+  'n_curve=20 epochs=1 pretrain_epochs=1 train_steps=1 test_steps=1 --dir ' .. q(dir), {env = 'OMP_NUM_THREADS=1'})
 tap.is(code, 0, 'router_robustness runs at a toy size', err)
 tap.is(out, '', 'stdout stays clean')
 tap.ok(io.open(dir .. '/DONE') ~= nil, 'the run finished (DONE)')
