@@ -14,8 +14,10 @@
 --                      pretrain_epochs (curve epochs <= 0; CE(f(x), y) + alpha CE(r(x), y mod E), one
 --                      optimiser), then the router frozen and only AdvMoE's expert step run for `epochs`.
 -- Metrics per arm and seed (results.tsv): SA (clean accuracy), RA (PGD-test_steps, step test_step,
--- eps, uniform random start, CE of the model's output, the gradient flowing through the
--- straight-through router as in the released model), router_attack_acc / router_acc (PGD of the same
+-- eps, uniform random start, CE of the model's output; for MoE models the per-image worst case of
+-- two attacks: the gradient through the straight-through router as in the released model, and
+-- the routing held hard so no gradient passes through it: the straight-through term is not the
+-- network's gradient and can steer PGD off, which made RA > SA for a collapsed router), router_attack_acc / router_acc (PGD of the same
 -- budget on the router alone, against router_target: "clean" = the router's own clean choice, so
 -- router_acc = the share still routed as on x; "label" = y mod E as the released adv_val_router),
 -- flip_rate (share of test inputs whose expert changes between x and its RA adversarial input),
@@ -102,7 +104,14 @@ local function evaluate(model, d, cfg, n, gen, full)
     r.sa = r.sa + gm.no_grad(function() return correct(model(x), y) end)
     if cfg.test_steps > 0 then
       local xa = gm.attack.pgd(model, x, y, atk)
-      r.ra = r.ra + gm.no_grad(function() return correct(model(xa), y) end)
+      local ok = gm.no_grad(function() return model(xa):argmax(-1):eq(y) end)
+      if moe and cfg.ra_hard then -- the worst case of the two attacks, per image
+        local hard = function(z) return model(z, {hard = true}) end
+        local xh = gm.attack.pgd(hard, x, y, {eps = atk.eps, step = atk.step, steps = atk.steps, random_start = true,
+                                             generator = gen, mode = 'eval', modules = {model}})
+        ok = ok * gm.no_grad(function() return model(xh):argmax(-1):eq(y) end)
+      end
+      r.ra = r.ra + ok:sum():item()
       if moe then
         local ids = model:routing(x)
         r.flips = r.flips + gm.nn.flip_rate(ids, model:routing(xa)) * m
@@ -245,7 +254,7 @@ return gm.experiment {
             data_dir = '', n_train = 6000, n_test = 1000, n_curve = 300, epochs = 10, pretrain_epochs = 3,
             batch = 128, lr = 0.05, router_lr = 0.05, momentum = 0.9, wd = 5e-4, eps = 8 / 255,
             train_step = 5 / 255, train_steps = 2, test_step = 2 / 255, test_steps = 10, beta = 6.0, alpha = 6.0,
-            ratio = 0.5, experts = 2, router = 'shared', router_target = 'clean', at_loss = 'pgd'},
+            ratio = 0.5, experts = 2, router = 'shared', router_target = 'clean', at_loss = 'pgd', ra_hard = true},
   quick = {seeds = 2, n_train = 512, n_test = 250, n_curve = 250, epochs = 2, pretrain_epochs = 1},
   choices = {data = {'shapes', 'cifar10', 'mnist'}, router = {'shared', 'per_layer'},
              router_target = {'clean', 'label'}, at_loss = {'pgd', 'trades'}},
@@ -256,6 +265,8 @@ return gm.experiment {
          pretrain_epochs = 'clean epochs (both AdvMoE objectives) before the router is frozen (moe_router_frozen)',
          router_target = 'router-only attack target: the clean routing (clean) or y mod E (label, released)',
          router = 'shared (one image-level router, the released code) or per_layer (the appendix figure)',
+         ra_hard = 'MoE RA is the per-image worst case of PGD through the straight-through router (as released) and ' ..
+                   'PGD with the routing held hard (no gradient through it); false: the first only',
          at_loss = 'objective of dense_at and moe_joint_at: pgd (Madry PGD-AT, the issue) or trades (the ' ..
                    'released dense baseline train_ori.py)'},
   check = function(cfg)
@@ -293,7 +304,7 @@ return gm.experiment {
           local st = {model = model}
           local function curve(epoch, loss)
             local ev = evaluate(model, d, {eps = cfg.eps, test_step = cfg.test_step, test_steps = cfg.test_steps,
-                                           experts = cfg.experts}, cfg.n_curve, egen, false)
+                                           experts = cfg.experts, ra_hard = cfg.ra_hard}, cfg.n_curve, egen, false)
             local sa = cfg.n_curve < cfg.n_test and evaluate(model, d, {test_steps = 0}, cfg.n_test, egen).SA or ev.SA
             local u = usage(model, d, cfg) or {}
             local row = {arm = arm, seed = s, epoch = epoch, loss = loss, SA = sa, RA = ev.RA}

@@ -142,6 +142,12 @@ do
   tap.ok(maxdiff(fixed, ya) < 1e-12, 'MoECNN: a fixed routing reproduces the routed forward')
   local _, scores = a(xs)
   tap.ok(scores and scores.shape[2] == 2 and scores.requires_grad, 'MoECNN returns the router scores with their graph')
+  local hard = a(xs, {hard = true})
+  tap.ok(maxdiff(hard, ya) < 1e-12, 'MoECNN hard=true: the same forward')
+  a.router.fc.weight.grad = nil
+  local xr = xs:clone():requires_grad_()
+  ;(a(xr, {hard = true}) * 1):sum():backward()
+  tap.ok(a.router.fc.weight.grad == nil and xr.grad ~= nil, 'MoECNN hard=true: no gradient through the routing')
   tap.all_close(a:routing(xs):totable(), a.last_ids:totable(), 0, 'MoECNN:routing gives the chosen experts')
 end
 

@@ -369,8 +369,10 @@ local MoECNN = define('MoECNN',
   'top-1 choice is used by every MoE layer, so an image takes the same expert index everywhere; the batch is ' ..
   'grouped by expert once and ungrouped at the logits. router="per_layer" (the paper\'s appendix figure): each ' ..
   'MoE layer has its own gate, Linear(in_channels of the layer, experts) on the globally pooled layer input. ' ..
-  'net(x, {ids=, route=}) -> logits, scores (the shared router\'s [N, E] scores, with their graph; nil otherwise); ' ..
-  'ids [N] i32 fixes the routing (no router); route = a gm.nn.route of the batch (e.g. with a chosen gate). After a forward, net.last_ids holds ' ..
+  'net(x, {ids=, route=, hard=}) -> logits, scores (the shared router\'s [N, E] scores, with their graph; nil ' ..
+  'otherwise); ids [N] i32 fixes the routing (no router); route = a gm.nn.route of the batch (e.g. with a chosen ' ..
+  'gate); hard=true routes by the router\'s choice without the straight-through gate, so no gradient flows ' ..
+  'through the routing (the exact gradient between routing changes, for attacks). After a forward, net.last_ids holds ' ..
   'the chosen experts ([N] i32 shared, [N, layers] per layer) and net.last_scores the router scores (shared). ' ..
   'net:routing(x) -> ids without gradient. net:macs(H, W) -> active MACs per image (router + the selected ' ..
   'groups + head), the full-width (ratio 1) dense MACs. Straight-through: the selected score receives the sum ' ..
@@ -406,12 +408,17 @@ end
 
 function MoECNN:forward(x, opts)
   local fixed = opts and opts.ids
+  -- hard=true: the routing is the router's choice, without the straight-through gate (no
+  -- gradient reaches the router or, through it, the input: the exact gradient of the
+  -- piecewise-smooth network between routing changes).
+  local hard = opts and opts.hard
+  local function scored(s) return hard and s:detach() or s end
   local convs = self.convs:children()
   if self.router_kind == 'per_layer' then
     local h, ids = x, {}
     for i, conv in ipairs(convs) do
       local r = fixed and M.route(fixed, {experts = self.experts})
-                or M.route(self.gates[i - 1](h:mean {-2, -1}), {experts = self.experts})
+                or M.route(scored(self.gates[i - 1](h:mean {-2, -1})), {experts = self.experts})
       ids[i] = r.ids
       h = post(self, i, conv(h, r))
     end
@@ -428,7 +435,7 @@ function MoECNN:forward(x, opts)
     r = M.route(fixed, {experts = self.experts})
   else
     scores = self.router(x)
-    r = M.route(scores, {experts = self.experts})
+    r = M.route(scored(scores), {experts = self.experts})
   end
   rawset(self, 'last_scores', scores and scores:detach())
   rawset(self, 'last_ids', r.ids)
