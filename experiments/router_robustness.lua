@@ -115,7 +115,7 @@ local function evaluate(model, d, cfg, n, gen, full)
       if moe then
         local ids = model:routing(x)
         r.flips = r.flips + gm.nn.flip_rate(ids, model:routing(xa)) * m
-        if full then
+        if full and model.router then -- per-layer gates have no separate router to attack
           local target = cfg.router_target == 'label' and parity(y, cfg.experts) or ids
           local xr = gm.attack.pgd(model.router, x, target, atk)
           r.ratk = r.ratk + gm.no_grad(function() return correct(model(xr), y) end)
@@ -128,7 +128,7 @@ local function evaluate(model, d, cfg, n, gen, full)
   local out = {SA = r.sa / n, RA = r.ra / n, flip_rate = 0 / 0, router_attack_acc = 0 / 0, router_acc = 0 / 0}
   if moe then
     out.flip_rate = r.flips / n
-    if full then out.router_attack_acc, out.router_acc = r.ratk / n, r.racc / n end
+    if full and model.router then out.router_attack_acc, out.router_acc = r.ratk / n, r.racc / n end
   end
   return out
 end
@@ -274,6 +274,10 @@ return gm.experiment {
     assert(cfg.seeds >= 1 and cfg.epochs >= 1 and cfg.n_train >= cfg.batch and cfg.n_test >= 1, 'bad sizes')
     assert(cfg.n_curve <= cfg.n_test, 'n_curve must be <= n_test')
     assert(cfg.experts >= 2, 'experts must be >= 2')
+    for _, a in ipairs(split(cfg.arms)) do
+      assert(cfg.router == 'shared' or a == 'dense_at' or a == 'moe_joint_at',
+             'router=per_layer works with dense_at and moe_joint_at only (AdvMoE trains one image-level router)')
+    end
   end,
   run = function(cfg, run)
     local arms = {}
