@@ -116,6 +116,11 @@ local function evaluate(model, d, cfg, n, gen, full)
         local ids = model:routing(x)
         r.flips = r.flips + gm.nn.flip_rate(ids, model:routing(xa)) * m
         if full and model.router then -- per-layer gates have no separate router to attack
+          -- how often the clean routing matches the released target y mod E, and SA on each side
+          local hit = ids:eq(parity(y, cfg.experts))
+          local ok_clean = gm.no_grad(function() return model(x):argmax(-1):eq(y) end)
+          r.phit = (r.phit or 0) + hit:sum():item()
+          r.sa_hit = (r.sa_hit or 0) + (ok_clean * hit):sum():item()
           local target = cfg.router_target == 'label' and parity(y, cfg.experts) or ids
           local xr = gm.attack.pgd(model.router, x, target, atk)
           r.ratk = r.ratk + gm.no_grad(function() return correct(model(xr), y) end)
@@ -128,7 +133,13 @@ local function evaluate(model, d, cfg, n, gen, full)
   local out = {SA = r.sa / n, RA = r.ra / n, flip_rate = 0 / 0, router_attack_acc = 0 / 0, router_acc = 0 / 0}
   if moe then
     out.flip_rate = r.flips / n
-    if full and model.router then out.router_attack_acc, out.router_acc = r.ratk / n, r.racc / n end
+    if full and model.router then
+      out.router_attack_acc, out.router_acc = r.ratk / n, r.racc / n
+      -- diagnostics (log and metrics): routing vs y mod E on clean images, SA when it matches / not
+      out.parity_routed = r.phit / n
+      out.sa_parity_routed = r.sa_hit / math.max(1, r.phit)
+      out.sa_other_routed = (r.sa - r.sa_hit) / math.max(1, n - r.phit)
+    end
   end
   return out
 end
@@ -346,6 +357,13 @@ return gm.experiment {
           run:log('%s seed %d: SA %.4f RA %.4f router-attack acc %.4f router acc %.4f flip %.4f MACs %.3f (%.0f s)',
                   arm, s, ev.SA, ev.RA, ev.router_attack_acc, ev.router_acc, ev.flip_rate, ev.active_macs_frac,
                   gm.clock() - t0)
+          if ev.parity_routed then
+            run:log('%s seed %d: %.3f of test images routed to expert y mod %d; SA %.3f on those, %.3f on the rest',
+                    arm, s, ev.parity_routed, cfg.experts, ev.sa_parity_routed, ev.sa_other_routed)
+            run:metric(('parity_routed_%s_%d'):format(arm, s), ev.parity_routed)
+            run:metric(('sa_parity_routed_%s_%d'):format(arm, s), ev.sa_parity_routed)
+            run:metric(('sa_other_routed_%s_%d'):format(arm, s), ev.sa_other_routed)
+          end
           return ev
         end)
         by_arm[arm][#by_arm[arm] + 1] = res
