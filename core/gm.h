@@ -57,6 +57,7 @@ void gm_ctx_free(gm_ctx *c);
 gm_status gm_errf(gm_ctx *c, gm_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *gm_errmsg(const gm_ctx *c);
+gm_status gm_err_code(const gm_ctx *c); /* the status of the last error */
 void gm_err_clear(gm_ctx *c);
 const char *gm_status_name(gm_status s);
 size_t gm_ctx_live_bytes(const gm_ctx *c);   /* bytes held by live storages */
@@ -87,6 +88,7 @@ bool gm_grad_enabled(const gm_ctx *c);
 void gm_interrupt_set(void);
 void gm_interrupt_clear(void);
 bool gm_interrupted(void);
+uint64_t gm_interrupt_polls(void); /* how many times gm_interrupted() was asked */
 
 /* ---- dtypes ------------------------------------------------------------------------- */
 static inline size_t gm_dtype_size(gm_dtype t) { return t == GM_F64 ? 8 : 4; }
@@ -127,6 +129,12 @@ const char *gm_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
  * dst[...] = broadcast(src), with dtype conversion. */
 gm_status gm_tensor_copy_(gm_ctx *c, gm_tensor *dst, const gm_tensor *src);
 gm_status gm_tensor_fill_(gm_ctx *c, gm_tensor *dst, double value);
+/* May op write into dst in place? Not when it requires grad (under grad mode), nor when two of
+ * its elements share memory (an expand()ed view): an error naming op otherwise. */
+gm_status gm_tensor_check_inplace(gm_ctx *c, const char *op, const gm_tensor *dst);
+/* A number stored in an i32 tensor must be an integer in -2^31 .. 2^31-1: else an error that
+ * names op and the value (never a silent wrap or truncation). */
+gm_status gm_check_i32(gm_ctx *c, const char *op, double v);
 /* Contiguous copy (or a new reference when already contiguous and same dtype). */
 gm_status gm_tensor_contiguous(gm_ctx *c, gm_tensor *x, gm_tensor **out);
 gm_status gm_tensor_to_dtype(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out);
@@ -303,12 +311,22 @@ gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *bu
                       const gm_optim_hp *hp);
 gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m, gm_tensor *v,
                        const gm_optim_hp *hp);
+/* The same steps over a group of n parameters (one dtype and device, one step count) in one
+ * kernel call, as torch's foreach optimisers; each tensor's update is bitwise the single one. */
+gm_status gm_sgd_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **buf,
+                            const gm_optim_hp *hp);
+gm_status gm_adam_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **m, gm_tensor **v,
+                             const gm_optim_hp *hp);
 /* Sum of squares of all elements of the given tensors, in f64. */
 gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out);
 gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s);
 
 /* ---- build info --------------------------------------------------------------------- */
-const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell, single-threaded calls split ...)" */
+const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell: why; single-threaded calls split ...)" */
+/* OpenBLAS core selection (kernels/cpu/blas_core.c), for the gmoe executable's start-up: true
+ * when the process must re-execute itself to load the core it put in OPENBLAS_CORETYPE. */
+bool gm_blas_core_select(void);
+const char *gm_blas_core_why(void); /* why the loaded core runs */
 bool gm_cuda_built(void);
 
 #endif

@@ -146,5 +146,32 @@ for _, dt in ipairs{'f32', 'f64'} do
   end)
 end
 
+-- Kernels that moved from OpenMP regions to the pool (tree gates, optimiser steps): rows and
+-- pieces are independent units, so any thread count and any chunking give the same bits.
+for _, dt in ipairs{'f32', 'f64'} do
+  local z, w = gm.randn{3000, 4, 3}:to(dt), gm.randn{3000, 4}:to(dt)
+  check(dt .. ' dselect_k forward and backward', function()
+    local zz, ww = z:clone():requires_grad_(), w:clone():requires_grad_()
+    local a, r = gm.dselect_k(zz, ww, 8, 1.0)
+    ;((a * a):sum() + (r * r):sum()):backward()
+    return a, r, zz.grad, ww.grad
+  end)
+  local nodes, leaves = gm.randn{2000, 4, 7}:to(dt), gm.randn{2000, 4, 8}:to(dt)
+  check(dt .. ' comet_gate forward and backward', function()
+    local nn, ll = nodes:clone():requires_grad_(), leaves:clone():requires_grad_()
+    local g, mu = gm.comet_gate(nn, ll, 1.0)
+    ;((g * g):sum() + (mu * mu):sum()):backward()
+    return g, mu, nn.grad, ll.grad
+  end)
+  local p0 = gm.randn{300, 700}:to(dt)
+  local grads = {gm.randn{300, 700}:to(dt), gm.randn{300, 700}:to(dt)}
+  check(dt .. ' AdamW steps on [300, 700]', function()
+    local p = p0:clone()
+    local opt = gm.optim.AdamW({p}, {lr = 1e-2})
+    for _, g in ipairs(grads) do p.grad = g; opt:step() end
+    return p, opt.state[1].exp_avg, opt.state[1].exp_avg_sq
+  end)
+end
+
 gm.set_num_threads(saved)
 tap.done()

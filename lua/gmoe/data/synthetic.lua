@@ -2,6 +2,7 @@
 -- Gaussian MoE of the temperature / top-K statistics papers (papers.md §1, §2) with its gate and
 -- log-likelihood as differentiable tensor expressions (the estimators fit the same formulas), and
 -- the multi-task MoE regression of the COMET CPU-scale protocol (papers.md §4.4).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local U = require 'gmoe.data.util'
@@ -21,6 +22,8 @@ local GATES = {'softmax', 'temperature', 'activation', 'topk'}
 
 -- Gate logits [n, k] for covariates X [n, d]; -inf outside the top K for the topk gate.
 local function gate_logits(X, p, fname)
+  require('gmoe.errors').check(fname, 1, 'X', X, 'tensor')
+  require('gmoe.errors').check(fname, 2, 'params', p, 'table')
   local s = X:matmul(p.beta1:t()) -- [n, k]
   local g, tau = p.gate or 'softmax', p.tau or 1
   if g == 'softmax' then return s + p.beta0 end

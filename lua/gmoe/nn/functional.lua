@@ -1,6 +1,7 @@
 -- gmoe.nn.functional: the stateless forms of the layers (gm.nn.functional, also gm.nn.F), as
 -- torch.nn.functional: linear, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, dropout,
 -- layer_norm, rms_norm. Everything is composed from ops of the op table, so autograd covers it.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 
 local gm = require 'gmoe' -- registered by init.lua before its submodules load

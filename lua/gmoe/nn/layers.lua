@@ -3,6 +3,7 @@
 -- positionally or by name, in a call or a table: gm.nn.Linear(4, 2), gm.nn.Linear{4, 2,
 -- bias=false}, gm.nn.Linear{in_features=4, out_features=2}; an unknown option is an error.
 -- Layers with parameters accept dtype ("f32" default, "f64") and generator (for the init).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 local Module = require('gmoe.nn.module').Module
 local is_module = require('gmoe.nn.module').is_module

@@ -5,6 +5,7 @@
 -- gm.gla_chunk; LM stacks any of them into pre-norm residual blocks with an
 -- optional MLP or MoE state mixer, and computes logits at selected positions only when asked.
 -- Inputs are [B, T, d_model] (batch first); every mixer is causal by default.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local module = require 'gmoe.nn.module'
@@ -40,6 +41,7 @@ end
 -- (materialises [B, H, T, S]). Returns out and the probabilities. drop: nil or a function on
 -- the probabilities (attention dropout).
 local function attention_naive(q, k, v, causal, scale, drop)
+  for i, t in ipairs {q, k, v} do require('gmoe.errors').check('attention_naive', i, ({'q', 'k', 'v'})[i], t, 'tensor') end
   local T, S = q.shape[#q.shape - 1], k.shape[#k.shape - 1]
   local scores = q:matmul(k:transpose(-2, -1)) * (scale or 1 / math.sqrt(q.shape[#q.shape]))
   if causal then
@@ -81,6 +83,7 @@ end
 
 -- x [B, H, T, Dh] rotated by position: x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1].
 local function rope(x, base)
+  require('gmoe.errors').check('rope', 1, 'x', x, 'tensor')
   base = base or 10000
   local T, Dh = x.shape[3], x.shape[4]
   local cs, sn = rope_tables(T, Dh, base, x.dtype)
