@@ -72,6 +72,9 @@ end
 
 --- gm.nn.route(scores [N, E] | ids [N] i32, {experts}) -> route
 function M.route(v, opts)
+  if opts ~= nil and type(opts) ~= 'table' then
+    error('gm.nn.route: options must be a table {experts = E}, got ' .. type(opts), 2)
+  end
   local E = opts and opts.experts
   local ids, gate
   if gm.is_tensor(v) and v.dtype == 'i32' then
