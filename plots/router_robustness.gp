@@ -38,7 +38,7 @@ plot res using (idx(strcol(1)) - 0.15 + jit($2)):4 with points lt 1 pt 7 ps 0.25
 
 set title '(b) routing flip rate' offset 0,-0.6
 set ylabel 'share of test inputs' offset 1.5,0
-set yrange [0:*]
+set yrange [0:1]
 plot res using (idx(strcol(1)) - 0.12 + jit($2)):8 with points lt 3 pt 7 ps 0.25 notitle, \
      res using (idx(strcol(1)) + 0.12 + jit($2)):(1 - $7) with points lt 4 pt 6 ps 0.25 notitle, \
      smy using ($2 - 0.12):12:13 with yerrorbars lt 3 pt 7 ps 0.7 title 'PGD on the model', \
@@ -49,7 +49,8 @@ set ylabel ''
 set xtics norotate autofreq font ',8'
 set xrange [0.5:epochs + 0.5]
 set xlabel 'epoch' offset 0,0.6
-set yrange [-0.02:1.02]
+set yrange [-0.02:1.25]   # headroom for the key: collapsed routers sit at 0 and 1
+set ytics 0, 0.2, 1
 sel(a, s) = (strcol(1) eq a && $2 == s) ? $7 : NaN
 plot NaN with linespoints lt 2 lw 0.8 ps 0.3 title 'MoE joint AT', \
      NaN with linespoints lt 3 lw 0.8 ps 0.3 title 'AdvMoE', \
