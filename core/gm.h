@@ -321,6 +321,23 @@ gm_status gm_adam_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_
 gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out);
 gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s);
 
+/* ---- statistics estimators (no autograd) -------------------------------------------- */
+/* Gates of the Gaussian mixture of experts with a 1-D covariate x (papers.md §1, §2):
+ * softmax: beta0 + beta1 x; temperature: (beta0 + beta1 x) / tau; tanh / sigmoid (activation
+ * dense-to-sparse): act(beta1 x) / tau + beta0; topk: (beta0 + beta1 x) / tau over the K largest
+ * (ties to the lower index), the others weight 0. */
+typedef enum {
+    GM_MOE_SOFTMAX = 0, GM_MOE_TEMPERATURE, GM_MOE_TANH, GM_MOE_SIGMOID, GM_MOE_TOPK
+} gm_moe_gate;
+/* For each row of theta [R, P] (P = 5k + 1: beta0[k] beta1[k] a[k] b[k] log nu[k] log tau;
+ * the softmax gate ignores tau): the mean negative log-likelihood over the data x [n], y [n] of
+ * p(y | x) = sum_i g_i(x) N(y; a_i x + b_i, nu_i) -> nll [R]; with what >= 2 its gradient in
+ * theta -> grad [R, P]; with what = 3 the mean outer product of the per-point scores -> opg
+ * [R, P, P] (the BHHH curvature). Outputs not asked for are NULL. All f64 on the CPU. */
+gm_status gm_gaussian_moe_eval(gm_ctx *c, gm_tensor *x, gm_tensor *y, gm_tensor *theta,
+                               gm_moe_gate gate, int K, int what, gm_tensor **nll,
+                               gm_tensor **grad, gm_tensor **opg);
+
 /* ---- build info --------------------------------------------------------------------- */
 const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell: why; single-threaded calls split ...)" */
 /* OpenBLAS core selection (kernels/cpu/blas_core.c), for the gmoe executable's start-up: true

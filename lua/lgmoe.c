@@ -1319,6 +1319,7 @@ int luaopen_gmoe_core(lua_State *L) {
     luaL_newlib(L, internal_fns);
     gm_lua_optim_register(L);
     gm_lua_io_register(L);
+    gm_lua_stats_register(L);
     lua_setfield(L, M, "_C");
     lua_pushstring(L, GM_VERSION);
     lua_setfield(L, M, "version");

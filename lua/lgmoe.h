@@ -30,6 +30,7 @@ void gm_lua_where(lua_State *L); /* pushes that position ("chunk:line: ", or "")
 int luaopen_gmoe_core(lua_State *L);
 void gm_lua_optim_register(lua_State *L); /* lua/loptim.c: into the table on top */
 void gm_lua_io_register(lua_State *L);    /* lua/lio.c: file formats, into the table on top */
+void gm_lua_stats_register(lua_State *L); /* lua/lstats.c: estimator kernels, likewise */
 struct gm_json;
 /* lua/lio.c: a parsed JSON value as Lua (objects and arrays as tables, null as nil). */
 void gm_lua_push_json(lua_State *L, const struct gm_json *v);

@@ -167,7 +167,7 @@ doc.add('gm.data.loop', 'gm.data.loop(loader, epochs, fn, {on_epoch=function(epo
   '(in the REPL, Ctrl-C stops the loop and returns to the prompt with the session intact).')
 
 -- ---- submodules --------------------------------------------------------------------------------
-for _, sub in ipairs {'synthetic', 'mqar', 'shapes', 'text', 'formats', 'movielens'} do
+for _, sub in ipairs {'synthetic', 'mqar', 'shapes', 'text', 'synthetic_text', 'formats', 'movielens'} do
   for k, v in pairs(require('gmoe.data.' .. sub)) do M[k] = v end
 end
 

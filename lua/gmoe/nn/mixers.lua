@@ -59,6 +59,33 @@ doc.add('gm.nn.attention_naive', 'gm.nn.attention_naive(q, k, v, causal, scale=1
   '(attention dropout). gm.sdpa is the fused op; this is its test oracle and the dropout path.',
   {formula = 'softmax(scale q k^T + mask) v'})
 
+--- gm.nn.attention_sink(probs [..., H, T, S]) -> mass [H] f64, uniform (number)
+-- The attention sink probe (Qiu et al. 2025; Xiao et al. 2024): the mean attention mass that a
+-- query puts on key 0, over queries t = 1 .. T-1 (query 0 can only see key 0) and every leading
+-- index, per head; `uniform` is the same mean for causal attention spread evenly, 1/(t+1).
+local function attention_sink(probs)
+  if not gm.is_tensor(probs) or probs:dim() < 3 or probs.dtype == 'i32' then
+    error('gm.nn.attention_sink: probs must be a float tensor [..., H, T, S], got ' ..
+      (gm.is_tensor(probs) and (probs.dtype .. ' [' .. table.concat(probs.shape, ', ') .. ']') or type(probs)), 2)
+  end
+  local nd = probs:dim()
+  local H, T = probs.shape[nd - 2], probs.shape[nd - 1]
+  if T < 2 then error(('gm.nn.attention_sink: needs at least 2 query positions, got %d'):format(T), 2) end
+  local first = probs:detach():to('f64'):narrow(-1, 0, 1):narrow(-2, 1, T - 1) -- [..., H, T-1, 1]
+  local mass = first:reshape {-1, H, T - 1}:mean {dims = {0, 2}}
+  local uniform = 0
+  for t = 1, T - 1 do uniform = uniform + 1 / (t + 1) end
+  return mass, uniform / (T - 1)
+end
+M.attention_sink = attention_sink
+doc.add('gm.nn.attention_sink', 'gm.nn.attention_sink(probs [..., H, T, S]) -> mass [H] f64, uniform',
+  'The attention-sink probe: mass[h] is the mean attention probability that head h puts on key 0, over ' ..
+  'query positions t = 1 .. T-1 (query 0 sees only key 0) and all leading indices (batch, ...); uniform is ' ..
+  'the same mean for causal attention spread evenly (1/(t+1)). Give it attn.last_probs (set ' ..
+  'attn.keep_probs = true before the forward). A sink shows as mass well above uniform.',
+  {formula = 'mass_h = mean_{b, t>=1} p[b, h, t, 0];  uniform = mean_{t>=1} 1/(t+1)',
+   paper = 'Qiu et al. 2025 (Gated Attention), Xiao et al. 2024 (attention sinks)'})
+
 -- Rotary tables cos/sin [T, Dh] (rotate-half layout: frequency i on columns i and i + Dh/2).
 local rope_cache = setmetatable({}, {__mode = 'v'})
 local function rope_tables(T, Dh, base, dtype)
