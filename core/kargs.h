@@ -86,6 +86,15 @@ typedef struct gm_norm_args {
     unsigned outs;
 } gm_norm_args;
 
+/* BATCH_NORM(_BWD): x [n, c, s] (s the product of the trailing dims), eps; the backward writes
+ * the gradients in outs (1 dx, 2 dw, 4 db), in that order, and reads those reaching mean and
+ * invstd where given has bit 1, 2. */
+typedef struct gm_batch_norm_args {
+    int64_t n, c, s;
+    double eps;
+    unsigned outs, given;
+} gm_batch_norm_args;
+
 /* CONV2D and its gradients: stride and padding (the window is w's last two dims); pooling: the
  * window (kh, kw) too. */
 typedef struct gm_conv_args {
@@ -157,6 +166,7 @@ typedef union gm_kparams {
     gm_route_args route;
     gm_expert_mm_args expert_mm;
     gm_norm_args norm;
+    gm_batch_norm_args batch_norm;
     gm_conv_args conv;
     gm_sdpa_args sdpa;
     gm_gla_args gla;

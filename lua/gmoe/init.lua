@@ -203,7 +203,7 @@ function gm.show(...) return require('gmoe.show').show(...) end
 
 -- Submodules become gm.<name>; some also add functions to gm itself when they load
 -- (gmoe.checkpoint adds gm.save, gm.load, gm.save_npy, gm.load_npy).
-for _, name in ipairs {'doc', 'optim', 'nn', 'data', 'checkpoint', 'plot', 'notebook', 'schedule', 'gates', 'stats', 'experiment'} do
+for _, name in ipairs {'doc', 'optim', 'nn', 'attack', 'data', 'checkpoint', 'plot', 'notebook', 'schedule', 'gates', 'stats', 'experiment'} do
   if package.preload['gmoe.' .. name] then gm[name] = require('gmoe.' .. name) end
 end
 

@@ -60,6 +60,11 @@ rows() {
     # against one thread, the large one against the sgemm rate of the same process.
     "$GMOE" "$HERE/moe.lua" "$REPS"
     line
+    # Adversarial training steps (issue 14): one PGD-2 AT step of the router-robustness experiment's
+    # dense CNN and MoE-CNN (batch 128) against the same models in PyTorch, interleaved (peer.lua);
+    # where the dense step's time goes.
+    "$GMOE" "$HERE/advmoe.lua" "${ADVMOE_REPS:-9}"
+    line
     # LM training steps (issue 5): 2-layer LM with an MLP after each mixer, B=64, T=128, V=256,
     # attention / GLA recurrent / GLA chunkwise at d_model 64 and 128, against PyTorch.
     "$GMOE" "$HERE/lm.lua" "${LM_REPS:-7}"
