@@ -450,12 +450,13 @@ function Block:forward(h)
 end
 
 local LM = define('LM',
-  'gm.nn.LM{vocab, d_model, layers=2, mixer="attention", heads=1, state_mixer=nil|"mlp"|"moe", d_ff=4*d_model, ' ..
+  'gm.nn.LM{vocab, d_model, layers=2, mixer="attention", heads=1, state_mixer=nil|"mlp"|"moe"|"identity", d_ff=4*d_model, ' ..
   'moe={...}, tie_head=true, positions=nil|"learned"|"rotary", max_len=2048, emb_dropout=0, dtype="f32", ' ..
   'generator}  ->  logits = lm(ids [B, T] i32, select=nil)',
   'A small language model as zoology\'s: embedding (+ learned positions [max_len, d] when positions = "learned"; ' ..
   '"rotary" is handed to the attention mixers), embedding dropout, `layers` pre-norm residual blocks ' ..
-  '(h = h + mixer(LN(h)); then, with a state mixer, h = h + mlp(LN(h)) or h + moe(LN(h))), a final LayerNorm and ' ..
+  '(h = h + mixer(LN(h)); then, with a state mixer, h = h + mlp(LN(h)) or h + moe(LN(h)), or h + LN(h) for "identity": ' ..
+  'zoology\'s blocks with state_mixer = Identity, its "no MLP" models, add the normed residual back), a final LayerNorm and ' ..
   'a head tied to the embedding (tie_head) or its own Linear. mixer: "attention", "gated_attention", "gla", "gated_conv" ' ..
   '(or "base_conv"), a table {name, option = value, ...} passed to that mixer, or a function(i, opts) -> module ' ..
   '(i the 0-based block). moe: options of gm.nn.MoE (d_model is set; d_ff defaults to d_ff, experts to 4); the ' ..
@@ -478,8 +479,8 @@ function LM:init(...)
   if o.positions ~= nil and o.positions ~= 'learned' and o.positions ~= 'rotary' then
     error(('gm.nn.LM: positions must be nil, "learned" or "rotary", got %s'):format(tostring(o.positions)), 3)
   end
-  if o.state_mixer ~= nil and o.state_mixer ~= 'mlp' and o.state_mixer ~= 'moe' then
-    error(('gm.nn.LM: state_mixer must be nil, "mlp" or "moe", got %s'):format(tostring(o.state_mixer)), 3)
+  if o.state_mixer ~= nil and o.state_mixer ~= 'mlp' and o.state_mixer ~= 'moe' and o.state_mixer ~= 'identity' then
+    error(('gm.nn.LM: state_mixer must be nil, "mlp", "moe" or "identity", got %s'):format(tostring(o.state_mixer)), 3)
   end
   self.positions, self.state_mixer, self.tie_head = o.positions, o.state_mixer, o.tie_head and true or false
   local D, g = self.d_model, o.generator
@@ -494,7 +495,9 @@ function LM:init(...)
     b.mixer = make_mixer(o.mixer, i, o)
     if o.state_mixer then
       b.norm2 = layers.LayerNorm(D, {dtype = o.dtype})
-      if o.state_mixer == 'mlp' then
+      if o.state_mixer == 'identity' then
+        b.state = layers.Identity()
+      elseif o.state_mixer == 'mlp' then
         b.state = layers.MLP(D, d_ff, {activation = 'gelu', dtype = o.dtype, generator = g})
       else
         local mo = {d_model = D, d_ff = d_ff, experts = 4, dtype = o.dtype, generator = g}
