@@ -14,12 +14,14 @@ M.KNOWN = KNOWN
 
 -- zoology's BaseConv of a 2-layer stack with kernel_size = [3, -1, ...]: even layers a short
 -- causal conv (k = 3), odd layers the implicit long conv; each gated by a linear branch, plus
--- the residual.
+-- the residual. The long conv as zoology's code at the time of its Figure 2: a ReLU filter MLP
+-- and fft_conv's skip (k * u + u).
 local function base_conv(i, o, T)
   if i % 2 == 0 then
     return gm.nn.GatedConv {d_model = o.d_model, short_kernel = 3, long = false, generator = o.generator}
   end
-  return gm.nn.GatedConv {d_model = o.d_model, short_kernel = 0, long = true, l_max = T, generator = o.generator}
+  return gm.nn.GatedConv {d_model = o.d_model, short_kernel = 0, long = true, l_max = T, filter_activation = 'relu',
+                          long_skip = true, generator = o.generator}
 end
 
 --- lm, aux_weight = M.model(arm, {vocab, d_model, seq_len, dropout, emb_dropout, experts, top_k, generator})
