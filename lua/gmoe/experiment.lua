@@ -409,6 +409,7 @@ function Run:generator(stream) return gm.Generator(self:seed(stream)) end
 function Run:log(fmt, ...)
   local line = select('#', ...) > 0 and fmt:format(...) or tostring(fmt)
   self.log_lines[#self.log_lines + 1] = line
+  if self.capture then table.insert(self.capture.logs, line) end
   if not self.quiet then self:_clear_bar() io.stderr:write(line, '\n') end
   self:_maybe_flush()
 end
@@ -418,6 +419,7 @@ function Run:metric(name, value)
   if type(name) ~= 'string' or not name:match('^[%w_%.%-]+$') then error('metric: name must be an identifier', 2) end
   if self.metrics[name] == nil then self.metric_order[#self.metric_order + 1] = name end
   self.metrics[name] = value
+  if self.capture then table.insert(self.capture.metrics, {name, value}) end
 end
 
 local Tsv = {}
@@ -440,7 +442,8 @@ function Run:tsv(name, columns)
   if type(name) ~= 'string' or not name:match('^[%w_%-]+$') then error('tsv: name must be an identifier', 2) end
   if type(columns) ~= 'table' or #columns == 0 then error('tsv: columns must be a non-empty array of names', 2) end
   if self.tsvs[name] then return self.tsvs[name] end
-  local w = setmetatable({run = self, path = self.dir .. '/' .. name .. '.tsv', columns = columns, rows = {}}, Tsv)
+  local w = setmetatable({run = self, name = name, path = self.dir .. '/' .. name .. '.tsv', columns = columns,
+                          rows = {}}, Tsv)
   self.tsvs[name] = w
   self.tsv_order[#self.tsv_order + 1] = name
   w:flush()
@@ -465,13 +468,19 @@ function Tsv:row(first, ...)
   end
   local cells = {}
   for i = 1, #self.columns do cells[i] = cell(vals[i]) end
-  self.rows[#self.rows + 1] = table.concat(cells, '\t')
+  self:_add(table.concat(cells, '\t'))
   self.run:_maybe_flush()
+end
+
+function Tsv:_add(text)
+  self.rows[#self.rows + 1] = text
+  local cap = self.run.capture
+  if cap then table.insert(cap.rows, {self.name, text}) end
 end
 
 --- w:blank(n=1): n blank lines (gnuplot blocks: one between blocks, two between data sets).
 function Tsv:blank(n)
-  for _ = 1, n or 1 do self.rows[#self.rows + 1] = '' end
+  for _ = 1, n or 1 do self:_add('') end
 end
 
 function Tsv:flush()
@@ -535,6 +544,86 @@ function Run:progress(done, total, note)
   end
 end
 
+-- ---- units: per-unit checkpoints, so an interrupted run resumes --------------------------------
+-- A unit's return value (and everything it wrote) is kept as Lua source in units/<n>.lua.
+local function serialize(v, path)
+  local t = type(v)
+  if t == 'nil' or t == 'boolean' or t == 'number' or t == 'string' then return fmt_value(v) end
+  if t ~= 'table' or getmetatable(v) ~= nil then
+    error(('unit: %s is a %s; a unit returns numbers, strings, booleans and plain tables of them')
+      :format(path, gm.is_tensor and gm.is_tensor(v) and 'tensor' or t), 0)
+  end
+  local parts = {}
+  for _, k in ipairs(sorted_keys(v)) do
+    if type(k) ~= 'string' and math.type(k) ~= 'integer' then error(('unit: %s has a %s key'):format(path, type(k)), 0) end
+    parts[#parts + 1] = ('[%s] = %s'):format(fmt_value(k), serialize(v[k], path .. '.' .. tostring(k)))
+  end
+  return '{' .. table.concat(parts, ', ') .. '}'
+end
+
+local function load_units(dir)
+  local units, n = {}, 0
+  local listing = shell('ls -1 ' .. q(dir .. '/units')) or ''
+  local files = {}
+  for f in listing:gmatch('[^\n]+') do
+    local i = tonumber(f:match('^(%d+)%.lua$'))
+    if i then files[#files + 1] = i end
+  end
+  table.sort(files)
+  for _, i in ipairs(files) do
+    local path = ('%s/units/%d.lua'):format(dir, i)
+    local chunk = loadfile(path, 't', {})
+    local ok, u = false, nil
+    if chunk then ok, u = pcall(chunk) end
+    if ok and type(u) == 'table' and type(u.key) == 'string' then units[u.key] = u; n = math.max(n, i) end
+  end
+  return units, n
+end
+
+--- value = run:unit(key, fn): runs fn() as one resumable unit of the experiment (one training run,
+--- one fit). When this run folder resumes an interrupted run of the same config and unit `key`
+--- finished there, fn is not called: the unit's TSV rows, metrics and log lines are replayed, the
+--- default generator is set to the state the unit left it in, and its return value (numbers,
+--- strings, booleans, plain tables) is returned. Otherwise fn() runs and all of that is saved
+--- (units/<n>.lua, atomically) before run:unit returns. Draw a unit's randomness from the default
+--- generator or from streams seeded inside the unit (run:generator(key)), not from a generator
+--- carried over from an earlier unit, so a resumed run equals an uninterrupted one.
+function Run:unit(key, fn)
+  if type(key) ~= 'string' or key == '' then error('unit: key must be a non-empty string', 2) end
+  if type(fn) ~= 'function' then error('unit: fn must be a function', 2) end
+  if self.capture then error(('unit: units do not nest (%s inside %s)'):format(key, self.capture.key), 2) end
+  if self.unit_seen[key] then error(('unit: key "%s" used twice in one run'):format(key), 2) end
+  self.unit_seen[key] = true
+  local u = self.units[key]
+  if u then
+    for _, r in ipairs(u.rows) do
+      local w = self.tsvs[r[1]]
+      if not w then error(('unit %s: its rows go to %s.tsv, which this run has not opened (run:tsv before the unit)')
+        :format(key, r[1]), 2) end
+      w.rows[#w.rows + 1] = r[2]
+    end
+    for _, m in ipairs(u.metrics) do self:metric(m[1], m[2]) end
+    for _, l in ipairs(u.logs) do self.log_lines[#self.log_lines + 1] = l end
+    gm.set_rng_state(u.rng)
+    self.units_replayed = self.units_replayed + 1
+    return u.value
+  end
+  self.capture = {key = key, rows = {}, metrics = {}, logs = {}}
+  local ok, res = pcall(fn)
+  local cap = self.capture
+  self.capture = nil
+  if not ok then error(res, 0) end
+  self.unit_n = self.unit_n + 1
+  local rng = gm.get_rng_state()
+  local text = ('return {key = %s, value = %s, rng = %s, rows = %s, metrics = %s, logs = %s}\n'):format(
+    fmt_value(key), serialize(res, 'the value of unit ' .. key), serialize({seed = rng.seed, offset = rng.offset}, 'rng'),
+    serialize(cap.rows, 'rows'), serialize(cap.metrics, 'metrics'), serialize(cap.logs, 'logs'))
+  mkdir_p(self.dir .. '/units')
+  M.write_atomic(('%s/units/%d.lua'):format(self.dir, self.unit_n), text)
+  self:flush()
+  return res
+end
+
 -- root/name/latest -> the run folder (a folder of that name from older tools is moved aside).
 local function point_latest(root, name, dir)
   local link = root .. '/' .. name .. '/latest'
@@ -561,27 +650,42 @@ function Exp:execute(job, opts, quiet)
       return done, false
     end
   end
+  -- an unfinished run of the same config (interrupted, killed, failed) is resumed in its folder
+  local resume = dir
+  if resume then
+    resume = read_file(dir .. '/config.lua') == config_source(cfg) and dir or nil
+  elseif not opts.force then
+    resume = M.latest_any(root, self.name, id)
+  end
+  if resume and opts.force then resume = nil end
   if not dir then
-    local base = root .. '/' .. self.name .. '/' .. os.date('!%Y%m%d-%H%M%S') .. '-' .. id
-    dir = base
+    dir = resume or (root .. '/' .. self.name .. '/' .. os.date('!%Y%m%d-%H%M%S') .. '-' .. id)
   end
   mkdir_p(dir)
   os.remove(dir .. '/DONE')
+  if not resume then os.execute('rm -rf ' .. q(dir .. '/units')) end
+  local units, unit_n = {}, 0
+  if resume then units, unit_n = load_units(dir) end
   local run = setmetatable({exp = self, dir = dir, cfg = cfg, id = id, tsvs = {}, tsv_order = {}, metrics = {},
                             metric_order = {}, log_lines = {}, streams = {}, quiet = quiet,
                             tty = stderr_tty(), t0 = os.time(), cpu0 = os.clock(), last_flush = os.time(),
-                            master_seed = math.tointeger(cfg.seed) or 0}, Run)
+                            master_seed = math.tointeger(cfg.seed) or 0, units = units, unit_n = unit_n,
+                            unit_seen = {}, units_replayed = 0}, Run)
   M.write_atomic(dir .. '/config.lua', config_source(cfg))
   M.write_atomic(dir .. '/overrides.txt', table.concat(job.words, '\n') .. (#job.words > 0 and '\n' or ''))
   local meta = {name = self.name, description = self.description, id = id, config = cfg, overrides = job.words,
                 quick = opts.quick, gmoe = build_info(), git = git_info(), host = host(), command = command_line(),
                 cwd = has_term and term.getcwd() or nil, start = now(), status = 'running',
+                pid = tonumber(shell('echo $PPID')), resumed = resume and unit_n or nil,
                 seeds = {master = run.master_seed, streams = run.streams}}
   M.write_atomic(dir .. '/meta.json', json(meta) .. '\n')
   if not quiet then
     local lines = {}
     for _, k in ipairs(sorted_keys(cfg)) do lines[#lines + 1] = k .. '=' .. fmt_value(cfg[k]) end
     io.stderr:write(('%s: %s\n%s: run folder %s\n'):format(self.name, table.concat(lines, ' '), self.name, dir))
+    if resume then
+      io.stderr:write(('%s: resuming an unfinished run: %d unit(s) already done\n'):format(self.name, unit_n))
+    end
   end
   local w0 = wall_clock()
   local ok, err = xpcall(self.fn, debug.traceback, cfg, run)
@@ -591,6 +695,7 @@ function Exp:execute(job, opts, quiet)
   meta.cpu_s = os.clock() - run.cpu0
   meta.status = ok and 'done' or 'failed'
   meta.metrics = run.metrics
+  if run.unit_n > 0 then meta.units = {done = run.unit_n, replayed = run.units_replayed} end
   if not ok then
     meta.error = tostring(err)
     run.log_lines[#run.log_lines + 1] = 'error: ' .. tostring(err)
@@ -868,14 +973,25 @@ doc.add('gm.experiment',
   '$GMOE_RUNS, else runs; ROOT/NAME/latest points at the last one): config.lua, overrides.txt, ' ..
   'meta.json (version, git commit and dirty flag, BLAS, threads, CUDA, host, command, seeds, start, ' ..
   'end, wall time, status), the TSV files, metrics.tsv, log.txt and DONE last, each written ' ..
-  'atomically. A finished run of the same config is skipped unless --force. Inside run(cfg, run): ' ..
+  'atomically. A finished run of the same config is skipped unless --force; an unfinished one ' ..
+  '(interrupted, killed, failed) is resumed in its folder, its finished units replayed. Inside run(cfg, run): ' ..
   'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank(); run:metric(name, v); ' ..
   'run:log(fmt, ...); run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
-  'lines otherwise); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..
+  'lines otherwise); run:unit(key, fn) runs one resumable unit (see ?run:unit); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..
   'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N [--emit ' ..
   'parallel|slurm]` runs the jobs in N processes (or writes jobs.txt / an sbatch array) and resumes; ' ..
   '`gmoe plot NAME [run-dir]` renders plots/NAME.gp (given dir, fmt, out) to PDF, PNG and SVG in the run.',
   {example = 'return gm.experiment{name="demo", config={n=100, seed=1}, quick={n=10},\n' ..
      '  run=function(cfg, run) local w = run:tsv("out", {"i", "v"}) for i = 1, cfg.n do w:row(i, i * i) end end}'})
+
+doc.add('run:unit', 'value = run:unit(key, fn)',
+  'Runs fn() as one resumable unit of an experiment (one training run, one fit) and returns its value ' ..
+  '(numbers, strings, booleans, plain tables). The unit\'s TSV rows, metrics, log lines, value and ' ..
+  'the default generator\'s state afterwards are saved in the run folder (units/<n>.lua, atomically). ' ..
+  'Re-running the same config after an interruption, a kill or a failure continues in that folder: a ' ..
+  'finished unit is not run again but replayed (rows, metrics, log, generator state, value), so the ' ..
+  'results equal an uninterrupted run. Keys are unique per run; units do not nest. Draw a unit\'s ' ..
+  'randomness from the default generator or from streams made inside it (run:generator(key)).',
+  {example = 'for _, lr in ipairs{1e-3, 3e-3} do\n  local acc = run:unit("lr=" .. lr, function() return train(lr) end)\nend'})
 
 return setmetatable(M, {__call = function(_, spec) return M.define(spec) end})

@@ -179,6 +179,77 @@ tap.like(sb, 'SLURM_ARRAY_TASK_ID', 'the array task picks its line')
 code, out, err = tap.run('sweep ' .. q(script) .. ' nn=5,6', {env = env})
 tap.ok(code ~= 0 and err:find('did you mean "n"'), 'gmoe sweep checks keys too', err)
 
+-- ---- run:unit: an interrupted run resumes, replaying finished units --------------------------
+local uscript = tmp .. '/units.lua'
+tap.spit(uscript, [[
+local gm = require 'gmoe'
+return gm.experiment {
+  name = 'units', config = {n = 4, seed = 3},
+  run = function(cfg, run)
+    gm.manual_seed(cfg.seed)
+    local w = run:tsv('values', {'i', 'v'})
+    local total = 0
+    for i = 1, cfg.n do
+      local r = run:unit('i=' .. i, function()
+        local f = io.open(os.getenv('UNITS_CALLS'), 'a') f:write(i, '\n') f:close()
+        if tonumber(os.getenv('UNITS_FAIL_AT') or '') == i then error('stopped at ' .. i) end
+        local v = gm.randn{1}:item()
+        w:row(i, v)
+        run:log('unit %d', i)
+        return {v = v, tag = 'u' .. i}
+      end)
+      assert(r.tag == 'u' .. i)
+      total = total + r.v
+    end
+    run:metric('total', total)
+    w:row(0, gm.randn{1}:item())
+  end,
+}
+]])
+local calls = tmp .. '/calls.txt'
+local uenv = env .. ' UNITS_CALLS=' .. q(calls)
+local function udirs()
+  local out = {}
+  for _, d in ipairs(ls(runs .. '/units')) do if d:match('^%d+%-%d+%-%x+$') then out[#out + 1] = d end end
+  return out
+end
+code, out, err = tap.run(q(uscript), {env = uenv .. ' UNITS_FAIL_AT=3'})
+tap.ok(code ~= 0 and err:find('stopped at 3'), 'a run that fails in its third unit fails', err)
+tap.is(#udirs(), 1, 'one (unfinished) run folder')
+local udir = runs .. '/units/' .. (udirs()[1] or '?')
+tap.is(#ls(udir .. '/units'), 2, 'the two finished units are saved')
+os.remove(calls)
+code, out, err = tap.run(q(uscript), {env = uenv})
+tap.is(code, 0, 'the same config again succeeds', err)
+tap.like(err, 'resuming an unfinished run: 2 unit', 'and says it resumes')
+tap.is(#udirs(), 1, 'in the same run folder')
+tap.is(tap.slurp(calls), '3\n4\n', 'only the unfinished units run again')
+local resumed_tsv = tap.slurp(udir .. '/values.tsv')
+local resumed_metrics = tap.slurp(udir .. '/metrics.tsv')
+tap.like(tap.slurp(udir .. '/log.txt'), 'unit 1\nunit 2\nunit 3\nunit 4', 'log lines of replayed units are kept, in order')
+tap.like(tap.slurp(udir .. '/meta.json'), '"replayed": 2', 'meta.json counts the replayed units')
+code, out, err = tap.run(q(uscript) .. ' --out ' .. q(tmp .. '/fresh'), {env = uenv})
+local fresh = tmp .. '/fresh/units/latest'
+tap.is(tap.slurp(fresh .. '/values.tsv'), resumed_tsv, 'the resumed run\'s TSV equals an uninterrupted run\'s, bit for bit')
+tap.is(tap.slurp(fresh .. '/metrics.tsv'), resumed_metrics, 'and so do its metrics (unit values replayed)')
+code, out, err = tap.run(q(uscript) .. ' --force', {env = uenv})
+tap.ok(code == 0 and #udirs() == 2 and not err:find('resuming'), '--force starts a new folder, resuming nothing', err)
+os.execute('mkdir -p ' .. q(tmp .. '/badexp'))
+local bscript = tmp .. '/badexp/units.lua'
+tap.spit(bscript, [[
+return require('gmoe').experiment{name = 'units', config = {}, run = function(cfg, run)
+  local mode = os.getenv('UNITS_BAD')
+  if mode == 'twice' then run:unit('a', function() end) run:unit('a', function() end)
+  elseif mode == 'nest' then run:unit('a', function() run:unit('b', function() end) end)
+  else run:unit('a', function() return {t = require('gmoe').zeros{1}} end) end
+end}
+]])
+for _, c in ipairs {{'twice', 'key "a" used twice'}, {'nest', 'units do not nest'}, {'tensor', 'is a tensor'}} do
+  code, out, err = tap.run('run ' .. q(bscript) .. ' --force --out ' .. q(tmp .. '/bad'),
+    {env = env .. ' UNITS_BAD=' .. c[1]})
+  tap.ok(code ~= 0 and err:find(c[2], 1, true), 'run:unit refuses: ' .. c[2], err)
+end
+
 -- ---- gmoe plot -------------------------------------------------------------------------------
 if os.execute('command -v gnuplot >/dev/null 2>&1') then
   local plots = tmp .. '/plots'
