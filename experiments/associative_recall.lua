@@ -107,7 +107,6 @@ return gm.experiment {
     local results = run:tsv('results', RESULT_COLS)
     local curves = run:tsv('curves', {'mixer', 'seq_len', 'num_kv_pairs', 'd_model', 'lr', 'epoch', 'val_acc',
                                       'train_loss', 'seconds'})
-    local unit = run.unit and function(key, fn) return run:unit(key, fn) end or function(_, fn) return fn() end
 
     -- Data per setting, made on first use (a resumed run whose units all replay makes none).
     local data = {}
@@ -129,7 +128,7 @@ return gm.experiment {
         for _, mixer in ipairs(g.mixer_list) do
           for _, lr in ipairs(g.lr_list) do
             local key = ('%s/%dx%d/d%d/lr%g'):format(mixer, s.T, s.D, d, lr)
-            local r = unit(key, function()
+            local r = run:unit(key, function()
               local train, val, test = splits(s)
               local o = {arm = mixer, lr = lr, epochs = g.epochs, batch_size = batch_for(g, s.T),
                          weight_decay = cfg.weight_decay, threshold = cfg.threshold, eval_batch = cfg.eval_batch,

@@ -4,7 +4,8 @@
 # process (tests/bench/bench_engine.c, built here against the engine objects), the Lua
 # binding's per-op overhead, memory over a long training loop, and full training steps
 # (tests/bench/train.lua) with OMP_WAIT_POLICY as it is and set to active, and top-k MoE
-# training steps at three sizes against PyTorch 1.13 (tests/bench/moe.lua). Benchmarks
+# training steps at three sizes against PyTorch 1.13 (tests/bench/moe.lua), and the MQAR step
+# of the associative-recall experiment against PyTorch (tests/bench/mqar.lua). Benchmarks
 # inform; this script always exits 0. Environment: BENCH_REPS (repeats, default 15),
 # BENCH_STEPS (10000).
 B=${1:-build}
@@ -55,5 +56,10 @@ line
 # LM training steps (issue 5): 2-layer LM with an MLP after each mixer, B=64, T=128, V=256,
 # attention / GLA recurrent / GLA chunkwise at d_model 64 and 128, against PyTorch 1.13 CPU.
 "$GMOE" "$HERE/lm.lua" "${LM_REPS:-7}"
+line
+# MQAR training step (issue 12): the associative-recall model (experiments/lib/mqar.lua) for
+# attention and base_conv at T=256, d=64, B=64, V=8192, logits at the answer positions only,
+# interleaved with the same step in PyTorch (tests/bench/torch_mqar.py); target >= 2x.
+"$GMOE" "$HERE/mqar.lua" "${MQAR_REPS:-7}"
 line
 exit 0
