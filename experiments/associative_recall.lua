@@ -63,12 +63,155 @@ end
 local RESULT_COLS = {'mixer', 'seq_len', 'num_kv_pairs', 'd_model', 'lr', 'epochs_run', 'best_val_acc', 'test_acc',
                      'params', 'train_seconds'}
 
+local CURVE_COLS = {'mixer', 'seq_len', 'num_kv_pairs', 'd_model', 'lr', 'epoch', 'val_acc', 'train_loss', 'seconds'}
+
+-- Train every (setting, d_model, mixer, lr) of the grid, each one run:unit; returns the result rows.
+local function train_grid(cfg, run, results, curves)
+  local g = grid(cfg)
+  run:log('grid: mixers=%s settings=%s d_models=%s lrs=%s vocab=%d n_train=%d n_val=%d n_test=%d epochs=%d batch=%s',
+    g.mixers, g.settings, g.d_models, g.lrs, g.vocab, g.n_train, g.n_val, g.n_test, g.epochs,
+    g.batch_size > 0 and tostring(g.batch_size) or '512/256/128 by T')
+  -- Data per setting, made on first use (a resumed run whose units all replay makes none); one
+  -- setting at a time: the previous one is dropped.
+  local data = {}
+  local function splits(s)
+    local key = s.T .. 'x' .. s.D
+    if not data[key] then
+      local o = {vocab = g.vocab, seq_len = s.T, num_kv_pairs = s.D}
+      data = {[key] = {Q.split(g.n_train, o, run:generator('data/train/' .. key)),
+                       Q.split(g.n_val, o, run:generator('data/val/' .. key)),
+                       Q.split(g.n_test, o, run:generator('data/test/' .. key))}}
+    end
+    return table.unpack(data[key])
+  end
+  local total = #g.setting_list * #g.d_list * #g.mixer_list * #g.lr_list
+  local rows = {}
+  for _, s in ipairs(g.setting_list) do
+    for _, d in ipairs(g.d_list) do
+      for _, mixer in ipairs(g.mixer_list) do
+        for _, lr in ipairs(g.lr_list) do
+          local key = ('%s/%dx%d/d%d/lr%g'):format(mixer, s.T, s.D, d, lr)
+          rows[#rows + 1] = run:unit(key, function()
+            local train, val, test = splits(s)
+            local o = {arm = mixer, lr = lr, epochs = g.epochs, batch_size = batch_for(g, s.T),
+                       weight_decay = cfg.weight_decay, threshold = cfg.threshold, eval_batch = cfg.eval_batch,
+                       vocab = g.vocab, d_model = d, seq_len = s.T, dropout = cfg.dropout, emb_dropout = cfg.emb_dropout,
+                       experts = cfg.experts, top_k = cfg.top_k, aux_weight = cfg.aux_weight,
+                       generator = run:generator('init/' .. key), shuffle = run:generator('shuffle/' .. key)}
+            local out = Q.train(o, train, val, test, function(epoch, acc, loss, secs)
+              curves:row(mixer, s.T, s.D, d, lr, epoch, acc, loss, secs)
+            end)
+            local r = {mixer = mixer, seq_len = s.T, num_kv_pairs = s.D, d_model = d, lr = lr}
+            for k, v in pairs(out) do r[k] = v end
+            results:row(r)
+            run:log('%-15s T=%-3d D=%-2d d=%-3d lr=%-7g epochs %2d  val %.3f  test %.3f  %.0f s', mixer, s.T, s.D, d, lr,
+                    out.epochs_run, out.best_val_acc, out.test_acc, out.train_seconds)
+            return r
+          end)
+          run:progress(#rows, total, key)
+        end
+      end
+    end
+  end
+  return rows
+end
+
+-- The rows of a TSV file with a '# col ...' header, as tables keyed by column (numbers converted).
+local function read_tsv(path)
+  local f = io.open(path, 'r')
+  if not f then return nil end
+  local cols, rows = nil, {}
+  for line in f:lines() do
+    if line:match('^# ') and not cols then
+      cols = {}
+      for c in line:sub(3):gmatch('[^\t]+') do cols[#cols + 1] = c end
+    elseif line ~= '' and cols then
+      local r, i = {}, 0
+      for c in (line .. '\t'):gmatch('([^\t]*)\t') do
+        i = i + 1
+        r[cols[i] or i] = tonumber(c) or c
+      end
+      rows[#rows + 1] = r
+    end
+  end
+  f:close()
+  return rows, cols
+end
+
+-- collect=GLOB: merge the results and curves of finished run folders (the jobs of a sweep)
+-- into this run instead of training; returns the result rows.
+local function collect(glob, results, curves, run)
+  local p = io.popen('ls -d ' .. glob .. ' 2>/dev/null')
+  local dirs = {}
+  for d in p:lines() do dirs[#dirs + 1] = d end
+  p:close()
+  local rows, used = {}, 0
+  for _, d in ipairs(dirs) do
+    local rs = read_tsv(d .. '/results.tsv')
+    if rs and io.open(d .. '/DONE', 'r') then
+      used = used + 1
+      for _, r in ipairs(rs) do results:row(r) rows[#rows + 1] = r end
+      for _, c in ipairs(read_tsv(d .. '/curves.tsv') or {}) do curves:row(c) end
+    end
+  end
+  assert(#rows > 0, 'collect: no finished run folder with results under ' .. glob)
+  run:log('collected %d results from %d finished run folders (%d matched %s)', #rows, used, #dirs, glob)
+  return rows
+end
+
+-- best.tsv: per (setting, mixer) one gnuplot data set (two blank lines apart, in layout.gp's
+-- order: settings by T then D, mixers in arm order), a row per d_model (ascending) with the lr
+-- that reached the highest validation accuracy (NaN where the combination has no runs).
+local function summarise(rows, cfg, run)
+  local settings, mixers, ds, best = {}, {}, {}, {}
+  local seen = {}
+  for _, r in ipairs(rows) do
+    local sk = r.seq_len .. 'x' .. r.num_kv_pairs
+    if not seen[sk] then seen[sk] = true settings[#settings + 1] = {T = r.seq_len, D = r.num_kv_pairs, key = sk} end
+    if not seen['m' .. r.mixer] then seen['m' .. r.mixer] = true mixers[#mixers + 1] = r.mixer end
+    if not seen['d' .. r.d_model] then seen['d' .. r.d_model] = true ds[#ds + 1] = r.d_model end
+    local k = ('%s/%s/%d'):format(r.mixer, sk, r.d_model)
+    if not best[k] or r.best_val_acc > best[k].best_val_acc then best[k] = r end
+  end
+  table.sort(settings, function(a, b) return a.T < b.T or (a.T == b.T and a.D < b.D) end)
+  local order = {}
+  for i, a in ipairs(Q.ARMS) do order[a] = i end
+  table.sort(mixers, function(a, b) return order[a] < order[b] end)
+  table.sort(ds)
+  local out = run:tsv('best', {'d_model', 'best_val_acc', 'test_acc', 'lr', 'train_seconds', 'epochs_run', 'params'})
+  for si, s in ipairs(settings) do
+    for mi, mixer in ipairs(mixers) do
+      if si + mi > 2 then out:blank(2) end
+      local any = false
+      for _, d in ipairs(ds) do
+        local r = best[('%s/%s/%d'):format(mixer, s.key, d)]
+        if r then
+          any = true
+          out:row(d, r.best_val_acc, r.test_acc, r.lr, r.train_seconds, r.epochs_run, r.params)
+          run:metric(('acc_%s_%s_d%d'):format(mixer, s.key, d), r.best_val_acc)
+        end
+      end
+      if not any then out:row(ds[1], 0 / 0, 0 / 0, 0 / 0, 0 / 0, 0 / 0, 0 / 0) end
+    end
+  end
+  local names, tidx = {}, #settings
+  for i, s in ipairs(settings) do
+    names[i] = s.key
+    if s.key == cfg.time_setting then tidx = i end
+  end
+  assert(cfg.time_setting == '' or names[tidx] == cfg.time_setting,
+         'time_setting ' .. cfg.time_setting .. ' is not one of the settings')
+  gm.experiment.write_atomic(run.dir .. '/layout.gp', ('mixers = "%s"\nsettings = "%s"\ntime_setting = %d\n')
+    :format(table.concat(mixers, ' '), table.concat(names, ' '), tidx))
+end
+
 return gm.experiment {
   name = 'associative_recall',
   description = 'MQAR accuracy vs d_model across sequence mixers (zoology Figure 2), max over learning rates',
   config = {seed = 1, preset = 'cpu', mixers = '', settings = '', d_models = '', lrs = '', vocab = 0, n_train = 0,
             n_val = 0, n_test = 0, epochs = 0, batch_size = 0, weight_decay = 0.1, threshold = 0.99, dropout = 0.1,
-            emb_dropout = 0.1, experts = 8, top_k = 2, aux_weight = 0.01, eval_batch = 250, time_setting = ''},
+            emb_dropout = 0.1, experts = 8, top_k = 2, aux_weight = 0.01, eval_batch = 250, time_setting = '',
+            collect = ''},
   quick = {mixers = 'attention+base_conv', settings = '64x4', d_models = '32+64', lrs = '1e-2', n_train = 2000,
            n_val = 300, n_test = 300, epochs = 3},
   choices = {preset = {'cpu', 'paper'}},
@@ -87,7 +230,9 @@ return gm.experiment {
          dropout = 'attention-probability dropout (zoology 0.1)', emb_dropout = 'embedding dropout (zoology 0.1)',
          experts = 'moe arm: experts', top_k = 'moe arm: experts per token',
          aux_weight = 'moe arm: weight of the load-balance loss',
-         time_setting = "TxD of the accuracy-vs-training-time panel ('' = the last setting)"},
+         time_setting = "TxD of the accuracy-vs-training-time panel ('' = the last setting)",
+         collect = 'a shell glob of finished run folders (a sweep\'s jobs) whose results are merged into this ' ..
+                   'run\'s TSVs and figure instead of training'},
   check = function(cfg)
     local g = grid(cfg)
     for _, m in ipairs(g.mixer_list) do assert(Q.KNOWN[m], 'unknown mixer ' .. m) end
@@ -100,86 +245,9 @@ return gm.experiment {
     assert(g.n_train >= 1 and g.n_val >= 1 and g.n_test >= 1 and g.epochs >= 1, 'bad data sizes or epochs')
   end,
   run = function(cfg, run)
-    local g = grid(cfg)
-    run:log('grid: mixers=%s settings=%s d_models=%s lrs=%s vocab=%d n_train=%d n_val=%d n_test=%d epochs=%d batch=%s',
-      g.mixers, g.settings, g.d_models, g.lrs, g.vocab, g.n_train, g.n_val, g.n_test, g.epochs,
-      g.batch_size > 0 and tostring(g.batch_size) or '512/256/128 by T')
     local results = run:tsv('results', RESULT_COLS)
-    local curves = run:tsv('curves', {'mixer', 'seq_len', 'num_kv_pairs', 'd_model', 'lr', 'epoch', 'val_acc',
-                                      'train_loss', 'seconds'})
-
-    -- Data per setting, made on first use (a resumed run whose units all replay makes none).
-    local data = {}
-    local function splits(s)
-      local key = s.T .. 'x' .. s.D
-      if not data[key] then -- one setting at a time: the previous one is dropped
-        local o = {vocab = g.vocab, seq_len = s.T, num_kv_pairs = s.D}
-        data = {[key] = {Q.split(g.n_train, o, run:generator('data/train/' .. key)),
-                         Q.split(g.n_val, o, run:generator('data/val/' .. key)),
-                         Q.split(g.n_test, o, run:generator('data/test/' .. key))}}
-      end
-      return table.unpack(data[key])
-    end
-
-    local total = #g.setting_list * #g.d_list * #g.mixer_list * #g.lr_list
-    local done, res = 0, {}
-    for _, s in ipairs(g.setting_list) do
-      for _, d in ipairs(g.d_list) do
-        for _, mixer in ipairs(g.mixer_list) do
-          for _, lr in ipairs(g.lr_list) do
-            local key = ('%s/%dx%d/d%d/lr%g'):format(mixer, s.T, s.D, d, lr)
-            local r = run:unit(key, function()
-              local train, val, test = splits(s)
-              local o = {arm = mixer, lr = lr, epochs = g.epochs, batch_size = batch_for(g, s.T),
-                         weight_decay = cfg.weight_decay, threshold = cfg.threshold, eval_batch = cfg.eval_batch,
-                         vocab = g.vocab, d_model = d, seq_len = s.T, dropout = cfg.dropout,
-                         emb_dropout = cfg.emb_dropout, experts = cfg.experts, top_k = cfg.top_k,
-                         aux_weight = cfg.aux_weight, generator = run:generator('init/' .. key),
-                         shuffle = run:generator('shuffle/' .. key)}
-              local out = Q.train(o, train, val, test, function(epoch, acc, loss, secs)
-                curves:row(mixer, s.T, s.D, d, lr, epoch, acc, loss, secs)
-              end)
-              results:row(mixer, s.T, s.D, d, lr, out.epochs_run, out.best_val_acc, out.test_acc, out.params,
-                          out.train_seconds)
-              run:log('%-15s T=%-3d D=%-2d d=%-3d lr=%-7g epochs %2d  val %.3f  test %.3f  %.0f s', mixer, s.T, s.D, d, lr,
-                      out.epochs_run, out.best_val_acc, out.test_acc, out.train_seconds)
-              return out
-            end)
-            res[key] = r
-            done = done + 1
-            run:progress(done, total, key)
-          end
-        end
-      end
-    end
-
-    -- best.tsv: per (setting, mixer) one gnuplot data set (two blank lines apart, in the order of
-    -- layout.gp), a row per d_model with the lr that reached the highest validation accuracy.
-    local best = run:tsv('best', {'d_model', 'best_val_acc', 'test_acc', 'lr', 'train_seconds', 'epochs_run', 'params'})
-    for si, s in ipairs(g.setting_list) do
-      for mi, mixer in ipairs(g.mixer_list) do
-        if si + mi > 2 then best:blank(2) end
-        local accs = {}
-        for _, d in ipairs(g.d_list) do
-          local top, top_lr
-          for _, lr in ipairs(g.lr_list) do
-            local r = res[('%s/%dx%d/d%d/lr%g'):format(mixer, s.T, s.D, d, lr)]
-            if not top or r.best_val_acc > top.best_val_acc then top, top_lr = r, lr end
-          end
-          best:row(d, top.best_val_acc, top.test_acc, top_lr, top.train_seconds, top.epochs_run, top.params)
-          accs[#accs + 1] = top.best_val_acc
-          run:metric(('acc_%s_%dx%d_d%d'):format(mixer, s.T, s.D, d), top.best_val_acc)
-        end
-      end
-    end
-    local ts = cfg.time_setting ~= '' and cfg.time_setting or
-               (g.setting_list[#g.setting_list].T .. 'x' .. g.setting_list[#g.setting_list].D)
-    local tidx
-    for i, s in ipairs(g.setting_list) do if s.T .. 'x' .. s.D == ts then tidx = i end end
-    assert(tidx, 'time_setting ' .. ts .. ' is not one of the settings')
-    local names = {}
-    for _, s in ipairs(g.setting_list) do names[#names + 1] = s.T .. 'x' .. s.D end
-    gm.experiment.write_atomic(run.dir .. '/layout.gp', ('mixers = "%s"\nsettings = "%s"\ntime_setting = %d\n')
-      :format(table.concat(g.mixer_list, ' '), table.concat(names, ' '), tidx))
+    local curves = run:tsv('curves', CURVE_COLS)
+    local rows = cfg.collect ~= '' and collect(cfg.collect, results, curves, run) or train_grid(cfg, run, results, curves)
+    summarise(rows, cfg, run)
   end,
 }
