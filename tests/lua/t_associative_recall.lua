@@ -96,7 +96,7 @@ end
 local dir = os.tmpname()
 os.remove(dir)
 local code, out, err = tap.run('run experiments/associative_recall.lua --quick settings=16x2 vocab=64 d_models=32 ' ..
-  'n_train=800 n_val=100 n_test=100 epochs=3 --dir ' .. q(dir))
+  'lrs=1e-2 n_train=800 n_val=100 n_test=100 epochs=3 --dir ' .. q(dir))
 tap.is(code, 0, 'associative_recall runs at a toy size', err)
 tap.is(out, '', 'stdout stays clean')
 tap.ok(io.open(dir .. '/DONE') ~= nil, 'the run finished (DONE)')
@@ -140,5 +140,13 @@ if os.execute('command -v gnuplot >/dev/null 2>&1') then
 else
   tap.skip('figure', 'gnuplot not installed')
 end
+os.execute('rm -rf ' .. q(dir))
+
+-- The paper preset's other arms (gla_hybrid, moe) and gla build and train at a toy size.
+code, out, err = tap.run('run experiments/associative_recall.lua mixers=gla+gla_hybrid+moe settings=16x2 vocab=64 ' ..
+  'd_models=16 n_train=128 n_val=32 n_test=32 epochs=1 --dir ' .. q(dir))
+tap.is(code, 0, 'gla, gla_hybrid and moe train at a toy size', err)
+header, rows = read_tsv(dir .. '/results.tsv')
+tap.is(#rows, 3, 'one row per arm')
 os.execute('rm -rf ' .. q(dir))
 tap.done()
