@@ -1,6 +1,7 @@
 # gmoe: one Makefile. `make` builds $(BUILD)/gmoe; `make test` installs what is missing
-# (make deps), builds and runs the TAP suite with prove; `make figures QUICK=1` runs the
-# experiments' quick presets and renders their figures; `make asan test` uses ASan/UBSan.
+# (make deps), builds and runs the TAP suite with prove; `make test-cluster` runs sweeps on a
+# private one-node Slurm and GNU parallel; `make figures QUICK=1` runs the experiments' quick
+# presets and renders their figures; `make asan test` uses ASan/UBSan.
 
 BUILD      ?= build
 CC         ?= cc
@@ -28,8 +29,10 @@ pc_first = $(firstword $(foreach p,$(1),$(if $(shell $(PKG_CONFIG) --exists $(p)
 LUA_PC  ?= $(call pc_first,lua5.4 lua-5.4 lua54)
 BLAS_PC ?= $(call pc_first,openblas)
 RL_PC   ?= $(call pc_first,readline)
-PKG_CFLAGS := $(if $(LUA_PC),$(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(BLAS_PC) $(RL_PC)))
-PKG_LIBS   := $(if $(LUA_PC),$(shell $(PKG_CONFIG) --libs $(LUA_PC) $(BLAS_PC) $(RL_PC)))
+ZMQ_PC  ?= $(call pc_first,libzmq)
+SSL_PC  ?= $(call pc_first,libcrypto)
+PKG_CFLAGS := $(if $(LUA_PC),$(shell $(PKG_CONFIG) --cflags $(LUA_PC) $(BLAS_PC) $(RL_PC) $(ZMQ_PC) $(SSL_PC)))
+PKG_LIBS   := $(if $(LUA_PC),$(shell $(PKG_CONFIG) --libs $(LUA_PC) $(BLAS_PC) $(RL_PC) $(ZMQ_PC) $(SSL_PC)))
 
 WARN := -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wpointer-arith \
         -Wformat=2 -Wno-unused-parameter
@@ -38,7 +41,7 @@ WARN += -Werror
 endif
 CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(OPT) -g -fopenmp -fno-math-errno \
              $(WARN) $(SANFLAGS) -Icore -Ilua $(PKG_CFLAGS) $(CFLAGS)
-LDLIBS_ALL = $(PKG_LIBS) -fopenmp -lm $(SANFLAGS) $(LDFLAGS) $(LDLIBS)
+LDLIBS_ALL = $(PKG_LIBS) -fopenmp -pthread -lm $(SANFLAGS) $(LDFLAGS) $(LDLIBS)
 
 # ---- CUDA: built when nvcc is found and kernels/cuda has sources --------------------------
 NVCC     ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
@@ -68,7 +71,7 @@ ENGINE_OBJ := $(filter-out $(BUILD)/lua/%,$(OBJ))
 HEADERS := $(wildcard core/*.h core/*.def core/ops/*.h core/ops/*.def kernels/*/*.h lua/*.h)
 C_TESTS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(wildcard tests/c/t_*.c))
 
-.PHONY: all deps check-deps test bench figures clean asan
+.PHONY: all deps check-deps test test-cluster bench figures clean asan
 all: $(BUILD)/gmoe
 
 $(BUILD)/.configured:
@@ -76,6 +79,8 @@ $(BUILD)/.configured:
 	[ -n "$(LUA_PC)" ] || missing="$$missing lua5.4 (Debian package liblua5.4-dev)"; \
 	[ -n "$(BLAS_PC)" ] || missing="$$missing openblas (Debian package libopenblas-dev)"; \
 	[ -n "$(RL_PC)" ] || missing="$$missing readline (Debian package libreadline-dev)"; \
+	[ -n "$(ZMQ_PC)" ] || missing="$$missing libzmq (Debian package libzmq3-dev)"; \
+	[ -n "$(SSL_PC)" ] || missing="$$missing libcrypto (Debian package libssl-dev)"; \
 	if [ -n "$$missing" ]; then echo "gmoe: missing:$$missing; run 'make deps'" >&2; exit 1; fi
 	@mkdir -p $(@D) && touch $@
 
@@ -119,6 +124,12 @@ check-deps: $(BUILD)/.configured
 test: deps
 	@$(MAKE) --no-print-directory BUILD=$(BUILD) SAN=$(SAN) $(BUILD)/gmoe $(C_TESTS)
 	GMOE=$(BUILD)/gmoe prove -j$(PROVE_JOBS) --exec tests/exec $(C_TESTS) tests/lua/t_*.lua
+
+# Sweeps on a real scheduler: installs Slurm, munge and GNU parallel when missing (as root).
+test-cluster:
+	@sh tests/deps.sh cluster
+	@$(MAKE) --no-print-directory BUILD=$(BUILD) SAN=$(SAN) $(BUILD)/gmoe
+	GMOE=$(BUILD)/gmoe prove -v --exec sh tests/cluster/t_cluster.sh
 
 BENCH_C := $(patsubst tests/bench/%.c,$(BUILD)/bench/%,$(wildcard tests/bench/*.c))
 $(BUILD)/bench/%: tests/bench/%.c $(ENGINE_OBJ) $(HEADERS)

@@ -27,5 +27,8 @@ int gm_lua_error(lua_State *L, gm_status st);        /* raises the context's mes
 int luaopen_gmoe_core(lua_State *L);
 void gm_lua_optim_register(lua_State *L); /* lua/loptim.c: into the table on top */
 void gm_lua_io_register(lua_State *L);    /* lua/lio.c: file formats, into the table on top */
+struct gm_json;
+/* lua/lio.c: a parsed JSON value as Lua (objects and arrays as tables, null as nil). */
+void gm_lua_push_json(lua_State *L, const struct gm_json *v);
 
 #endif

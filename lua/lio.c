@@ -104,7 +104,7 @@ static int l_npy_load(lua_State *L) {
 
 /* JSON -> Lua: objects and arrays become tables, integers Lua integers (floats when they do
  * not fit), null nil. */
-static void push_json(lua_State *L, const gm_json *v) {
+void gm_lua_push_json(lua_State *L, const gm_json *v) {
     luaL_checkstack(L, 4, "json_decode: nesting");
     switch (v->type) {
     case GM_JSON_NULL: lua_pushnil(L); break;
@@ -116,14 +116,14 @@ static void push_json(lua_State *L, const gm_json *v) {
     case GM_JSON_ARR:
         lua_createtable(L, (int)v->n, 0);
         for (size_t i = 0; i < v->n; i++) {
-            push_json(L, &v->items[i]);
+            gm_lua_push_json(L, &v->items[i]);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         break;
     case GM_JSON_OBJ:
         lua_createtable(L, 0, (int)v->n);
         for (size_t i = 0; i < v->n; i++) {
-            push_json(L, &v->items[i]);
+            gm_lua_push_json(L, &v->items[i]);
             lua_setfield(L, -2, v->keys[i]);
         }
         break;
@@ -152,7 +152,7 @@ static int l_json_decode(lua_State *L) {
     lua_setmetatable(L, -2);
     gm_status st = gm_json_parse(gm_lua_ctx(L), what, text, len, anchor);
     if (st != GM_OK) return gm_lua_error(L, st);
-    push_json(L, *anchor);
+    gm_lua_push_json(L, *anchor);
     gm_json_free(*anchor);
     *anchor = NULL;
     return 1;

@@ -1,7 +1,8 @@
 /* main.c: the gmoe executable. No arguments: the REPL (lua/repl.c). A script (`gmoe FILE`,
  * `gmoe run FILE`, `gmoe -` for stdin), a Markdown notebook (FILE.md, lua/gmoe/notebook.lua)
  * or -e code: batch, exit status 1 on any error. `gmoe sweep ...` and `gmoe plot ...` go to the
- * experiment runner (lua/gmoe/experiment.lua). Options
+ * experiment runner (lua/gmoe/experiment.lua), `gmoe kernel ...` to the Jupyter kernel
+ * (lua/jupyter.c, lua/gmoe/kernel.lua). Options
  * and the global `arg` follow lua.c; like lua.c, everything runs inside one lua_pcall so even
  * start-up failures are reported rather than crashed on. */
 #include <stdbool.h>
@@ -14,6 +15,7 @@
 #include "lualib.h"
 
 #include "gm.h"
+#include "jupyter.h"
 #include "lgmoe.h"
 #include "repl.h"
 
@@ -32,15 +34,16 @@ typedef struct args {
     int argc;
     char **argv;
     int script; /* argv index of the script, 0 when there is none */
-    int cli;    /* 1 for `gmoe sweep|plot ...` (argv[1] is the command), else 0 */
+    int cli;    /* 1 for `gmoe sweep|plot|kernel ...` (argv[1] is the command), else 0 */
     bool has_e, interactive, version, help;
 } args;
 
 static void usage(FILE *f) {
     fputs("usage: " PROGNAME " [options] [script [args]]\n"
           "       " PROGNAME " run script [args]\n"
-          "       " PROGNAME " sweep experiments/NAME.lua [-j N] [--emit parallel|slurm] key=a,b,c ...\n"
+          "       " PROGNAME " sweep experiments/NAME.lua [-j N | --emit parallel|slurm | --status] key=a,b,c ...\n"
           "       " PROGNAME " plot NAME [run-dir]\n"
+          "       " PROGNAME " kernel install [--user | --prefix DIR] | uninstall | -f CONNECTION_FILE\n"
           "With no script and no -e, " PROGNAME " starts the REPL (Ctrl-D exits).\n"
           "Options:\n"
           "  -e code        run code (may be repeated; runs before the script)\n"
@@ -72,7 +75,8 @@ static bool bad_usage(const char *what, const char *opt) {
 /* Options up to the script name (lua.c's collectargs); `run` as the first argument only
  * names the script explicitly. Returns false, after printing usage, on a bad command line. */
 static bool parse_args(args *a) {
-    if (a->argc > 1 && (strcmp(a->argv[1], "sweep") == 0 || strcmp(a->argv[1], "plot") == 0)) {
+    if (a->argc > 1 && (strcmp(a->argv[1], "sweep") == 0 || strcmp(a->argv[1], "plot") == 0 ||
+                        strcmp(a->argv[1], "kernel") == 0)) {
         a->cli = 1;
         return true;
     }
@@ -200,6 +204,25 @@ static int run_cli(lua_State *L, const args *a) {
     return status;
 }
 
+/* `gmoe kernel -f FILE` runs the Jupyter kernel; `gmoe kernel install|uninstall ...` goes to
+ * gmoe.kernel.cli. */
+static int run_kernel(lua_State *L, const args *a) {
+    if (a->argc == 4 && strcmp(a->argv[2], "-f") == 0)
+        return gm_jupyter_run(L, a->argv[3]) == 0 ? LUA_OK : LUA_ERRRUN;
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "gmoe.kernel");
+    int status = gm_repl_docall(L, 1, 1);
+    if (status != LUA_OK) return gm_repl_report(L, status, PROGNAME);
+    lua_getfield(L, -1, "cli");
+    lua_remove(L, -2);
+    lua_createtable(L, a->argc - 2, 0);
+    for (int i = 2; i < a->argc; i++) {
+        lua_pushstring(L, a->argv[i]);
+        lua_rawseti(L, -2, i - 1);
+    }
+    return gm_repl_report(L, lua_pcall(L, 1, 0, 0), NULL); /* its messages say "gmoe kernel: " */
+}
+
 /* The whole program, run protected. Pushes true on success. With -i, a failing script or -e
  * still enters the REPL (to inspect what it left behind) and the exit status stays 1. */
 static int pmain(lua_State *L) {
@@ -209,6 +232,8 @@ static int pmain(lua_State *L) {
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, gm_repl_open_term);
     lua_setfield(L, -2, "gmoe.term");
+    lua_pushcfunction(L, gm_jupyter_open);
+    lua_setfield(L, -2, "gmoe.jupyter");
     lua_pop(L, 1);
     create_arg_table(L, a);
     if (gm_lua_setup(L) != 0) {
@@ -217,7 +242,8 @@ static int pmain(lua_State *L) {
         return 1;
     }
     if (a->cli) {
-        lua_pushboolean(L, run_cli(L, a) == LUA_OK);
+        bool kernel = strcmp(a->argv[a->cli], "kernel") == 0;
+        lua_pushboolean(L, (kernel ? run_kernel(L, a) : run_cli(L, a)) == LUA_OK);
         return 1;
     }
     if (a->has_e && run_options(L, a) != LUA_OK) ok = false;

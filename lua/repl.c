@@ -3,7 +3,8 @@
  * the syntax error ends in "<eof>". Added here: a sticky Ctrl-C, a history file, Tab completion
  * and readline's callback interface so that Ctrl-C at the prompt leaves the terminal clean.
  * What happens to a cell once read (In/Out, printing, magics, help, completion candidates,
- * timing) is Lua: lua/gmoe/repl.lua. Also the small C module `gmoe.term` (tty, cwd). */
+ * timing) is Lua: lua/gmoe/repl.lua. Also the small C module `gmoe.term` (tty, cwd, and the
+ * completion word, file names and continuation rule that the Jupyter kernel shares). */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
 #endif
@@ -33,6 +34,10 @@
 #define CHUNKNAME "=stdin"
 #define EOFMARK "<eof>"
 #define HISTORY_MAX 10000
+/* Word boundaries of completion: inside a string the word is the path after the quote;
+ * elsewhere a Lua expression such as gm.nn.Lin or x:ma ('.' and ':' do not break words). */
+#define STR_BREAKS "\"'"
+#define LUA_BREAKS " \t\n\"'`@$><=;|&{}()[],+-*/%^~#!"
 
 /* {====================================================================
 ** Running a chunk: traceback and Ctrl-C
@@ -155,10 +160,70 @@ static int term_getcwd(lua_State *L) {
     return 1;
 }
 
+static bool in_string_at(const char *line, size_t point);
+static bool incomplete(lua_State *L, int status);
+static int try_expression(lua_State *L);
+
+/* word_start(text, pos) -> start, in_string: the word that Tab completes at byte pos begins
+ * after byte `start` (0-based), by the REPL's word boundaries, within pos's line. */
+static int term_word_start(lua_State *L) {
+    size_t n, line = 0;
+    const char *s = luaL_checklstring(L, 1, &n);
+    lua_Integer p = luaL_optinteger(L, 2, (lua_Integer)n);
+    size_t pos = p < 0 ? 0 : (size_t)p > n ? n : (size_t)p, start = pos;
+    for (size_t i = 0; i < pos; i++)
+        if (s[i] == '\n') line = i + 1;
+    bool str = in_string_at(s + line, pos - line);
+    const char *breaks = str ? STR_BREAKS : LUA_BREAKS;
+    while (start > line && s[start - 1] && !strchr(breaks, s[start - 1])) start--;
+    lua_pushinteger(L, (lua_Integer)start);
+    lua_pushboolean(L, str);
+    return 2;
+}
+
+/* paths(prefix) -> names: readline's file name completion of prefix (what Tab gives inside a
+ * string), folders with a trailing '/'. */
+static int term_paths(lua_State *L) {
+    const char *prefix = luaL_checkstring(L, 1);
+    char *m;
+    lua_newtable(L);
+    for (int i = 0; i < 1000 && (m = rl_filename_completion_function(prefix, i)) != NULL; i++) {
+        char *full = tilde_expand(m);
+        struct stat st;
+        bool dir = full && stat(full, &st) == 0 && S_ISDIR(st.st_mode);
+        lua_pushstring(L, m);
+        if (dir) {
+            lua_pushliteral(L, "/");
+            lua_concat(L, 2);
+        }
+        lua_rawseti(L, -2, i + 1);
+        free(full);
+        free(m);
+    }
+    return 1;
+}
+
+/* chunk_status(text) -> "complete" | "incomplete" | "invalid": the REPL's continuation rule
+ * (lua.c's): text is unfinished exactly when it is not an expression and its syntax error as
+ * statements ends in "<eof>". */
+static int term_chunk_status(lua_State *L) {
+    size_t len;
+    const char *text = luaL_checklstring(L, 1, &len);
+    lua_settop(L, 1);
+    if (try_expression(L) == LUA_OK) {
+        lua_pushliteral(L, "complete");
+        return 1;
+    }
+    int status = luaL_loadbuffer(L, text, len, CHUNKNAME);
+    lua_pushstring(L, status == LUA_OK ? "complete" : incomplete(L, status) ? "incomplete" : "invalid");
+    return 1;
+}
+
 int gm_repl_open_term(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"isatty", term_isatty}, {"size", term_size}, {"chdir", term_chdir},
-        {"getcwd", term_getcwd}, {NULL, NULL}};
+        {"getcwd", term_getcwd}, {"word_start", term_word_start}, {"paths", term_paths},
+        {"chunk_status", term_chunk_status}, {NULL, NULL}};
     luaL_newlib(L, fns);
     return 1;
 }
@@ -335,13 +400,13 @@ static void free_cands(void) {
     g_cands = NULL;
 }
 
-/* True when the cursor is inside a string literal of the current line. */
-static bool in_string(void) {
+/* True when byte `point` of line lies inside a string literal. */
+static bool in_string_at(const char *line, size_t point) {
     char quote = 0;
-    for (int i = 0; i < rl_point && rl_line_buffer[i]; i++) {
-        char c = rl_line_buffer[i];
+    for (size_t i = 0; i < point && line[i]; i++) {
+        char c = line[i];
         if (quote) {
-            if (c == '\\' && i + 1 < rl_point) i++;
+            if (c == '\\' && i + 1 < point) i++;
             else if (c == quote) quote = 0;
         } else if (c == '"' || c == '\'') {
             quote = c;
@@ -350,11 +415,11 @@ static bool in_string(void) {
     return quote != 0;
 }
 
-/* Word boundaries: inside a string the word is the path after the quote; elsewhere a Lua
- * expression such as gm.nn.Lin or x:ma ('.' and ':' do not break words). */
+/* True when the cursor is inside a string literal of the current line. */
+static bool in_string(void) { return in_string_at(rl_line_buffer, (size_t)rl_point); }
+
 static char *word_breaks(void) {
-    static char str_breaks[] = "\"'";
-    static char lua_breaks[] = " \t\n\"'`@$><=;|&{}()[],+-*/%^~#!";
+    static char str_breaks[] = STR_BREAKS, lua_breaks[] = LUA_BREAKS;
     return in_string() ? str_breaks : lua_breaks;
 }
 

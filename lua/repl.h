@@ -20,7 +20,9 @@ int gm_repl_report(lua_State *L, int status, const char *prefix);
 void gm_repl_run(lua_State *L);
 
 /* The module gmoe.term (for package.preload): isatty(fd), size() -> cols, rows,
- * chdir(dir) -> true | nil, message, getcwd(). */
+ * chdir(dir) -> true | nil, message, getcwd(); and for the Jupyter kernel the REPL's rules:
+ * word_start(text, pos) -> start, in_string (the word Tab completes), paths(prefix) (file
+ * names, as Tab inside a string), chunk_status(text) -> "complete"|"incomplete"|"invalid". */
 int gm_repl_open_term(lua_State *L);
 
 #endif

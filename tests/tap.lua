@@ -143,14 +143,17 @@ end
 
 function M.spit(p, s) local f = assert(io.open(p, 'wb')); f:write(s); f:close() end
 
--- Runs gmoe with args (a shell-ready string) under a 20 s timeout; returns its exit code,
--- stdout and stderr. opts.input: text for stdin; opts.stdin: a file for stdin (default
--- /dev/null); opts.env: assignments put before the command ('GMOE_HISTORY=/dev/null').
+-- Runs gmoe with args (a shell-ready string) under a timeout that catches hangs (opts.timeout,
+-- else $GMOE_TEST_TIMEOUT, else 120 s: generous, because a machine shared with other work can
+-- make a toy experiment take minutes); returns its exit code, stdout and stderr. opts.input:
+-- text for stdin; opts.stdin: a file for stdin (default /dev/null); opts.env: assignments put
+-- before the command ('GMOE_HISTORY=/dev/null').
 function M.run(args, opts)
   opts = opts or {}
   local stdin, out, err = opts.stdin, M.tmpfile('.out'), M.tmpfile('.err')
   if opts.input then stdin = M.tmpfile('.in'); M.spit(stdin, opts.input) end
-  local cmd = ('%stimeout 20 %s %s < %s > %s 2> %s'):format(opts.env and opts.env .. ' ' or '',
+  local limit = opts.timeout or tonumber(os.getenv('GMOE_TEST_TIMEOUT') or '') or 120
+  local cmd = ('%stimeout %d %s %s < %s > %s 2> %s'):format(opts.env and opts.env .. ' ' or '', limit,
     M.q(M.gmoe_path()), args or '', stdin and M.q(stdin) or '/dev/null', M.q(out), M.q(err))
   local _, _, code = os.execute(cmd)
   return code, M.slurp(out), M.slurp(err)

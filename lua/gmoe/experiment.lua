@@ -199,10 +199,21 @@ local function parse_values(e, key, s)
   return vs
 end
 
+-- gmoe sweep's scheduler options (--emit): option -> {field of opts.sched, check, what it takes}.
+local SCHED_OPTS = {
+  ['--max-running'] = {'max_running', '^[1-9]%d*$', 'a positive integer'},
+  ['--cpus-per-task'] = {'cpus', '^[1-9]%d*$', 'a positive integer'},
+  ['--time'] = {'time', '^%d[%d:%-]*$', 'a Slurm time limit (minutes, HH:MM:SS or D-HH:MM:SS)'},
+  ['--mem'] = {'mem', '^[1-9]%d*[KMGT]?$', 'a size such as 500M or 4G'},
+  ['--partition'] = {'partition', '^[%w_%-%.,]+$', 'a partition name'},
+  ['--gpus'] = {'gpus', '^[%w_%-]*:?[1-9]%d*$', 'a GPU count, optionally TYPE:N'},
+}
+
 --- Parse command-line words: --quick, --force, --out DIR (runs root), --dir DIR (exact run
--- folder), -j N, --emit parallel|slurm, key=value. Returns opts and overrides {key, values}.
+-- folder), -j N, --emit parallel|slurm, --status, the scheduler options above, key=value.
+-- Returns opts (opts.sched holds the scheduler options) and overrides {key, values}.
 function Exp:parse_args(args)
-  local opts, over, seen = {quick = false, force = false, jobs = 1}, {}, {}
+  local opts, over, seen = {quick = false, force = false, jobs = 1, sched = {}}, {}, {}
   local i = 1
   while args[i] do
     local a = args[i]
@@ -210,6 +221,15 @@ function Exp:parse_args(args)
     if k == 'out' then opts.dir = v -- out=DIR: the same as --dir DIR
     elseif a == '--quick' then opts.quick = true
     elseif a == '--force' then opts.force = true
+    elseif a == '--status' then opts.status = true
+    elseif SCHED_OPTS[a] then
+      local field, pat, what = table.unpack(SCHED_OPTS[a])
+      local val = args[i + 1]
+      if not val or not val:match(pat) then
+        error(('%s: %s takes %s, got %s'):format(self.name, a, what, val and ('"' .. val .. '"') or 'nothing'), 0)
+      end
+      opts.sched[field] = val
+      i = i + 1
     elseif a == '--out' or a == '--dir' or a == '-j' or a == '--emit' then
       local val = args[i + 1]
       if not val then error(('%s: %s needs a value'):format(self.name, a), 0) end
@@ -353,6 +373,15 @@ end
 
 local function host()
   return shell('hostname') or read_file('/etc/hostname') or 'unknown'
+end
+
+-- The scheduler job this run is, when it is one (Slurm's environment), for meta.json.
+local function scheduler_info()
+  local id = os.getenv('SLURM_JOB_ID')
+  if not id then return nil end
+  return {name = 'slurm', job_id = id, array_job_id = os.getenv('SLURM_ARRAY_JOB_ID'),
+          array_task_id = os.getenv('SLURM_ARRAY_TASK_ID'), cpus_per_task = os.getenv('SLURM_CPUS_PER_TASK'),
+          node = os.getenv('SLURMD_NODENAME'), partition = os.getenv('SLURM_JOB_PARTITION')}
 end
 
 local function build_info()
@@ -675,7 +704,7 @@ function Exp:execute(job, opts, quiet)
   M.write_atomic(dir .. '/overrides.txt', table.concat(job.words, '\n') .. (#job.words > 0 and '\n' or ''))
   local meta = {name = self.name, description = self.description, id = id, config = cfg, overrides = job.words,
                 quick = opts.quick, gmoe = build_info(), git = git_info(), host = host(), command = command_line(),
-                cwd = has_term and term.getcwd() or nil, start = now(), status = 'running',
+                cwd = has_term and term.getcwd() or nil, scheduler = scheduler_info(), start = now(), status = 'running',
                 pid = tonumber(shell('echo $PPID')), resumed = resume and unit_n or nil,
                 seeds = {master = run.master_seed, streams = run.streams}}
   M.write_atomic(dir .. '/meta.json', json(meta) .. '\n')
@@ -760,6 +789,9 @@ end
 function Exp:main(args)
   local ok, err = pcall(function()
     local opts, over = self:parse_args(args)
+    if opts.emit or opts.status or next(opts.sched) then
+      error(self.name .. ': --emit, --status and the scheduler options belong to gmoe sweep', 0)
+    end
     local jobs, swept = self:jobs(opts, over)
     if opts.dir and #jobs > 1 then error(self.name .. ': --dir names one run folder; a sweep needs --out', 0) end
     local failed = 0
@@ -791,92 +823,13 @@ function M.latest_any(root, name, id)
 end
 
 -- ---- gmoe sweep ----------------------------------------------------------------------------
-local function sleep(s) os.execute('sleep ' .. s) end
+-- The sweep runner (local pool, --emit parallel|slurm, --status) lives in gmoe/sweep.lua; it
+-- reaches the runner's helpers through M._sweep_helpers.
+M._sweep_helpers = {q = q, shell = shell, exists = exists, read_file = read_file, mkdir_p = mkdir_p,
+                    runs_root = runs_root, sweep_dir = sweep_dir, write_summary = write_summary,
+                    cwd = function() return has_term and term.getcwd() or nil end}
 
-function Exp:sweep(script, args)
-  local opts, over = self:parse_args(args)
-  local jobs, swept = self:jobs(opts, over)
-  local sdir = sweep_dir(self, opts, over)
-  local root = runs_root(opts)
-  local common = {}
-  if opts.quick then common[#common + 1] = '--quick' end
-  if opts.force then common[#common + 1] = '--force' end
-  if opts.out then common[#common + 1] = '--out ' .. q(opts.out) end
-  local lines = {}
-  for i, j in ipairs(jobs) do
-    local w = {q(binary()), 'run', q(script)}
-    for _, c in ipairs(common) do w[#w + 1] = c end
-    for _, x in ipairs(j.words) do w[#w + 1] = q(x) end
-    j.cmd = table.concat(w, ' ')
-    lines[i] = j.cmd
-  end
-  M.write_atomic(sdir .. '/jobs.txt', table.concat(lines, '\n') .. '\n')
-  if opts.emit == 'parallel' then
-    print(sdir .. '/jobs.txt')
-    io.stderr:write(('%s: %d jobs; run them with\n  parallel -j %d --joblog %s/joblog.txt --resume-failed < %s/jobs.txt\n')
-      :format(self.name, #jobs, opts.jobs, sdir, sdir))
-    return true
-  elseif opts.emit == 'slurm' then
-    local script_text = table.concat({
-      '#!/bin/sh',
-      ('#SBATCH --job-name=%s'):format(self.name),
-      ('#SBATCH --array=0-%d%%%d'):format(#jobs - 1, opts.jobs),
-      ('#SBATCH --output=%s/slurm-%%A_%%a.out'):format(sdir),
-      ('cd %s || exit 1'):format(q(has_term and term.getcwd() or '.')),
-      ('line=$(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" %s)'):format(q(sdir .. '/jobs.txt')),
-      'exec sh -c "$line"', ''}, '\n')
-    M.write_atomic(sdir .. '/sweep.sbatch', script_text)
-    print(sdir .. '/sweep.sbatch')
-    io.stderr:write(('%s: %d jobs; submit with  sbatch %s/sweep.sbatch\n'):format(self.name, #jobs, sdir))
-    return true
-  end
-  -- local process pool: each job in the background, its exit status into a file we poll
-  local pending, running, n_running, done_n, failed = {}, {}, 0, 0, 0
-  for i, j in ipairs(jobs) do
-    local fin = not opts.force and M.finished_run(root, self.name, M.config_id(j.cfg))
-    if fin then
-      j.dir, j.status = fin, 'skipped'
-      done_n = done_n + 1
-    else
-      pending[#pending + 1] = i
-    end
-  end
-  local total = #jobs
-  io.stderr:write(('%s: sweep of %d jobs (%d already done), -j %d, in %s\n'):format(self.name, total, done_n, opts.jobs, sdir))
-  local t0 = os.time()
-  while #pending > 0 or next(running) do
-    while #pending > 0 and n_running < opts.jobs do
-      local i = table.remove(pending, 1)
-      local rc = ('%s/job-%d.rc'):format(sdir, i)
-      os.remove(rc)
-      os.execute(('( %s > %s 2>&1; echo $? > %s.tmp && mv %s.tmp %s ) &'):format(jobs[i].cmd,
-        q(('%s/job-%d.log'):format(sdir, i)), q(rc), q(rc), q(rc)))
-      running[i] = rc
-      n_running = n_running + 1
-    end
-    sleep(0.1)
-    for i, rc in pairs(running) do
-      local s = read_file(rc)
-      if s then
-        running[i] = nil
-        n_running = n_running - 1
-        local j = jobs[i]
-        local code = tonumber(s:match('%d+'))
-        j.dir = M.latest_any(root, self.name, M.config_id(j.cfg))
-        if code == 0 then j.status = 'done' else j.status = 'failed'; failed = failed + 1 end
-        done_n = done_n + 1
-        local el = os.time() - t0
-        io.stderr:write(('%s: job %d/%d %s (%s)  %d/%d finished, %ds\n'):format(self.name, i, total,
-          j.status, table.concat(j.words, ' '), done_n, total, el))
-        if code ~= 0 then io.stderr:write(('  log: %s/job-%d.log\n'):format(sdir, i)) end
-      end
-    end
-  end
-  write_summary(sdir .. '/summary.tsv', jobs, swept)
-  print(sdir .. '/summary.tsv')
-  io.stderr:write(('%s: %d jobs, %d failed; summary %s/summary.tsv\n'):format(self.name, total, failed, sdir))
-  return failed == 0
-end
+function Exp:sweep(script, args) return require('gmoe.sweep').run(self, script, args) end
 
 -- ---- gmoe plot -----------------------------------------------------------------------------
 --- M.plot(name, run_dir=latest, opts): renders plots/<name>.gp into run_dir as PDF, PNG, SVG.
@@ -935,10 +888,13 @@ M.load = load_experiment
 
 local USAGE = [[
 usage: gmoe run experiments/NAME.lua [--quick] [--force] [--out ROOT | --dir DIR] [key=value | key=a,b,c | key=1..9 ...]
-       gmoe sweep experiments/NAME.lua [--quick] [--force] [--out ROOT] [-j N] [--emit parallel|slurm] key=a,b,c ...
+       gmoe sweep experiments/NAME.lua [--quick] [--force] [--out ROOT] [-j N | --emit parallel|slurm | --status]
+                  [--max-running N] [--cpus-per-task N] [--time T] [--mem M] [--partition P] [--gpus G] key=a,b,c ...
        gmoe plot NAME [RUN_DIR]   (renders plots/NAME.gp to PDF, PNG and SVG in the run folder; latest run by default)
 Run folders go to ROOT/NAME/<timestamp>-<config id>/ (ROOT: --out, else $GMOE_RUNS, else runs);
-plot scripts come from $GMOE_PLOTS, else plots.]]
+a sweep's jobs.txt, sweep.sbatch, parallel.txt, logs and summary.tsv go to ROOT/NAME/sweep-<id>/.
+--emit slurm|parallel writes only the jobs not yet done; --status reports each job (failed ones
+with their logs) and writes summary.tsv. Plot scripts come from $GMOE_PLOTS, else plots.]]
 
 --- M.cli(cmd, args): gmoe sweep / gmoe plot. Returns true on success (errors are reported).
 function M.cli(cmd, args)
@@ -978,8 +934,11 @@ doc.add('gm.experiment',
   'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank(); run:metric(name, v); ' ..
   'run:log(fmt, ...); run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
   'lines otherwise); run:unit(key, fn) runs one resumable unit (see ?run:unit); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..
-  'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N [--emit ' ..
-  'parallel|slurm]` runs the jobs in N processes (or writes jobs.txt / an sbatch array) and resumes; ' ..
+  'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N` runs the jobs ' ..
+  'in N processes and resumes; with --emit slurm it writes an sbatch array of the jobs not yet done ' ..
+  '(--max-running N, --cpus-per-task N sets their threads, --time, --mem, --partition, --gpus), with ' ..
+  '--emit parallel a GNU parallel job list, and --status reports every job (failed ones with their ' ..
+  'logs) and writes summary.tsv (README: Running on a cluster); ' ..
   '`gmoe plot NAME [run-dir]` renders plots/NAME.gp (given dir, fmt, out) to PDF, PNG and SVG in the run.',
   {example = 'return gm.experiment{name="demo", config={n=100, seed=1}, quick={n=10},\n' ..
      '  run=function(cfg, run) local w = run:tsv("out", {"i", "v"}) for i = 1, cfg.n do w:row(i, i * i) end end}'})

@@ -120,6 +120,7 @@ end
 -- }=====================================================================================
 
 local function export_ipynb(path, cells)
+  local kernel = require 'gmoe.kernel' -- the metadata names gmoe's Jupyter kernel
   local nb_cells, nfig = array({}), 0
   for i, c in ipairs(cells) do
     local outputs = array({})
@@ -139,8 +140,7 @@ local function export_ipynb(path, cells)
                    source = lines_of(c.src), outputs = outputs}
   end
   local nb = {nbformat = 4, nbformat_minor = 4, cells = nb_cells,
-    metadata = {kernelspec = {name = 'gmoe', display_name = 'gmoe (Lua 5.4)', language = 'lua'},
-                language_info = {name = 'lua', version = '5.4', file_extension = '.lua'}}}
+    metadata = {kernelspec = kernel.spec, language_info = kernel.language_info}}
   write_file(path, json(nb) .. '\n')
   return {cells = #cells, figures = nfig}
 end

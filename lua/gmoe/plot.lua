@@ -13,6 +13,7 @@ local has_term, term = pcall(require, 'gmoe.term')
 local M = {}
 M.last = nil      -- the last figure
 M.on_figure = nil -- called with each new figure (the REPL records them for %export)
+M.display = nil   -- when set (the Jupyter kernel), draws each figure instead of the terminal
 local count = 0
 
 -- Okabe-Ito, as plots/style.gp
@@ -226,6 +227,7 @@ end
 
 -- Draws fig in the terminal (not captured into notebook text: it is a figure).
 local function draw(fig)
+  if M.display then return M.display(fig) end
   local t = M.inline_terminal()
   if not t then return end
   local out = fig:render(t):gsub('\f', '') -- the dumb terminal's form feed

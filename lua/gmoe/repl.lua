@@ -58,7 +58,7 @@ function M.install_capture()
   _G.print = function(...)
     local n, t = select('#', ...), {}
     for i = 1, n do t[i] = tostring((select(i, ...))) end
-    io.stdout:write(table.concat(t, '\t'), '\n')
+    io.stdout:write(table.concat(t, '\t') .. '\n') -- one write: one piece of a stream
   end
 end
 
@@ -74,11 +74,13 @@ end
 
 -- Runs fn(...) with stdout held back: returns what it wrote (shown later, e.g. after Out[n]:).
 local function held(fn, ...)
-  if not cap then M.capture_begin() end
+  local own = not cap
+  if own then M.capture_begin() end
   cap.hold = {}
   local ok, err = pcall(fn, ...)
   local text = table.concat(cap.hold)
   cap.hold = nil
+  if own then cap = nil end
   if not ok then error(err, 0) end
   return text
 end
@@ -152,34 +154,53 @@ local function timing(elapsed)
   end
 end
 
---- After a cell ran: its results become Out[n], _ and __ and are shown through gm.show
--- (looked up anew each time, so a user can replace it).
-function M.finish(n, ...)
-  local elapsed = gm.clock() - t_start
-  local nres = select('#', ...)
+--- The text gm.show gives the values (looked up anew each time, so a user can replace it),
+-- without showing it.
+function M.show_text(...)
+  local shower = type(rawget(_G, 'gm')) == 'table' and gm.show or nil
+  if type(shower) ~= 'function' then shower = show.show end
+  return held(shower, ...)
+end
+
+--- The results of cell n become Out[n], _ and __; returns their M.show_text, captured with the
+-- cell's output, or nil when there are none. The REPL prints it after "Out[n]: "; the Jupyter
+-- kernel sends it as the cell's execute_result.
+function M.result(n, ...)
+  if select('#', ...) == 0 then return nil end
+  local v = ...
+  rawset(_G, '__', rawget(_G, '_'))
+  rawset(_G, '_', v)
+  Out[n] = v
+  local text = M.show_text(...)
+  if cap then record(text) end
+  return text
+end
+
+--- Cell n ran without error: its captured output is kept (for %export).
+function M.done(n)
   local cell = M.cells[n]
-  if nres > 0 then
-    local v = ...
-    rawset(_G, '__', rawget(_G, '_'))
-    rawset(_G, '_', v)
-    Out[n] = v
-    local shower = type(rawget(_G, 'gm')) == 'table' and gm.show or nil
-    if type(shower) ~= 'function' then shower = show.show end
-    local text = held(shower, ...)
-    local prefix = paint('bad', ('Out[%d]: '):format(n))
-    if text:find('\n.') then prefix = prefix .. '\n' end
-    M.raw(prefix)
-    io.stdout:write(text)
-  end
   cell.ok = true
   cell.out = M.capture_end()
   figures_of_cell = nil
+end
+
+--- After a cell ran: M.result, printed as Out[n], then M.done.
+function M.finish(n, ...)
+  local elapsed = gm.clock() - t_start
+  local text = M.result(n, ...)
+  if text then
+    local prefix = paint('bad', ('Out[%d]: '):format(n))
+    if text:find('\n.') then prefix = prefix .. '\n' end
+    M.raw(prefix .. text)
+  end
+  M.done(n)
   io.stdout:flush()
   timing(elapsed)
 end
 
---- After a cell failed: prints the message (the traceback is kept for %tb).
-function M.fail(n, msg)
+--- A cell failed: its output so far and the traceback (for %tb) are kept; returns the message
+-- without the traceback.
+function M.failed(n, msg)
   msg = tostring(msg)
   local cell = M.cells[n]
   if cell then
@@ -188,8 +209,13 @@ function M.fail(n, msg)
   end
   cap, figures_of_cell = nil, nil
   M.last_traceback = msg
+  return msg:match('^(.-)\nstack traceback:') or msg
+end
+
+--- After a cell failed: M.failed, and the message printed on stderr.
+function M.fail(n, msg)
+  local short = M.failed(n, msg)
   io.stdout:flush()
-  local short = msg:match('^(.-)\nstack traceback:') or msg
   io.stderr:write(paint('bad', short), '\n')
 end
 -- }==================================================================================
