@@ -141,24 +141,28 @@ local function read_tsv(path)
   return rows, cols
 end
 
--- collect=GLOB: merge the results and curves of finished run folders (the jobs of a sweep)
--- into this run instead of training; returns the result rows.
+-- collect=GLOB: merge the results and curves of the run folders matching GLOB (the jobs of a
+-- sweep) into this run instead of training; returns the result rows. Folders still running
+-- contribute the runs they finished (their TSVs are replaced atomically) and are counted.
 local function collect(glob, results, curves, run)
   local p = io.popen('ls -d ' .. glob .. ' 2>/dev/null')
   local dirs = {}
   for d in p:lines() do dirs[#dirs + 1] = d end
   p:close()
-  local rows, used = {}, 0
+  local rows, used, unfinished = {}, 0, 0
   for _, d in ipairs(dirs) do
     local rs = read_tsv(d .. '/results.tsv')
-    if rs and io.open(d .. '/DONE', 'r') then
+    if rs then
       used = used + 1
+      local f = io.open(d .. '/DONE', 'r')
+      if f then f:close() else unfinished = unfinished + 1 end
       for _, r in ipairs(rs) do results:row(r) rows[#rows + 1] = r end
       for _, c in ipairs(read_tsv(d .. '/curves.tsv') or {}) do curves:row(c) end
     end
   end
-  assert(#rows > 0, 'collect: no finished run folder with results under ' .. glob)
-  run:log('collected %d results from %d finished run folders (%d matched %s)', #rows, used, #dirs, glob)
+  assert(#rows > 0, 'collect: no run folder with results under ' .. glob)
+  run:log('collected %d results from %d run folders (%d unfinished; %d matched %s)', #rows, used, unfinished, #dirs, glob)
+  run:metric('collected_unfinished', unfinished)
   return rows
 end
 
@@ -235,8 +239,8 @@ return gm.experiment {
          experts = 'moe arm: experts', top_k = 'moe arm: experts per token',
          aux_weight = 'moe arm: weight of the load-balance loss',
          time_setting = "TxD of the accuracy-vs-training-time panel ('' = the last setting)",
-         collect = 'a shell glob of finished run folders (a sweep\'s jobs) whose results are merged into this ' ..
-                   'run\'s TSVs and figure instead of training'},
+         collect = 'a shell glob of run folders (a sweep\'s jobs) whose results are merged into this run\'s TSVs ' ..
+                   'and figure instead of training (unfinished folders give the runs they finished)'},
   check = function(cfg)
     local g = grid(cfg)
     for _, m in ipairs(g.mixer_list) do assert(Q.KNOWN[m], 'unknown mixer ' .. m) end
