@@ -1,8 +1,8 @@
 # associative_recall.gp: the MQAR figure from a run of experiments/associative_recall.lua (zoology's
 # Figure 2): one panel per setting (T, D) with validation accuracy (max over learning rates) against
 # d_model on a log2 axis, one line per mixer; a last panel with the same accuracies against the
-# training time of those runs for one setting (layout.gp's time_setting): which mixer solves it
-# cheapest. Dotted: 1/D, the accuracy of answering with any of the D stored values (the plateau
+# wall-clock training time of those runs for one setting (layout.gp's time_setting): which mixer
+# solves it cheapest. Dotted: 1/D, the accuracy of answering with any of the D stored values (the plateau
 # before a model learns to match the query to its key). Reads best.tsv (one data set per
 # setting x mixer, in layout.gp's order). Usage:
 #   gnuplot -e "dir='runs/associative_recall/latest'; fmt='pdf'; out='fig.pdf'" plots/associative_recall.gp
@@ -45,7 +45,7 @@ eval panel(NP)
 set logscale x 10
 set format x LOG10
 set format y ''
-set xlabel 'training time (s)' offset 0, 0.6
+set xlabel 'training time (s, wall clock)' offset 0, 0.6
 set ylabel ''
 set title sprintf('(%c) %s: accuracy vs time', 96 + NP, setting_title(time_setting)) offset 0, -0.6
 plot for [m = 1:NM] file index (time_setting - 1) * NM + m - 1 using 5:2 with linespoints lt m notitle
