@@ -64,6 +64,8 @@ void gm_kargs_init(gm_kargs *a, int n_in, gm_tensor *const *in, int n_out,
     for (int i = 0; i < n_in; i++) gm_kview_of(in[i], &a->in[i]);
     for (int i = 0; i < n_out; i++) gm_kview_of(out[i], &a->out[i]);
     a->p = p;
+    a->list = NULL;
+    a->n_list = 0;
 }
 
 gm_status gm_kernel_run(gm_ctx *c, gm_device d, int kid, gm_kargs *a) {
@@ -88,6 +90,9 @@ gm_status gm_kernel_run(gm_ctx *c, gm_device d, int kid, gm_kargs *a) {
     } else {
         st = b->kernel[kid](c, a);
     }
+    /* A Ctrl-C that came while the kernel ran fails the op even when the kernel finished (or
+     * stopped early without saying so): an interrupted op's result is never handed out. */
+    if (st == GM_OK && gm_interrupted()) st = GM_EINTR;
     if (st == GM_EINTR && !c->err[0]) gm_errf(c, GM_EINTR, "interrupted");
     if (st != GM_OK && !c->err[0]) gm_errf(c, st, "kernel '%s' failed", gm_kernel_name(kid));
     return st;

@@ -104,6 +104,10 @@ typedef struct gm_kargs {
     int64_t i[8];
     double d[8];
     int nthreads;
+    /* multi-tensor kernels (optimiser steps over a parameter group): n_list views, the
+     * operands of one tensor after another; NULL / 0 for every other kernel */
+    const gm_kview *list;
+    int n_list;
 } gm_kargs;
 
 typedef gm_status (*gm_kernel_fn)(gm_ctx *c, const gm_kargs *a);

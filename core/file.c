@@ -27,19 +27,31 @@ static void swap_bytes(unsigned char *p, size_t n, size_t size) {
 }
 
 /* ---- reading ------------------------------------------------------------------------------- */
+static const char *kind_of(mode_t m) {
+    return S_ISREG(m) ? "file" : S_ISDIR(m) ? "directory" : S_ISFIFO(m) ? "FIFO (named pipe)"
+         : S_ISCHR(m) ? "character device" : S_ISBLK(m) ? "block device" : S_ISSOCK(m) ? "socket" : "special file";
+}
+
+const char *gm_file_kind(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? kind_of(sb.st_mode) : NULL;
+}
+
 gm_status gm_src_open(gm_ctx *c, const char *what, const char *path, gm_src *s) {
     memset(s, 0, sizeof *s);
     s->what = what;
-    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever */
+    s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (s->fd < 0) return gm_errf(c, GM_EIO, "%s: cannot open: %s", what, strerror(errno));
     struct stat sb;
     if (fstat(s->fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
         int e = errno;
-        bool dir = S_ISDIR(sb.st_mode);
+        const char *kind = e ? NULL : kind_of(sb.st_mode);
         gm_src_close(s);
-        return gm_errf(c, GM_EIO, "%s: cannot read: %s", what,
-                       dir ? "it is a directory" : e ? strerror(e) : "not a regular file");
+        return gm_errf(c, GM_EIO, "%s: cannot read: %s%s%s", what, kind ? "it is a " : "", kind ? kind : strerror(e),
+                       kind ? ", not a regular file" : "");
     }
+    fcntl(s->fd, F_SETFL, fcntl(s->fd, F_GETFL) & ~O_NONBLOCK);
     s->size = (uint64_t)sb.st_size;
     return GM_OK;
 }

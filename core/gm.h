@@ -57,6 +57,7 @@ void gm_ctx_free(gm_ctx *c);
 gm_status gm_errf(gm_ctx *c, gm_status code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 const char *gm_errmsg(const gm_ctx *c);
+gm_status gm_err_code(const gm_ctx *c); /* the status of the last error */
 void gm_err_clear(gm_ctx *c);
 const char *gm_status_name(gm_status s);
 size_t gm_ctx_live_bytes(const gm_ctx *c);   /* bytes held by live storages */
@@ -87,6 +88,7 @@ bool gm_grad_enabled(const gm_ctx *c);
 void gm_interrupt_set(void);
 void gm_interrupt_clear(void);
 bool gm_interrupted(void);
+uint64_t gm_interrupt_polls(void); /* how many times gm_interrupted() was asked */
 
 /* ---- dtypes ------------------------------------------------------------------------- */
 static inline size_t gm_dtype_size(gm_dtype t) { return t == GM_F64 ? 8 : 4; }
@@ -127,6 +129,12 @@ const char *gm_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
  * dst[...] = broadcast(src), with dtype conversion. */
 gm_status gm_tensor_copy_(gm_ctx *c, gm_tensor *dst, const gm_tensor *src);
 gm_status gm_tensor_fill_(gm_ctx *c, gm_tensor *dst, double value);
+/* May op write into dst in place? Not when it requires grad (under grad mode), nor when two of
+ * its elements share memory (an expand()ed view): an error naming op otherwise. */
+gm_status gm_tensor_check_inplace(gm_ctx *c, const char *op, const gm_tensor *dst);
+/* A number stored in an i32 tensor must be an integer in -2^31 .. 2^31-1: else an error that
+ * names op and the value (never a silent wrap or truncation). */
+gm_status gm_check_i32(gm_ctx *c, const char *op, double v);
 /* Contiguous copy (or a new reference when already contiguous and same dtype). */
 gm_status gm_tensor_contiguous(gm_ctx *c, gm_tensor *x, gm_tensor **out);
 gm_status gm_tensor_to_dtype(gm_ctx *c, gm_tensor *x, gm_dtype t, gm_tensor **out);
@@ -303,12 +311,39 @@ gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *bu
                       const gm_optim_hp *hp);
 gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m, gm_tensor *v,
                        const gm_optim_hp *hp);
+/* The same steps over a group of n parameters (one dtype and device, one step count) in one
+ * kernel call, as torch's foreach optimisers; each tensor's update is bitwise the single one. */
+gm_status gm_sgd_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **buf,
+                            const gm_optim_hp *hp);
+gm_status gm_adam_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **m, gm_tensor **v,
+                             const gm_optim_hp *hp);
 /* Sum of squares of all elements of the given tensors, in f64. */
 gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out);
 gm_status gm_scale_(gm_ctx *c, gm_tensor *x, double s);
 
+/* ---- statistics estimators (no autograd) -------------------------------------------- */
+/* Gates of the Gaussian mixture of experts with a 1-D covariate x (papers.md §1, §2):
+ * softmax: beta0 + beta1 x; temperature: (beta0 + beta1 x) / tau; tanh / sigmoid (activation
+ * dense-to-sparse): act(beta1 x) / tau + beta0; topk: (beta0 + beta1 x) / tau over the K largest
+ * (ties to the lower index), the others weight 0. */
+typedef enum {
+    GM_MOE_SOFTMAX = 0, GM_MOE_TEMPERATURE, GM_MOE_TANH, GM_MOE_SIGMOID, GM_MOE_TOPK
+} gm_moe_gate;
+/* For each row of theta [R, P] (P = 5k + 1: beta0[k] beta1[k] a[k] b[k] log nu[k] log tau;
+ * the softmax gate ignores tau): the mean negative log-likelihood over the data x [n], y [n] of
+ * p(y | x) = sum_i g_i(x) N(y; a_i x + b_i, nu_i) -> nll [R]; with what >= 2 its gradient in
+ * theta -> grad [R, P]; with what = 3 the mean outer product of the per-point scores -> opg
+ * [R, P, P] (the BHHH curvature). Outputs not asked for are NULL. All f64 on the CPU. */
+gm_status gm_gaussian_moe_eval(gm_ctx *c, gm_tensor *x, gm_tensor *y, gm_tensor *theta,
+                               gm_moe_gate gate, int K, int what, gm_tensor **nll,
+                               gm_tensor **grad, gm_tensor **opg);
+
 /* ---- build info --------------------------------------------------------------------- */
-const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell, single-threaded calls split ...)" */
+const char *gm_blas_info(void); /* "OpenBLAS 0.3.21 (core Haswell: why; single-threaded calls split ...)" */
+/* OpenBLAS core selection (kernels/cpu/blas_core.c), for the gmoe executable's start-up: true
+ * when the process must re-execute itself to load the core it put in OPENBLAS_CORETYPE. */
+bool gm_blas_core_select(void);
+const char *gm_blas_core_why(void); /* why the loaded core runs */
 bool gm_cuda_built(void);
 
 #endif

@@ -19,7 +19,10 @@ typedef struct gm_src {
     uint64_t size;
 } gm_src;
 /* Opens path for reading; a missing or unreadable file is an error naming the path. */
-gm_status gm_src_open(gm_ctx *c, const char *what, const char *path, gm_src *s);
+gm_status gm_src_open(gm_ctx *c, const char *what, const char *path, gm_src *s); /* regular files only */
+/* What path is, without opening it (a FIFO would block): "file", "directory", "FIFO (named
+ * pipe)", "character device", "block device", "socket", "special file"; NULL when absent. */
+const char *gm_file_kind(const char *path);
 void gm_src_mem(gm_src *s, const char *what, const void *buf, size_t len);
 /* Exactly n bytes at off, or an error ("truncated") when the source ends first. */
 gm_status gm_src_read(gm_ctx *c, gm_src *s, uint64_t off, void *dst, size_t n);

@@ -3,6 +3,7 @@
  * recorded by autograd. Checks here (shapes, dtypes, devices, contiguity, hyper-parameters);
  * the per-element math is in kernels/<backend>/optim.c. */
 #include <math.h>
+#include <stdlib.h>
 
 #include "internal.h"
 
@@ -52,11 +53,67 @@ static gm_status check_nonneg(gm_ctx *c, const char *op, const char *name, doubl
     return GM_OK;
 }
 
-gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *buf,
-                      const gm_optim_hp *hp) {
+/* Operand views of a parameter group for a multi-tensor kernel: per views per tensor, taken
+ * from ops[j][t] (a NULL tensor gives a view with no data); grads (ops[1]) are made contiguous
+ * into held[t], which the caller releases. */
+static gm_status group_views(gm_ctx *c, const char *op, int n, int per, gm_tensor **ops[], gm_kview *v,
+                             gm_tensor **held) {
+    for (int t = 0; t < n; t++) {
+        gm_status st = grad_contiguous(c, op, ops[0][t], ops[1][t], &held[t]);
+        if (st != GM_OK) return st;
+        for (int j = 0; j < per; j++) {
+            gm_kview *x = &v[per * t + j];
+            if (j == 1) gm_kview_of(held[t], x);
+            else if (ops[j][t]) gm_kview_of(ops[j][t], x);
+            else *x = (gm_kview){.data = NULL, .dtype = ops[0][t]->dtype};
+        }
+    }
+    return GM_OK;
+}
+
+/* Run kernel kid once over the group (n tensors of per operands each). */
+static gm_status run_group(gm_ctx *c, const char *op, int kid, int n, int per, gm_tensor **ops[],
+                           const gm_kargs *extra) {
+    gm_kview *v = calloc((size_t)n * per, sizeof *v);
+    gm_tensor **held = calloc((size_t)n, sizeof *held);
+    gm_status st = v && held ? GM_OK : gm_errf(c, GM_ENOMEM, "%s: out of memory for %d tensors", op, n);
+    if (st == GM_OK) st = group_views(c, op, n, per, ops, v, held);
+    if (st == GM_OK) {
+        gm_kargs a;
+        gm_kargs_init(&a, 0, NULL, 0, NULL, NULL);
+        for (int i = 0; i < 8; i++) {
+            a.i[i] = extra->i[i];
+            a.d[i] = extra->d[i];
+        }
+        a.list = v;
+        a.n_list = n * per;
+        st = gm_kernel_run(c, gm_tensor_device(ops[0][0]), kid, &a);
+    }
+    for (int t = 0; held && t < n; t++) gm_tensor_release(held[t]);
+    free(v);
+    free(held);
+    return st;
+}
+
+/* The tensors of a group: float, contiguous where written, all of one dtype and device. */
+static gm_status check_group(gm_ctx *c, const char *op, int n, gm_tensor *const *p) {
+    if (n < 1) return gm_errf(c, GM_EARG, "%s: no parameters", op);
+    for (int t = 0; t < n; t++) {
+        gm_status st = check_param(c, op, "param", p[t]);
+        if (st != GM_OK) return st;
+        if (p[t]->dtype != p[0]->dtype || gm_tensor_device(p[t]) != gm_tensor_device(p[0]))
+            return gm_errf(c, GM_EARG, "%s: param %d is %s on %s but param 1 is %s on %s (one group, one dtype and device)",
+                           op, t + 1, gm_dtype_name(p[t]->dtype), gm_device_name(gm_tensor_device(p[t])),
+                           gm_dtype_name(p[0]->dtype), gm_device_name(gm_tensor_device(p[0])));
+    }
+    return GM_OK;
+}
+
+gm_status gm_sgd_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **buf,
+                            const gm_optim_hp *hp) {
     const char *op = "sgd";
     gm_status st;
-    if ((st = check_param(c, op, "param", p)) != GM_OK) return st;
+    if ((st = check_group(c, op, n, p)) != GM_OK) return st;
     if ((st = check_nonneg(c, op, "lr", hp->lr)) != GM_OK ||
         (st = check_nonneg(c, op, "momentum", hp->momentum)) != GM_OK ||
         (st = check_nonneg(c, op, "weight_decay", hp->weight_decay)) != GM_OK)
@@ -66,10 +123,8 @@ gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *bu
     if (hp->nesterov && (hp->momentum <= 0.0 || hp->dampening != 0.0))
         return gm_errf(c, GM_EARG, "%s: nesterov needs momentum > 0 and dampening = 0 (got %g, %g)",
                        op, hp->momentum, hp->dampening);
-    if (hp->momentum > 0.0 && (st = check_like(c, op, "momentum buffer", p, buf, true)) != GM_OK)
-        return st;
-    gm_tensor *gc;
-    if ((st = grad_contiguous(c, op, p, g, &gc)) != GM_OK) return st;
+    for (int t = 0; t < n && hp->momentum > 0.0; t++)
+        if ((st = check_like(c, op, "momentum buffer", p[t], buf ? buf[t] : NULL, true)) != GM_OK) return st;
     gm_kargs extra = {0};
     extra.d[0] = hp->lr;
     extra.d[1] = hp->momentum;
@@ -77,17 +132,25 @@ gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *bu
     extra.d[3] = hp->weight_decay;
     extra.i[0] = hp->nesterov;
     extra.i[1] = hp->step <= 1; /* torch: the buffer starts as a copy of the first gradient */
-    gm_tensor *outs[2] = {p, buf};
-    st = gm_run(c, GM_K_SGD_STEP, 1, &gc, hp->momentum > 0.0 ? 2 : 1, outs, NULL, &extra);
-    gm_tensor_release(gc);
+    gm_tensor **none = calloc((size_t)n, sizeof *none);
+    if (!none) return gm_errf(c, GM_ENOMEM, "%s: out of memory for %d tensors", op, n);
+    gm_tensor **ops[3] = {p, g, hp->momentum > 0.0 ? buf : none};
+    st = run_group(c, op, GM_K_SGD_STEP, n, 3, ops, &extra);
+    free(none);
     return st;
 }
 
-gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m, gm_tensor *v,
-                       const gm_optim_hp *hp) {
+gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *buf,
+                      const gm_optim_hp *hp) {
+    gm_tensor *gg = (gm_tensor *)g;
+    return gm_sgd_step_multi(c, 1, &p, &gg, &buf, hp);
+}
+
+gm_status gm_adam_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_tensor **m, gm_tensor **v,
+                             const gm_optim_hp *hp) {
     const char *op = hp->decoupled_wd ? "adamw" : "adam";
     gm_status st;
-    if ((st = check_param(c, op, "param", p)) != GM_OK) return st;
+    if ((st = check_group(c, op, n, p)) != GM_OK) return st;
     if ((st = check_nonneg(c, op, "lr", hp->lr)) != GM_OK ||
         (st = check_nonneg(c, op, "eps", hp->eps)) != GM_OK ||
         (st = check_nonneg(c, op, "weight_decay", hp->weight_decay)) != GM_OK)
@@ -98,11 +161,10 @@ gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m
     if (hp->step < 1)
         return gm_errf(c, GM_EARG, "%s: step must be >= 1 (it counts from 1), got %lld", op,
                        (long long)hp->step);
-    if ((st = check_like(c, op, "exp_avg (m)", p, m, true)) != GM_OK ||
-        (st = check_like(c, op, "exp_avg_sq (v)", p, v, true)) != GM_OK)
-        return st;
-    gm_tensor *gc;
-    if ((st = grad_contiguous(c, op, p, g, &gc)) != GM_OK) return st;
+    for (int t = 0; t < n; t++)
+        if ((st = check_like(c, op, "exp_avg (m)", p[t], m[t], true)) != GM_OK ||
+            (st = check_like(c, op, "exp_avg_sq (v)", p[t], v[t], true)) != GM_OK)
+            return st;
     gm_kargs extra = {0};
     extra.d[0] = hp->lr;
     extra.d[1] = hp->beta1;
@@ -112,10 +174,14 @@ gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m
     extra.d[5] = 1.0 - pow(hp->beta1, (double)hp->step);
     extra.d[6] = 1.0 - pow(hp->beta2, (double)hp->step);
     extra.i[0] = hp->decoupled_wd;
-    gm_tensor *outs[3] = {p, m, v};
-    st = gm_run(c, GM_K_ADAM_STEP, 1, &gc, 3, outs, NULL, &extra);
-    gm_tensor_release(gc);
-    return st;
+    gm_tensor **ops[4] = {p, g, m, v};
+    return run_group(c, op, GM_K_ADAM_STEP, n, 4, ops, &extra);
+}
+
+gm_status gm_adam_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *m, gm_tensor *v,
+                       const gm_optim_hp *hp) {
+    gm_tensor *gg = (gm_tensor *)g;
+    return gm_adam_step_multi(c, 1, &p, &gg, &m, &v, hp);
 }
 
 gm_status gm_sumsq(gm_ctx *c, int n, gm_tensor **xs, double *out) {

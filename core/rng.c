@@ -76,6 +76,11 @@ gm_status gm_randperm(gm_ctx *c, int64_t n, gm_dtype t, gm_generator *g, gm_tens
     }
     for (int64_t i = 0; i < n; i++) perm[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {
+        if ((i & 0xffff) == 0 && gm_interrupted()) { /* a poll per 2^16 swaps */
+            free(perm);
+            st = gm_errf(c, GM_EINTR, "interrupted");
+            goto done;
+        }
         int64_t j = (int64_t)(r[i] * (double)(i + 1));
         if (j > i) j = i;
         int64_t tmp = perm[i];

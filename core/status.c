@@ -32,6 +32,8 @@ gm_status gm_errf(gm_ctx *c, gm_status code, const char *fmt, ...) {
 
 const char *gm_errmsg(const gm_ctx *c) { return c->err[0] ? c->err : gm_status_name(c->err_code); }
 
+gm_status gm_err_code(const gm_ctx *c) { return c->err_code; }
+
 void gm_err_clear(gm_ctx *c) {
     c->err[0] = 0;
     c->err_code = GM_OK;
@@ -92,9 +94,14 @@ void gm_ctx_reset(gm_ctx *c) {
 
 /* ---- interrupt -------------------------------------------------------------------------- */
 static volatile sig_atomic_t interrupt_flag;
+static uint64_t poll_count; /* polls so far: the tests check that long kernels poll often */
 void gm_interrupt_set(void) { interrupt_flag = 1; }
 void gm_interrupt_clear(void) { interrupt_flag = 0; }
-bool gm_interrupted(void) { return interrupt_flag != 0; }
+bool gm_interrupted(void) {
+    __atomic_fetch_add(&poll_count, 1, __ATOMIC_RELAXED);
+    return interrupt_flag != 0;
+}
+uint64_t gm_interrupt_polls(void) { return __atomic_load_n(&poll_count, __ATOMIC_RELAXED); }
 
 /* ---- dtypes and devices ----------------------------------------------------------------- */
 const char *gm_dtype_name(gm_dtype t) {

@@ -234,29 +234,81 @@ bad:;
 }
 
 /* ---- copies (outside autograd) ------------------------------------------------------------- */
-static gm_status check_inplace(gm_ctx *c, const char *op, const gm_tensor *dst) {
+/* Can two elements of x share a memory location (a stride-0 dim of size > 1, as expand()
+ * makes, or strides that interleave)? With the dims of size > 1 sorted by stride, each must
+ * step past everything the smaller ones reach; views made by reshape, transpose, narrow and
+ * select always do. */
+static bool overlaps_itself(const gm_tensor *x) {
+    int64_t st[GM_MAX_DIMS], sz[GM_MAX_DIMS];
+    int n = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (x->shape[d] <= 1) continue;
+        int k = n++;
+        for (; k > 0 && st[k - 1] > x->stride[d]; k--) st[k] = st[k - 1], sz[k] = sz[k - 1];
+        st[k] = x->stride[d];
+        sz[k] = x->shape[d];
+    }
+    int64_t reach = 0; /* the largest offset the smaller dims reach */
+    for (int k = 0; k < n; k++) {
+        if (st[k] <= reach) return true;
+        reach += (sz[k] - 1) * st[k];
+    }
+    return false;
+}
+
+/* Elements [lo, hi] of its storage that x spans (x non-empty, strides >= 0). */
+static void span_of(const gm_tensor *x, int64_t *lo, int64_t *hi) {
+    *lo = *hi = x->offset;
+    for (int d = 0; d < x->ndim; d++) *hi += (x->shape[d] - 1) * x->stride[d];
+}
+
+gm_status gm_tensor_check_inplace(gm_ctx *c, const char *op, const gm_tensor *dst) {
     if (dst->requires_grad && gm_grad_enabled(c))
         return gm_errf(c, GM_EAUTOGRAD, "%s: in-place write into a tensor that requires grad "
                        "(wrap it in gm.no_grad or detach it first)", op);
+    if (gm_tensor_numel(dst) > 1 && overlaps_itself(dst))
+        return gm_errf(c, GM_EARG, "%s: more than one element of the written-to tensor refers to one memory "
+                       "location (an expand()ed view); write into a copy (x:clone())", op);
     return GM_OK;
 }
 
 gm_status gm_tensor_copy_(gm_ctx *c, gm_tensor *dst, const gm_tensor *src) {
-    gm_status st = check_inplace(c, "copy_", dst);
+    gm_status st = gm_tensor_check_inplace(c, "copy_", dst);
     if (st != GM_OK) return st;
     if (gm_tensor_device(dst) != gm_tensor_device(src))
         return gm_errf(c, GM_EDEVICE, "copy_: source on %s, destination on %s",
                        gm_device_name(gm_tensor_device(src)), gm_device_name(gm_tensor_device(dst)));
     gm_tensor *b;
     if ((st = gm_tensor_broadcast_view(c, src, dst->ndim, dst->shape, &b)) != GM_OK) return st;
+    bool same = b->offset == dst->offset && b->ndim == dst->ndim &&
+                !memcmp(b->stride, dst->stride, sizeof(int64_t) * (size_t)dst->ndim);
+    if (b->storage == dst->storage && !same && gm_tensor_numel(dst) > 0) {
+        int64_t blo, bhi, dlo, dhi;
+        span_of(b, &blo, &bhi);
+        span_of(dst, &dlo, &dhi);
+        if (blo <= dhi && dlo <= bhi) { /* the order of the writes would decide the result */
+            gm_tensor_release(b);
+            return gm_errf(c, GM_EARG, "copy_: the source and the destination overlap in memory; copy from a "
+                           "clone of the source (src:clone())");
+        }
+    }
     st = gm_run(c, GM_K_COPY, 1, &b, 1, &dst, NULL, NULL);
     gm_tensor_release(b);
     return st;
 }
 
+gm_status gm_check_i32(gm_ctx *c, const char *op, double v) {
+    if (v >= -2147483648.0 && v <= 2147483647.0 && v == (double)(int32_t)v) return GM_OK;
+    if (v == v && v > -2147483649.0 && v < 2147483648.0)
+        return gm_errf(c, GM_EARG, "%s: %.17g is not an integer, so has no i32 value", op, v);
+    if (v != v) return gm_errf(c, GM_EARG, "%s: NaN has no i32 value", op);
+    return gm_errf(c, GM_EARG, "%s: %.17g does not fit i32 (-2147483648 .. 2147483647)", op, v);
+}
+
 gm_status gm_tensor_fill_(gm_ctx *c, gm_tensor *dst, double value) {
-    gm_status st = check_inplace(c, "fill_", dst);
+    gm_status st = gm_tensor_check_inplace(c, "fill_", dst);
     if (st != GM_OK) return st;
+    if (dst->dtype == GM_I32 && (st = gm_check_i32(c, "fill", value)) != GM_OK) return st;
     gm_kargs extra = {0};
     extra.d[0] = value;
     return gm_run(c, GM_K_FILL, 0, NULL, 1, &dst, NULL, &extra);

@@ -302,6 +302,7 @@ static int j_docall(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     gm_interrupt_clear();
     int st = gm_repl_docall(L, n - 1, LUA_MULTRET);
+    if (gm_repl_signal() == SIGTERM) exit(128 + SIGTERM); /* a SIGTERM stopped the cell: end, as it asked */
     bool intr = gm_interrupted();
     gm_interrupt_clear();
     lua_sethook(L, NULL, 0, 0);

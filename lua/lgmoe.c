@@ -3,6 +3,7 @@
  * entry points. The only place (with the small lua/l*.c files) that converts Lua values and
  * raises Lua errors; errors are raised after the core has released everything. */
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,12 +30,44 @@ static char TENSOR_MT, PARAMS_MT, CTX_MT;
 static lstate *lstate_of(lua_State *L) { return *(lstate **)lua_getextraspace(L); }
 gm_ctx *gm_lua_ctx(lua_State *L) { return lstate_of(L)->ctx; }
 
+/* Pushes "chunk:line: " of the first Lua function up the stack that is not one of gm's own
+ * modules ("@lua/gmoe/..."), so an error raised for a library wrapper (x:to() in init.lua)
+ * points at the user's line; "" when there is none (lua/gmoe/errors.lua does the same for
+ * errors the modules raise). */
+void gm_lua_where(lua_State *L) {
+    lua_Debug ar;
+    for (int level = 1; lua_getstack(L, level, &ar); level++) {
+        if (!lua_getinfo(L, "Sl", &ar)) break;
+        if (ar.what[0] == 'C' || strncmp(ar.source, "@lua/gmoe/", 10) == 0) continue;
+        if (ar.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+            return;
+        }
+        break;
+    }
+    lua_pushliteral(L, "");
+}
+
+int gm_lua_errorf(lua_State *L, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    gm_lua_where(L);
+    lua_pushvfstring(L, fmt, ap);
+    va_end(ap);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
 int gm_lua_error(lua_State *L, gm_status st) {
     gm_ctx *c = gm_lua_ctx(L);
-    luaL_where(L, 1);
+    if (st == GM_EINTR || gm_err_code(c) == GM_EINTR) { /* Ctrl-C reads the same wherever it stopped the work */
+        gm_err_clear(c);
+        lua_pushliteral(L, "interrupted");
+        return lua_error(L);
+    }
+    gm_lua_where(L);
     lua_pushstring(L, gm_errmsg(c));
     lua_concat(L, 2);
-    (void)st;
     gm_err_clear(c);
     return lua_error(L);
 }
@@ -62,7 +95,7 @@ gm_tensor *gm_lua_to_tensor(lua_State *L, int i) {
 gm_tensor *gm_lua_check_tensor(lua_State *L, int i) {
     tensor_ud *u = to_ud(L, i);
     if (u && u->t) return u->t;
-    if (u) luaL_error(L, "tensor was closed (used after <close>)");
+    if (u) gm_lua_errorf(L, "tensor was closed (used after <close>)");
     luaL_typeerror(L, i, "tensor");
     return NULL;
 }
@@ -116,23 +149,25 @@ static int read_shape(lua_State *L, int i, int *ndim, int64_t *shape, const char
     int nd = 0;
     if (lua_istable(L, i) && !gm_lua_to_tensor(L, i)) {
         lua_Integer n = (lua_Integer)lua_rawlen(L, i);
-        if (n > GM_MAX_DIMS) luaL_error(L, "%s: %d dims (at most %d)", fn, (int)n, GM_MAX_DIMS);
+        if (n > GM_MAX_DIMS) gm_lua_errorf(L, "%s: %d dims (at most %d)", fn, (int)n, GM_MAX_DIMS);
         for (int k = 1; k <= n; k++) {
             lua_rawgeti(L, i, k);
             int ok;
             lua_Integer v = lua_tointegerx(L, -1, &ok);
-            if (!ok) luaL_error(L, "%s: shape entry %d is not an integer", fn, k);
+            if (!ok) gm_lua_errorf(L, "%s: shape entry %d is not an integer", fn, k);
             shape[nd++] = v;
             lua_pop(L, 1);
         }
         *ndim = nd;
         return i + 1;
     }
+    if (lua_type(L, i) != LUA_TNUMBER) /* gm.zeros(nil) is a mistake, not a 0-dim tensor ({} is) */
+        gm_lua_errorf(L, "%s: expected a shape (a table of sizes, or sizes as integers), got %s", fn, luaL_typename(L, i));
     while (lua_type(L, i) == LUA_TNUMBER) {
         int ok;
         lua_Integer v = lua_tointegerx(L, i, &ok);
-        if (!ok) luaL_error(L, "%s: size %s is not an integer", fn, lua_tostring(L, i));
-        if (nd == GM_MAX_DIMS) luaL_error(L, "%s: more than %d dims", fn, GM_MAX_DIMS);
+        if (!ok) gm_lua_errorf(L, "%s: size %s is not an integer", fn, lua_tostring(L, i));
+        if (nd == GM_MAX_DIMS) gm_lua_errorf(L, "%s: more than %d dims", fn, GM_MAX_DIMS);
         shape[nd++] = v;
         i++;
     }
@@ -206,7 +241,7 @@ static void check_options(lua_State *L, int opts, const sigtok *toks, int first,
                 luaL_addstring(&b, toks[k].name);
             }
             luaL_pushresult(&b);
-            luaL_error(L, "%s: unknown option '%s' (options here: %s)", op,
+            gm_lua_errorf(L, "%s: unknown option '%s' (options here: %s)", op,
                        lua_type(L, -3) == LUA_TSTRING ? lua_tostring(L, -3) : luaL_typename(L, -3), lua_tostring(L, -1));
         }
         lua_pop(L, 1);
@@ -214,7 +249,7 @@ static void check_options(lua_State *L, int opts, const sigtok *toks, int first,
 }
 
 static int argerr(lua_State *L, const char *op, int arg, const char *name, const char *want) {
-    return luaL_error(L, "%s: argument %d (%s): expected %s, got %s", op, arg, name, want,
+    return gm_lua_errorf(L, "%s: argument %d (%s): expected %s, got %s", op, arg, name, want,
                       luaL_typename(L, arg));
 }
 
@@ -249,13 +284,13 @@ static void read_param(lua_State *L, int i, const sigtok *t, gm_params *p, const
             p->dims[0] = (int)get_int(L, i, op, t->name);
         } else if (lua_istable(L, i)) {
             int n = (int)lua_rawlen(L, i);
-            if (n > GM_MAX_DIMS) luaL_error(L, "%s: too many dims (%d)", op, n);
+            if (n > GM_MAX_DIMS) gm_lua_errorf(L, "%s: too many dims (%d)", op, n);
             p->ndims = n;
             for (int k = 0; k < n; k++) {
                 lua_rawgeti(L, i, k + 1);
                 int ok;
                 p->dims[k] = (int)lua_tointegerx(L, -1, &ok);
-                if (!ok) luaL_error(L, "%s: dims entry %d is not an integer", op, k + 1);
+                if (!ok) gm_lua_errorf(L, "%s: dims entry %d is not an integer", op, k + 1);
                 lua_pop(L, 1);
             }
         } else {
@@ -286,14 +321,14 @@ static void read_param(lua_State *L, int i, const sigtok *t, gm_params *p, const
         if (!strcmp(s, "mean")) p->reduction = GM_RED_MEAN;
         else if (!strcmp(s, "sum")) p->reduction = GM_RED_SUM;
         else if (!strcmp(s, "none")) p->reduction = GM_RED_NONE;
-        else luaL_error(L, "%s: reduction must be \"mean\", \"sum\" or \"none\", got \"%s\"", op, s);
+        else gm_lua_errorf(L, "%s: reduction must be \"mean\", \"sum\" or \"none\", got \"%s\"", op, s);
         break;
     }
     case A_DTYPE: {
         const char *s = lua_tostring(L, i);
         if (lua_type(L, i) != LUA_TSTRING) argerr(L, op, i, t->name, "a dtype name");
         if (!gm_dtype_parse(s, &p->dtype))
-            luaL_error(L, "%s: unknown dtype \"%s\" (expected \"f32\", \"f64\" or \"i32\")", op, s);
+            gm_lua_errorf(L, "%s: unknown dtype \"%s\" (expected \"f32\", \"f64\" or \"i32\")", op, s);
         break;
     }
     case A_SHAPE: {
@@ -321,20 +356,20 @@ static int op_call(lua_State *L) {
     for (int k = 0; k < nsig[op]; k++) {
         const sigtok *t = &toks[k];
         if (opts) {
-            if (t->kind == A_TENSOR || t->kind == A_TENSORS) luaL_error(L, "%s: missing tensor argument '%s'", d->name, t->name);
+            if (t->kind == A_TENSOR || t->kind == A_TENSORS) gm_lua_errorf(L, "%s: missing tensor argument '%s'", d->name, t->name);
             if (lua_getfield(L, opts, t->name) != LUA_TNIL) read_param(L, lua_gettop(L), t, &p, d->name);
-            else if (!t->opt) luaL_error(L, "%s: missing argument '%s'", d->name, t->name);
+            else if (!t->opt) gm_lua_errorf(L, "%s: missing argument '%s'", d->name, t->name);
             lua_pop(L, 1);
             continue;
         }
         if (arg > top || lua_isnil(L, arg)) {
-            if (!t->opt) luaL_error(L, "%s: missing argument %d (%s)", d->name, arg, t->name);
+            if (!t->opt) gm_lua_errorf(L, "%s: missing argument %d (%s)", d->name, arg, t->name);
             arg++;
             continue;
         }
         if (t->kind == A_TENSOR) {
             ins[nin] = gm_lua_to_tensor(L, arg);
-            if (!ins[nin] && to_ud(L, arg)) luaL_error(L, "%s: argument %d (%s): tensor was closed (used after <close>)", d->name, arg, t->name);
+            if (!ins[nin] && to_ud(L, arg)) gm_lua_errorf(L, "%s: argument %d (%s): tensor was closed (used after <close>)", d->name, arg, t->name);
             if (!ins[nin] && lua_type(L, arg) != LUA_TNUMBER)
                 argerr(L, d->name, arg, t->name, "a tensor or a number");
             tpos[nin++] = arg++;
@@ -360,19 +395,19 @@ static int op_call(lua_State *L) {
         }
     }
     for (; arg <= top; arg++)
-        if (!lua_isnil(L, arg)) luaL_error(L, "%s: unexpected argument %d (%s)", d->name, arg, luaL_typename(L, arg));
+        if (!lua_isnil(L, arg)) gm_lua_errorf(L, "%s: unexpected argument %d (%s)", d->name, arg, luaL_typename(L, arg));
 
     /* Gather tensors: nothing below raises until every temporary is released. */
     gm_ctx *c = gm_lua_ctx(L);
     int n = nin;
     if (list) {
         n = (int)lua_rawlen(L, list);
-        if (n < 1) luaL_error(L, "%s: expected a non-empty array of tensors", d->name);
+        if (n < 1) gm_lua_errorf(L, "%s: expected a non-empty array of tensors", d->name);
         inp = lua_newuserdatauv(L, sizeof(gm_tensor *) * (size_t)n, 0); /* GC-owned scratch */
         for (int k = 0; k < n; k++) {
             lua_rawgeti(L, list, k + 1);
             inp[k] = gm_lua_to_tensor(L, -1);
-            if (!inp[k]) luaL_error(L, "%s: element %d of the array is not a tensor", d->name, k + 1);
+            if (!inp[k]) gm_lua_errorf(L, "%s: element %d of the array is not a tensor", d->name, k + 1);
             lua_pop(L, 1);
         }
     } else {
@@ -388,7 +423,8 @@ static int op_call(lua_State *L) {
         }
         for (int k = 0; k < nin; k++) {
             if (ins[k]) continue;
-            gm_status st = gm_tensor_scalar(c, ref, lua_tonumber(L, tpos[k]), &tmp[k]);
+            gm_status st = ref == GM_I32 ? gm_check_i32(c, d->name, lua_tonumber(L, tpos[k])) : GM_OK;
+            if (st == GM_OK) st = gm_tensor_scalar(c, ref, lua_tonumber(L, tpos[k]), &tmp[k]);
             if (st != GM_OK) {
                 for (int j = 0; j < k; j++) gm_tensor_release(tmp[j]);
                 return gm_lua_error(L, st);
@@ -434,7 +470,7 @@ static int t_index(lua_State *L) {
     if (lua_type(L, 2) == LUA_TNUMBER) {
         int ok;
         lua_Integer i = lua_tointegerx(L, 2, &ok);
-        if (!ok) return luaL_error(L, "tensor index must be an integer, got %s", lua_tostring(L, 2));
+        if (!ok) return gm_lua_errorf(L, "tensor index must be an integer, got %s", lua_tostring(L, 2));
         return t_select0(L, x, i);
     }
     lua_pushvalue(L, 2);
@@ -468,7 +504,8 @@ static int t_newindex(lua_State *L) {
         gm_tensor *v, *src = gm_lua_to_tensor(L, 3);
         if (!src && lua_type(L, 3) != LUA_TNUMBER) return argerr(L, "setindex", 3, "value", "a number or a tensor");
         if (x->requires_grad && gm_grad_enabled(c))
-            return luaL_error(L, "setindex: in-place write into a tensor that requires grad (wrap it in gm.no_grad or detach it first)");
+            return gm_lua_errorf(L, "setindex: in-place write into a tensor that requires grad (wrap it in gm.no_grad or detach it first)");
+        if ((st = gm_tensor_check_inplace(c, "setindex", x)) != GM_OK) return gm_lua_error(L, st);
         gm_grad_push(c, false); /* the view itself needs no graph */
         st = gm_op(c, GM_OP_SELECT, 1, &x, &p, &v);
         gm_grad_pop(c);
@@ -483,7 +520,7 @@ static int t_newindex(lua_State *L) {
     if (!strcmp(k, "grad")) {
         gm_tensor *g = lua_isnil(L, 3) ? NULL : gm_lua_check_tensor(L, 3);
         if (g && (g->ndim != x->ndim || memcmp(g->shape, x->shape, sizeof(int64_t) * (size_t)x->ndim) || g->dtype != x->dtype))
-            return luaL_error(L, "grad: assigned gradient must have the tensor's shape and dtype");
+            return gm_lua_errorf(L, "grad: assigned gradient must have the tensor's shape and dtype");
         gm_tensor_release(x->grad);
         x->grad = gm_tensor_retain(g);
         return 0;
@@ -493,12 +530,12 @@ static int t_newindex(lua_State *L) {
         if (st != GM_OK) return gm_lua_error(L, st);
         return 0;
     }
-    return luaL_error(L, "tensor: cannot set field '%s'", k);
+    return gm_lua_errorf(L, "tensor: cannot set field '%s'", k);
 }
 
 static int t_len(lua_State *L) {
     gm_tensor *x = gm_lua_check_tensor(L, 1);
-    if (x->ndim == 0) return luaL_error(L, "len: a 0-dim tensor has no length");
+    if (x->ndim == 0) return gm_lua_errorf(L, "len: a 0-dim tensor has no length");
     lua_pushinteger(L, x->shape[0]);
     return 1;
 }
@@ -531,7 +568,7 @@ static int t_size(lua_State *L) {
         return 1;
     }
     int d;
-    if (x->ndim == 0) return luaL_error(L, "size: a 0-dim tensor has no dims");
+    if (x->ndim == 0) return gm_lua_errorf(L, "size: a 0-dim tensor has no dims");
     if (gm_dim_norm(gm_lua_ctx(L), "size", (int)get_int(L, 2, "size", "dim"), x->ndim, &d) != GM_OK)
         return gm_lua_error(L, GM_EINDEX);
     lua_pushinteger(L, x->shape[d]);
@@ -558,7 +595,7 @@ static void push_number(lua_State *L, const gm_tensor *x, int64_t i) {
 static int t_item(lua_State *L) {
     gm_tensor *x = gm_lua_check_tensor(L, 1);
     int64_t n = gm_tensor_numel(x);
-    if (n != 1) return luaL_error(L, "item: tensor with %I elements (only one-element tensors have an item)", (lua_Integer)n);
+    if (n != 1) return gm_lua_errorf(L, "item: tensor with %I elements (only one-element tensors have an item)", (lua_Integer)n);
     push_number(L, x, 0);
     return 1;
 }
@@ -662,14 +699,14 @@ static ctor_opts read_opts(lua_State *L, int i, gm_dtype def) {
     if (lua_getfield(L, i, "dtype") != LUA_TNIL) {
         const char *s = lua_tostring(L, -1);
         if (!s || !gm_dtype_parse(s, &o.dtype))
-            luaL_error(L, "unknown dtype \"%s\" (expected \"f32\", \"f64\" or \"i32\")", s ? s : luaL_typename(L, -1));
+            gm_lua_errorf(L, "unknown dtype \"%s\" (expected \"f32\", \"f64\" or \"i32\")", s ? s : luaL_typename(L, -1));
         o.dtype_set = true;
     }
     lua_pop(L, 1);
     if (lua_getfield(L, i, "device") != LUA_TNIL) {
         const char *s = lua_tostring(L, -1);
         if (!s || strcmp(s, "cpu") != 0)
-            luaL_error(L, "device \"%s\" is not available (this build has the cpu device only)", s ? s : "?");
+            gm_lua_errorf(L, "device \"%s\" is not available (this build has the cpu device only)", s ? s : "?");
     }
     lua_pop(L, 1);
     lua_getfield(L, i, "requires_grad");
@@ -689,20 +726,25 @@ static int finish(lua_State *L, gm_status st, gm_tensor *t, const ctor_opts *o) 
 }
 
 /* zeros/ones(shape, opts) and full(shape, value, opts) */
-static int l_full_impl(lua_State *L, bool value_arg, double value) {
+static int l_full_impl(lua_State *L, const char *fn, bool value_arg, double value) {
     int nd;
     int64_t shape[GM_MAX_DIMS];
-    int next = read_shape(L, 1, &nd, shape, "tensor");
-    if (value_arg) value = luaL_checknumber(L, next++);
+    int next = read_shape(L, 1, &nd, shape, fn);
+    if (value_arg) {
+        if (lua_type(L, next) != LUA_TNUMBER)
+            return gm_lua_errorf(L, "full: expected a number as the fill value, got %s", luaL_typename(L, next));
+        value = lua_tonumber(L, next++);
+    }
     ctor_opts o = read_opts(L, next, GM_F32);
+    if (o.dtype == GM_I32 && gm_check_i32(gm_lua_ctx(L), "full", value) != GM_OK) return gm_lua_error(L, GM_EARG);
     gm_tensor *t;
     gm_status st = gm_tensor_full(gm_lua_ctx(L), o.dtype, GM_CPU, nd, shape, value, &t);
     return finish(L, st, t, &o);
 }
 
-static int l_zeros(lua_State *L) { return l_full_impl(L, false, 0); }
-static int l_ones(lua_State *L) { return l_full_impl(L, false, 1); }
-static int l_full(lua_State *L) { return l_full_impl(L, true, 0); }
+static int l_zeros(lua_State *L) { return l_full_impl(L, "zeros", false, 0); }
+static int l_ones(lua_State *L) { return l_full_impl(L, "ones", false, 1); }
+static int l_full(lua_State *L) { return l_full_impl(L, "full", true, 0); }
 
 static int l_empty(lua_State *L) {
     int nd;
@@ -741,14 +783,14 @@ static int l_randint(lua_State *L) {
         hi = luaL_checkinteger(L, 1);
         at = 2;
     }
-    if (hi <= lo) return luaL_error(L, "randint: empty range [%I, %I)", lo, hi);
+    if (hi <= lo) return gm_lua_errorf(L, "randint: empty range [%I, %I)", lo, hi);
     return rand_impl(L, at, GM_RAND_INT, (double)lo, (double)hi, GM_I32);
 }
 
 static int l_randperm(lua_State *L) {
     lua_Integer n = luaL_checkinteger(L, 1);
     ctor_opts o = read_opts(L, 2, GM_I32);
-    if (n < 0) return luaL_error(L, "randperm: n must be >= 0, got %d", (int)n);
+    if (n < 0) return gm_lua_errorf(L, "randperm: n must be >= 0, got %d", (int)n);
     gm_tensor *t;
     gm_status st = gm_randperm(gm_lua_ctx(L), n, o.dtype, o.gen, &t);
     return finish(L, st, t, &o);
@@ -758,19 +800,19 @@ static int l_randperm(lua_State *L) {
 static int l_arange(lua_State *L) {
     int nnum = 0;
     while (nnum < 3 && lua_type(L, nnum + 1) == LUA_TNUMBER) nnum++;
-    if (nnum == 0) return luaL_error(L, "arange: expected arange(end) or arange(start, end, step)");
+    if (nnum == 0) return gm_lua_errorf(L, "arange: expected arange(end) or arange(start, end, step)");
     bool ints = true;
     for (int i = 1; i <= nnum; i++) ints &= lua_isinteger(L, i) != 0;
     double start = nnum >= 2 ? lua_tonumber(L, 1) : 0, end = nnum >= 2 ? lua_tonumber(L, 2) : lua_tonumber(L, 1);
     double step = nnum == 3 ? lua_tonumber(L, 3) : 1;
     ctor_opts o = read_opts(L, nnum + 1, ints ? GM_I32 : GM_F32);
     if (step == 0 || !isfinite(step) || !isfinite(start) || !isfinite(end))
-        return luaL_error(L, "arange: bad range (start %f, end %f, step %f)", start, end, step);
+        return gm_lua_errorf(L, "arange: bad range (start %f, end %f, step %f)", start, end, step);
     double cnt = ceil((end - start) / step);
     int64_t n = cnt > 0 ? (int64_t)cnt : 0;
     if (o.dtype == GM_I32 && n > 0 && (fmin(start, start + (double)(n - 1) * step) < INT32_MIN ||
                                         fmax(start, start + (double)(n - 1) * step) > INT32_MAX))
-        return luaL_error(L, "arange: values outside the i32 range; pass {dtype=\"f64\"}");
+        return gm_lua_errorf(L, "arange: values outside the i32 range; pass {dtype=\"f64\"}");
     gm_tensor *t;
     gm_status st = gm_tensor_new(gm_lua_ctx(L), o.dtype, GM_CPU, 1, &n, &t);
     if (st == GM_OK) {
@@ -787,7 +829,7 @@ static int l_linspace(lua_State *L) {
     double a = luaL_checknumber(L, 1), b = luaL_checknumber(L, 2);
     lua_Integer n = luaL_checkinteger(L, 3);
     ctor_opts o = read_opts(L, 4, GM_F32);
-    if (n < 0) return luaL_error(L, "linspace: steps must be >= 0, got %d", (int)n);
+    if (n < 0) return gm_lua_errorf(L, "linspace: steps must be >= 0, got %d", (int)n);
     int64_t nn = n;
     gm_tensor *t;
     gm_status st = gm_tensor_new(gm_lua_ctx(L), o.dtype, GM_CPU, 1, &nn, &t);
@@ -807,7 +849,7 @@ static int l_eye(lua_State *L) {
     lua_Integer m = n;
     if (lua_type(L, 2) == LUA_TNUMBER) m = luaL_checkinteger(L, at++);
     ctor_opts o = read_opts(L, at, GM_F32);
-    if (n < 0 || m < 0) return luaL_error(L, "eye: sizes must be >= 0");
+    if (n < 0 || m < 0) return gm_lua_errorf(L, "eye: sizes must be >= 0");
     int64_t shape[2] = {n, m};
     gm_tensor *t;
     gm_status st = gm_tensor_zeros(gm_lua_ctx(L), o.dtype, GM_CPU, 2, shape, &t);
@@ -826,7 +868,7 @@ static void infer_shape(lua_State *L, int i, int depth, int *nd, int64_t *shape)
         *nd = depth;
         return;
     }
-    if (depth == GM_MAX_DIMS) luaL_error(L, "tensor: nested deeper than %d", GM_MAX_DIMS);
+    if (depth == GM_MAX_DIMS) gm_lua_errorf(L, "tensor: nested deeper than %d", GM_MAX_DIMS);
     shape[depth] = (int64_t)lua_rawlen(L, i);
     if (shape[depth] == 0) {
         *nd = depth + 1;
@@ -843,16 +885,17 @@ static void fill_from(lua_State *L, int i, int d, int nd, const int64_t *shape, 
         if (lua_type(L, i) == LUA_TNUMBER) v = lua_tonumber(L, i);
         else if (lua_isboolean(L, i)) v = lua_toboolean(L, i);
         else {
-            luaL_error(L, "tensor: expected a number at element %d, got %s", (int)*pos + 1, luaL_typename(L, i));
+            gm_lua_errorf(L, "tensor: expected a number at element %d, got %s", (int)*pos + 1, luaL_typename(L, i));
             return;
         }
+        if (t->dtype == GM_I32 && gm_check_i32(gm_lua_ctx(L), "tensor", v) != GM_OK) gm_lua_error(L, GM_EARG);
         void *p = gm_tensor_data(t);
         gm_elem_store(p, t->dtype, *pos, v);
         (*pos)++;
         return;
     }
     if (lua_type(L, i) != LUA_TTABLE || (int64_t)lua_rawlen(L, i) != shape[d])
-        luaL_error(L, "tensor: ragged nested table (dim %d should have %d entries)", d, (int)shape[d]);
+        gm_lua_errorf(L, "tensor: ragged nested table (dim %d should have %d entries)", d, (int)shape[d]);
     for (int64_t k = 1; k <= shape[d]; k++) {
         lua_rawgeti(L, i, k);
         fill_from(L, lua_gettop(L), d + 1, nd, shape, t, pos);
@@ -968,8 +1011,16 @@ static int l_is_grad_enabled(lua_State *L) {
     return 1;
 }
 
+/* Threads per kernel: 1 .. GM_MAX_THREADS (more would only oversubscribe any machine gmoe runs
+ * on, and a typo such as 1e9 must not be taken at its word). */
+#define GM_MAX_THREADS 1024
 static int l_set_num_threads(lua_State *L) {
-    gm_ctx_set_num_threads(gm_lua_ctx(L), (int)luaL_checkinteger(L, 1));
+    int ok;
+    lua_Integer n = lua_tointegerx(L, 1, &ok);
+    if (!ok || n < 1 || n > GM_MAX_THREADS)
+        return gm_lua_errorf(L, "set_num_threads: expected an integer in 1 .. %d, got %s", GM_MAX_THREADS,
+                          lua_type(L, 1) == LUA_TNUMBER ? lua_tostring(L, 1) : luaL_typename(L, 1));
+    gm_ctx_set_num_threads(gm_lua_ctx(L), (int)n);
     return 0;
 }
 static int l_get_num_threads(lua_State *L) {
@@ -999,7 +1050,7 @@ static int l_clock(lua_State *L) {
 static int l_kprof(lua_State *L) {
     gm_ctx *c = gm_lua_ctx(L);
     if (lua_toboolean(L, 1)) {
-        if (gm_profile_start(c) != GM_OK) return luaL_error(L, "%s", gm_errmsg(c));
+        if (gm_profile_start(c) != GM_OK) return gm_lua_errorf(L, "%s", gm_errmsg(c));
         return 0;
     }
     const gm_kprof *rows = gm_profile_rows(c);
@@ -1045,7 +1096,7 @@ static int l_ops(lua_State *L) {
 /* ---- test hooks: op samples and bad calls from the op table, raw element access ------------- */
 static int check_op(lua_State *L, int i) {
     int op = gm_op_find(luaL_checkstring(L, i));
-    if (op < 0) luaL_error(L, "unknown op '%s'", lua_tostring(L, i));
+    if (op < 0) gm_lua_errorf(L, "unknown op '%s'", lua_tostring(L, i));
     return op;
 }
 
@@ -1104,7 +1155,7 @@ static int l_op_call(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     gm_params *p = luaL_checkudata(L, 3, "gm.Params");
     int n = (int)lua_rawlen(L, 2);
-    if (n > 16) return luaL_error(L, "op_call: too many inputs");
+    if (n > 16) return gm_lua_errorf(L, "op_call: too many inputs");
     gm_tensor *in[16];
     for (int k = 0; k < n; k++) {
         lua_rawgeti(L, 2, k + 1);
@@ -1164,9 +1215,9 @@ static int l_from_bytes(lua_State *L) {
     lua_Integer i = luaL_checkinteger(L, 2), n = luaL_checkinteger(L, 3);
     gm_dtype t = GM_F32;
     const char *dt = luaL_optstring(L, 4, "f32");
-    if (!gm_dtype_parse(dt, &t)) return luaL_error(L, "from_bytes: unknown dtype \"%s\"", dt);
+    if (!gm_dtype_parse(dt, &t)) return gm_lua_errorf(L, "from_bytes: unknown dtype \"%s\"", dt);
     if (i < 1 || n < 0 || (size_t)(i - 1) + (size_t)n > len)
-        return luaL_error(L, "from_bytes: bytes %I..%I outside a string of %I", i, i + n - 1, (lua_Integer)len);
+        return gm_lua_errorf(L, "from_bytes: bytes %I..%I outside a string of %I", i, i + n - 1, (lua_Integer)len);
     int64_t shape = n;
     gm_tensor *x;
     gm_status st = gm_tensor_new(gm_lua_ctx(L), t, GM_CPU, 1, &shape, &x);
@@ -1201,7 +1252,7 @@ int luaopen_gmoe_core(lua_State *L) {
         /* The context lives as long as the state: a sentinel userdata finalised last. */
         lstate **ud = lua_newuserdatauv(L, sizeof *ud, 0);
         *ud = calloc(1, sizeof **ud);
-        if (!*ud || !((*ud)->ctx = gm_ctx_new())) return luaL_error(L, "gmoe: out of memory");
+        if (!*ud || !((*ud)->ctx = gm_ctx_new())) return gm_lua_errorf(L, "gmoe: out of memory");
         lua_newtable(L);
         lua_pushcfunction(L, ctx_gc);
         lua_setfield(L, -2, "__gc");
@@ -1268,6 +1319,7 @@ int luaopen_gmoe_core(lua_State *L) {
     luaL_newlib(L, internal_fns);
     gm_lua_optim_register(L);
     gm_lua_io_register(L);
+    gm_lua_stats_register(L);
     lua_setfield(L, M, "_C");
     lua_pushstring(L, GM_VERSION);
     lua_setfield(L, M, "version");

@@ -23,10 +23,14 @@ gm_tensor *gm_lua_check_tensor(lua_State *L, int i); /* raises on a non-tensor *
 gm_tensor *gm_lua_to_tensor(lua_State *L, int i);    /* NULL on a non-tensor */
 void gm_lua_push_tensor(lua_State *L, gm_tensor *t); /* takes ownership of one reference */
 int gm_lua_error(lua_State *L, gm_status st);        /* raises the context's message */
+/* luaL_error positioned at the user's line: the first caller outside gm's Lua modules. */
+int gm_lua_errorf(lua_State *L, const char *fmt, ...);
+void gm_lua_where(lua_State *L); /* pushes that position ("chunk:line: ", or "") */
 
 int luaopen_gmoe_core(lua_State *L);
 void gm_lua_optim_register(lua_State *L); /* lua/loptim.c: into the table on top */
 void gm_lua_io_register(lua_State *L);    /* lua/lio.c: file formats, into the table on top */
+void gm_lua_stats_register(lua_State *L); /* lua/lstats.c: estimator kernels, likewise */
 struct gm_json;
 /* lua/lio.c: a parsed JSON value as Lua (objects and arrays as tables, null as nil). */
 void gm_lua_push_json(lua_State *L, const struct gm_json *v);

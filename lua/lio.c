@@ -28,18 +28,18 @@ static int l_st_save(lua_State *L) {
     /* The tables keep the strings and tensors alive: borrowed pointers are safe. */
     for (lua_pushnil(L); lua_next(L, 2); lua_pop(L, 1)) {
         if (lua_type(L, -2) != LUA_TSTRING)
-            return luaL_error(L, "save: tensor names must be strings, got a %s key", luaL_typename(L, -2));
+            return gm_lua_errorf(L, "save: tensor names must be strings, got a %s key", luaL_typename(L, -2));
         names[i] = lua_tostring(L, -2);
         ts[i] = gm_lua_to_tensor(L, -1);
         if (!ts[i])
-            return luaL_error(L, "save: '%s' is a %s, not a tensor", names[i], luaL_typename(L, -1));
+            return gm_lua_errorf(L, "save: '%s' is a %s, not a tensor", names[i], luaL_typename(L, -1));
         i++;
     }
     i = 0;
     if (lua_istable(L, 3))
         for (lua_pushnil(L); lua_next(L, 3); lua_pop(L, 1)) {
             if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-                return luaL_error(L, "save: metadata must map strings to strings, got %s -> %s",
+                return gm_lua_errorf(L, "save: metadata must map strings to strings, got %s -> %s",
                                   luaL_typename(L, -2), luaL_typename(L, -1));
             keys[i] = lua_tostring(L, -2);
             vals[i] = lua_tostring(L, -1);
@@ -158,10 +158,20 @@ static int l_json_decode(lua_State *L) {
     return 1;
 }
 
+/* file_kind(path) -> "file" | "directory" | "FIFO (named pipe)" | ... | nil: what path is,
+ * without opening it (readers refuse anything but a regular file instead of blocking). */
+static int l_file_kind(lua_State *L) {
+    const char *k = gm_file_kind(luaL_checkstring(L, 1));
+    if (k) lua_pushstring(L, k);
+    else lua_pushnil(L);
+    return 1;
+}
+
 void gm_lua_io_register(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"st_save", l_st_save}, {"st_load", l_st_load}, {"npy_save", l_npy_save},
-        {"npy_load", l_npy_load}, {"json_decode", l_json_decode}, {NULL, NULL},
+        {"npy_load", l_npy_load}, {"json_decode", l_json_decode},
+        {"file_kind", l_file_kind}, {NULL, NULL},
     };
     luaL_setfuncs(L, fns, 0);
 }

@@ -280,5 +280,6 @@ int main(int argc, char **argv) {
     ok = status == LUA_OK && lua_toboolean(L, -1);
     gm_repl_report(L, status, PROGNAME);
     lua_close(L);
+    if (!ok && gm_repl_signal()) return 128 + gm_repl_signal(); /* 130 after Ctrl-C, 143 after SIGTERM */
     return ok ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -1,22 +1,20 @@
-/* process.c: process-wide settings the gmoe executable needs before anything runs.
- * libgomp reads its wait settings once, before main. Its default lets an idle worker spin for
- * about 300000 iterations after each parallel region; fully passive waiting puts it to sleep at
- * once, and waking it costs a futex round trip per region (a third of the 2-core LM step went
- * there). gmoe asks for a short spin, GOMP_SPINCOUNT=30000 (some 10-30 us: long enough to
- * catch the next kernel of a training step, short enough not to steal a core from whatever
- * else runs), then sleep. OpenBLAS runs single-threaded (kernels/cpu/blas.h), so no second
- * pool spins against OpenMP's. When the user has set neither OMP_WAIT_POLICY nor
- * GOMP_SPINCOUNT we set them and re-exec ourselves (same pid, argv, stdio); set either yourself
- * to choose otherwise. */
+/* process.c: process-wide settings the gmoe executable needs before anything runs. OpenBLAS
+ * picks its core type (kernel set) once, when it loads, so when it fell back to a slower one
+ * than the CPU runs, gmoe re-executes itself (same pid, argv, stdio) with OPENBLAS_CORETYPE
+ * set to the candidate kernels/cpu/blas_core.c picks; the new process checks that core's
+ * products and, if they are wrong, re-executes once more with the next candidate. A user's
+ * OPENBLAS_CORETYPE stays. (Kernel threads are gmoe's own pool, kernels/cpu/parallel.c: no
+ * OpenMP wait policy to set.) */
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "gm.h"
 #include "lgmoe.h"
 
 void gm_process_setup(int argc, char **argv) {
     (void)argc;
-    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
-    if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0 || setenv("GOMP_SPINCOUNT", "30000", 1) != 0) return;
+    if (!gm_blas_core_select()) return;
     execv("/proc/self/exe", argv);
-    /* exec failed (no /proc?): carry on with the default policy */
+    /* exec failed (no /proc?): carry on as loaded, and leave children the user's environment */
+    unsetenv("GMOE_BLAS_CORE");
 }

@@ -44,6 +44,7 @@
 ** ===================================================================== */
 
 static lua_State *volatile g_L; /* the state the SIGINT handler arms (lua.c's globalL) */
+static volatile sig_atomic_t g_signal; /* the signal that raised the interrupt flag (0: none) */
 
 /* Raises "interrupted" for as long as the flag is up, so a pcall in user code cannot swallow a
  * Ctrl-C: the next firing after that pcall raises again. Only the prompt lowers the flag.
@@ -62,23 +63,36 @@ static void hook_interrupt(lua_State *L, lua_Debug *ar) {
     luaL_error(L, "interrupted");
 }
 
+static void arm_interrupt(lua_State *L) {
+    gm_interrupt_set();
+    lua_sethook(L, hook_interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1000);
+}
+
 /* A signal handler cannot touch the Lua state safely, so it raises the engine's flag (C ops
- * poll it) and arms a hook (pure Lua loops stop at the next hook firing). It also puts back the
- * default action, so a second Ctrl-C before the prompt kills a process stuck where nothing
- * polls (lua.c). sigaction is async-signal-safe; lua_sethook is meant for this (lua.c). */
-static void on_sigint_run(int sig) {
+ * poll it) and arms a hook (pure Lua loops stop at the next hook firing). SIGTERM does what
+ * Ctrl-C does, so a run stopped by a scheduler or `kill` still records how it ended. It also
+ * puts back the default action, so a second signal before the prompt kills a process stuck
+ * where nothing polls (lua.c). sigaction is async-signal-safe; lua_sethook is meant for this
+ * (lua.c). */
+static void on_signal_run(int sig) {
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
     sigemptyset(&dfl.sa_mask);
     sigaction(sig, &dfl, NULL);
-    gm_interrupt_set();
-    lua_sethook(g_L, hook_interrupt, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1000);
+    g_signal = sig;
+    arm_interrupt(g_L);
 }
 
-/* Message handler: turns the error into "message\nstack traceback:..." (lua.c). */
+int gm_repl_signal(void) { return gm_interrupted() ? g_signal : 0; }
+
+static const char *signal_name(int sig) { return sig == SIGTERM ? "SIGTERM" : "SIGINT"; }
+
+/* Message handler: turns the error into "message\nstack traceback:..." (lua.c); an interrupt
+ * needs no traceback (where a Ctrl-C happened to land says nothing). */
 static int msghandler(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
+    if (msg && gm_interrupted()) return 1;
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
         msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
@@ -89,17 +103,19 @@ static int msghandler(lua_State *L) {
 
 int gm_repl_docall(lua_State *L, int narg, int nres) {
     int base = lua_gettop(L) - narg; /* function index */
-    struct sigaction sa, old;
+    struct sigaction sa, old_int, old_term;
     int status;
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
     g_L = L;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigint_run; /* no SA_RESTART: a blocking read returns at once */
+    sa.sa_handler = on_signal_run; /* no SA_RESTART: a blocking read returns at once */
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
     status = lua_pcall(L, narg, nres, base);
-    sigaction(SIGINT, &old, NULL);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     lua_remove(L, base);
     return status;
 }
@@ -122,6 +138,50 @@ int gm_repl_report(lua_State *L, int status, const char *prefix) {
 /* {====================================================================
 ** gmoe.term: what Lua cannot ask by itself (a terminal's size, the working folder)
 ** ===================================================================== */
+
+/* xpcall_held(f, ...) -> true, results... | false, message, signal: xpcall with a traceback
+ * that, when an interrupt (Ctrl-C, SIGTERM) ended f, lowers the flag before any Lua code runs
+ * again and names the signal ("SIGINT" | "SIGTERM"), so the caller can record how its work
+ * ended; it must then call reraise(signal), or the interrupt is lost. */
+static int term_xpcall_held(lua_State *L) {
+    int n = lua_gettop(L);
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_pushcfunction(L, msghandler);
+    lua_insert(L, 1);
+    int status = lua_pcall(L, n - 1, LUA_MULTRET, 1);
+    int sig = gm_interrupted() ? g_signal : 0;
+    if (sig && status == LUA_OK) { /* f finished as the interrupt came: it still counts */
+        lua_settop(L, 1);
+        lua_pushliteral(L, "interrupted");
+    }
+    if (sig || status != LUA_OK) {
+        if (sig) gm_interrupt_clear(); /* the hook disarms itself at its next firing */
+        lua_pushboolean(L, 0);
+        lua_pushvalue(L, -2);
+        if (sig) lua_pushstring(L, signal_name(sig));
+        else lua_pushnil(L);
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    lua_replace(L, 1); /* the message handler's slot */
+    return lua_gettop(L);
+}
+
+/* reraise(signal): raises the interrupt flag again as that signal did; the interrupt then
+ * unwinds as before (the next Lua step raises "interrupted"). */
+static int term_reraise(lua_State *L) {
+    const char *s = luaL_checkstring(L, 1);
+    g_signal = strcmp(s, "SIGTERM") == 0 ? SIGTERM : SIGINT;
+    arm_interrupt(L);
+    return 0;
+}
+
+/* pending() -> "SIGINT" | "SIGTERM" while an interrupt is unwinding, else nil. */
+static int term_pending(lua_State *L) {
+    if (gm_interrupted() && g_signal) lua_pushstring(L, signal_name(g_signal));
+    else lua_pushnil(L);
+    return 1;
+}
 
 static int term_isatty(lua_State *L) {
     lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
@@ -221,6 +281,7 @@ static int term_chunk_status(lua_State *L) {
 
 int gm_repl_open_term(lua_State *L) {
     static const luaL_Reg fns[] = {
+        {"xpcall_held", term_xpcall_held}, {"reraise", term_reraise}, {"pending", term_pending},
         {"isatty", term_isatty}, {"size", term_size}, {"chdir", term_chdir},
         {"getcwd", term_getcwd}, {"word_start", term_word_start}, {"paths", term_paths},
         {"chunk_status", term_chunk_status}, {NULL, NULL}};
@@ -624,6 +685,7 @@ static void fail(const repl *r, int n) {
     lua_State *L = r->L;
     if (r->tty && gm_interrupted()) fputc('\n', stderr); /* past the terminal's "^C" */
     fflush(stdout);
+    lua_sethook(L, NULL, 0, 0); /* the cell is over: let gmoe.repl.fail record it (the flag stays up) */
     push_repl_fn(L, "fail");
     lua_pushinteger(L, n);
     lua_rotate(L, -3, -1); /* message, fail, n -> fail, n, message */
@@ -704,6 +766,7 @@ void gm_repl_run(lua_State *L) {
         int base = lua_gettop(L), kind;
         /* Back at the prompt: the one place that lowers the interrupt flag. */
         gm_interrupt_clear();
+        g_signal = 0;
         lua_sethook(L, NULL, 0, 0);
         kind = load_cell(&r);
         if (kind == CELL_EOF) break;
@@ -711,6 +774,7 @@ void gm_repl_run(lua_State *L) {
          * Ctrl-D ends the session. */
         if (kind != CELL_INTR && kind != CELL_EMPTY) run_cell(&r, kind, base + 1);
         lua_settop(L, base);
+        if (gm_repl_signal() == SIGTERM) break; /* stopped from outside: end the session */
     }
     /* Leave the shell's prompt on a line of its own (readline already did on a terminal). */
     if (!r.tty) fputc('\n', stdout);

@@ -1,8 +1,10 @@
-# temperature_gates.gp: Reproduction 1's figure from a run of experiments/temperature_gates.lua:
-# (a) Voronoi loss against n, exact-specified (k = 2); (b) the same over-specified (k = 3);
-# (c) Hellinger distance of the fitted conditional density (solid: exact, dotted: over). Lines:
-# geometric mean over repetitions; bands: +-1 std of log10; dashed thin lines and the key: the
-# least-squares slope in log-log space. Usage (gmoe plot temperature_gates does this per format):
+# temperature_gates.gp: Reproduction 1's figure from a run of experiments/temperature_gates.lua.
+# One row per setting x start protocol (exact / over-specified; near the truth, spread along the
+# (beta, tau) ray, random), one column per error: |tau - tau*|, beta1, beta1 / tau, the expert
+# parameters (a + b + nu), the Voronoi loss with the cell-size exponents, and the Hellinger distance
+# of the conditional density. Lines: mean over repetitions; bands: +- one standard error; dashed:
+# the least-squares slope in log-log space (computed by the experiment, layout.gp); the key gives
+# slope +- standard error [the paper's expected slope]. Usage (gmoe plot temperature_gates does this):
 #   gnuplot -e "dir='runs/temperature_gates/latest'; fmt='pdf'; out='fig.pdf'" plots/temperature_gates.gp
 if (!exists('dir')) dir = 'runs/temperature_gates/latest'
 if (!exists('fmt')) fmt = 'pdf'
@@ -10,69 +12,58 @@ if (!exists('out')) out = dir . '/temperature_gates.' . fmt
 here = system('dirname ' . ARG0)
 load here . '/style.gp'
 load dir . '/layout.gp'
-eval term_cmd(fmt, FULL, 2.3)
-set output out
-NA = words(arms)
 NS = words(settings)
-file = dir . '/curves.tsv'
-idx(s, a) = (s - 1) * NA + (a - 1)
-sidx(name) = (words(settings) >= 1 && word(settings, 1) eq name) ? 1 : (words(settings) >= 2 && word(settings, 2) eq name) ? 2 : 0
+NP = words(protocols)
+NA = words(arms)
+NQ = words(params)
+ROWS = NS * NP
+eval term_cmd(fmt, FULL, 0.2 + 1.45 * ROWS)
+set output out
+file = dir . '/summary.tsv'
+# data set of (setting s, protocol p, parameter q, arm a), all 1-based, as the experiment wrote them
+idx(s, p, q, a) = (((s - 1) * NP + (p - 1)) * NQ + (q - 1)) * NA + (a - 1)
+qidx(name) = sum [i = 1:NQ] (word(params, i) eq name ? i : 0)
+PANELS = 'tau beta1 ratio expert voronoi density'
+ptitle(name) = name eq 'tau' ? '|{/Symbol t} - {/Symbol t}^*|' : name eq 'beta1' ? '{/Symbol b}_1 error' : \
+               name eq 'ratio' ? '{/Symbol b}_1/{/Symbol t} error' : name eq 'expert' ? 'experts (a, b, {/Symbol n})' : \
+               name eq 'voronoi' ? 'Voronoi loss' : 'density (Hellinger)'
+short(a) = a eq 'temperature' ? 'temp' : a eq 'softmax' ? 'soft' : a eq 'sigmoid' ? 'sigm' : a
+sl(i) = SL[i + 1]
+keytext(a, i) = sl(i) == sl(i) ? sprintf('%s %.2f{/Symbol \261}%.2f%s', short(a), sl(i), SE[i + 1], \
+                EX[i + 1] == EX[i + 1] ? sprintf(' [%g]', EX[i + 1]) : '') : sprintf('%s -', short(a))
+has(q, a) = !(word(params, q) eq 'tau' && word(arms, a) eq 'softmax')
 
-set multiplot layout 1,3 margins 0.07,0.99,0.19,0.88 spacing 0.07,0
+set multiplot layout ROWS, 6 margins 0.06, 0.995, 0.045, 0.975 spacing 0.035, 0.03
 set logscale xy
 set format x LOG10
 set format y LOG10
-set xlabel 'sample size n' offset 0,0.6
-set key bottom left samplen 1.5 spacing 0.9 font ',7'
+set xtics font ',6' offset 0, 0.4
+set ytics font ',6' offset 0.5, 0
+set key top right samplen 0.8 spacing 0.75 font ',5'
 
-do for [panel in 'exact over'] {
-  s = sidx(panel)
-  set title (panel eq 'exact' ? '(a) exact-specified, k = 2' : '(b) over-specified, k = 3') offset 0,-0.6
-  set ylabel (panel eq 'exact' ? 'Voronoi loss' : '') offset 1.5,0
-  if (s > 0) {
-    array KEY[NA]
-    array FA[NA]
-    array FB[NA]
-    do for [a = 1:NA] {
-      FIT_FILE = file; FIT_INDEX = idx(s, a); FIT_X = 1; FIT_Y = 2; load here . '/fit_slope.gp'
-      KEY[a] = sprintf('%s  %.2f', word(arms, a), FIT_B)
-      FA[a] = FIT_A; FB[a] = FIT_B
+do for [s = 1:NS] {
+  do for [p = 1:NP] {
+    row = (s - 1) * NP + p
+    do for [c = 1:6] {
+      pname = word(PANELS, c)
+      q = qidx(pname)
+      # falling curves leave the top right free, but the temperature gate's flat tau, beta1 and
+      # Voronoi curves sit there: those keys go bottom left
+      if (pname eq 'tau' || pname eq 'beta1' || pname eq 'voronoi') { set key bottom left } else { set key top right }
+      # a few fits at local maxima of the random rows reach 1e25 and would flatten every other curve:
+      # those panels stop at 1e4 (the spikes leave the top; the TSV has every value and the medians)
+      if (pname eq 'voronoi' || pname eq 'ratio') { set yrange [*:1e4] } else { set autoscale y }
+      set title (row == 1 ? ptitle(pname) : '') offset 0, -0.8 font ',8'
+      set ylabel (c == 1 ? sprintf('%s, %s', word(settings, s), word(protocols, p)) : '') offset 2.2, 0 font ',8'
+      set xlabel (row == ROWS ? 'n' : '') offset 0, 1.2 font ',7'
+      plot for [a = 1:NA] file index idx(s, p, q, a) \
+             using 5:($6 - $7 > $6 / 10 ? $6 - $7 : $6 / 10):($6 + $7) with filledcurves lt a notitle, \
+           for [a = 1:NA] file index idx(s, p, q, a) using 5:6 with linespoints lt a \
+             title (has(q, a) ? keytext(word(arms, a), idx(s, p, q, a)) : ''), \
+           for [a = 1:NA] (sl(idx(s, p, q, a)) == sl(idx(s, p, q, a)) ? \
+             10**IC[idx(s, p, q, a) + 1] * x**SL[idx(s, p, q, a) + 1] : 1/0) with lines lt a dt 2 lw 0.5 notitle
     }
-    plot for [a = 1:NA] file index idx(s, a) using 1:3:4 with filledcurves lt a notitle, \
-         for [a = 1:NA] file index idx(s, a) using 1:2 with linespoints lt a title KEY[a], \
-         for [a = 1:NA] 10**FA[a] * x**FB[a] with lines lt a dt 2 lw 0.6 notitle
-  } else {
-    # this setting was not run: an empty panel that says so
-    set label 1 'not in this run' at graph 0.5, graph 0.5 center front
-    set yrange [0.01:1]
-    plot 0.1 lc rgb '#ffffff' notitle
-    unset label 1
-    set autoscale y
   }
-}
-
-# (c): solid lines for the first setting that was run (exact when present), dotted for the other
-set title '(c) density (Hellinger)' offset 0,-0.6
-set ylabel ''
-d1 = sidx('exact') > 0 ? sidx('exact') : 1
-d2 = (sidx('exact') > 0 && sidx('over') > 0) ? sidx('over') : 0
-array DKEY[NA]
-array DA[NA]
-array DB[NA]
-do for [a = 1:NA] {
-  FIT_FILE = file; FIT_INDEX = idx(d1, a); FIT_X = 1; FIT_Y = 8; load here . '/fit_slope.gp'
-  DKEY[a] = sprintf('%s  %.2f', word(arms, a), FIT_B)
-  DA[a] = FIT_A; DB[a] = FIT_B
-}
-if (d2 > 0) {
-  plot for [a = 1:NA] file index idx(d1, a) using 1:9:10 with filledcurves lt a notitle, \
-       for [a = 1:NA] file index idx(d1, a) using 1:8 with linespoints lt a title DKEY[a], \
-       for [a = 1:NA] file index idx(d2, a) using 1:8 with lines lt a dt 3 lw 1 notitle, \
-       for [a = 1:NA] 10**DA[a] * x**DB[a] with lines lt a dt 2 lw 0.6 notitle
-} else {
-  plot for [a = 1:NA] file index idx(d1, a) using 1:9:10 with filledcurves lt a notitle, \
-       for [a = 1:NA] file index idx(d1, a) using 1:8 with linespoints lt a title DKEY[a], \
-       for [a = 1:NA] 10**DA[a] * x**DB[a] with lines lt a dt 2 lw 0.6 notitle
 }
 unset multiplot
 unset output

@@ -10,7 +10,7 @@
 
 static int tap_n, tap_failed;
 
-__attribute__((format(printf, 2, 3))) static int tap_ok(int cond, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static inline int tap_ok(int cond, const char *fmt, ...) {
     va_list ap;
     tap_n++;
     if (!cond) tap_failed++;
@@ -23,7 +23,7 @@ __attribute__((format(printf, 2, 3))) static int tap_ok(int cond, const char *fm
     return cond;
 }
 
-__attribute__((format(printf, 1, 2))) static void tap_diag(const char *fmt, ...) {
+__attribute__((format(printf, 1, 2))) static inline void tap_diag(const char *fmt, ...) {
     va_list ap;
     printf("# ");
     va_start(ap, fmt);
@@ -32,11 +32,11 @@ __attribute__((format(printf, 1, 2))) static void tap_diag(const char *fmt, ...)
     printf("\n");
 }
 
-static int tap_close(double got, double want, double tol) {
+static inline int tap_close(double got, double want, double tol) {
     return fabs(got - want) <= tol * (1 + fabs(want));
 }
 
-static int tap_done(void) {
+static inline int tap_done(void) {
     printf("1..%d\n", tap_n);
     return tap_failed ? 1 : 0;
 }

@@ -14,21 +14,24 @@
 -- lines reproduces the cuts: s_1 = 0, s_2 = S (x - c1), s_3 = S (x - c1) + S (x - c2), S = 6.
 --
 -- Top-K fits with K >= 2 keep a softmax among the selected experts, so the likelihood does
--- depend smoothly on the gate within a selection pattern: they use the shared Adam harness
--- (gaussian_moe_fit.lua, gate = "topk", selection recomputed at every step).
+-- depend smoothly on the gate within a selection pattern: they use the shared Levenberg-Marquardt
+-- harness (gaussian_moe_fit.lua, moe_mle.lua; gate = "topk", selection recomputed at every point
+-- of every evaluation).
 --
 -- Loss (region-wise, papers.md §2.1): under top-1 gating exp(beta0) and beta1 are not identified
 -- (any positive rescaling and shift of all scores gives the same partition), so the gate enters
--- the Voronoi loss through each atom's gate mass pi_i = E_x g_i(x) (x ~ U[0, 1], 1000-point grid)
+-- the Voronoi loss through each atom's gate mass pi_i = E_x g_i(x) (x ~ U[0, 1]; T.masses)
 -- in place of exp(beta0_i): loss = sum_j |sum_{i in A_j} pi_i - pi*_j| + one-atom cells
 -- pi_i (|d a| + |d b| + |d nu|) + cells of m >= 2 atoms pi_i (|d a|^(r/2) + |d b|^r + |d nu|^(r/2)),
 -- r = 2m, with atoms assigned to the true expert nearest in (a, b) as in gaussian_moe_fit.lua.
--- The parameter error (T.voronoi's second result) drops the exponents: sum_i pi_i (|d a| + |d b| +
--- |d nu|), which falls at n^-1/2 when the fit is regular and more slowly in an over-fitted cell.
+-- The per-parameter errors (T.errors) drop the exponents: per true expert, |d a| (likewise b, nu)
+-- of the atoms of its cell averaged by mass, which falls at n^-1/2 when the fit is regular and
+-- more slowly in an over-fitted cell.
 local gm = require 'gmoe'
+local here = debug.getinfo(1, 'S').source:match('^@(.*/)') or './'
+local H = dofile(here .. 'gaussian_moe_fit.lua')
 
 local T = {}
-local LOG_2PI = math.log(2 * math.pi)
 local S = 6
 
 -- sorted covariates and responses as Lua arrays, and prefix sums of 1, x, x^2, y, xy, y^2
@@ -140,54 +143,78 @@ function T.fit_top1(X, Y, k, opts)
   return p, -tot / n, evals
 end
 
--- Gate masses pi_i = mean over a 1000-point grid of [0, 1] of g_i(x).
+-- Gate masses pi_i = E_x g_i(x), x ~ U[0, 1]. Top-1 (K = 1): exact, the lengths of the intervals
+-- where each atom's score (beta0 + beta1 x) / tau is the largest (ties to the lower index), found
+-- between the crossings of the score lines (a change point is estimated at about 1/n, finer than
+-- any fixed grid). K >= 2: the mean of g_i over a 100000-point midpoint grid.
 local xgrid
 function T.masses(p, K)
+  local k = #p.beta0
+  if K == 1 then
+    local xs = {0, 1}
+    for i = 1, k do
+      for j = i + 1, k do
+        local db = p.beta1[i] - p.beta1[j]
+        if db ~= 0 then
+          local x = (p.beta0[j] - p.beta0[i]) / db
+          if x > 0 and x < 1 then xs[#xs + 1] = x end
+        end
+      end
+    end
+    table.sort(xs)
+    local pi = {}
+    for i = 1, k do pi[i] = 0 end
+    for q = 1, #xs - 1 do
+      local x = 0.5 * (xs[q] + xs[q + 1])
+      local best = 1
+      for i = 2, k do
+        if p.beta0[i] + p.beta1[i] * x > p.beta0[best] + p.beta1[best] * x then best = i end
+      end
+      pi[best] = pi[best] + xs[q + 1] - xs[q]
+    end
+    return pi
+  end
   if not xgrid then
     local xs = {}
-    for i = 1, 1000 do xs[i] = {(i - 0.5) / 1000} end
+    for i = 1, 100000 do xs[i] = {(i - 0.5) / 100000} end
     xgrid = gm.tensor(xs, {dtype = 'f64'})
   end
   local b1 = {}
-  for i = 1, #p.beta0 do b1[i] = {p.beta1[i]} end
+  for i = 1, k do b1[i] = {p.beta1[i]} end
   return gm.no_grad(function()
     return gm.data.gaussian_moe_gate(xgrid, {gate = 'topk', K = K, beta0 = gm.tensor(p.beta0, {dtype = 'f64'}),
       beta1 = gm.tensor(b1, {dtype = 'f64'}), tau = p.tau or 1}):mean(0):totable()
   end)
 end
 
--- The region-wise Voronoi loss and the parameter error of the header. p, truth: Lua-array
--- parameters; K, Ktrue: their top-K.
-function T.voronoi(p, K, truth, Ktrue)
+-- The region-wise Voronoi loss of the header and the per-parameter errors: {voronoi, mass =
+-- sum_j |sum_{i in A_j} pi_i - pi*_j|, a, b, nu (gaussian_moe_fit.lua's H.param_errors with the
+-- gate masses as weights: one term per true expert, the atoms of its cell averaged by mass),
+-- expert = a + b + nu}. p, truth: Lua-array parameters; K, Ktrue: their top-K.
+local EXPERT_FIELDS = {
+  a = function(p, i, T, j) return math.abs(p.a[i] - T.a[j]) end,
+  b = function(p, i, T, j) return math.abs(p.b[i] - T.b[j]) end,
+  nu = function(p, i, T, j) return math.abs(p.nu[i] - T.nu[j]) end,
+}
+function T.errors(p, K, truth, Ktrue)
   local pi, pis = T.masses(p, K), T.masses(truth, Ktrue)
-  local ks, kf = #truth.beta0, #p.beta0
-  local cells = {}
-  for j = 1, ks do cells[j] = {} end
-  for i = 1, kf do
-    local best, bd = 1, math.huge
-    for j = 1, ks do
-      local d = (p.a[i] - truth.a[j]) ^ 2 + (p.b[i] - truth.b[j]) ^ 2
-      if d < bd then best, bd = j, d end
-    end
-    table.insert(cells[best], i)
-  end
-  local loss, perr = 0, 0
-  for j = 1, ks do
+  local _, cells = H.cells(p, truth)
+  local e = H.param_errors(p, truth, pi, EXPERT_FIELDS)
+  e.voronoi, e.mass = 0, 0
+  for j = 1, #truth.beta0 do
     local m, mass = #cells[j], 0
     local r = m >= 2 and 2 * m or 1
+    local h = m >= 2 and r / 2 or 1
     for _, i in ipairs(cells[j]) do
       mass = mass + pi[i]
       local da, db, dn = math.abs(p.a[i] - truth.a[j]), math.abs(p.b[i] - truth.b[j]), math.abs(p.nu[i] - truth.nu[j])
-      perr = perr + pi[i] * (da + db + dn)
-      if m >= 2 then
-        loss = loss + pi[i] * (da ^ (r / 2) + db ^ r + dn ^ (r / 2))
-      else
-        loss = loss + pi[i] * (da + db + dn)
-      end
+      e.voronoi = e.voronoi + pi[i] * (da ^ h + db ^ r + dn ^ h)
     end
-    loss = loss + math.abs(mass - pis[j])
+    e.mass = e.mass + math.abs(mass - pis[j])
   end
-  return loss, perr
+  e.voronoi = e.voronoi + e.mass
+  e.expert = e.a + e.b + e.nu
+  return e
 end
 
 return T

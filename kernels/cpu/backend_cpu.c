@@ -122,14 +122,14 @@ gm_backend gm_backend_cpu = {
 };
 
 const char *gm_blas_info(void) {
-    static char buf[160];
+    static char buf[512];
     char ver[32] = "OpenBLAS";
     const char *cfg = openblas_get_config();
     if (cfg) sscanf(cfg, "%31s", ver);
     const char *v = cfg && strchr(cfg, ' ') ? strchr(cfg, ' ') + 1 : "";
     int vl = (int)strcspn(v, " ");
-    snprintf(buf, sizeof buf, "%s %.*s (core %s, single-threaded calls split over the kernel threads)", ver, vl, v,
-             openblas_get_corename());
+    snprintf(buf, sizeof buf, "%s %.*s (core %s: %s; single-threaded calls split over the kernel threads)", ver, vl,
+             v, openblas_get_corename(), gm_blas_core_why());
     return buf;
 }
 
@@ -141,76 +141,116 @@ bool gm_cuda_built(void) {
 #endif
 }
 
-/* out[0] = in[0]: same shape, any strides, converting dtypes. Rows of the last dim are the
- * unit of work (split over the threads) so the offset arithmetic runs once per row; rows that
- * are contiguous on both sides in one dtype are memcpy'd. */
+/* out[0] = in[0]: same shape, any strides, converting dtypes. Pieces of rows of the last dim
+ * are the unit of work (split over the threads; a row longer than SEG is cut, so no unit is
+ * unbounded) and the offset arithmetic runs once per piece; pieces contiguous on both sides in
+ * one dtype are memcpy'd. */
+#define SEG ((int64_t)1 << 16)
 typedef struct {
     const gm_kview *x, *y;
     gm_kview xr, yr; /* views of the outer dims only */
-    int64_t inner, sx, sy;
-    int stop;
+    int64_t inner, nseg, sx, sy;
+    int bad;      /* a float that has no i32 value (NaN, inf, out of range) was met ... */
+    double value; /* ... this one first */
 } copy_work;
+
+/* Float to i32 truncates toward zero, as a C cast does where it is defined; NaN, inf and values
+ * outside -2^31 .. 2^31-1 have no i32 and fail the copy, naming the value. */
+static inline void to_i32(copy_work *w, int32_t *d, double v) {
+    if (v > -2147483649.0 && v < 2147483648.0) {
+        *d = (int32_t)v;
+        return;
+    }
+    *d = 0;
+    int zero = 0;
+    if (__atomic_compare_exchange_n(&w->bad, &zero, 1, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) w->value = v;
+}
 
 static void copy_rows(void *ctx, int64_t lo, int64_t hi) {
     copy_work *w = ctx;
     const gm_kview *x = w->x, *y = w->y;
-    int64_t inner = w->inner, sx = w->sx, sy = w->sy;
+    int64_t sx = w->sx, sy = w->sy;
     size_t esz = gm_dtype_size(x->dtype);
     bool same = x->dtype == y->dtype;
-    for (int64_t r = lo; r < hi; r++) {
-        if (((r - lo) & 1023) == 0 && gm_halted(&w->stop)) return;
-        int64_t ox = gm_kview_offset(&w->xr, r), oy = gm_kview_offset(&w->yr, r);
-        if (same && (sx == 1 || inner == 1) && (sy == 1 || inner == 1)) {
-            memcpy((char *)y->data + (size_t)oy * esz, (const char *)x->data + (size_t)ox * esz, (size_t)inner * esz);
+    for (int64_t u = lo; u < hi; u++) {
+        int64_t r = u / w->nseg, j0 = u % w->nseg * SEG;
+        int64_t len = w->inner - j0 < SEG ? w->inner - j0 : SEG;
+        int64_t ox = gm_kview_offset(&w->xr, r) + j0 * sx, oy = gm_kview_offset(&w->yr, r) + j0 * sy;
+        if (same && (sx == 1 || len == 1) && (sy == 1 || len == 1)) {
+            memcpy((char *)y->data + (size_t)oy * esz, (const char *)x->data + (size_t)ox * esz, (size_t)len * esz);
         } else if (same && x->dtype == GM_F64) {
             const double *s = (const double *)x->data + ox;
             double *d = (double *)y->data + oy;
-            for (int64_t j = 0; j < inner; j++) d[j * sy] = s[j * sx];
+            for (int64_t j = 0; j < len; j++) d[j * sy] = s[j * sx];
         } else if (same) { /* 4-byte dtypes: move bits */
             const uint32_t *s = (const uint32_t *)x->data + ox;
             uint32_t *d = (uint32_t *)y->data + oy;
-            for (int64_t j = 0; j < inner; j++) d[j * sy] = s[j * sx];
+            for (int64_t j = 0; j < len; j++) d[j * sy] = s[j * sx];
+        } else if (y->dtype == GM_I32) {
+            for (int64_t j = 0; j < len; j++)
+                to_i32(w, (int32_t *)y->data + oy + j * sy, gm_elem_load(x->data, x->dtype, ox + j * sx));
         } else {
-            for (int64_t j = 0; j < inner; j++)
+            for (int64_t j = 0; j < len; j++)
                 gm_elem_store(y->data, y->dtype, oy + j * sy, gm_elem_load(x->data, x->dtype, ox + j * sx));
         }
     }
 }
 
+/* memmove in pieces of at most 1 MiB with an interrupt poll before each; overlapping ranges
+ * are walked away from the overlap (backwards when dst is above src), as memmove does. */
+static gm_status move_polled(void *dst, const void *src, size_t n) {
+    const size_t piece = (size_t)1 << 20;
+    bool down = (char *)dst > (const char *)src;
+    for (size_t done = 0; done < n;) {
+        if (gm_interrupted()) return GM_EINTR;
+        size_t len = n - done < piece ? n - done : piece, at = down ? n - done - len : done;
+        memmove((char *)dst + at, (const char *)src + at, len);
+        done += len;
+    }
+    return GM_OK;
+}
+
 gm_status gm_cpu_COPY(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *x = &a->in[0], *y = &a->out[0];
     int64_t n = gm_kview_numel(y);
-    (void)c;
     if (n == 0) return GM_OK;
-    if (x->dtype == y->dtype && gm_kview_contiguous(x) && gm_kview_contiguous(y)) {
-        memmove(y->data, x->data, (size_t)n * gm_dtype_size(x->dtype)); /* may overlap */
-        return GM_OK;
-    }
+    if (x->dtype == y->dtype && gm_kview_contiguous(x) && gm_kview_contiguous(y))
+        return move_polled(y->data, x->data, (size_t)n * gm_dtype_size(x->dtype)); /* may overlap */
     int last = y->ndim - 1;
     copy_work w = {.x = x, .y = y, .xr = *x, .yr = *y, .inner = last >= 0 ? y->shape[last] : 1};
     w.sx = last >= 0 ? x->stride[last] : 0;
     w.sy = last >= 0 ? y->stride[last] : 0;
+    w.nseg = (w.inner + SEG - 1) / SEG;
     w.xr.ndim = w.yr.ndim = last > 0 ? last : 0;
-    gm_parallel_for(n / w.inner, gm_min_units(w.inner), a->nthreads, copy_rows, &w);
-    return w.stop ? GM_EINTR : GM_OK;
+    int64_t unit = w.inner < SEG ? w.inner : SEG;
+    if (gm_parallel_for(n / w.inner * w.nseg, gm_min_units(unit), a->nthreads, copy_rows, &w)) return GM_EINTR;
+    if (w.bad && w.value != w.value) return gm_errf(c, GM_EARG, "conversion to i32: NaN has no i32 value");
+    if (w.bad)
+        return gm_errf(c, GM_EARG, "conversion to i32: %.17g does not fit i32 (-2147483648 .. 2147483647)",
+                       w.value);
+    return GM_OK;
 }
 
-/* out[0][...] = d[0] */
-gm_status gm_cpu_FILL(gm_ctx *c, const gm_kargs *a) {
+/* out[0][...] = d[0], in pieces of elements split over the threads. */
+static void fill_range(void *ctx, int64_t lo, int64_t hi) {
+    const gm_kargs *a = ctx;
     const gm_kview *y = &a->out[0];
-    int64_t n = gm_kview_numel(y);
     double v = a->d[0];
-    (void)c;
-    if (gm_kview_contiguous(y)) {
-        switch (y->dtype) {
-        case GM_F32: { float *p = y->data, f = (float)v; for (int64_t i = 0; i < n; i++) p[i] = f; break; }
-        case GM_F64: { double *p = y->data; for (int64_t i = 0; i < n; i++) p[i] = v; break; }
-        default: { int32_t *p = y->data, k = (int32_t)v; for (int64_t i = 0; i < n; i++) p[i] = k; break; }
-        }
-        return GM_OK;
+    if (!gm_kview_contiguous(y)) {
+        for (int64_t i = lo; i < hi; i++) gm_elem_store(y->data, y->dtype, gm_kview_offset(y, i), v);
+        return;
     }
-    for (int64_t i = 0; i < n; i++) gm_elem_store(y->data, y->dtype, gm_kview_offset(y, i), v);
-    return GM_OK;
+    switch (y->dtype) {
+    case GM_F32: { float *p = y->data, f = (float)v; for (int64_t i = lo; i < hi; i++) p[i] = f; break; }
+    case GM_F64: { double *p = y->data; for (int64_t i = lo; i < hi; i++) p[i] = v; break; }
+    default: { int32_t *p = y->data, k = (int32_t)v; for (int64_t i = lo; i < hi; i++) p[i] = k; break; }
+    }
+}
+
+gm_status gm_cpu_FILL(gm_ctx *c, const gm_kargs *a) {
+    (void)c;
+    return gm_parallel_for(gm_kview_numel(&a->out[0]), GM_PAR_MIN, a->nthreads, fill_range, (void *)a) ? GM_EINTR
+                                                                                                        : GM_OK;
 }
 
 /* Random fill of a contiguous out[0]. i[0] = kind (uniform [d0,d1), normal(mean d0, std d1),
@@ -273,6 +313,5 @@ gm_status gm_cpu_RAND(gm_ctx *c, const gm_kargs *a) {
     j.wide = a->out[0].dtype == GM_F64 && j.kind != GM_RAND_INT;
     j.per = j.wide ? 2 : 4;
     (void)c;
-    gm_parallel_for((j.n + j.per - 1) / j.per, 4096, a->nthreads, rand_blocks, &j);
-    return GM_OK;
+    return gm_parallel_for((j.n + j.per - 1) / j.per, 4096, a->nthreads, rand_blocks, &j) ? GM_EINTR : GM_OK;
 }

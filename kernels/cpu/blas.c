@@ -37,8 +37,6 @@ void gm_cpu_gemm1(bool f64, bool ta, bool tb, int64_t m, int64_t n, int64_t k, d
                     (float)beta, C, ld1(ldc));
 }
 
-/* Flops a thread gets at least (about 20 us of sgemm): less runs on fewer threads. */
-#define GEMM_MIN_FLOP (1 << 21)
 /* Flops between interrupt polls inside one thread's share. */
 #define GEMM_POLL_FLOP (1 << 29)
 
@@ -89,7 +87,7 @@ gm_status gm_cpu_gemm(const gm_gemm_args *g, int nthreads) {
     for (int i = 0; i < g->nb; i++) nbatch *= g->bshape[i];
     if (g->m <= 0 || g->n <= 0 || nbatch <= 0) return GM_OK;
     double flop = 2.0 * (double)g->m * (double)g->n * (double)(g->k > 0 ? g->k : 1);
-    double most = flop * (double)nbatch / GEMM_MIN_FLOP;
+    double most = flop * (double)nbatch / GM_GEMM_MIN_FLOP;
     int64_t nt = nthreads < 1 ? 1 : nthreads;
     if ((double)nt > most) nt = most < 1 ? 1 : (int64_t)most;
     gemm_work w = {.g = g, .split_n = g->n > g->m, .parts = 1, .esz = g->f64 ? sizeof(double) : sizeof(float)};

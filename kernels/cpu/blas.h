@@ -17,6 +17,9 @@
 
 #include "gm.h"
 
+/* Flops a thread gets at least (about 20 us of sgemm): less runs on fewer threads. */
+#define GM_GEMM_MIN_FLOP (1 << 21)
+
 /* C = alpha op(A) op(B) + beta C for row-major f32 (f64 = false) or f64 matrices, on the calling
  * thread. Leading dimensions below 1 are raised to 1 (BLAS wants ld >= 1 for empty dims). */
 void gm_cpu_gemm1(bool f64, bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha, const void *A,

@@ -1,8 +1,10 @@
 /* conv.c (cpu): 2-D convolution as im2col + gemm (OpenBLAS), its gradients as gemm + col2im,
  * and max/avg pooling. Images are contiguous NCHW. The column matrix of one image is
  * [C*kh*kw, OH*OW]: row r = (c, i, j) holds x[c, oh*sh - ph + i, ow*sw - pw + j] (0 in the
- * padding). Each image's gemm is one BLAS call; im2col/col2im stay on the calling thread, and
- * the pools split over planes (disjoint outputs, so results do not depend on the thread count). */
+ * padding). The batch is split into one range of images per thread, each image one
+ * single-threaded BLAS call on the thread's own column buffer (see "the three convolution
+ * kernels"); the pools split over planes (disjoint outputs, so results do not depend on the
+ * thread count). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +31,6 @@ static void geom_of(cgeom *g, const gm_kview *x, int64_t kh, int64_t kw, const g
                  .sh = i[0], .sw = i[1], .ph = i[2], .pw = i[3], .OH = y->shape[2], .OW = y->shape[3]};
 }
 
-static bool is_direct(const cgeom *g) { /* a 1x1, stride-1, unpadded kernel: x[n] is its column matrix */
-    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
-}
-
 /* ---- im2col / col2im --------------------------------------------------------------------- */
 
 /* The output columns ow whose input column ow*sw - pw + j lies inside [0, W): [*lo, *hi). */
@@ -45,38 +43,48 @@ static void valid_cols(const cgeom *g, int64_t j, int64_t *lo, int64_t *hi) {
     if (*hi < *lo) *hi = *lo;
 }
 
-/* im2col of one image x [C,H,W] into col [C*kh*kw, OH*OW]. Runs on the calling thread: it
- * alternates with BLAS calls, and OpenMP threads spinning next to OpenBLAS's own threads cost
- * far more than the copy gains. Zero bits are 0.0 in both float dtypes, so padding is memset. */
+/* One output row of the column matrix: dst[ow] = src[ow * sw] for ow in [lo, hi), 0 elsewhere
+ * (src = NULL: the whole row is padding). Plain loops the compiler vectorises: rows are short
+ * (OW floats), so library memset/memcpy calls would cost more than the copy. */
+static inline void fill_row_f32(float *dst, const float *src, int64_t OW, int64_t lo, int64_t hi, int64_t sw) {
+    if (!src) lo = hi = OW;
+    for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
+    if (sw == 1)
+        for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow];
+    else if (sw == 2) /* a constant stride lets the compiler use interleaved vector loads */
+        for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[2 * ow];
+    else
+        for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * sw];
+    for (int64_t ow = hi; ow < OW; ow++) dst[ow] = 0;
+}
+
+static inline void fill_row_f64(double *dst, const double *src, int64_t OW, int64_t lo, int64_t hi, int64_t sw) {
+    if (!src) lo = hi = OW;
+    for (int64_t ow = 0; ow < lo; ow++) dst[ow] = 0;
+    for (int64_t ow = lo; ow < hi; ow++) dst[ow] = src[ow * sw];
+    for (int64_t ow = hi; ow < OW; ow++) dst[ow] = 0;
+}
+
+/* im2col of one image x [C,H,W] into col [C*kh*kw, OH*OW]. */
 static void im2col(const cgeom *g, const void *x, void *col, bool f64) {
-    size_t esz = f64 ? sizeof(double) : sizeof(float);
     int64_t L = g->OH * g->OW;
     for (int64_t r = 0; r < g->C * g->kh * g->kw; r++) {
         int64_t ch = r / (g->kh * g->kw), i = r / g->kw % g->kh, j = r % g->kw, lo, hi;
         valid_cols(g, j, &lo, &hi);
         for (int64_t oh = 0; oh < g->OH; oh++) {
             int64_t ih = oh * g->sh - g->ph + i, o = r * L + oh * g->OW;
-            char *dst = (char *)col + (size_t)o * esz;
-            if (ih < 0 || ih >= g->H) {
-                memset(dst, 0, (size_t)g->OW * esz);
-                continue;
-            }
-            memset(dst, 0, (size_t)lo * esz);
-            memset(dst + (size_t)hi * esz, 0, (size_t)(g->OW - hi) * esz);
             int64_t s0 = (ch * g->H + ih) * g->W - g->pw + j; /* input offset of ow = 0 */
-            if (g->sw == 1) {
-                memcpy(dst + (size_t)lo * esz, (const char *)x + (size_t)(s0 + lo) * esz, (size_t)(hi - lo) * esz);
-            } else if (f64) {
-                for (int64_t ow = lo; ow < hi; ow++) ((double *)dst)[ow] = ((const double *)x)[s0 + ow * g->sw];
-            } else {
-                for (int64_t ow = lo; ow < hi; ow++) ((float *)dst)[ow] = ((const float *)x)[s0 + ow * g->sw];
-            }
+            bool pad = ih < 0 || ih >= g->H;
+            if (f64)
+                fill_row_f64((double *)col + o, pad ? NULL : (const double *)x + s0, g->OW, lo, hi, g->sw);
+            else
+                fill_row_f32((float *)col + o, pad ? NULL : (const float *)x + s0, g->OW, lo, hi, g->sw);
         }
     }
 }
 
-/* Adds col [C*kh*kw, OH*OW] back into the image x [C,H,W] (which the caller zeroed). Serial
- * for the same reason as im2col; a fixed order keeps the sums deterministic. */
+/* Adds col [C*kh*kw, OH*OW] back into the image x [C,H,W] (which the caller zeroed), in a fixed
+ * order, so the sums are deterministic. */
 static void col2im(const cgeom *g, const void *col, void *x, bool f64) {
     int64_t L = g->OH * g->OW;
     for (int64_t r = 0; r < g->C * g->kh * g->kw; r++) {
@@ -90,6 +98,14 @@ static void col2im(const cgeom *g, const void *col, void *x, bool f64) {
                 const double *src = (const double *)col + o;
                 double *dst = (double *)x + s0;
                 for (int64_t ow = lo; ow < hi; ow++) dst[ow * g->sw] += src[ow];
+            } else if (g->sw == 1) {
+                const float *src = (const float *)col + o;
+                float *dst = (float *)x + s0;
+                for (int64_t ow = lo; ow < hi; ow++) dst[ow] += src[ow];
+            } else if (g->sw == 2) { /* constant stride: interleaved vector accesses */
+                const float *src = (const float *)col + o;
+                float *dst = (float *)x + s0;
+                for (int64_t ow = lo; ow < hi; ow++) dst[2 * ow] += src[ow];
             } else {
                 const float *src = (const float *)col + o;
                 float *dst = (float *)x + s0;
@@ -99,18 +115,146 @@ static void col2im(const cgeom *g, const void *col, void *x, bool f64) {
     }
 }
 
-/* C[M,N] = op(A) op(B) + beta C, row-major, in the view's dtype, split over nthreads. */
-static gm_status gemm(bool f64, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A, int64_t lda,
-                      const void *B, int64_t ldb, double beta, void *Cm, int64_t ldc, int nthreads) {
-    gm_gemm_args g = {.f64 = f64, .ta = ta, .tb = tb, .m = M, .n = N, .k = K, .lda = lda, .ldb = ldb, .ldc = ldc,
-                      .alpha = 1, .beta = beta, .A = A, .B = B, .C = Cm};
-    return gm_cpu_gemm(&g, nthreads);
+/* ---- the three convolution kernels ---------------------------------------------------------
+ * A batch of images is cut into one contiguous range of images per thread; each thread runs
+ * im2col / col2im and one single-threaded gemm per image on its own column buffer, so no small
+ * product is split across threads and every image's result is the same for any thread count.
+ * The weight gradient sums per range into its own buffer; the ranges are added in order, so it
+ * is reproducible for a thread count. A batch with fewer images than threads runs image by
+ * image with each product split over the threads instead (one large image). */
+
+typedef struct {
+    cgeom g;
+    bool f64;
+    size_t esz;
+    int64_t N, O, K, L, nranges;
+    const char *x, *w, *dy; /* x [N,C,H,W], w [O,K], dy [N,O,L] as needed */
+    char *y, *dx;           /* y [N,O,L] / dx [N,C,H,W] */
+    char *cols;             /* nranges column buffers of K*L elements */
+    char *dws;              /* weight gradient: nranges buffers of O*K elements */
+    int nthreads;           /* threads for each product: 1 inside ranges */
+    int stop;
+    gm_status st;
+} convwork;
+
+static bool is_direct(const cgeom *g) { /* a 1x1, stride-1, unpadded kernel: x[n] is its column matrix */
+    return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
 }
 
-static void *scratch(gm_ctx *c, size_t n, const char *op) {
-    void *p = malloc(n ? n : 1);
-    if (!p) gm_errf(c, GM_ENOMEM, "%s: out of memory for a %zu-byte column buffer", op, n);
-    return p;
+/* C[M,N] = op(A) op(B) + beta C on w->nthreads threads (1: the calling thread). */
+static gm_status gemm(const convwork *w, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void *A,
+                      int64_t lda, const void *B, int64_t ldb, double beta, void *C, int64_t ldc) {
+    if (w->nthreads <= 1) {
+        gm_cpu_gemm1(w->f64, ta, tb, M, N, K, 1.0, A, lda, B, ldb, beta, C, ldc);
+        return GM_OK;
+    }
+    gm_gemm_args g = {.f64 = w->f64, .ta = ta, .tb = tb, .m = M, .n = N, .k = K, .lda = lda, .ldb = ldb, .ldc = ldc,
+                      .alpha = 1, .beta = beta, .A = A, .B = B, .C = C};
+    return gm_cpu_gemm(&g, w->nthreads);
+}
+
+static void fail(convwork *w, gm_status st) {
+    w->st = st;
+    __atomic_store_n(&w->stop, 1, __ATOMIC_RELAXED);
+}
+
+/* Range r of the image ranges: images [N*r/nranges, N*(r+1)/nranges). */
+static void range_of(const convwork *w, int64_t r, int64_t *n0, int64_t *n1) {
+    *n0 = w->N * r / w->nranges;
+    *n1 = w->N * (r + 1) / w->nranges;
+}
+
+static void fwd_ranges(void *ctx, int64_t r0, int64_t r1) {
+    convwork *w = ctx;
+    bool direct = is_direct(&w->g);
+    size_t img = (size_t)(w->g.C * w->g.H * w->g.W) * w->esz;
+    for (int64_t r = r0; r < r1; r++) {
+        char *col = w->cols + (size_t)(r * w->K * w->L) * w->esz;
+        int64_t n0, n1;
+        range_of(w, r, &n0, &n1);
+        for (int64_t n = n0; n < n1; n++) {
+            if (gm_halted(&w->stop)) return;
+            const char *xn = w->x + (size_t)n * img;
+            if (!direct) im2col(&w->g, xn, col, w->f64);
+            gm_status st = gemm(w, false, false, w->O, w->L, w->K, w->w, w->K, direct ? xn : col, w->L, 0.0,
+                                w->y + (size_t)(n * w->O * w->L) * w->esz, w->L);
+            if (st != GM_OK) { fail(w, st); return; }
+        }
+    }
+}
+
+static void dx_ranges(void *ctx, int64_t r0, int64_t r1) {
+    convwork *w = ctx;
+    bool direct = is_direct(&w->g);
+    int64_t img = w->g.C * w->g.H * w->g.W;
+    for (int64_t r = r0; r < r1; r++) {
+        char *col = w->cols + (size_t)(r * w->K * w->L) * w->esz;
+        int64_t n0, n1;
+        range_of(w, r, &n0, &n1);
+        for (int64_t n = n0; n < n1; n++) {
+            if (gm_halted(&w->stop)) return;
+            char *dxn = w->dx + (size_t)(n * img) * w->esz;
+            gm_status st = gemm(w, true, false, w->K, w->L, w->O, w->w, w->K,
+                                w->dy + (size_t)(n * w->O * w->L) * w->esz, w->L, 0.0, direct ? dxn : col, w->L);
+            if (st != GM_OK) { fail(w, st); return; }
+            if (!direct) {
+                memset(dxn, 0, (size_t)img * w->esz);
+                col2im(&w->g, col, dxn, w->f64);
+            }
+        }
+    }
+}
+
+static void dw_ranges(void *ctx, int64_t r0, int64_t r1) {
+    convwork *w = ctx;
+    bool direct = is_direct(&w->g);
+    size_t img = (size_t)(w->g.C * w->g.H * w->g.W) * w->esz;
+    for (int64_t r = r0; r < r1; r++) {
+        char *col = w->cols + (size_t)(r * w->K * w->L) * w->esz;
+        char *dw = w->dws + (size_t)(r * w->O * w->K) * w->esz;
+        int64_t n0, n1;
+        range_of(w, r, &n0, &n1);
+        for (int64_t n = n0; n < n1; n++) {
+            if (gm_halted(&w->stop)) return;
+            const char *xn = w->x + (size_t)n * img;
+            if (!direct) im2col(&w->g, xn, col, w->f64);
+            gm_status st = gemm(w, false, true, w->O, w->K, w->L, w->dy + (size_t)(n * w->O * w->L) * w->esz, w->L,
+                                direct ? xn : col, w->L, n == n0 ? 0.0 : 1.0, dw, w->K);
+            if (st != GM_OK) { fail(w, st); return; }
+        }
+    }
+}
+
+/* Sets up the work of one kernel call: the geometry from the input view xv (or dx), kernel size
+ * from wv, output size from yv; nranges = min(N, threads) (1 range of products split over the
+ * threads when N < threads); scratch for the column buffers and, for dw, the partial sums. */
+static gm_status conv_setup(gm_ctx *c, const gm_kargs *a, const gm_kview *xv, const gm_kview *wv, const gm_kview *yv,
+                            bool need_dws, const char *op, convwork *w) {
+    *w = (convwork){.f64 = yv->dtype == GM_F64 || xv->dtype == GM_F64, .st = GM_OK};
+    geom_of(&w->g, xv, wv->shape[2], wv->shape[3], yv, a->i);
+    w->esz = w->f64 ? sizeof(double) : sizeof(float);
+    w->N = xv->shape[0];
+    w->O = wv->shape[0];
+    w->K = w->g.C * w->g.kh * w->g.kw;
+    w->L = w->g.OH * w->g.OW;
+    int nt = a->nthreads > 0 ? a->nthreads : 1;
+    w->nranges = w->N >= nt ? nt : 1;
+    w->nthreads = w->N >= nt ? 1 : nt;
+    size_t bytes = (size_t)(w->nranges * w->K * w->L) * w->esz;
+    if (need_dws) bytes += (size_t)(w->nranges * w->O * w->K) * w->esz;
+    w->cols = malloc(bytes ? bytes : 1);
+    if (!w->cols) return gm_errf(c, GM_ENOMEM, "%s: out of memory for %zu bytes of column buffers", op, bytes);
+    if (need_dws) w->dws = w->cols + (size_t)(w->nranges * w->K * w->L) * w->esz;
+    return GM_OK;
+}
+
+/* Runs fn over the image ranges; GM_EINTR when interrupted. */
+static gm_status conv_run(convwork *w, gm_range_fn fn) {
+    gm_parallel_for(w->nranges, 1, (int)w->nranges, fn, w);
+    free(w->cols);
+    w->cols = NULL;
+    if (w->st != GM_OK) return w->st;
+    return w->stop ? GM_EINTR : GM_OK;
 }
 
 /* Bytes of a (contiguous) kernel view. */
@@ -121,97 +265,59 @@ static size_t view_bytes(const gm_kview *v) {
 /* CONV2D: y[n] = w [O, C*kh*kw] @ im2col(x[n]). */
 gm_status gm_cpu_CONV2D(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *X = &a->in[0], *Wv = &a->in[1], *Y = &a->out[0];
-    cgeom g;
-    geom_of(&g, X, Wv->shape[2], Wv->shape[3], Y, a->i);
-    bool f64 = Y->dtype == GM_F64;
-    size_t esz = f64 ? sizeof(double) : sizeof(float);
-    int64_t N = X->shape[0], O = Wv->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW;
-    if (N * O * L == 0) return GM_OK;
-    if (K == 0) {
+    if (gm_kview_numel(Y) == 0) return GM_OK;
+    if (X->shape[1] * Wv->shape[2] * Wv->shape[3] == 0) {
         memset(Y->data, 0, view_bytes(Y));
         return GM_OK;
     }
-    bool direct = is_direct(&g);
-    void *col = direct ? NULL : scratch(c, (size_t)(K * L) * esz, "conv2d");
-    if (!direct && !col) return GM_ENOMEM;
-    for (int64_t n = 0; n < N; n++) {
-        if (gm_interrupted()) {
-            free(col);
-            return GM_EINTR;
-        }
-        const char *xn = (const char *)X->data + (size_t)(n * g.C * g.H * g.W) * esz;
-        if (!direct) im2col(&g, xn, col, f64);
-        gm_status st = gemm(f64, false, false, O, L, K, Wv->data, K, direct ? xn : col, L, 0.0,
-                            (char *)Y->data + (size_t)(n * O * L) * esz, L, a->nthreads);
-        if (st != GM_OK) {
-            free(col);
-            return st;
-        }
-    }
-    free(col);
-    return GM_OK;
+    convwork w;
+    gm_status st = conv_setup(c, a, X, Wv, Y, false, "conv2d", &w);
+    if (st != GM_OK) return st;
+    w.x = X->data;
+    w.w = Wv->data;
+    w.y = Y->data;
+    return conv_run(&w, fwd_ranges);
 }
 
 /* CONV2D_DX: dx[n] = col2im(w^T [C*kh*kw, O] @ dy[n] [O, OH*OW]). */
 gm_status gm_cpu_CONV2D_DX(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *Wv = &a->in[0], *DY = &a->in[1], *DX = &a->out[0];
-    cgeom g;
-    geom_of(&g, DX, Wv->shape[2], Wv->shape[3], DY, a->i);
-    bool f64 = DX->dtype == GM_F64;
-    size_t esz = f64 ? sizeof(double) : sizeof(float);
-    int64_t N = DX->shape[0], O = Wv->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW, img = g.C * g.H * g.W;
-    memset(DX->data, 0, view_bytes(DX));
-    if (N * img == 0 || O * L == 0) return GM_OK;
-    bool direct = is_direct(&g);
-    void *col = direct ? NULL : scratch(c, (size_t)(K * L) * esz, "conv2d backward");
-    if (!direct && !col) return GM_ENOMEM;
-    for (int64_t n = 0; n < N; n++) {
-        if (gm_interrupted()) {
-            free(col);
-            return GM_EINTR;
-        }
-        char *dxn = (char *)DX->data + (size_t)(n * img) * esz;
-        gm_status st = gemm(f64, true, false, K, L, O, Wv->data, K, (const char *)DY->data + (size_t)(n * O * L) * esz,
-                            L, 0.0, direct ? dxn : col, L, a->nthreads);
-        if (st != GM_OK) {
-            free(col);
-            return st;
-        }
-        if (!direct) col2im(&g, col, dxn, f64);
+    if (gm_kview_numel(DX) == 0) return GM_OK;
+    if (gm_kview_numel(DY) == 0) {
+        memset(DX->data, 0, view_bytes(DX));
+        return GM_OK;
     }
-    free(col);
-    return GM_OK;
+    convwork w;
+    gm_status st = conv_setup(c, a, DX, Wv, DY, false, "conv2d backward", &w);
+    if (st != GM_OK) return st;
+    w.w = Wv->data;
+    w.dy = DY->data;
+    w.dx = DX->data;
+    return conv_run(&w, dx_ranges);
 }
 
 /* CONV2D_DW: dw [O, C*kh*kw] = sum_n dy[n] [O, OH*OW] @ im2col(x[n])^T. */
 gm_status gm_cpu_CONV2D_DW(gm_ctx *c, const gm_kargs *a) {
     const gm_kview *X = &a->in[0], *DY = &a->in[1], *DW = &a->out[0];
-    cgeom g;
-    geom_of(&g, X, DW->shape[2], DW->shape[3], DY, a->i);
-    bool f64 = DW->dtype == GM_F64;
-    size_t esz = f64 ? sizeof(double) : sizeof(float);
-    int64_t N = X->shape[0], O = DW->shape[0], K = g.C * g.kh * g.kw, L = g.OH * g.OW;
     memset(DW->data, 0, view_bytes(DW));
-    if (O * K == 0 || N * L == 0) return GM_OK;
-    bool direct = is_direct(&g);
-    void *col = direct ? NULL : scratch(c, (size_t)(K * L) * esz, "conv2d backward");
-    if (!direct && !col) return GM_ENOMEM;
-    for (int64_t n = 0; n < N; n++) {
-        if (gm_interrupted()) {
-            free(col);
-            return GM_EINTR;
-        }
-        const char *xn = (const char *)X->data + (size_t)(n * g.C * g.H * g.W) * esz;
-        if (!direct) im2col(&g, xn, col, f64);
-        gm_status st = gemm(f64, false, true, O, K, L, (const char *)DY->data + (size_t)(n * O * L) * esz, L,
-                            direct ? xn : col, L, 1.0, DW->data, K, a->nthreads);
-        if (st != GM_OK) {
-            free(col);
-            return st;
-        }
-    }
-    free(col);
-    return GM_OK;
+    if (gm_kview_numel(DW) == 0 || gm_kview_numel(DY) == 0) return GM_OK;
+    convwork w;
+    gm_status st = conv_setup(c, a, X, DW, DY, true, "conv2d backward", &w);
+    if (st != GM_OK) return st;
+    w.x = X->data;
+    w.dy = DY->data;
+    char *dws = w.dws;
+    int64_t nr = w.nranges, ok_n = w.O * w.K;
+    gm_parallel_for(w.nranges, 1, (int)w.nranges, dw_ranges, &w);
+    if (w.st == GM_OK && !w.stop)
+        for (int64_t r = 0; r < nr; r++) /* ranges added in order: reproducible for a thread count */
+            for (int64_t i = 0; i < ok_n; i++) {
+                if (w.f64) ((double *)DW->data)[i] += ((const double *)dws)[r * ok_n + i];
+                else ((float *)DW->data)[i] += ((const float *)dws)[r * ok_n + i];
+            }
+    free(w.cols);
+    if (w.st != GM_OK) return w.st;
+    return w.stop ? GM_EINTR : GM_OK;
 }
 
 /* ---- pooling: one unit of work is one [H,W] plane ------------------------------------------ */

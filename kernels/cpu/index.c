@@ -56,13 +56,25 @@ static inline void walk_next(walker *w)
     }
 }
 
-static inline void add_at(void *o, int64_t oo, const void *s, int64_t so, gm_dtype t)
+/* o[oo] += s[so]; false when an i32 sum does not fit (o[oo] is then left as it was). */
+static inline bool add_at(void *o, int64_t oo, const void *s, int64_t so, gm_dtype t)
 {
     switch (t) {
-    case GM_F32: ((float *)o)[oo] += ((const float *)s)[so]; break;
-    case GM_F64: ((double *)o)[oo] += ((const double *)s)[so]; break;
-    default: ((int32_t *)o)[oo] += ((const int32_t *)s)[so]; break;
+    case GM_F32: ((float *)o)[oo] += ((const float *)s)[so]; return true;
+    case GM_F64: ((double *)o)[oo] += ((const double *)s)[so]; return true;
+    default: {
+        int64_t v = (int64_t)((int32_t *)o)[oo] + ((const int32_t *)s)[so];
+        if (v != (int32_t)v) return false;
+        ((int32_t *)o)[oo] = (int32_t)v;
+        return true;
     }
+    }
+}
+
+static gm_status add_overflow(gm_ctx *c, const char *op, const void *o, int64_t oo, const void *s, int64_t so)
+{
+    return gm_errf(c, GM_EARG, "%s: i32 overflow (%d + %d does not fit i32)", op, ((const int32_t *)o)[oo],
+                   ((const int32_t *)s)[so]);
 }
 
 static gm_status bad_index(gm_ctx *c, const char *op, int32_t k, int dim, int64_t size)
@@ -161,7 +173,8 @@ gm_status gm_cpu_SCATTER_ADD(gm_ctx *c, const gm_kargs *a)
             return gm_errf(c, GM_EINTR, "scatter_add: interrupted");
         int32_t k = id[w.off[0]];
         if (k < 0 || k >= size) return bad_index(c, "scatter_add", k, dim, size);
-        add_at(o->data, w.off[2] + k * os, src->data, w.off[1], o->dtype);
+        if (!add_at(o->data, w.off[2] + k * os, src->data, w.off[1], o->dtype))
+            return add_overflow(c, "scatter_add", o->data, w.off[2] + k * os, src->data, w.off[1]);
         walk_next(&w);
     }
     return GM_OK;
@@ -269,9 +282,11 @@ gm_status gm_cpu_INDEX_ADD(gm_ctx *c, const gm_kargs *a)
         int64_t J = src->shape[dim], inner = 1, outer = 1;
         for (int d = dim + 1; d < nd; d++) inner *= src->shape[d];
         for (int d = 0; d < dim; d++) outer *= src->shape[d];
+        int stop = 0;
+        int64_t done = 0;
         for (int64_t b = 0; b < outer; b++) {
-            if (gm_interrupted()) return gm_errf(c, GM_EINTR, "index_add: interrupted");
             for (int64_t j = 0; j < J; j++) {
+                if (gm_tick(&stop, &done, inner)) return gm_errf(c, GM_EINTR, "index_add: interrupted");
                 int64_t so = (b * J + j) * inner, dst = (b * size + id[j * ix->stride[0]]) * inner;
                 if (o->dtype == GM_F32) {
                     float *restrict y = (float *)o->data + dst;
@@ -292,7 +307,8 @@ gm_status gm_cpu_INDEX_ADD(gm_ctx *c, const gm_kargs *a)
         if ((i & (CHUNK - 1)) == 0 && gm_interrupted())
             return gm_errf(c, GM_EINTR, "index_add: interrupted");
         int64_t k = id[w.pos[dim] * ix->stride[0]];
-        add_at(o->data, w.off[1] + k * os, src->data, w.off[0], o->dtype);
+        if (!add_at(o->data, w.off[1] + k * os, src->data, w.off[0], o->dtype))
+            return add_overflow(c, "index_add", o->data, w.off[1] + k * os, src->data, w.off[0]);
         walk_next(&w);
     }
     return GM_OK;
@@ -317,40 +333,49 @@ static inline int before(const pair *a, const pair *b, int largest)
     return a->i < b->i;
 }
 
-static int cmp_largest(const void *x, const void *y)
+/* Does a rank before b in mode m: 0 largest first, 1 smallest first, 2 lowest index first? */
+static inline int ranks(const pair *a, const pair *b, int m)
 {
-    return before(x, y, 1) ? -1 : 1;
+    return m == 2 ? a->i < b->i : before(a, b, m == 0);
 }
 
-static int cmp_smallest(const void *x, const void *y)
+/* h[0..n) is a heap with its worst element (in mode m) at the root: restore it below i. */
+static void sift_down(pair *h, int64_t n, int64_t i, int m)
 {
-    return before(x, y, 0) ? -1 : 1;
-}
-
-static int cmp_index(const void *x, const void *y)
-{
-    const pair *a = x, *b = y;
-    return (a->i > b->i) - (a->i < b->i);
-}
-
-/* The best k of buf[0..n) into buf[0..k), best first. */
-static void select_k(pair *buf, int64_t n, int64_t k, int largest)
-{
-    if (k <= 16) { /* insertion into a sorted prefix: O(n k), no sort of the whole row */
-        int64_t m = 0;
-        for (int64_t j = 0; j < n; j++) {
-            pair e = buf[j];
-            if (m == k && !before(&e, &buf[m - 1], largest)) continue;
-            int64_t p = m < k ? m++ : k - 1;
-            while (p > 0 && before(&e, &buf[p - 1], largest)) {
-                buf[p] = buf[p - 1];
-                p--;
-            }
-            buf[p] = e;
-        }
-    } else {
-        qsort(buf, (size_t)n, sizeof *buf, largest ? cmp_largest : cmp_smallest);
+    pair e = h[i];
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && ranks(&h[c], &h[c + 1], m)) c++; /* the worse child */
+        if (!ranks(&e, &h[c], m)) break;
+        h[i] = h[c];
+        i = c;
     }
+    h[i] = e;
+}
+
+static void sift_up(pair *h, int64_t i, int m)
+{
+    pair e = h[i];
+    while (i > 0 && ranks(&h[(i - 1) / 2], &e, m)) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    h[i] = e;
+}
+
+/* Heap h[0..n) (worst at the root) into best-first order: heapsort, polling as it goes.
+ * Returns false when interrupted. */
+static bool heap_sort(pair *h, int64_t n, int m, int *stop)
+{
+    for (int64_t e = n - 1; e > 0; e--) {
+        if ((e & (CHUNK - 1)) == 0 && gm_halted(stop)) return false;
+        pair t = h[0];
+        h[0] = h[e];
+        h[e] = t;
+        sift_down(h, e, 0, m);
+    }
+    return true;
 }
 
 typedef struct {
@@ -360,16 +385,19 @@ typedef struct {
     int stop;    /* 1: interrupted, 2: out of memory */
 } topk_job;
 
+/* Each row streams through a bounded heap of its best k so far (worst at the root, so one
+ * comparison turns most elements away): O(n log k) time and O(k) memory, where sorting the
+ * row took O(n log n) and 16 bytes per element. A long row polls every CHUNK elements. */
 static void topk_range(void *ctx, int64_t lo, int64_t hi)
 {
     topk_job *j = ctx;
     const gm_kview *x = &j->a->in[0], *ov = &j->a->out[0], *oi = &j->a->out[1];
     int dim = (int)j->a->i[0];
     int64_t k = j->a->i[1], len = x->shape[dim];
-    int largest = j->a->i[2] != 0, sorted = j->a->i[3] != 0;
+    int mode = j->a->i[2] != 0 ? 0 : 1, sorted = j->a->i[3] != 0;
     const int64_t *st[3] = {x->stride, ov->stride, oi->stride};
-    pair *buf = malloc((size_t)len * sizeof *buf);
-    if (!buf) {
+    pair *h = malloc((size_t)k * sizeof *h);
+    if (!h) {
         __atomic_store_n(&j->stop, 2, __ATOMIC_RELAXED);
         return;
     }
@@ -377,19 +405,29 @@ static void topk_range(void *ctx, int64_t lo, int64_t hi)
     walk_init(&w, x->ndim, j->rshape, 3, st, lo);
     for (int64_t r = lo; r < hi; r++) {
         if ((r - lo) % j->per == 0 && gm_halted(&j->stop)) break;
+        int64_t m = 0;
         for (int64_t q = 0; q < len; q++) {
-            buf[q].v = gm_elem_load(x->data, x->dtype, w.off[0] + q * x->stride[dim]);
-            buf[q].i = q;
+            if (q > 0 && (q & (CHUNK - 1)) == 0 && gm_halted(&j->stop)) goto out;
+            pair e = {gm_elem_load(x->data, x->dtype, w.off[0] + q * x->stride[dim]), q};
+            if (m < k) {
+                h[m] = e;
+                sift_up(h, m++, mode);
+            } else if (ranks(&e, &h[0], mode)) {
+                h[0] = e;
+                sift_down(h, k, 0, mode);
+            }
         }
-        select_k(buf, len, k, largest);
-        if (!sorted) qsort(buf, (size_t)k, sizeof *buf, cmp_index);
+        if (!sorted) /* index order: re-heap by index, worst (highest) at the root */
+            for (int64_t i = k / 2 - 1; i >= 0; i--) sift_down(h, k, i, 2);
+        if (!heap_sort(h, k, sorted ? mode : 2, &j->stop)) break;
         for (int64_t q = 0; q < k; q++) {
-            gm_elem_store(ov->data, ov->dtype, w.off[1] + q * ov->stride[dim], buf[q].v);
-            ((int32_t *)oi->data)[w.off[2] + q * oi->stride[dim]] = (int32_t)buf[q].i;
+            gm_elem_store(ov->data, ov->dtype, w.off[1] + q * ov->stride[dim], h[q].v);
+            ((int32_t *)oi->data)[w.off[2] + q * oi->stride[dim]] = (int32_t)h[q].i;
         }
         walk_next(&w);
     }
-    free(buf);
+out:
+    free(h);
 }
 
 gm_status gm_cpu_TOPK(gm_ctx *c, const gm_kargs *a)
@@ -405,7 +443,7 @@ gm_status gm_cpu_TOPK(gm_ctx *c, const gm_kargs *a)
     j.per = len > 0 && CHUNK / len > 0 ? CHUNK / len : 1;
     gm_parallel_for(rows, gm_min_units(len), a->nthreads, topk_range, &j);
     if (j.stop == 1) return gm_errf(c, GM_EINTR, "topk: interrupted");
-    if (j.stop == 2) return gm_errf(c, GM_ENOMEM, "topk: out of memory for a row of %lld", (long long)len);
+    if (j.stop == 2) return gm_errf(c, GM_ENOMEM, "topk: out of memory for k = %lld", (long long)k);
     return GM_OK;
 }
 
@@ -420,17 +458,23 @@ gm_status gm_cpu_ONE_HOT(gm_ctx *c, const gm_kargs *a)
     walk_init(&w, ix->ndim, ix->shape, 2, st, 0);
     for (int64_t i = 0; i < cnt; i++) {
         int32_t k = id[w.off[0]];
+        if ((i & (CHUNK - 1)) == 0 && gm_interrupted()) return gm_errf(c, GM_EINTR, "one_hot: interrupted");
         if (k < 0 || k >= n)
             return gm_errf(c, GM_EINDEX, "one_hot: index %d out of range for num_classes %lld",
                            (int)k, (long long)n);
         walk_next(&w);
     }
     walk_init(&w, ix->ndim, ix->shape, 2, st, 0);
+    int stop = 0;
+    int64_t done = 0;
     for (int64_t i = 0; i < cnt; i++) {
-        if ((i & (CHUNK - 1)) == 0 && gm_interrupted())
-            return gm_errf(c, GM_EINTR, "one_hot: interrupted");
+        if (gm_tick(&stop, &done, n)) return gm_errf(c, GM_EINTR, "one_hot: interrupted");
         int32_t k = id[w.off[0]];
-        for (int64_t j = 0; j < n; j++) gm_elem_store(o->data, o->dtype, w.off[1] + j * os, j == k);
+        for (int64_t j = 0; j < n; j++) {
+            if (j > 0 && (j & (CHUNK - 1)) == 0 && gm_halted(&stop))
+                return gm_errf(c, GM_EINTR, "one_hot: interrupted");
+            gm_elem_store(o->data, o->dtype, w.off[1] + j * os, j == k);
+        }
         walk_next(&w);
     }
     return GM_OK;

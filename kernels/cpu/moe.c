@@ -17,6 +17,9 @@
 #undef GM_KERNEL
 
 #define CHUNK_ROWS 64 /* rows between interrupt polls */
+/* Serial loops over pairs, experts or rows: true at every GM_POLL_WORK-th step once an
+ * interrupt has come. */
+#define POLLED(i) (((i) & (GM_POLL_WORK - 1)) == 0 && gm_interrupted())
 
 /* MOE_ROUTE: in ids [T,K] i32 (values in [-1, E)); out offsets [E+1], slot [T,K]; i[0] = E,
  * i[1] = capacity (-1: dropless). Pass 1 counts (t,k) pairs per expert in token order and
@@ -31,6 +34,10 @@ gm_status gm_cpu_MOE_ROUTE(gm_ctx *c, const gm_kargs *a) {
     if (!count) return gm_errf(c, GM_ENOMEM, "moe_dispatch: out of memory (%lld experts)", (long long)E);
     for (int64_t i = 0; i < n; i++) {
         int32_t e = id[i];
+        if (POLLED(i)) {
+            free(count);
+            return GM_EINTR;
+        }
         if (e < -1 || e >= E) {
             free(count);
             return gm_errf(c, GM_EINDEX, "moe_dispatch: expert id %d (token %lld, choice %lld) out of range [-1, %lld)",
@@ -42,6 +49,10 @@ gm_status gm_cpu_MOE_ROUTE(gm_ctx *c, const gm_kargs *a) {
     offsets[0] = 0;
     for (int64_t e = 0; e < E; e++) {
         int64_t kept = cap >= 0 && count[e] > cap ? cap : count[e];
+        if (POLLED(e)) {
+            free(count);
+            return GM_EINTR;
+        }
         total += kept;
         if (total > INT32_MAX) {
             free(count);
@@ -51,6 +62,10 @@ gm_status gm_cpu_MOE_ROUTE(gm_ctx *c, const gm_kargs *a) {
     }
     for (int64_t i = 0; i < n; i++) {
         int32_t e = id[i];
+        if (POLLED(i)) {
+            free(count);
+            return GM_EINTR;
+        }
         if (e < 0) continue;
         slot[i] = cap >= 0 && slot[i] >= cap ? -1 : offsets[e] + slot[i];
     }
@@ -65,7 +80,10 @@ gm_status gm_cpu_MOE_ROW_EXPERT(gm_ctx *c, const gm_kargs *a) {
     int32_t *re = a->out[0].data;
     int64_t E = a->in[0].shape[0] - 1;
     for (int64_t e = 0; e < E; e++)
-        for (int32_t s = off[e]; s < off[e + 1]; s++) re[s] = (int32_t)e;
+        for (int32_t s = off[e]; s < off[e + 1]; s++) {
+            if (POLLED(s)) return GM_EINTR;
+            re[s] = (int32_t)e;
+        }
     return GM_OK;
 }
 
@@ -281,6 +299,17 @@ static void gemm_run(gm_dtype t, const gemm_task *g) {
  * (gm_cpu_gemm), which balances better when experts get unequal rows. */
 #define GROUPED_PAR_MAX_FLOP 4e9
 
+typedef struct {
+    gm_dtype t;
+    const gemm_task *task;
+    const int *order;
+} grouped_work;
+
+static void grouped_range(void *ctx, int64_t lo, int64_t hi) {
+    const grouped_work *w = ctx;
+    for (int64_t i = lo; i < hi; i++) gemm_run(w->t, &w->task[w->order[i]]);
+}
+
 static int by_size_desc(const void *x, const void *y, void *ctx) {
     const gemm_task *t = ctx;
     int i = *(const int *)x, j = *(const int *)y;
@@ -328,9 +357,12 @@ static gm_status grouped_gemm(gm_ctx *c, const gm_kargs *a, gm_dtype t, gemm_tas
         }
         order[j] = v;
     }
-    if (nt > n) nt = n;
-    #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
-    for (int i = 0; i < n; i++) gemm_run(t, &task[order[i]]);
+    /* threads claim whole products in that order; each gets GM_GEMM_MIN_FLOP at least */
+    double total = 0;
+    for (int i = 0; i < n; i++) total += 2.0 * task[order[i]].m * task[order[i]].n * task[order[i]].k;
+    double per = n > 0 ? total / n : 1;
+    grouped_work w = {t, task, order};
+    gm_parallel_for(n, per >= GM_GEMM_MIN_FLOP ? 1 : (int64_t)(GM_GEMM_MIN_FLOP / per) + 1, nt, grouped_range, &w);
     free(order);
     return GM_OK;
 }

@@ -7,37 +7,58 @@
 #include <stdlib.h>
 
 #include "backend.h"
+#include "parallel.h"
 
 #define GM_KERNEL(id) gm_status gm_cpu_##id(gm_ctx *c, const gm_kargs *a);
 #include "ops.def"
 #undef GM_KERNEL
 
-/* Elements per block between interrupt polls. */
-#define BLOCK ((int64_t)1 << 18)
 /* Elements per unit of parallel work, and per partial sum of SUMSQ (fixed, so sums do not
  * depend on the thread count). */
 #define PART ((int64_t)1 << 13)
-#define PAR_MIN 32768
 
 /* Element loops carry `omp simd`: operands never overlap (core/optim.c), and at -O2 GCC
  * would not otherwise vectorise loops that need alias checks or a remainder loop. (The Adam
  * loops vectorise only under -fno-math-errno: sqrt's errno path is a branch.) */
 
-/* Run fn(args, lo, hi) over [0, n) in PART-sized pieces, in parallel when n is large,
- * polling the interrupt flag every BLOCK elements. */
-typedef void (*range_fn)(const void *args, int64_t lo, int64_t hi);
+/* A list of tensors (per operands each: list[per*t + j], operand 0 sets the length) cut into
+ * PART-sized pieces numbered across the list in order; fn(h, operands, lo, hi) updates elements
+ * [lo, hi) of one tensor. A multi-tensor step is one parallel loop over all pieces of a group,
+ * and each element sees the same arithmetic as in a step of its tensor alone. */
+typedef void (*piece_fn)(void *h, const gm_kview *ops, int64_t lo, int64_t hi);
 
-static gm_status run_ranges(int64_t n, int nthreads, range_fn fn, const void *args) {
-    for (int64_t s = 0; s < n; s += BLOCK) {
-        if (gm_interrupted()) return GM_EINTR;
-        int64_t e = n - s < BLOCK ? n : s + BLOCK, parts = (e - s + PART - 1) / PART;
-        #pragma omp parallel for num_threads(nthreads) if (e - s > PAR_MIN) schedule(static)
-        for (int64_t k = 0; k < parts; k++) {
-            int64_t lo = s + k * PART;
-            fn(args, lo, e - lo < PART ? e : lo + PART);
-        }
+typedef struct {
+    const gm_kview *list;
+    int per, n;
+    int64_t *first; /* first[t]: number of tensor t's first piece; first[n]: all pieces */
+    piece_fn fn;
+    void *h;
+    int stop;
+} pieces;
+
+static void pieces_range(void *ctx, int64_t lo, int64_t hi) {
+    pieces *w = ctx;
+    int t = 0;
+    for (int64_t u = lo; u < hi; u++) {
+        if (gm_halted(&w->stop)) return;
+        while (u >= w->first[t + 1]) t++;
+        const gm_kview *ops = w->list + (size_t)w->per * t;
+        int64_t s = (u - w->first[t]) * PART, e = gm_kview_numel(&ops[0]);
+        w->fn(w->h, ops, s, e - s < PART ? e : s + PART);
     }
-    return GM_OK;
+}
+
+static gm_status run_pieces(gm_ctx *c, const gm_kview *list, int n_list, int per, int nthreads, piece_fn fn,
+                            void *h) {
+    int n = n_list / per;
+    int64_t one[2], *first = n <= 1 ? one : malloc(((size_t)n + 1) * sizeof *first);
+    if (!first) return gm_errf(c, GM_ENOMEM, "optimiser step: out of memory for %d tensors", n);
+    first[0] = 0;
+    for (int t = 0; t < n; t++) first[t + 1] = first[t] + (gm_kview_numel(&list[per * t]) + PART - 1) / PART;
+    pieces w = {list, per, n, first, fn, h, 0};
+    gm_parallel_for(first[n], GM_PAR_MIN / PART, nthreads, pieces_range, &w);
+    if (first != one) free(first);
+    return w.stop ? GM_EINTR : GM_OK;
 }
 
 /* ---- SGD ------------------------------------------------------------------------------ */
@@ -46,8 +67,6 @@ typedef struct {
     double lr, momentum, dampening, wd;
     double ns, mb; /* step = ns*d + mb*buf: nesterov d + momentum*buf (1, m), else buf (0, 1) */
     bool first;
-    void *p, *buf;
-    const void *g;
 } sgd_args;
 
 static inline double sgd_plain(const sgd_args *h, double p, double g) {
@@ -63,10 +82,11 @@ static inline double sgd_momentum(const sgd_args *h, double p, double g, double 
     return p - h->lr * (h->ns * d + h->mb * nb);
 }
 
-static void sgd_range_f32(const void *args, int64_t lo, int64_t hi) {
+/* ops: param, grad, momentum buffer (data NULL without momentum) */
+static void sgd_range_f32(void *args, const gm_kview *ops, int64_t lo, int64_t hi) {
     const sgd_args *h = args;
-    float *p = h->p, *b = h->buf;
-    const float *g = h->g;
+    float *p = ops[0].data, *b = ops[2].data;
+    const float *g = ops[1].data;
     if (!b) {
         #pragma omp simd
         for (int64_t i = lo; i < hi; i++) p[i] = (float)sgd_plain(h, p[i], g[i]);
@@ -87,10 +107,10 @@ static void sgd_range_f32(const void *args, int64_t lo, int64_t hi) {
     }
 }
 
-static void sgd_range_f64(const void *args, int64_t lo, int64_t hi) {
+static void sgd_range_f64(void *args, const gm_kview *ops, int64_t lo, int64_t hi) {
     const sgd_args *h = args;
-    double *p = h->p, *b = h->buf;
-    const double *g = h->g;
+    double *p = ops[0].data, *b = ops[2].data;
+    const double *g = ops[1].data;
     if (!b) {
         #pragma omp simd
         for (int64_t i = lo; i < hi; i++) p[i] = sgd_plain(h, p[i], g[i]);
@@ -103,7 +123,7 @@ static void sgd_range_f64(const void *args, int64_t lo, int64_t hi) {
     }
 }
 
-/* out[0] = param (updated), in[0] = grad, out[1] = momentum buffer when n_out == 2.
+/* list = (param, grad, momentum buffer or data NULL) per tensor of the group (ops.def).
  * d[0] = lr, d[1] = momentum, d[2] = dampening, d[3] = weight_decay;
  * i[0] = nesterov, i[1] = first step (the buffer is set to the gradient, not blended). */
 gm_status gm_cpu_SGD_STEP(gm_ctx *c, const gm_kargs *a) {
@@ -111,19 +131,15 @@ gm_status gm_cpu_SGD_STEP(gm_ctx *c, const gm_kargs *a) {
     sgd_args h = {
         .lr = a->d[0], .momentum = a->d[1], .dampening = a->d[2], .wd = a->d[3],
         .ns = nesterov ? 1.0 : 0.0, .mb = nesterov ? a->d[1] : 1.0, .first = a->i[1] != 0,
-        .p = a->out[0].data, .buf = a->n_out > 1 ? a->out[1].data : NULL, .g = a->in[0].data,
     };
-    (void)c;
-    return run_ranges(gm_kview_numel(&a->out[0]), a->nthreads,
-                      a->out[0].dtype == GM_F32 ? sgd_range_f32 : sgd_range_f64, &h);
+    return run_pieces(c, a->list, a->n_list, 3, a->nthreads,
+                      a->list[0].dtype == GM_F32 ? sgd_range_f32 : sgd_range_f64, &h);
 }
 
 /* ---- Adam / AdamW ---------------------------------------------------------------------- */
 
 typedef struct {
     double decay, l2, beta1, beta2, eps, step_size, sqrt_bc2;
-    void *p, *m, *v;
-    const void *g;
 } adam_args;
 
 /* torch.optim.Adam / AdamW for one element: returns the new parameter, updates *m, *v.
@@ -139,10 +155,11 @@ static inline double adam_elem(const adam_args *h, double p, double g, double *m
     return p - h->step_size * *m / denom;
 }
 
-static void adam_range_f32(const void *args, int64_t lo, int64_t hi) {
+/* ops: param, grad, m, v */
+static void adam_range_f32(void *args, const gm_kview *ops, int64_t lo, int64_t hi) {
     const adam_args *h = args;
-    float *p = h->p, *m = h->m, *v = h->v;
-    const float *g = h->g;
+    float *p = ops[0].data, *m = ops[2].data, *v = ops[3].data;
+    const float *g = ops[1].data;
     #pragma omp simd
     for (int64_t i = lo; i < hi; i++) {
         double mi = m[i], vi = v[i];
@@ -152,15 +169,15 @@ static void adam_range_f32(const void *args, int64_t lo, int64_t hi) {
     }
 }
 
-static void adam_range_f64(const void *args, int64_t lo, int64_t hi) {
+static void adam_range_f64(void *args, const gm_kview *ops, int64_t lo, int64_t hi) {
     const adam_args *h = args;
-    double *p = h->p, *m = h->m, *v = h->v;
-    const double *g = h->g;
+    double *p = ops[0].data, *m = ops[2].data, *v = ops[3].data;
+    const double *g = ops[1].data;
     #pragma omp simd
     for (int64_t i = lo; i < hi; i++) p[i] = adam_elem(h, p[i], g[i], &m[i], &v[i]);
 }
 
-/* out[0] = param, in[0] = grad, out[1] = m (first moment), out[2] = v (second moment).
+/* list = (param, grad, m, v) per tensor of the group (ops.def).
  * d[0] = lr, d[1] = beta1, d[2] = beta2, d[3] = eps, d[4] = weight_decay,
  * d[5] = 1 - beta1^step, d[6] = 1 - beta2^step (bias corrections); i[0] = decoupled (AdamW). */
 gm_status gm_cpu_ADAM_STEP(gm_ctx *c, const gm_kargs *a) {
@@ -170,37 +187,30 @@ gm_status gm_cpu_ADAM_STEP(gm_ctx *c, const gm_kargs *a) {
         .decay = decoupled ? 1.0 - lr * wd : 1.0, .l2 = decoupled ? 0.0 : wd,
         .beta1 = a->d[1], .beta2 = a->d[2], .eps = a->d[3], .step_size = lr / a->d[5],
         .sqrt_bc2 = sqrt(a->d[6]),
-        .p = a->out[0].data, .m = a->out[1].data, .v = a->out[2].data, .g = a->in[0].data,
     };
-    (void)c;
-    return run_ranges(gm_kview_numel(&a->out[0]), a->nthreads,
-                      a->out[0].dtype == GM_F32 ? adam_range_f32 : adam_range_f64, &h);
+    return run_pieces(c, a->list, a->n_list, 4, a->nthreads,
+                      a->list[0].dtype == GM_F32 ? adam_range_f32 : adam_range_f64, &h);
 }
 
 /* ---- sum of squares, scale ------------------------------------------------------------- */
 
-typedef struct {
-    const gm_kview *x;
-    double *part; /* one partial sum per PART */
-} sumsq_args;
-
-static void sumsq_range(const void *args, int64_t lo, int64_t hi) {
-    const sumsq_args *s = args;
+static void sumsq_range(void *args, const gm_kview *x, int64_t lo, int64_t hi) {
+    double *part = (double *)args; /* one partial sum per PART */
     /* Four interleaved accumulators break the add latency chain; the order stays fixed. */
     double acc[4] = {0.0, 0.0, 0.0, 0.0};
     int64_t i = lo;
-    if (s->x->dtype == GM_F32) {
-        const float *p = s->x->data;
+    if (x->dtype == GM_F32) {
+        const float *p = x->data;
         for (; i + 4 <= hi; i += 4)
             for (int k = 0; k < 4; k++) acc[k] += (double)p[i + k] * p[i + k];
         for (; i < hi; i++) acc[0] += (double)p[i] * p[i];
     } else {
-        const double *p = s->x->data;
+        const double *p = x->data;
         for (; i + 4 <= hi; i += 4)
             for (int k = 0; k < 4; k++) acc[k] += p[i + k] * p[i + k];
         for (; i < hi; i++) acc[0] += p[i] * p[i];
     }
-    s->part[lo / PART] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    part[lo / PART] = (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
 /* out[0] (f64, one element) += sum of in[0]^2, accumulated in double. PART-sized pieces are
@@ -212,8 +222,7 @@ gm_status gm_cpu_SUMSQ(gm_ctx *c, const gm_kargs *a) {
     if (!part)
         return gm_errf(c, GM_ENOMEM, "sumsq: out of memory for %lld partial sums", (long long)nparts);
     one = 0.0;
-    sumsq_args s = {&a->in[0], part};
-    gm_status st = run_ranges(n, a->nthreads, sumsq_range, &s);
+    gm_status st = run_pieces(c, &a->in[0], 1, 1, a->nthreads, sumsq_range, part);
     if (st == GM_OK) {
         double total = 0.0;
         for (int64_t k = 0; k < nparts; k++) total += part[k];
@@ -223,28 +232,21 @@ gm_status gm_cpu_SUMSQ(gm_ctx *c, const gm_kargs *a) {
     return st;
 }
 
-typedef struct {
-    void *x;
-    gm_dtype dtype;
-    double s;
-} scale_args;
-
-static void scale_range(const void *args, int64_t lo, int64_t hi) {
-    const scale_args *h = args;
-    if (h->dtype == GM_F32) {
-        float *p = h->x;
+static void scale_range(void *args, const gm_kview *x, int64_t lo, int64_t hi) {
+    double s = *(const double *)args;
+    if (x->dtype == GM_F32) {
+        float *p = x->data;
         #pragma omp simd
-        for (int64_t i = lo; i < hi; i++) p[i] = (float)(p[i] * h->s);
+        for (int64_t i = lo; i < hi; i++) p[i] = (float)(p[i] * s);
     } else {
-        double *p = h->x;
+        double *p = x->data;
         #pragma omp simd
-        for (int64_t i = lo; i < hi; i++) p[i] *= h->s;
+        for (int64_t i = lo; i < hi; i++) p[i] *= s;
     }
 }
 
 /* out[0] *= d[0], in place. */
 gm_status gm_cpu_SCALE(gm_ctx *c, const gm_kargs *a) {
-    scale_args h = {a->out[0].data, a->out[0].dtype, a->d[0]};
-    (void)c;
-    return run_ranges(gm_kview_numel(&a->out[0]), a->nthreads, scale_range, &h);
+    double s = a->d[0];
+    return run_pieces(c, &a->out[0], 1, 1, a->nthreads, scale_range, &s);
 }

@@ -257,6 +257,10 @@ static void v8_row(int op, bool bwd, float *o, int64_t so, const float *x, int64
 
 static int32_t pw_wrap(int64_t v) { return (int32_t)(uint32_t)(uint64_t)v; }
 
+/* Row flags: an integer division by zero, an i32 result outside -2^31 .. 2^31-1. */
+#define PW_DIV0 1
+#define PW_OVERFLOW 2
+
 /* ---- binary: out = x op y ------------------------------------------------------------- */
 
 PW_INLINE float f32_bin(int op, float x, float y) {
@@ -297,12 +301,13 @@ PW_INLINE double f64_bin(int op, double x, double y) {
     }
 }
 
-/* i32 arithmetic wraps around (two's complement) instead of overflowing; DIV is separate. */
-PW_INLINE int32_t i32_bin(int op, int32_t x, int32_t y) {
+/* i32 arithmetic in 64 bits: the loops store the low 32 bits and flag a result that did not fit
+ * (the op then fails); DIV is separate. */
+PW_INLINE int64_t i32_bin(int op, int32_t x, int32_t y) {
     switch (op) {
-    case GM_OP_ADD: return pw_wrap((int64_t)x + y);
-    case GM_OP_SUB: return pw_wrap((int64_t)x - y);
-    case GM_OP_MUL: return pw_wrap((int64_t)x * y);
+    case GM_OP_ADD: return (int64_t)x + y;
+    case GM_OP_SUB: return (int64_t)x - y;
+    case GM_OP_MUL: return (int64_t)x * y;
     case GM_OP_MAXIMUM: return x > y ? x : y;
     case GM_OP_MINIMUM: return x < y ? x : y;
     case GM_OP_EQ: return x == y;
@@ -352,18 +357,33 @@ PW_INLINE void f64_bin_loop(int op, double *restrict o, const double *restrict x
     }
 }
 
-PW_INLINE void i32_bin_loop(int op, int32_t *restrict o, const int32_t *restrict x,
-                            const int32_t *restrict y, const int64_t *st, int64_t n) {
+/* Returns PW_OVERFLOW when some result did not fit i32. */
+PW_INLINE int i32_bin_loop(int op, int32_t *restrict o, const int32_t *restrict x,
+                           const int32_t *restrict y, const int64_t *st, int64_t n) {
+    int over = 0;
     if (st[0] == 1 && st[1] == 1 && st[2] == 1) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = i32_bin(op, x[i], y[i]);
+#pragma omp simd reduction(| : over)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = i32_bin(op, x[i], y[i]);
+            o[i] = pw_wrap(r);
+            over |= r != (int32_t)r;
+        }
     } else if (st[0] == 1 && st[1] == 1 && st[2] == 0) {
         const int32_t b = y[0];
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = i32_bin(op, x[i], b);
+#pragma omp simd reduction(| : over)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = i32_bin(op, x[i], b);
+            o[i] = pw_wrap(r);
+            over |= r != (int32_t)r;
+        }
     } else {
-        for (int64_t i = 0; i < n; i++) o[i * st[0]] = i32_bin(op, x[i * st[1]], y[i * st[2]]);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = i32_bin(op, x[i * st[1]], y[i * st[2]]);
+            o[i * st[0]] = pw_wrap(r);
+            over |= r != (int32_t)r;
+        }
     }
+    return over ? PW_OVERFLOW : 0;
 }
 
 /* The switches give each loop a constant op, so the element function folds to one line. */
@@ -407,14 +427,15 @@ static void f64_bin_row(int op, double *o, const double *x, const double *y, con
     }
 }
 
-/* Integer division truncates toward zero; a zero divisor writes 0 and flags the row.
- * INT32_MIN / -1 wraps to INT32_MIN instead of trapping. */
+/* Integer division truncates toward zero; a zero divisor writes 0 and flags the row, and
+ * INT32_MIN / -1 (2^31) flags an overflow instead of trapping. */
 static int i32_div_row(int32_t *o, const int32_t *x, const int32_t *y, const int64_t *st,
                        int64_t n) {
     int bad = 0;
     for (int64_t i = 0; i < n; i++) {
         int32_t a = x[i * st[1]], b = y[i * st[2]];
-        if (b == 0) bad = 1;
+        if (b == 0) bad |= PW_DIV0;
+        if (b == -1 && a == INT32_MIN) bad |= PW_OVERFLOW;
         o[i * st[0]] = b == 0 ? 0 : b == -1 ? pw_wrap(-(int64_t)a) : a / b;
     }
     return bad;
@@ -424,17 +445,17 @@ static int i32_bin_row(int op, int32_t *o, const int32_t *x, const int32_t *y, c
                        int64_t n) {
     switch (op) {
     case GM_OP_DIV: return i32_div_row(o, x, y, st, n);
-    case GM_OP_ADD: i32_bin_loop(GM_OP_ADD, o, x, y, st, n); break;
-    case GM_OP_SUB: i32_bin_loop(GM_OP_SUB, o, x, y, st, n); break;
-    case GM_OP_MUL: i32_bin_loop(GM_OP_MUL, o, x, y, st, n); break;
-    case GM_OP_MAXIMUM: i32_bin_loop(GM_OP_MAXIMUM, o, x, y, st, n); break;
-    case GM_OP_MINIMUM: i32_bin_loop(GM_OP_MINIMUM, o, x, y, st, n); break;
-    case GM_OP_EQ: i32_bin_loop(GM_OP_EQ, o, x, y, st, n); break;
-    case GM_OP_NE: i32_bin_loop(GM_OP_NE, o, x, y, st, n); break;
-    case GM_OP_LT: i32_bin_loop(GM_OP_LT, o, x, y, st, n); break;
-    case GM_OP_LE: i32_bin_loop(GM_OP_LE, o, x, y, st, n); break;
-    case GM_OP_GT: i32_bin_loop(GM_OP_GT, o, x, y, st, n); break;
-    case GM_OP_GE: i32_bin_loop(GM_OP_GE, o, x, y, st, n); break;
+    case GM_OP_ADD: return i32_bin_loop(GM_OP_ADD, o, x, y, st, n);
+    case GM_OP_SUB: return i32_bin_loop(GM_OP_SUB, o, x, y, st, n);
+    case GM_OP_MUL: return i32_bin_loop(GM_OP_MUL, o, x, y, st, n);
+    case GM_OP_MAXIMUM: return i32_bin_loop(GM_OP_MAXIMUM, o, x, y, st, n);
+    case GM_OP_MINIMUM: return i32_bin_loop(GM_OP_MINIMUM, o, x, y, st, n);
+    case GM_OP_EQ: return i32_bin_loop(GM_OP_EQ, o, x, y, st, n);
+    case GM_OP_NE: return i32_bin_loop(GM_OP_NE, o, x, y, st, n);
+    case GM_OP_LT: return i32_bin_loop(GM_OP_LT, o, x, y, st, n);
+    case GM_OP_LE: return i32_bin_loop(GM_OP_LE, o, x, y, st, n);
+    case GM_OP_GT: return i32_bin_loop(GM_OP_GT, o, x, y, st, n);
+    case GM_OP_GE: return i32_bin_loop(GM_OP_GE, o, x, y, st, n);
     default: break;
     }
     return 0;
@@ -450,6 +471,11 @@ static int bin_row(const void *vc, char *const *p, const int64_t *st, int64_t n)
     }
 }
 
+static gm_status i32_overflow(gm_ctx *c, const char *name) {
+    return gm_errf(c, GM_EARG, "%s: i32 overflow (a result outside -2147483648 .. 2147483647); compute in "
+                   "f64 with x:to(\"f64\")", name);
+}
+
 /* out[0] = in[0] op in[1], all the same shape (broadcast views) and dtype.
  * i[0] = GM_OP_ADD..MINIMUM or GM_OP_EQ..GE (comparisons write 1/0 in the same dtype). */
 gm_status gm_cpu_PW_BINARY(gm_ctx *c, const gm_kargs *a) {
@@ -459,7 +485,8 @@ gm_status gm_cpu_PW_BINARY(gm_ctx *c, const gm_kargs *a) {
         return gm_errf(c, GM_EINTERNAL, "%s: kernel operands differ in dtype", name);
     int flag;
     gm_status st = pw_kernel(c, name, a, 2, bin_row, &x, &flag);
-    if (st == GM_OK && flag) st = gm_errf(c, GM_EARG, "%s: integer division by zero", name);
+    if (st == GM_OK && (flag & PW_DIV0)) st = gm_errf(c, GM_EARG, "%s: integer division by zero", name);
+    if (st == GM_OK && (flag & PW_OVERFLOW)) st = i32_overflow(c, name);
     return st;
 }
 
@@ -510,10 +537,10 @@ PW_INLINE double f64_un(int op, double x, double lo, double hi) {
     }
 }
 
-PW_INLINE int32_t i32_un(int op, int32_t x, int32_t lo, int32_t hi) {
+PW_INLINE int64_t i32_un(int op, int32_t x, int32_t lo, int32_t hi) {
     switch (op) {
-    case GM_OP_NEG: return pw_wrap(-(int64_t)x);
-    case GM_OP_ABS: return pw_wrap(x < 0 ? -(int64_t)x : x);
+    case GM_OP_NEG: return -(int64_t)x;
+    case GM_OP_ABS: return x < 0 ? -(int64_t)x : x;
     case GM_OP_RELU: return x < 0 ? 0 : x;
     case GM_OP_CLAMP: { int32_t v = x < lo ? lo : x; return v > hi ? hi : v; }
     default: return 0;
@@ -540,14 +567,25 @@ PW_INLINE void f64_un_loop(int op, double *restrict o, const double *restrict x,
     }
 }
 
-PW_INLINE void i32_un_loop(int op, int32_t *restrict o, const int32_t *restrict x,
-                           const int64_t *st, int64_t n, int32_t lo, int32_t hi) {
+/* Returns PW_OVERFLOW when some result did not fit i32 (-(-2^31)). */
+PW_INLINE int i32_un_loop(int op, int32_t *restrict o, const int32_t *restrict x,
+                          const int64_t *st, int64_t n, int32_t lo, int32_t hi) {
+    int over = 0;
     if (st[0] == 1 && st[1] == 1) {
-#pragma omp simd
-        for (int64_t i = 0; i < n; i++) o[i] = i32_un(op, x[i], lo, hi);
+#pragma omp simd reduction(| : over)
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = i32_un(op, x[i], lo, hi);
+            o[i] = pw_wrap(r);
+            over |= r != (int32_t)r;
+        }
     } else {
-        for (int64_t i = 0; i < n; i++) o[i * st[0]] = i32_un(op, x[i * st[1]], lo, hi);
+        for (int64_t i = 0; i < n; i++) {
+            int64_t r = i32_un(op, x[i * st[1]], lo, hi);
+            o[i * st[0]] = pw_wrap(r);
+            over |= r != (int32_t)r;
+        }
     }
+    return over ? PW_OVERFLOW : 0;
 }
 
 static void f32_un_row(int op, float *o, const float *x, const int64_t *st, int64_t n, float lo,
@@ -600,14 +638,14 @@ static void f64_un_row(int op, double *o, const double *x, const int64_t *st, in
     }
 }
 
-static void i32_un_row(int op, int32_t *o, const int32_t *x, const int64_t *st, int64_t n,
-                       int32_t lo, int32_t hi) {
+static int i32_un_row(int op, int32_t *o, const int32_t *x, const int64_t *st, int64_t n,
+                      int32_t lo, int32_t hi) {
     switch (op) {
-    case GM_OP_NEG: i32_un_loop(GM_OP_NEG, o, x, st, n, lo, hi); break;
-    case GM_OP_ABS: i32_un_loop(GM_OP_ABS, o, x, st, n, lo, hi); break;
-    case GM_OP_RELU: i32_un_loop(GM_OP_RELU, o, x, st, n, lo, hi); break;
-    case GM_OP_CLAMP: i32_un_loop(GM_OP_CLAMP, o, x, st, n, lo, hi); break;
-    default: break;
+    case GM_OP_NEG: return i32_un_loop(GM_OP_NEG, o, x, st, n, lo, hi);
+    case GM_OP_ABS: return i32_un_loop(GM_OP_ABS, o, x, st, n, lo, hi);
+    case GM_OP_RELU: return i32_un_loop(GM_OP_RELU, o, x, st, n, lo, hi);
+    case GM_OP_CLAMP: return i32_un_loop(GM_OP_CLAMP, o, x, st, n, lo, hi);
+    default: return 0;
     }
 }
 
@@ -625,9 +663,8 @@ static int un_row(const void *vc, char *const *p, const int64_t *st, int64_t n) 
     case GM_F32: f32_un_row(x->op, (float *)p[0], (const float *)p[1], st, n, (float)x->lo, (float)x->hi); break;
     case GM_F64: f64_un_row(x->op, (double *)p[0], (const double *)p[1], st, n, x->lo, x->hi); break;
     case GM_I32:
-        i32_un_row(x->op, (int32_t *)p[0], (const int32_t *)p[1], st, n, pw_i32_bound(x->lo, true),
-                   pw_i32_bound(x->hi, false));
-        break;
+        return i32_un_row(x->op, (int32_t *)p[0], (const int32_t *)p[1], st, n, pw_i32_bound(x->lo, true),
+                          pw_i32_bound(x->hi, false));
     default: break;
     }
     return 0;
@@ -640,7 +677,8 @@ gm_status gm_cpu_PW_UNARY(gm_ctx *c, const gm_kargs *a) {
     int flag;
     if (a->in[0].dtype != x.dt)
         return gm_errf(c, GM_EINTERNAL, "%s: kernel operands differ in dtype", pw_name(x.op));
-    return pw_kernel(c, pw_name(x.op), a, 1, un_row, &x, &flag);
+    gm_status st = pw_kernel(c, pw_name(x.op), a, 1, un_row, &x, &flag);
+    return st == GM_OK && (flag & PW_OVERFLOW) ? i32_overflow(c, pw_name(x.op)) : st;
 }
 
 /* ---- unary backward: gx = g * f'(x), with y = f(x) where the op saves it -------------- */

@@ -15,7 +15,7 @@
 #include "ops.def"
 #undef GM_KERNEL
 
-#define POLL (1 << 16)  /* input elements between interrupt polls (at least one unit) */
+#define POLL GM_POLL_WORK /* input elements between interrupt polls (a multiple of 8) */
 
 /* ---- dim plans ------------------------------------------------------------------------- */
 
@@ -83,17 +83,32 @@ static void rd_plan_init(rd_plan *pl, const gm_kview *x, uint64_t mask) {
 }
 
 /* Element stores (loads are gm_elem_load): callers pass a constant dtype so the switch folds
- * away once inlined. Unlike gm_elem_store, i32 results wrap. */
+ * away once inlined. i32 stores take exact integers (sums of i32 are accumulated in 64 bits)
+ * and keep the low 32 bits; the sums check the range themselves (i32_fits). */
 static inline void st(void *p, gm_dtype t, int64_t i, double v) {
     switch (t) {
     case GM_F32: ((float *)p)[i] = (float)v; break;
     case GM_F64: ((double *)p)[i] = v; break;
-    default: {
-        /* i32 sums wrap like int32 arithmetic; NaN/inf never reach here (integer inputs). */
-        int64_t w = (int64_t)v;
-        ((int32_t *)p)[i] = (int32_t)(uint32_t)(uint64_t)w;
+    default: ((int32_t *)p)[i] = (int32_t)(uint32_t)(uint64_t)(int64_t)v;
     }
-    }
+}
+
+/* An integer sum that does not fit i32 fails its op, naming the first value seen. */
+typedef struct {
+    int flag;
+    int64_t value;
+} overflow;
+
+static inline bool i32_fits(overflow *ov, int64_t v) {
+    if (v == (int32_t)v) return true;
+    int zero = 0;
+    if (__atomic_compare_exchange_n(&ov->flag, &zero, 1, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) ov->value = v;
+    return false;
+}
+
+static gm_status overflow_error(gm_ctx *c, const char *op, const overflow *ov) {
+    return gm_errf(c, GM_EARG, "%s: the i32 result %lld does not fit i32 (-2147483648 .. 2147483647); "
+                   "sum in f64 with x:to(\"f64\")", op, (long long)ov->value);
 }
 
 /* Units of w input elements each between interrupt polls (a poll every POLL elements; threads
@@ -118,6 +133,7 @@ typedef struct {
     int64_t npiece;  /* sum_cols: pieces of the inner set per column block */
     int64_t bw;      /* sum_cols: columns per block (COLS, or the whole width with pieces) */
     double *part;    /* sum_cols: bw partial sums per (block, piece) when npiece > 1 */
+    overflow over;   /* sum of i32 */
     int stop;
 } rd_job;
 
@@ -130,29 +146,41 @@ static gm_status rd_launch(rd_job *j, int64_t units, int64_t w, int nth, gm_rang
 /* ---- sum and mean ---------------------------------------------------------------------- */
 
 /* Contiguous rows use 8 fixed lanes: vectorisable, and still one fixed order. */
-static double sum_contig_f32(const float *p, int64_t n) {
+static double sum_contig_f32(const float *p, int64_t n, int *stop) {
     double lane[8] = {0}, acc = 0;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) lane[j] += (double)p[i + j];
+    for (int64_t b = 0; b < n; b += POLL) { /* blocks of POLL (a multiple of 8): same order */
+        if (b > 0 && gm_halted(stop)) return 0;
+        int64_t e = n - b < POLL ? n : b + POLL;
+        for (; i + 8 <= e; i += 8)
+            for (int j = 0; j < 8; j++) lane[j] += (double)p[i + j];
+    }
     for (; i < n; i++) acc += p[i];
     return acc + (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])));
 }
 
-static double sum_contig_f64(const double *p, int64_t n) {
+static double sum_contig_f64(const double *p, int64_t n, int *stop) {
     double lane[8] = {0}, acc = 0;
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) lane[j] += p[i + j];
+    for (int64_t b = 0; b < n; b += POLL) { /* blocks of POLL (a multiple of 8): same order */
+        if (b > 0 && gm_halted(stop)) return 0;
+        int64_t e = n - b < POLL ? n : b + POLL;
+        for (; i + 8 <= e; i += 8)
+            for (int j = 0; j < 8; j++) lane[j] += p[i + j];
+    }
     for (; i < n; i++) acc += p[i];
     return acc + (((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7])));
 }
 
-static inline double row_sum(const void *x, gm_dtype t, int64_t off, int64_t n, int64_t s) {
-    if (s == 1 && n >= 16 && t == GM_F32) return sum_contig_f32((const float *)x + off, n);
-    if (s == 1 && n >= 16 && t == GM_F64) return sum_contig_f64((const double *)x + off, n);
+/* Sum of a row; a long one polls every POLL elements (the caller checks *stop). */
+static inline double row_sum(const void *x, gm_dtype t, int64_t off, int64_t n, int64_t s, int *stop) {
+    if (s == 1 && n >= 16 && t == GM_F32) return sum_contig_f32((const float *)x + off, n, stop);
+    if (s == 1 && n >= 16 && t == GM_F64) return sum_contig_f64((const double *)x + off, n, stop);
     double acc = 0;
-    for (int64_t i = 0; i < n; i++) acc += gm_elem_load(x, t, off + i * s);
+    for (int64_t i = 0; i < n; i++) {
+        if (i > 0 && (i & (POLL - 1)) == 0 && gm_halted(stop)) return 0;
+        acc += gm_elem_load(x, t, off + i * s);
+    }
     return acc;
 }
 
@@ -161,10 +189,24 @@ static inline void sum_generic_body(rd_job *j, gm_dtype t, int64_t lo, int64_t h
     const rd_plan *pl = j->pl;
     for (int64_t o = lo; o < hi; o++) {
         if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
-        int64_t base = rd_offset(&pl->outer, o);
+        int64_t base = rd_offset(&pl->outer, o), done = 0;
+        if (t == GM_I32) { /* exact, in 64 bits: 2^32 elements of i32 cannot overflow it */
+            int64_t acc = 0;
+            for (int64_t r = 0; r < pl->nrows; r++) {
+                const int32_t *p = (const int32_t *)j->x->data + base + rd_offset(&pl->rows, r);
+                for (int64_t i = 0; i < pl->len; i++) {
+                    if (gm_tick(&j->stop, &done, 1)) return;
+                    acc += p[i * pl->step];
+                }
+            }
+            if (i32_fits(&j->over, acc)) ((int32_t *)j->out)[o] = (int32_t)acc;
+            continue;
+        }
         double acc = 0;
-        for (int64_t r = 0; r < pl->nrows; r++)
-            acc += row_sum(j->x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step);
+        for (int64_t r = 0; r < pl->nrows; r++) {
+            acc += row_sum(j->x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step, &j->stop);
+            if (gm_tick(&j->stop, &done, pl->len)) return;
+        }
         st(j->out, t, o, acc * j->scale);
     }
 }
@@ -191,11 +233,14 @@ static void sum_generic_range(void *ctx, int64_t lo, int64_t hi) {
 #define CUT_INNER 1024
 
 /* acc[0..w) += the inner elements [i0, i1) (row-major over the inner set) of the columns at base. */
-static inline void cols_acc(const rd_job *j, gm_dtype t, int64_t base, int w, int64_t i0, int64_t i1,
+static inline void cols_acc(rd_job *j, gm_dtype t, int64_t base, int w, int64_t i0, int64_t i1,
                             double *acc) {
     const rd_plan *pl = j->pl;
+    int64_t done = 0;
     for (int64_t i = i0; i < i1;) {
         int64_t r = i / pl->len, l = i % pl->len, end = (r + 1) * pl->len < i1 ? (r + 1) * pl->len : i1;
+        if (end - i > 64) end = i + 64; /* a long row in stretches, with a poll between them */
+        if (gm_tick(&j->stop, &done, (end - i) * w)) return;
         int64_t off = base + rd_offset(&pl->rows, r) + l * pl->step;
         for (; i < end; i++, off += pl->step) {
             if (t == GM_F32) {
@@ -244,12 +289,15 @@ static void sum_cols_range(void *ctx, int64_t lo, int64_t hi) {
     }
 }
 
-static gm_status sum_any(const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl, double scale,
-                         int nth) {
+static gm_status sum_any(gm_ctx *c, const gm_kview *x, void *out, gm_dtype t, const rd_plan *pl,
+                         double scale, int nth) {
     bool cols = pl->outer.n > 0 && pl->outer.stride[pl->outer.n - 1] == 1 && pl->step != 1 &&
-                pl->nrows * pl->len > 1;
+                pl->nrows * pl->len > 1 && t != GM_I32;
     rd_job j = {.x = x, .out = out, .t = t, .pl = pl, .scale = scale, .npiece = 1, .bw = COLS};
-    if (!cols) return rd_launch(&j, pl->nout, pl->nrows * pl->len, nth, sum_generic_range);
+    if (!cols) {
+        gm_status rc = rd_launch(&j, pl->nout, pl->nrows * pl->len, nth, sum_generic_range);
+        return rc == GM_OK && j.over.flag ? overflow_error(c, "sum", &j.over) : rc;
+    }
     j.m = pl->outer.size[pl->outer.n - 1];
     j.head = pl->outer;
     j.head.n--;
@@ -279,12 +327,12 @@ static gm_status sum_any(const gm_kview *x, void *out, gm_dtype t, const rd_plan
 
 /* SUM: in[0]=x (any strides), out[0] contiguous with one element per kept index (row-major).
  * i[0] = bitmask of reduced dims of x; d[0] = scale applied to each sum (1 for sum, 1/n for
- * mean, NaN for the mean of nothing). i32 sums accumulate exactly and wrap to int32. */
+ * mean, NaN for the mean of nothing). i32 sums accumulate exactly in 64 bits; one that does not
+ * fit i32 is an error naming it. */
 gm_status gm_cpu_SUM(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
     rd_plan pl;
     rd_plan_init(&pl, &a->in[0], (uint64_t)a->i[0]);
-    return sum_any(&a->in[0], a->out[0].data, a->in[0].dtype, &pl, a->d[0], a->nthreads);
+    return sum_any(c, &a->in[0], a->out[0].data, a->in[0].dtype, &pl, a->d[0], a->nthreads);
 }
 
 /* ---- variance -------------------------------------------------------------------------- */
@@ -294,15 +342,18 @@ static inline void var_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     int64_t cnt = pl->nrows * pl->len;
     for (int64_t o = lo; o < hi; o++) {
         if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
-        int64_t base = rd_offset(&pl->outer, o);
+        int64_t base = rd_offset(&pl->outer, o), done = 0;
         double s = 0, ss = 0;
-        for (int64_t r = 0; r < pl->nrows; r++)
-            s += row_sum(j->x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step);
+        for (int64_t r = 0; r < pl->nrows; r++) {
+            s += row_sum(j->x->data, t, base + rd_offset(&pl->rows, r), pl->len, pl->step, &j->stop);
+            if (gm_tick(&j->stop, &done, pl->len)) return;
+        }
         /* Two passes: squares of deviations from the mean, no cancellation. */
         double mean = s / (double)cnt;
         for (int64_t r = 0; r < pl->nrows; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
             for (int64_t l = 0; l < pl->len; l++) {
+                if (gm_tick(&j->stop, &done, 1)) return;
                 double dv = gm_elem_load(j->x->data, t, roff + l * pl->step) - mean;
                 ss += dv * dv;
             }
@@ -334,11 +385,12 @@ static inline void lse_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     const void *x = j->x->data;
     for (int64_t o = lo; o < hi; o++) {
         if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
-        int64_t base = rd_offset(&pl->outer, o);
+        int64_t base = rd_offset(&pl->outer, o), done = 0;
         double m = -INFINITY, s = 0;
         for (int64_t r = 0; r < pl->nrows; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
             for (int64_t l = 0; l < pl->len; l++) {
+                if (gm_tick(&j->stop, &done, 1)) return;
                 double v = gm_elem_load(x, t, roff + l * pl->step);
                 if (v > m || v != v) m = v;
             }
@@ -349,8 +401,10 @@ static inline void lse_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
         }
         for (int64_t r = 0; r < pl->nrows; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
-            for (int64_t l = 0; l < pl->len; l++)
+            for (int64_t l = 0; l < pl->len; l++) {
+                if (gm_tick(&j->stop, &done, 1)) return;
                 s += exp(gm_elem_load(x, t, roff + l * pl->step) - m);
+            }
         }
         st(j->out, t, o, m + log(s));
     }
@@ -379,12 +433,13 @@ static inline void best_body(rd_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     const void *x = j->x->data;
     for (int64_t o = lo; o < hi; o++) {
         if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
-        int64_t base = rd_offset(&pl->outer, o), bi = 0, k = 0;
+        int64_t base = rd_offset(&pl->outer, o), bi = 0, k = 0, done = 0;
         double best = gm_elem_load(x, t, base + rd_offset(&pl->rows, 0));
         /* First occurrence wins (strict comparison); a NaN wins and ends the search. */
         for (int64_t r = 0; r < pl->nrows && best == best; r++) {
             int64_t roff = base + rd_offset(&pl->rows, r);
             for (int64_t l = 0; l < pl->len; l++, k++) {
+                if (gm_tick(&j->stop, &done, 1)) return;
                 double v = gm_elem_load(x, t, roff + l * pl->step);
                 if (v != v || (j->min ? v < best : v > best)) {
                     best = v;
@@ -421,13 +476,15 @@ gm_status gm_cpu_MAXMIN(gm_ctx *c, const gm_kargs *a) {
     return rd_launch(&j, pl.nout, pl.nrows * pl.len, a->nthreads, best_range);
 }
 
-static inline void scatter_generic(const void *g, const int32_t *idx, void *dx, gm_dtype t,
-                                   const rd_plan *pl) {
+static inline gm_status scatter_generic(const void *g, const int32_t *idx, void *dx, gm_dtype t,
+                                        const rd_plan *pl) {
     for (int64_t o = 0; o < pl->nout; o++) {
+        if ((o & (POLL - 1)) == 0 && gm_interrupted()) return GM_EINTR;
         int64_t k = idx[o], r = k / pl->len, l = k % pl->len;
         int64_t off = rd_offset(&pl->outer, o) + rd_offset(&pl->rows, r) + l * pl->step;
         st(dx, t, off, gm_elem_load(dx, t, off) + gm_elem_load(g, t, o));
     }
+    return GM_OK;
 }
 
 /* MAXMIN_BACKWARD: in[0]=g (contiguous, one element per kept index), in[1]=indices (contiguous
@@ -438,9 +495,8 @@ gm_status gm_cpu_MAXMIN_BACKWARD(gm_ctx *c, const gm_kargs *a) {
     rd_plan pl;
     rd_plan_init(&pl, &a->out[0], (uint64_t)a->i[0]);
     if (pl.nrows * pl.len == 0) return GM_OK;
-    if (a->out[0].dtype == GM_F32) scatter_generic(a->in[0].data, a->in[1].data, a->out[0].data, GM_F32, &pl);
-    else scatter_generic(a->in[0].data, a->in[1].data, a->out[0].data, GM_F64, &pl);
-    return GM_OK;
+    if (a->out[0].dtype == GM_F32) return scatter_generic(a->in[0].data, a->in[1].data, a->out[0].data, GM_F32, &pl);
+    return scatter_generic(a->in[0].data, a->in[1].data, a->out[0].data, GM_F64, &pl);
 }
 
 /* ---- softmax and log_softmax along one dim ---------------------------------------------- */
@@ -450,51 +506,79 @@ static void row_plan(rd_plan *pl, const gm_kview *v, int dim) {
     rd_plan_init(pl, v, v->ndim > 0 ? (uint64_t)1 << dim : 0);
 }
 
+/* In a loop over the n elements of one row: true at each POLL-th element once an interrupt has
+ * come (short rows are polled per row by their callers; a long one polls inside). */
+#define LONG_POLL(i) ((i) > 0 && ((i) & (POLL - 1)) == 0 && gm_halted(stop))
+
 /* One row of n elements, x at stride sx into y at stride sy. One exp per element: y holds
  * exp(x - max) until the final scaling. f32 rows use expf, with the sum in double. */
-static void softmax_row_f32(const float *x, int64_t sx, float *y, int64_t sy, int64_t n, bool logsm) {
+static void softmax_row_f32(const float *x, int64_t sx, float *y, int64_t sy, int64_t n, bool logsm,
+                           int *stop) {
     float m = -INFINITY;
     double s = 0;
     for (int64_t i = 0; i < n; i++) {
+        if (LONG_POLL(i)) return;
         float v = x[i * sx];
         if (v > m || v != v) m = v;
     }
     if (m == -INFINITY) m = 0; /* a row of -inf: 0/0 = NaN, as in torch */
     if (logsm) {
-        for (int64_t i = 0; i < n; i++) s += expf(x[i * sx] - m);
+        for (int64_t i = 0; i < n; i++) {
+            if (LONG_POLL(i)) return;
+            s += expf(x[i * sx] - m);
+        }
         double ls = m + log(s);
-        for (int64_t i = 0; i < n; i++) y[i * sy] = (float)(x[i * sx] - ls);
+        for (int64_t i = 0; i < n; i++) {
+            if (LONG_POLL(i)) return;
+            y[i * sy] = (float)(x[i * sx] - ls);
+        }
         return;
     }
     for (int64_t i = 0; i < n; i++) {
+        if (LONG_POLL(i)) return;
         float e = expf(x[i * sx] - m);
         y[i * sy] = e;
         s += e;
     }
     float inv = (float)(1.0 / s);
-    for (int64_t i = 0; i < n; i++) y[i * sy] *= inv;
+    for (int64_t i = 0; i < n; i++) {
+        if (LONG_POLL(i)) return;
+        y[i * sy] *= inv;
+    }
 }
 
-static void softmax_row_f64(const double *x, int64_t sx, double *y, int64_t sy, int64_t n, bool logsm) {
+static void softmax_row_f64(const double *x, int64_t sx, double *y, int64_t sy, int64_t n, bool logsm,
+                           int *stop) {
     double m = -INFINITY, s = 0;
     for (int64_t i = 0; i < n; i++) {
+        if (LONG_POLL(i)) return;
         double v = x[i * sx];
         if (v > m || v != v) m = v;
     }
     if (m == -INFINITY) m = 0;
     if (logsm) {
-        for (int64_t i = 0; i < n; i++) s += exp(x[i * sx] - m);
+        for (int64_t i = 0; i < n; i++) {
+            if (LONG_POLL(i)) return;
+            s += exp(x[i * sx] - m);
+        }
         double ls = m + log(s);
-        for (int64_t i = 0; i < n; i++) y[i * sy] = x[i * sx] - ls;
+        for (int64_t i = 0; i < n; i++) {
+            if (LONG_POLL(i)) return;
+            y[i * sy] = x[i * sx] - ls;
+        }
         return;
     }
     for (int64_t i = 0; i < n; i++) {
+        if (LONG_POLL(i)) return;
         double e = exp(x[i * sx] - m);
         y[i * sy] = e;
         s += e;
     }
     double inv = 1.0 / s;
-    for (int64_t i = 0; i < n; i++) y[i * sy] *= inv;
+    for (int64_t i = 0; i < n; i++) {
+        if (LONG_POLL(i)) return;
+        y[i * sy] *= inv;
+    }
 }
 
 /* Rows along one dim: row o of each operand k starts at rd_offset(&p[k].outer, o) and steps
@@ -505,6 +589,7 @@ typedef struct {
     gm_dtype t;
     bool flag; /* softmax: log_softmax; cumsum: reverse */
     int64_t per;
+    overflow over; /* cumsum of i32 */
     int stop;
 } row_job;
 
@@ -526,10 +611,10 @@ static void softmax_range(void *ctx, int64_t lo, int64_t hi) {
         int64_t bx = rd_offset(&px->outer, o), by = rd_offset(&py->outer, o);
         if (j->t == GM_F32)
             softmax_row_f32((const float *)a->in[0].data + bx, px->step, (float *)a->out[0].data + by,
-                            py->step, px->len, j->flag);
+                            py->step, px->len, j->flag, &j->stop);
         else
             softmax_row_f64((const double *)a->in[0].data + bx, px->step, (double *)a->out[0].data + by,
-                            py->step, px->len, j->flag);
+                            py->step, px->len, j->flag, &j->stop);
     }
 }
 
@@ -551,21 +636,29 @@ static inline void softmax_bw_body(row_job *j, gm_dtype t, int64_t lo, int64_t h
     const void *y = j->a->in[0].data, *g = j->a->in[1].data;
     void *dx = j->a->out[0].data;
     int64_t n = py->len, sy = py->step, sg = pg->step, sd = pd->step;
+    int *stop = &j->stop;
     for (int64_t o = lo; o < hi; o++) {
         if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t by = rd_offset(&py->outer, o), bg = rd_offset(&pg->outer, o), bd = rd_offset(&pd->outer, o);
         double s = 0;
         if (j->flag) {
-            for (int64_t i = 0; i < n; i++) s += gm_elem_load(g, t, bg + i * sg);
-            for (int64_t i = 0; i < n; i++)
-                st(dx, t, bd + i * sd,
-                   gm_elem_load(g, t, bg + i * sg) - exp(gm_elem_load(y, t, by + i * sy)) * s);
+            for (int64_t i = 0; i < n; i++) {
+                if (LONG_POLL(i)) return;
+                s += gm_elem_load(g, t, bg + i * sg);
+            }
+            for (int64_t i = 0; i < n; i++) {
+                if (LONG_POLL(i)) return;
+                st(dx, t, bd + i * sd, gm_elem_load(g, t, bg + i * sg) - exp(gm_elem_load(y, t, by + i * sy)) * s);
+            }
         } else {
-            for (int64_t i = 0; i < n; i++)
+            for (int64_t i = 0; i < n; i++) {
+                if (LONG_POLL(i)) return;
                 s += gm_elem_load(g, t, bg + i * sg) * gm_elem_load(y, t, by + i * sy);
-            for (int64_t i = 0; i < n; i++)
-                st(dx, t, bd + i * sd,
-                   gm_elem_load(y, t, by + i * sy) * (gm_elem_load(g, t, bg + i * sg) - s));
+            }
+            for (int64_t i = 0; i < n; i++) {
+                if (LONG_POLL(i)) return;
+                st(dx, t, bd + i * sd, gm_elem_load(y, t, by + i * sy) * (gm_elem_load(g, t, bg + i * sg) - s));
+            }
         }
     }
 }
@@ -593,11 +686,24 @@ static inline void cumsum_body(row_job *j, gm_dtype t, int64_t lo, int64_t hi) {
     const void *x = j->a->in[0].data;
     void *y = j->a->out[0].data;
     int64_t n = px->len, sx = px->step, sy = py->step;
+    int *stop = &j->stop;
     for (int64_t o = lo; o < hi; o++) {
         if ((o - lo) % j->per == 0 && gm_halted(&j->stop)) return;
         int64_t bx = rd_offset(&px->outer, o), by = rd_offset(&py->outer, o);
+        if (t == GM_I32) { /* running sums in 64 bits; the first that does not fit fails the op */
+            int64_t s = 0;
+            for (int64_t q = 0; q < n; q++) {
+                if (LONG_POLL(q)) return;
+                int64_t i = j->flag ? n - 1 - q : q;
+                s += ((const int32_t *)x)[bx + i * sx];
+                if (!i32_fits(&j->over, s)) return;
+                ((int32_t *)y)[by + i * sy] = (int32_t)s;
+            }
+            continue;
+        }
         double s = 0;
         for (int64_t q = 0; q < n; q++) {
+            if (LONG_POLL(q)) return;
             int64_t i = j->flag ? n - 1 - q : q;
             s += gm_elem_load(x, t, bx + i * sx);
             st(y, t, by + i * sy, s);
@@ -616,10 +722,10 @@ static void cumsum_range(void *ctx, int64_t lo, int64_t hi) {
 
 /* CUMSUM: in[0]=x, out[0]=y (same shape, same dtype), i[0] = dim (0 for a 0-dim x),
  * i[1] = 1 for the reverse scan (suffix sums: the backward of cumsum). Running sums in double
- * (exact for i32 up to 2^53, then wrapped to int32). */
+ * for floats; i32 ones in 64 bits, and one that does not fit i32 is an error naming it. */
 gm_status gm_cpu_CUMSUM(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
     row_job j = {.a = a, .t = a->in[0].dtype, .flag = a->i[1] != 0};
     const gm_kview *v[2] = {&a->in[0], &a->out[0]};
-    return row_launch(&j, 2, v, cumsum_range);
+    gm_status rc = row_launch(&j, 2, v, cumsum_range);
+    return rc == GM_OK && j.over.flag ? overflow_error(c, "cumsum", &j.over) : rc;
 }

@@ -1,9 +1,10 @@
 /* tree_gate.c (cpu): kernels of the smooth-step tree gates: the smooth-step itself, DSelect-k's
  * binary-encoded selectors, COMET's soft trees with one softmax over (tree, leaf) pairs, and
  * log-space Sinkhorn. Rows (tokens / matrices) are independent and run in parallel; each row
- * is computed in double with per-thread scratch, so results do not depend on the thread count. */
+ * is computed in double with scratch per range of rows, so results do not depend on the thread count. */
 #include "backend.h"
 #include "parallel.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -26,6 +27,40 @@ static inline double dss(double x, double g) {
 
 static inline double ld(const gm_kview *v, int64_t i) { return gm_elem_load(v->data, v->dtype, i); }
 static inline void st(const gm_kview *v, int64_t i, double x) { gm_elem_store(v->data, v->dtype, i, x); }
+
+/* Rows (tokens) of a tree-gate kernel split over the threads: fn computes row n with a scratch
+ * of `scratch` doubles (one per range of rows). */
+typedef void (*row_fn)(const gm_kargs *a, int64_t n, double *scratch);
+
+typedef struct {
+    const gm_kargs *a;
+    row_fn fn;
+    int64_t scratch;
+    int bad, stop;
+} rows_job;
+
+static void rows_range(void *ctx, int64_t lo, int64_t hi) {
+    rows_job *j = ctx;
+    double *s = malloc(sizeof(double) * (size_t)j->scratch);
+    if (!s) {
+        __atomic_store_n(&j->bad, 1, __ATOMIC_RELAXED);
+        return;
+    }
+    for (int64_t n = lo; n < hi; n++) {
+        if (((n - lo) & 1023) == 0 && gm_halted(&j->stop)) break;
+        j->fn(j->a, n, s);
+    }
+    free(s);
+}
+
+/* Run fn over rows [0, N) of per_row elements each; op names the kernel in errors. */
+static gm_status run_rows(gm_ctx *c, const char *op, const gm_kargs *a, int64_t N, int64_t per_row,
+                          int64_t scratch, row_fn fn) {
+    rows_job j = {a, fn, scratch, 0, 0};
+    gm_parallel_for(N, gm_min_units(per_row), a->nthreads, rows_range, &j);
+    if (j.bad) return gm_errf(c, GM_ENOMEM, "%s: out of memory for scratch", op);
+    return j.stop ? GM_EINTR : GM_OK;
+}
 
 /* ---- smooth_step: elementwise, any strides in, contiguous out ---------------------------- */
 
@@ -80,269 +115,244 @@ static void softmax_row(const gm_kview *w, int64_t off, int64_t k, double *al) {
     for (int64_t j = 0; j < k; j++) al[j] /= s;
 }
 
-gm_status gm_cpu_DSELECT_K(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+static void dselect_row(const gm_kargs *a, int64_t n, double *al) {
+    int64_t k = a->i[1], m = a->i[2], E = a->i[3];
     double g = a->d[0];
     const gm_kview *z = &a->in[0], *w = &a->in[1], *A = &a->out[0], *R = &a->out[1];
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *al = malloc(sizeof(double) * (size_t)(k + m + E + 1));
-        double *S = al ? al + k : NULL, *acc = al ? al + k + m : NULL;
-        if (!al) {
-#pragma omp atomic write
-            bad = 1;
+    double *S = al + k, *acc = al + k + m;
+    softmax_row(w, n * k, k, al);
+    for (int64_t e = 0; e < E; e++) acc[e] = 0;
+    for (int64_t s = 0; s < k; s++) {
+        for (int64_t j = 0; j < m; j++) S[j] = ss(ld(z, (n * k + s) * m + j), g);
+        for (int64_t e = 0; e < E; e++) {
+            double r = 1;
+            for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
+            st(R, (n * k + s) * E + e, r);
+            acc[e] += al[s] * r;
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!al || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            softmax_row(w, n * k, k, al);
-            for (int64_t e = 0; e < E; e++) acc[e] = 0;
-            for (int64_t s = 0; s < k; s++) {
-                for (int64_t j = 0; j < m; j++) S[j] = ss(ld(z, (n * k + s) * m + j), g);
-                for (int64_t e = 0; e < E; e++) {
-                    double r = 1;
-                    for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
-                    st(R, (n * k + s) * E + e, r);
-                    acc[e] += al[s] * r;
-                }
-            }
-            for (int64_t e = 0; e < E; e++) st(A, n * E + e, acc[e]);
-        }
-        free(al);
     }
-    if (bad) return gm_errf(c, GM_ENOMEM, "dselect_k: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    for (int64_t e = 0; e < E; e++) st(A, n * E + e, acc[e]);
+}
+
+gm_status gm_cpu_DSELECT_K(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+    return run_rows(c, "dselect_k", a, N, k * E, k + m + E + 1, dselect_row);
 }
 
 /* d a_e / d alpha_s = r_se; d r_se / d S_j = sign * prod_{l != j} factor_l; the total gradient of
  * r_se is gr_se + alpha_s ga_e. */
-gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
-    (void)c;
-    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+static void dselect_bwd_row(const gm_kargs *a, int64_t n, double *al) {
+    int64_t k = a->i[1], m = a->i[2], E = a->i[3];
     double g = a->d[0];
     const gm_kview *z = &a->in[0], *w = &a->in[1], *ga = &a->in[2], *gr = &a->in[3];
     const gm_kview *gz = &a->out[0], *gw = &a->out[1];
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *al = malloc(sizeof(double) * (size_t)(2 * k + 2 * m + 1));
-        double *gal = al ? al + k : NULL, *S = al ? al + 2 * k : NULL, *gS = al ? S + m : NULL;
-        if (!al) {
-#pragma omp atomic write
-            bad = 1;
+    double *gal = al + k, *S = al + 2 * k, *gS = S + m;
+    softmax_row(w, n * k, k, al);
+    double dot = 0;
+    for (int64_t s = 0; s < k; s++) {
+        for (int64_t j = 0; j < m; j++) {
+            S[j] = ss(ld(z, (n * k + s) * m + j), g);
+            gS[j] = 0;
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!al || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
+        gal[s] = 0;
+        for (int64_t e = 0; e < E; e++) {
+            double gae = ld(ga, n * E + e), G = ld(gr, (n * k + s) * E + e) + al[s] * gae;
+            double r = 1;
+            for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
+            gal[s] += gae * r;
+            for (int64_t j = 0; j < m; j++) {
+                double p = 1;
+                for (int64_t l = 0; l < m; l++)
+                    if (l != j) p *= (e >> l) & 1 ? S[l] : 1 - S[l];
+                gS[j] += (e >> j) & 1 ? G * p : -G * p;
             }
-            softmax_row(w, n * k, k, al);
-            double dot = 0;
-            for (int64_t s = 0; s < k; s++) {
-                for (int64_t j = 0; j < m; j++) {
-                    S[j] = ss(ld(z, (n * k + s) * m + j), g);
-                    gS[j] = 0;
-                }
-                gal[s] = 0;
-                for (int64_t e = 0; e < E; e++) {
-                    double gae = ld(ga, n * E + e), G = ld(gr, (n * k + s) * E + e) + al[s] * gae;
-                    double r = 1;
-                    for (int64_t j = 0; j < m; j++) r *= (e >> j) & 1 ? S[j] : 1 - S[j];
-                    gal[s] += gae * r;
-                    for (int64_t j = 0; j < m; j++) {
-                        double p = 1;
-                        for (int64_t l = 0; l < m; l++)
-                            if (l != j) p *= (e >> l) & 1 ? S[l] : 1 - S[l];
-                        gS[j] += (e >> j) & 1 ? G * p : -G * p;
-                    }
-                }
-                for (int64_t j = 0; j < m; j++) {
-                    int64_t o = (n * k + s) * m + j;
-                    st(gz, o, gS[j] * dss(ld(z, o), g));
-                }
-                dot += al[s] * gal[s];
-            }
-            for (int64_t s = 0; s < k; s++) st(gw, n * k + s, al[s] * (gal[s] - dot));
         }
-        free(al);
+        for (int64_t j = 0; j < m; j++) {
+            int64_t o = (n * k + s) * m + j;
+            st(gz, o, gS[j] * dss(ld(z, o), g));
+        }
+        dot += al[s] * gal[s];
     }
-    if (bad) return gm_errf(c, GM_ENOMEM, "dselect_k: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    for (int64_t s = 0; s < k; s++) st(gw, n * k + s, al[s] * (gal[s] - dot));
+}
+
+gm_status gm_cpu_DSELECT_K_BWD(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], m = a->i[2], E = a->i[3];
+    return run_rows(c, "dselect_k", a, N, k * E, 2 * k + 2 * m + 1, dselect_bwd_row);
 }
 
 /* ---- COMET: nodes [N,k,E-1], leaves [N,k,E] -> g [N,E], mu [N,k,E] ------------------------ */
 
-/* Root-to-leaf paths of the heap-ordered tree with E leaves (leaf l = heap node E-1+l):
- * node[l*D + i], left[l*D + i] for i < len[l]. D = max path length. */
-typedef struct paths {
-    int64_t D;
-    int64_t *node;
-    unsigned char *left;
-    int64_t *len;
-} paths;
+/* The tree is a heap of 2E-1 nodes: internal nodes 0..E-2 (children 2v+1 left, 2v+2 right) and
+ * leaf l = heap node E-1+l. Reach probabilities are filled top-down and gradients gathered
+ * bottom-up, O(E) per tree, so children always have larger indices than their parent. */
 
-static int paths_build(paths *P, int64_t E) {
-    int64_t D = 0;
-    for (int64_t v = 2 * E - 2; v > 0; v = (v - 1) / 2) D++;
-    P->D = D;
-    P->node = malloc(sizeof(int64_t) * (size_t)(E * (D + 1) + E));
-    P->left = malloc((size_t)(E * (D + 1)));
-    if (!P->node || !P->left) {
-        free(P->node);
-        free(P->left);
-        return -1;
+/* The smooth-step with the divisions by gamma hoisted out of the row loops: sc = {g/2, -2/g^3,
+ * 3/(2g)}; selects rather than branches, as node logits often sit near the band. */
+static inline void ss_consts(double g, double sc[3]) {
+    sc[0] = g / 2, sc[1] = -2 / (g * g * g), sc[2] = 3 / (2 * g);
+}
+static inline double ss_c(double x, const double sc[3]) {
+    double y = (sc[1] * x * x + sc[2]) * x + 0.5;
+    y = x >= sc[0] ? 1 : y;
+    return x <= -sc[0] ? 0 : y;
+}
+static inline double dss_c(double x, const double sc[3]) {
+    double y = 3 * sc[1] * x * x + sc[2];
+    return x <= -sc[0] || x >= sc[0] ? 0 : y;
+}
+
+/* n elements of a contiguous f32 or f64 view from element off, as doubles. */
+static void load_row(double *dst, const gm_kview *v, int64_t off, int64_t n) {
+    if (v->dtype == GM_F32) {
+        const float *s = (const float *)v->data + off;
+        for (int64_t i = 0; i < n; i++) dst[i] = s[i];
+    } else {
+        memcpy(dst, (const double *)v->data + off, sizeof(double) * (size_t)n);
     }
-    P->len = P->node + E * (D + 1);
-    for (int64_t l = 0; l < E; l++) {
-        int64_t i = 0;
-        for (int64_t v = E - 1 + l; v > 0; v = (v - 1) / 2, i++) {
-            int64_t p = (v - 1) / 2;
-            P->node[l * D + i] = p;
-            P->left[l * D + i] = v == 2 * p + 1;
+}
+
+static void store_row(const gm_kview *v, int64_t off, const double *src, int64_t n) {
+    if (v->dtype == GM_F32) {
+        float *d = (float *)v->data + off;
+        for (int64_t i = 0; i < n; i++) d[i] = (float)src[i];
+    } else {
+        memcpy((double *)v->data + off, src, sizeof(double) * (size_t)n);
+    }
+}
+
+/* Scratch of one token: x [k*V] node logits, p [k*V] smooth-steps, R [k*H] reach of every heap
+ * node (mu = the leaf part), a [k*E] leaf scores, e [k*E] exp(a - ma), D [H] the bottom-up sums
+ * of the backward, o [k*E] outputs; the backward adds gl [E] and gm [k*E], the incoming
+ * gradients. */
+typedef struct comet_scratch {
+    double *x, *p, *R, *a, *e, *D, *o, *gl, *gm;
+} comet_scratch;
+
+static int64_t comet_scratch_len(int64_t k, int64_t E, bool bwd) {
+    int64_t V = E - 1, H = 2 * E - 1;
+    return 2 * k * V + k * H + 3 * k * E + H + (bwd ? E + k * E : 0) + 1;
+}
+
+static void comet_layout(comet_scratch *w, double *m, int64_t k, int64_t E) {
+    int64_t V = E - 1, H = 2 * E - 1;
+    w->x = m, w->p = m + k * V, w->R = w->p + k * V, w->a = w->R + k * H, w->e = w->a + k * E;
+    w->D = w->e + k * E, w->o = w->D + H, w->gl = w->o + k * E, w->gm = w->gl + E;
+}
+
+/* One token: x, p, R and a; e = exp(a - ma) (ma the largest score of a reachable leaf; capped
+ * for unreachable ones, whose gradient the backward still needs, at e^700, or e^80 in f32);
+ * returns S = sum of mu e over reachable pairs, so the softmax is q = mu e / S. For f32 tensors
+ * the exponentials run through 8-lane expf (every element through the same call, 1 ulp). */
+static double comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64_t k, int64_t E,
+                        const double sc[3], const comet_scratch *w) {
+    int64_t V = E - 1, H = 2 * E - 1;
+    load_row(w->x, nd, n * k * V, k * V);
+    load_row(w->a, lf, n * k * E, k * E);
+    for (int64_t i = 0; i < k * V; i++) w->p[i] = ss_c(w->x[i], sc);
+    double ma = -INFINITY;
+    for (int64_t t = 0; t < k; t++) {
+        const double *p = w->p + t * V, *a = w->a + t * E;
+        double *R = w->R + t * H;
+        R[0] = 1;
+        for (int64_t v = 0; v < V; v++) {
+            R[2 * v + 1] = R[v] * p[v];
+            R[2 * v + 2] = R[v] * (1 - p[v]);
         }
-        P->len[l] = i;
+        for (int64_t l = 0; l < E; l++)
+            if (R[V + l] > 0 && a[l] > ma) ma = a[l];
     }
-    return 0;
-}
-
-static void paths_free(paths *P) {
-    free(P->node);
-    free(P->left);
-}
-
-/* One token: p[t*(E-1)+v] = S(nodes), mu[t*E+l], and q = exp(leaf + log mu - M) / Z (written
- * into q), M, Z. */
-static void comet_row(const gm_kview *nd, const gm_kview *lf, int64_t n, int64_t k, int64_t E,
-                      double g, const paths *P, double *p, double *mu, double *q, double *M,
-                      double *Z) {
-    int64_t V = E - 1;
-    for (int64_t i = 0; i < k * V; i++) p[i] = ss(ld(nd, n * k * V + i), g);
-    double mx = -INFINITY;
+    if (lf->dtype == GM_F32) {
+        for (int64_t i0 = 0; i0 < k * E; i0 += 8) {
+            v8f z = v8_splat(0);
+            for (int64_t j = 0; j < 8 && i0 + j < k * E; j++) {
+                double d = w->a[i0 + j] - ma;
+                z[j] = (float)(d < 80 ? d : 80);
+            }
+            z = v8_expf(z);
+            for (int64_t j = 0; j < 8 && i0 + j < k * E; j++) w->e[i0 + j] = z[j];
+        }
+    } else {
+        for (int64_t i = 0; i < k * E; i++) {
+            double d = w->a[i] - ma;
+            w->e[i] = exp(d < 700 ? d : 700);
+        }
+    }
+    double S = 0;
     for (int64_t t = 0; t < k; t++)
         for (int64_t l = 0; l < E; l++) {
-            double r = 1;
-            for (int64_t i = 0; i < P->len[l]; i++) {
-                double pv = p[t * V + P->node[l * P->D + i]];
-                r *= P->left[l * P->D + i] ? pv : 1 - pv;
-            }
-            mu[t * E + l] = r;
-            if (r > 0) {
-                double u = ld(lf, n * k * E + t * E + l) + log(r);
-                if (u > mx) mx = u;
-            }
+            double mu = w->R[t * H + V + l];
+            if (mu > 0) S += mu * w->e[t * E + l];
         }
-    double z = 0;
-    for (int64_t i = 0; i < k * E; i++) {
-        q[i] = mu[i] > 0 ? exp(ld(lf, n * k * E + i) + log(mu[i]) - mx) : 0;
-        z += q[i];
+    return S;
+}
+
+static void comet_row_fwd(const gm_kargs *a, int64_t n, double *m) {
+    int64_t k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
+    const gm_kview *nd = &a->in[0], *lf = &a->in[1], *G = &a->out[0], *MU = &a->out[1];
+    double sc[3];
+    comet_scratch w;
+    ss_consts(a->d[0], sc);
+    comet_layout(&w, m, k, E);
+    double S = comet_row(nd, lf, n, k, E, sc, &w);
+    for (int64_t t = 0; t < k; t++) store_row(MU, (n * k + t) * E, w.R + t * H + V, E);
+    for (int64_t l = 0; l < E; l++) {
+        double s = 0;
+        for (int64_t t = 0; t < k; t++) {
+            double mu = w.R[t * H + V + l];
+            if (mu > 0) s += mu * w.e[t * E + l];
+        }
+        w.o[l] = s / S;
     }
-    for (int64_t i = 0; i < k * E; i++) q[i] /= z;
-    *M = mx;
-    *Z = z;
+    store_row(G, n * E, w.o, E);
 }
 
 gm_status gm_cpu_COMET_GATE(gm_ctx *c, const gm_kargs *a) {
     int64_t N = a->i[0], k = a->i[1], E = a->i[2];
-    double g = a->d[0];
-    const gm_kview *nd = &a->in[0], *lf = &a->in[1], *G = &a->out[0], *MU = &a->out[1];
-    paths P;
-    if (paths_build(&P, E)) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *p = malloc(sizeof(double) * (size_t)(k * (E - 1) + 2 * k * E + 1));
-        double *mu = p ? p + k * (E - 1) : NULL, *q = p ? mu + k * E : NULL;
-        if (!p) {
-#pragma omp atomic write
-            bad = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!p || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            double M, Z;
-            comet_row(nd, lf, n, k, E, g, &P, p, mu, q, &M, &Z);
-            for (int64_t l = 0; l < E; l++) {
-                double s = 0;
-                for (int64_t t = 0; t < k; t++) s += q[t * E + l];
-                st(G, n * E + l, s);
-            }
-            for (int64_t i = 0; i < k * E; i++) st(MU, n * k * E + i, mu[i]);
-        }
-        free(p);
-    }
-    paths_free(&P);
-    if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    return run_rows(c, "comet_gate", a, N, k * E, comet_scratch_len(k, E, false), comet_row_fwd);
 }
 
-/* With pr = q (the softmax over pairs) and c = sum pr * gg: d/dleaf = pr (gg - c); d/dmu (through
- * the softmax) = exp(leaf - M) / Z (gg - c), finite also at mu = 0; then the path products. */
-gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
-    int64_t N = a->i[0], k = a->i[1], E = a->i[2], V = E - 1;
-    double g = a->d[0];
+/* With q = mu e / S (the softmax over pairs) and c = sum q gg: d/dleaf = q (gg - c); d/dmu
+ * (through the softmax) = e / S (gg - c), finite also at mu = 0; plus the incoming gmu. Then
+ * D[leaf] = that gradient, D[v] = p_v D[left] + (1 - p_v) D[right] bottom-up, and
+ * d/dp_v = R[v] (D[left] - D[right]). */
+static void comet_row_bwd(const gm_kargs *a, int64_t n, double *m) {
+    int64_t k = a->i[1], E = a->i[2], V = E - 1, H = 2 * E - 1;
     const gm_kview *nd = &a->in[0], *lf = &a->in[1], *gg = &a->in[2], *gmu = &a->in[3];
     const gm_kview *gnd = &a->out[0], *glf = &a->out[1];
-    paths P;
-    if (paths_build(&P, E)) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    int bad = 0, intr = 0;
-#pragma omp parallel num_threads(a->nthreads) if (N * k * E > 32768)
-    {
-        double *p = malloc(sizeof(double) * (size_t)(2 * k * V + 2 * k * E + 1));
-        double *gp = p ? p + k * V : NULL, *mu = p ? gp + k * V : NULL, *q = p ? mu + k * E : NULL;
-        if (!p) {
-#pragma omp atomic write
-            bad = 1;
+    double sc[3];
+    comet_scratch w;
+    ss_consts(a->d[0], sc);
+    comet_layout(&w, m, k, E);
+    double S = comet_row(nd, lf, n, k, E, sc, &w), cc = 0;
+    load_row(w.gl, gg, n * E, E);
+    load_row(w.gm, gmu, n * k * E, k * E);
+    for (int64_t t = 0; t < k; t++)
+        for (int64_t l = 0; l < E; l++) {
+            double mu = w.R[t * H + V + l];
+            if (mu > 0) cc += mu * w.e[t * E + l] / S * w.gl[l];
         }
-#pragma omp for schedule(static)
-        for (int64_t n = 0; n < N; n++) {
-            if (!p || intr) continue;
-            if ((n & 1023) == 0 && gm_interrupted()) {
-#pragma omp atomic write
-                intr = 1;
-            }
-            double M, Z, cc = 0;
-            comet_row(nd, lf, n, k, E, g, &P, p, mu, q, &M, &Z);
-            for (int64_t i = 0; i < k * E; i++) cc += q[i] * ld(gg, n * E + i % E);
-            for (int64_t i = 0; i < k * V; i++) gp[i] = 0;
-            for (int64_t t = 0; t < k; t++)
-                for (int64_t l = 0; l < E; l++) {
-                    int64_t i = t * E + l;
-                    double d = ld(gg, n * E + l) - cc, x = ld(lf, n * k * E + i) - M;
-                    st(glf, n * k * E + i, q[i] * d);
-                    double gm = ld(gmu, n * k * E + i) + exp(x < 700 ? x : 700) / Z * d;
-                    int64_t L = P.len[l];
-                    for (int64_t j = 0; j < L; j++) {
-                        double prod = 1;
-                        for (int64_t h = 0; h < L; h++) {
-                            if (h == j) continue;
-                            double pv = p[t * V + P.node[l * P.D + h]];
-                            prod *= P.left[l * P.D + h] ? pv : 1 - pv;
-                        }
-                        gp[t * V + P.node[l * P.D + j]] += P.left[l * P.D + j] ? gm * prod : -gm * prod;
-                    }
-                }
-            for (int64_t i = 0; i < k * V; i++) {
-                int64_t o = n * k * V + i;
-                st(gnd, o, gp[i] * dss(ld(nd, o), g));
-            }
+    for (int64_t t = 0; t < k; t++) {
+        const double *p = w.p + t * V, *R = w.R + t * H, *e = w.e + t * E;
+        double *D = w.D, *gx = w.x + t * V, *go = w.o + t * E;
+        for (int64_t l = 0; l < E; l++) {
+            double d = w.gl[l] - cc, mu = R[V + l];
+            go[l] = mu > 0 ? mu * e[l] / S * d : 0;
+            D[V + l] = w.gm[t * E + l] + e[l] / S * d;
         }
-        free(p);
+        for (int64_t v = V - 1; v >= 0; v--) {
+            double dl = D[2 * v + 1], dr = D[2 * v + 2];
+            gx[v] = R[v] * (dl - dr) * dss_c(gx[v], sc); /* gx held the node logit x */
+            D[v] = p[v] * dl + (1 - p[v]) * dr;
+        }
     }
-    paths_free(&P);
-    if (bad) return gm_errf(c, GM_ENOMEM, "comet_gate: out of memory for scratch");
-    return intr ? GM_EINTR : GM_OK;
+    store_row(gnd, n * k * V, w.x, k * V);
+    store_row(glf, n * k * E, w.o, k * E);
+}
+
+gm_status gm_cpu_COMET_GATE_BWD(gm_ctx *c, const gm_kargs *a) {
+    int64_t N = a->i[0], k = a->i[1], E = a->i[2];
+    return run_rows(c, "comet_gate", a, N, k * E, comet_scratch_len(k, E, true), comet_row_bwd);
 }
 
 /* ---- Sinkhorn in log space: x [B,n,n] -------------------------------------------------- */

@@ -3,6 +3,7 @@
 -- gm.save_npy / gm.load_npy (one array, numpy's .npy). A checkpoint is one safetensors file:
 -- tensors under dotted names ("model.fc1.weight", "optimizer.state.1.exp_avg") and the rest
 -- (step, optimiser hyper-parameters, generator states, extra) as JSON strings in the metadata.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local C = gm._C
@@ -10,22 +11,8 @@ local C = gm._C
 local M = {}
 local FORMAT, VERSION = 'gmoe.checkpoint', '1'
 
--- Every public function raises at its caller's line: internal errors carry no position
--- (error(msg, 0)), C errors carry this file's, which is stripped; the wrapper adds the caller's.
-local HERE = '^' .. debug.getinfo(1, 'S').short_src:gsub('%p', '%%%0') .. ':%d+: '
-local function public(fn)
-  return function(...)
-    local r = table.pack(pcall(fn, ...))
-    if not r[1] then
-      local msg = r[2]
-      if type(msg) == 'string' then msg = msg:gsub(HERE, '') end
-      error(msg, 2)
-    end
-    return table.unpack(r, 2, r.n)
-  end
-end
-
-local function fail(fmt, ...) error(fmt:format(...), 0) end
+-- Errors point at the caller's line: C errors by gm_lua_where (lgmoe.c), these by gmoe.errors.
+local function fail(fmt, ...) error(fmt:format(...)) end
 
 local function is_module(x)
   return type(x) == 'table' and type(x.state_dict) == 'function'
@@ -84,16 +71,16 @@ local function load(path)
   return C.st_load(path)
 end
 
-gm.save, gm.load = public(save), public(load)
-gm.save_npy = public(function(path, x)
+gm.save, gm.load = save, load
+gm.save_npy = function(path, x)
   if type(path) ~= 'string' then fail('save_npy: path must be a string, got %s', type(path)) end
   if not gm.is_tensor(x) then fail('save_npy: expected a tensor, got %s', type(x)) end
   C.npy_save(path, x)
-end)
-gm.load_npy = public(function(path)
+end
+gm.load_npy = function(path)
   if type(path) ~= 'string' then fail('load_npy: path must be a string, got %s', type(path)) end
   return C.npy_load(path)
-end)
+end
 
 -- ---- JSON for the non-tensor state ----------------------------------------------------------
 -- Tensors met while encoding are stored under their dotted path and referenced as
@@ -294,7 +281,7 @@ local function ck_load(path, into)
   return ck
 end
 
-M.save, M.load = public(ck_save), public(ck_load)
+M.save, M.load = ck_save, ck_load
 
 -- ---- documentation ------------------------------------------------------------------------------
 doc.add('gm.save', 'gm.save(path, tensors_or_module, {metadata={key=string}})',

@@ -12,8 +12,10 @@ local M = {entries = {}}
 -- extra: {formula = string, paper = string, where = string}; where defaults to the place
 -- add was called from.
 function M.add(name, sig, text, extra)
-  assert(type(name) == 'string' and type(sig) == 'string' and type(text) == 'string',
-         'doc.add(name, signature, text, extra)')
+  local check = require('gmoe.errors').check
+  check('doc.add', 1, 'name', name, 'string')
+  check('doc.add', 2, 'signature', sig, 'string')
+  check('doc.add', 3, 'text', text, 'string')
   local info = debug.getinfo(2, 'Sl')
   local e = {name = name, sig = sig, text = text,
              where = info and (info.short_src .. ':' .. (info.currentline or 0)) or '?'}

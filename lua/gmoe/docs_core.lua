@@ -50,12 +50,12 @@ C('gm.is_tensor', 'gm.is_tensor(v) -> boolean', 'True when v is a gmoe tensor.')
 C('gm.is_grad_enabled', 'gm.is_grad_enabled() -> boolean',
   'Whether ops are recorded for autograd here (false inside gm.no_grad).')
 C('gm.set_num_threads', 'gm.set_num_threads(n)',
-  'Threads used by the CPU kernels; matrix products are cut into one single-threaded BLAS call per thread. '
+  'Threads used by the CPU kernels (an integer in 1 .. 1024; anything else is an error); matrix products are cut into one single-threaded BLAS call per thread. '
   .. 'Results do not depend on it for a seed, except BLAS products (matmul, linear, conv2d, large expert '
   .. 'products), which agree across thread counts to rounding and are bitwise reproducible for a given count.')
 C('gm.get_num_threads', 'gm.get_num_threads() -> n', 'Threads used by the CPU kernels.')
 C('gm.live_bytes', 'gm.live_bytes() -> bytes', 'Bytes of tensor storage alive now.')
-C('gm.blas_info', 'gm.blas_info() -> string', 'The BLAS library and its core type.')
+C('gm.blas_info', 'gm.blas_info() -> string', 'The BLAS library, its core type (kernel set) and why that core runs: set by OPENBLAS_CORETYPE, OpenBLAS\'s own choice, or chosen by gmoe at start-up after a product check (README, BLAS core).')
 C('gm.ops', 'gm.ops() -> array of {name, sig, doc, n_in, n_out, nodiff, view, ...}',
   'The op table: every op of core/ops.def with its signature and documentation (what ?name '
   .. 'shows for ops).')

@@ -4,6 +4,7 @@
 -- and writes one run folder per job (config.lua, meta.json, TSV results, log.txt, DONE last, every
 -- file atomically). `gmoe sweep` runs the jobs in a process pool (or emits them for GNU parallel
 -- or Slurm) and `gmoe plot` renders plots/<name>.gp against a run (cli below).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 
@@ -664,6 +665,51 @@ local function runs_root(opts)
   return opts.out or os.getenv('GMOE_RUNS') or 'runs'
 end
 
+-- ---- how a run ended: done, failed, interrupted (a signal it caught), stale (killed outright) ----
+-- meta.json of a run folder as a table, or nil.
+local function read_meta(dir)
+  local text = read_file(dir .. '/meta.json')
+  local ok, m = pcall(function() return text and gm._C.json_decode(text, dir .. '/meta.json') end)
+  return ok and type(m) == 'table' and m or nil
+end
+
+-- Is process pid a gmoe still running here? (A pid the system gave to another program since
+-- counts as gone.)
+local function gmoe_alive(pid)
+  if math.type(pid) ~= 'integer' or pid <= 0 then return false end
+  local cmd = read_file(('/proc/%d/cmdline'):format(pid))
+  if cmd then return cmd:find('gmoe', 1, true) ~= nil end
+  return os.execute(('kill -0 %d 2>/dev/null'):format(pid)) == true
+end
+
+-- An unfinished run folder about to be resumed: a "running" run whose process is gone (kill -9,
+-- out of memory, a lost node) is marked stale in its meta.json, and one whose process still
+-- runs on this host is an error (two processes must not write one folder). Returns the earlier
+-- attempts, oldest first, for the new meta.json, and a log line about the last one.
+local function take_over(dir, me)
+  local old = read_meta(dir)
+  if not old then return {}, nil end
+  local attempts = type(old.attempts) == 'table' and old.attempts or {}
+  local here = old.host == host()
+  if old.status == 'running' and here and old.pid ~= me and gmoe_alive(old.pid) then
+    error(('%s: a run of this config is in progress in %s (pid %d); wait for it, or stop it first'):format(
+      old.name or 'run', dir, old.pid), 0)
+  end
+  local line
+  if old.status == 'running' and here then
+    old.status, old.reason = 'stale', ('process %s ended without recording how (killed outright: kill -9, out of ' ..
+      'memory, a lost machine); found at %s'):format(tostring(old.pid), now())
+    M.write_atomic(dir .. '/meta.json', json(old) .. '\n')
+  end
+  if old.status then
+    line = ('resumed after an earlier attempt: %s%s (pid %s, started %s)'):format(old.status,
+      old.reason and (': ' .. old.reason) or '', tostring(old.pid), tostring(old.start))
+    attempts[#attempts + 1] = {start = old.start, ['end'] = old['end'], status = old.status, reason = old.reason,
+                               pid = old.pid, host = old.host}
+  end
+  return attempts, line
+end
+
 -- Execute one job in this process. Returns the run folder and whether it ran (false: skipped).
 function Exp:execute(job, opts, quiet)
   local cfg = job.cfg
@@ -690,6 +736,9 @@ function Exp:execute(job, opts, quiet)
   if not dir then
     dir = resume or (root .. '/' .. self.name .. '/' .. os.date('!%Y%m%d-%H%M%S') .. '-' .. id)
   end
+  local me = tonumber(shell('echo $PPID'))
+  local attempts, taken = {}, nil
+  if resume then attempts, taken = take_over(dir, me) end
   mkdir_p(dir)
   os.remove(dir .. '/DONE')
   if not resume then os.execute('rm -rf ' .. q(dir .. '/units')) end
@@ -705,7 +754,7 @@ function Exp:execute(job, opts, quiet)
   local meta = {name = self.name, description = self.description, id = id, config = cfg, overrides = job.words,
                 quick = opts.quick, gmoe = build_info(), git = git_info(), host = host(), command = command_line(),
                 cwd = has_term and term.getcwd() or nil, scheduler = scheduler_info(), start = now(), status = 'running',
-                pid = tonumber(shell('echo $PPID')), resumed = resume and unit_n or nil,
+                pid = me, resumed = resume and unit_n or nil, attempts = #attempts > 0 and attempts or nil,
                 seeds = {master = run.master_seed, streams = run.streams}}
   M.write_atomic(dir .. '/meta.json', json(meta) .. '\n')
   if not quiet then
@@ -716,21 +765,35 @@ function Exp:execute(job, opts, quiet)
       io.stderr:write(('%s: resuming an unfinished run: %d unit(s) already done\n'):format(self.name, unit_n))
     end
   end
+  if taken then run.log_lines[#run.log_lines + 1] = taken end
   local w0 = wall_clock()
-  local ok, err = xpcall(self.fn, debug.traceback, cfg, run)
+  -- A Ctrl-C or SIGTERM is held (its flag lowered) until the folder says how the run ended,
+  -- then raised again: the bookkeeping below runs to the end and the interrupt still unwinds.
+  local ok, err, sig
+  if has_term then ok, err, sig = term.xpcall_held(self.fn, cfg, run)
+  else ok, err = xpcall(self.fn, debug.traceback, cfg, run) end
   run:_clear_bar()
   meta['end'] = now()
   meta.wall_s = wall_clock() - w0
   meta.cpu_s = os.clock() - run.cpu0
-  meta.status = ok and 'done' or 'failed'
+  meta.status = sig and 'interrupted' or ok and 'done' or 'failed'
   meta.metrics = run.metrics
   if run.unit_n > 0 then meta.units = {done = run.unit_n, replayed = run.units_replayed} end
-  if not ok then
+  if sig then
+    meta.reason = sig == 'SIGTERM' and 'SIGTERM (terminated)' or 'SIGINT (Ctrl-C)'
+    run.log_lines[#run.log_lines + 1] = ('interrupted by %s at %s after %d unit(s); rerun the same command to resume'):format(
+      meta.reason, meta['end'], run.unit_n)
+  elseif not ok then
     meta.error = tostring(err)
     run.log_lines[#run.log_lines + 1] = 'error: ' .. tostring(err)
   end
   run:flush()
   M.write_atomic(dir .. '/meta.json', json(meta) .. '\n')
+  if sig then
+    local msg = ('%s: interrupted by %s; rerun the same command to resume in %s'):format(self.name, meta.reason, dir)
+    term.reraise(sig)
+    error(msg, 0)
+  end
   if not ok then error(('%s: run failed (%s): %s'):format(self.name, dir, tostring(err)), 0) end
   M.write_atomic(dir .. '/DONE', meta['end'] .. '\n')
   if not opts.dir then point_latest(root, self.name, dir) end
@@ -798,6 +861,7 @@ function Exp:main(args)
     for i, j in ipairs(jobs) do
       if #jobs > 1 then io.stderr:write(('%s: job %d/%d: %s\n'):format(self.name, i, #jobs, table.concat(j.words, ' '))) end
       local jok, dir, ran = pcall(self.execute, self, j, opts, false)
+      if not jok and has_term and term.pending() then error(dir, 0) end -- an interrupt ends the sweep
       if jok then
         j.dir, j.status = dir, ran and 'done' or 'skipped'
       else
@@ -813,6 +877,7 @@ function Exp:main(args)
     end
     if failed > 0 then error(('%s: %d of %d jobs failed'):format(self.name, failed, #jobs), 0) end
   end)
+  if not ok and has_term and term.pending() then error(err, 0) end -- reported once, by the caller
   if not ok then io.stderr:write(tostring(err), '\n') end
   return ok
 end
@@ -914,6 +979,7 @@ function M.cli(cmd, args)
     end
     error('gmoe: unknown command ' .. tostring(cmd) .. '\n' .. USAGE, 0)
   end)
+  if not ok and has_term and term.pending() then error(res, 0) end -- reported once, by the caller
   if not ok then io.stderr:write('gmoe ', cmd, ': ', tostring(res), '\n') return false end
   return res
 end

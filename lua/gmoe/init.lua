@@ -2,6 +2,8 @@
 -- op table (as gm.<op> and tensor methods), constructors, RNG and autograd entry points; this
 -- file adds what is naturally Lua: grad-mode scopes, gradcheck, a few tensor conveniences,
 -- and the Lua submodules (optim, show).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
+local check = require('gmoe.errors').check
 local gm = require 'gmoe.core'
 package.loaded['gmoe'] = gm -- submodules may require 'gmoe' while it loads
 
@@ -20,9 +22,9 @@ local function with_grad(enabled, fn, ...)
 end
 
 --- gm.no_grad(fn, ...): call fn with autograd recording off; returns fn's results.
-function gm.no_grad(fn, ...) return with_grad(false, fn, ...) end
+function gm.no_grad(fn, ...) return with_grad(false, check('gm.no_grad', 1, 'fn', fn, 'function'), ...) end
 --- gm.enable_grad(fn, ...): call fn with autograd recording on (inside a no_grad region).
-function gm.enable_grad(fn, ...) return with_grad(true, fn, ...) end
+function gm.enable_grad(fn, ...) return with_grad(true, check('gm.enable_grad', 1, 'fn', fn, 'function'), ...) end
 
 -- ---- kernel profiler ---------------------------------------------------------------------------
 local Profile = {}
@@ -74,10 +76,11 @@ function Tensor.float(x) return core_to(x, 'f32') end
 function Tensor.double(x) return core_to(x, 'f64') end
 function Tensor.int(x) return core_to(x, 'i32') end
 function Tensor.cpu(x) return x end
-function Tensor.type(x) return x.dtype end
+function Tensor.type(x) return check('type', 1, 'x', x, 'tensor').dtype end
 
 --- x:t(): transpose of a 1-D or 2-D tensor.
 function Tensor.t(x)
+  check('t', 1, 'x', x, 'tensor')
   if x:dim() > 2 then error('t: expects a tensor with <= 2 dims, got ' .. x:dim(), 2) end
   if x:dim() < 2 then return x end
   return x:transpose(0, 1)
@@ -85,6 +88,7 @@ end
 
 --- x:split(size, dim=0): views of `size` along dim (the last may be smaller).
 function Tensor.split(x, size, dim)
+  check('split', 1, 'x', x, 'tensor')
   dim = dim or 0
   if math.type(size) ~= 'integer' or size <= 0 then error('split: size must be a positive integer', 2) end
   local n, parts, start = x:size(dim), {}, 0
@@ -98,6 +102,7 @@ end
 
 --- x:chunk(n, dim=0): at most n views of equal size along dim (the last may be smaller).
 function Tensor.chunk(x, n, dim)
+  check('chunk', 1, 'x', x, 'tensor')
   dim = dim or 0
   if math.type(n) ~= 'integer' or n <= 0 then error('chunk: n must be a positive integer', 2) end
   local size = (x:size(dim) + n - 1) // n
@@ -105,17 +110,19 @@ function Tensor.chunk(x, n, dim)
 end
 gm.split, gm.chunk = Tensor.split, Tensor.chunk
 
-local function like(ctor)
+local function like(ctor, name)
   return function(x, opts)
-    opts = opts or {}
+    check(name, 1, 'x', x, 'tensor')
+    opts = check(name, 2, 'opts', opts, 'table?') or {}
     return ctor(x.shape, {dtype = opts.dtype or x.dtype, requires_grad = opts.requires_grad,
                           generator = opts.generator})
   end
 end
-gm.zeros_like, gm.ones_like = like(gm.zeros), like(gm.ones)
-gm.rand_like, gm.randn_like = like(gm.rand), like(gm.randn)
+gm.zeros_like, gm.ones_like = like(gm.zeros, 'gm.zeros_like'), like(gm.ones, 'gm.ones_like')
+gm.rand_like, gm.randn_like = like(gm.rand, 'gm.rand_like'), like(gm.randn, 'gm.randn_like')
 function gm.full_like(x, v, opts)
-  opts = opts or {}
+  check('gm.full_like', 1, 'x', x, 'tensor')
+  opts = check('gm.full_like', 3, 'opts', opts, 'table?') or {}
   return gm.full(x.shape, v, {dtype = opts.dtype or x.dtype})
 end
 
@@ -126,7 +133,9 @@ end
 -- one or more tensors; their float outputs are projected on fixed random weights to a scalar.
 -- Error per element: |analytic - numeric| / max(1, |numeric|). opts: eps (1e-6), seed.
 function gm.gradcheck(f, inputs, opts)
-  opts = opts or {}
+  check('gm.gradcheck', 1, 'f', f, 'function')
+  check('gm.gradcheck', 2, 'inputs', inputs, 'table')
+  opts = check('gm.gradcheck', 3, 'opts', opts, 'table?') or {}
   local eps = opts.eps or 1e-6
   local n = inputs.n or #inputs
   local xs = {}
@@ -194,7 +203,7 @@ function gm.show(...) return require('gmoe.show').show(...) end
 
 -- Submodules become gm.<name>; some also add functions to gm itself when they load
 -- (gmoe.checkpoint adds gm.save, gm.load, gm.save_npy, gm.load_npy).
-for _, name in ipairs {'doc', 'optim', 'nn', 'data', 'checkpoint', 'plot', 'notebook', 'schedule', 'gates', 'stats', 'experiment'} do
+for _, name in ipairs {'doc', 'optim', 'nn', 'attack', 'data', 'checkpoint', 'plot', 'notebook', 'schedule', 'gates', 'stats', 'experiment'} do
   if package.preload['gmoe.' .. name] then gm[name] = require('gmoe.' .. name) end
 end
 

@@ -3,6 +3,13 @@
 -- linked as ![figure k](...)) or as a minimal nbformat-4 .ipynb. run() executes the Lua cells
 -- of a Markdown notebook in order, the way the REPL would (expressions show their value), and
 -- with update=true rewrites the outputs and figures in place; prose is left untouched.
+-- A notebook replays the session: every cell that ran is exported in order, magics included
+-- (%seed, %cd, %run, %time stmt change state), and a cell that failed is kept with its error
+-- in an ```error block, because what it did before failing is part of the state later cells
+-- saw. run() expects such a cell to fail with the same message; a cell that was interrupted
+-- cannot be replayed (how far it got depends on when Ctrl-C came), so run() stops there with
+-- an error, as it does when a cell's outcome differs from the recorded one.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local repl = require 'gmoe.repl'
 local doc = require 'gmoe.doc'
@@ -52,12 +59,19 @@ local function fence_for(text)
   return fence
 end
 
--- One cell as Markdown: the code, its output, its figure links.
-local function md_cell(src, out, links)
+-- What an interrupted cell's ```error block holds.
+local INTERRUPTED = 'interrupted'
+
+-- One cell as Markdown: the code, its output, its error (a cell that failed), its figure links.
+local function md_cell(src, out, links, err)
   local s = {'```lua\n', src, '\n```\n'}
   if out ~= '' then
     local f = fence_for(out)
     s[#s + 1] = '\n' .. f .. 'text\n' .. out .. (out:sub(-1) == '\n' and '' or '\n') .. f .. '\n'
+  end
+  if err then
+    local f = fence_for(err)
+    s[#s + 1] = '\n' .. f .. 'error\n' .. err .. '\n' .. f .. '\n'
   end
   for k, rel in ipairs(links) do s[#s + 1] = ('\n![figure %d](%s)\n'):format(k, rel) end
   return table.concat(s)
@@ -95,6 +109,7 @@ local function array(t) return setmetatable(t, {__metatable = 'array'}) end
 
 local B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 local function base64(s)
+  require('gmoe.errors').check('base64', 1, 's', s, 'string')
   local out = {}
   for i = 1, #s, 3 do
     local a, b, c = s:byte(i, i + 2)
@@ -121,7 +136,7 @@ end
 
 local function export_ipynb(path, cells)
   local kernel = require 'gmoe.kernel' -- the metadata names gmoe's Jupyter kernel
-  local nb_cells, nfig = array({}), 0
+  local nb_cells, nfig, failed = array({}), 0, 0
   for i, c in ipairs(cells) do
     local outputs = array({})
     if c.out and c.out ~= '' then
@@ -136,30 +151,42 @@ local function export_ipynb(path, cells)
         data = {['image/png'] = base64(png), ['text/plain'] = array({tostring(fig)})}}
       nfig = nfig + 1
     end
+    if c.ok == false then
+      failed = failed + 1
+      local ename = c.interrupted and INTERRUPTED or 'error'
+      outputs[#outputs + 1] = {output_type = 'error', ename = ename, evalue = c.err or ename,
+                               traceback = array({c.err or ename})}
+    end
     nb_cells[i] = {cell_type = 'code', execution_count = c.n or i, metadata = {},
                    source = lines_of(c.src), outputs = outputs}
   end
   local nb = {nbformat = 4, nbformat_minor = 4, cells = nb_cells,
     metadata = {kernelspec = kernel.spec, language_info = kernel.language_info}}
   write_file(path, json(nb) .. '\n')
-  return {cells = #cells, figures = nfig}
+  return {cells = #cells, figures = nfig, failed = failed}
 end
 
---- export(path, cells): cells are {src=, out=, figures=} (the REPL's successful Lua cells).
--- .md or .ipynb by the extension; returns {cells = n, figures = m}.
+--- export(path, cells): cells are {src=, out=, figures=, ok=, err=, interrupted=} (the REPL's
+-- cells in order; ok = false marks one that failed with err, or was interrupted).
+-- .md or .ipynb by the extension; returns {cells = n, figures = m, failed = k}.
 function M.export(path, cells)
+  require('gmoe.errors').check('notebook.export', 1, 'path', path, 'string')
+  require('gmoe.errors').check('notebook.export', 2, 'cells', cells, 'table')
   if path:match('%.ipynb$') then return export_ipynb(path, cells) end
   if not path:match('%.md$') then error('%export: the file must end in .md or .ipynb', 0) end
   local parts, nfig = {('# gmoe session, %s\n\n'):format(os.date('%Y-%m-%d %H:%M')),
     '<!-- `gmoe run FILE` runs the lua cells in order; `gmoe run FILE --update` rewrites '
       .. 'their outputs and figures. -->\n'}, 0
+  local failed = 0
   for i, c in ipairs(cells) do
     local links = save_figures(path, i, c.figures or {})
     nfig = nfig + #links
-    parts[#parts + 1] = '\n' .. md_cell(c.src, c.out or '', links)
+    local err = c.ok == false and (c.interrupted and INTERRUPTED or c.err or 'error') or nil
+    if err then failed = failed + 1 end
+    parts[#parts + 1] = '\n' .. md_cell(c.src, c.out or '', links, err)
   end
   write_file(path, table.concat(parts))
-  return {cells = #cells, figures = nfig}
+  return {cells = #cells, figures = nfig, failed = failed}
 end
 
 -- {=====================================================================================
@@ -189,12 +216,15 @@ local function parse(s)
       -- owned output: blank lines, then a ```text block and/or figure links
       local k = i
       while lines[k] and lines[k]:match('^%s*$') do k = k + 1 end
-      local fence = lines[k] and lines[k]:match('^(```+)text%s*$')
-      if fence then
-        local m = k + 1
-        while lines[m] and lines[m] ~= fence do m = m + 1 end
-        i, k = m + 1, m + 1
-        while lines[k] and lines[k]:match('^%s*$') do k = k + 1 end
+      for _, kind in ipairs {'text', 'error'} do
+        local fence = lines[k] and lines[k]:match('^(```+)' .. kind .. '%s*$')
+        if fence then
+          local m, body = k + 1, {}
+          while lines[m] and lines[m] ~= fence do body[#body + 1] = lines[m]; m = m + 1 end
+          if kind == 'error' then items[#items].err = table.concat(body, '\n') end
+          i, k = m + 1, m + 1
+          while lines[k] and lines[k]:match('^%s*$') do k = k + 1 end
+        end
       end
       while lines[k] and lines[k]:match('^!%[figure %d+%]%(.-%)%s*$') do
         i, k = k + 1, k + 1
@@ -208,14 +238,17 @@ local function parse(s)
   return items
 end
 
--- Runs one cell as the REPL does; returns its captured output. Errors propagate.
+-- Runs one cell as the REPL does (a line starting with %, ! or ? is a magic, a shell command or
+-- help); returns its captured output and, when it failed, its error message.
 local function run_cell(src, chunkname, line)
   local pad = string.rep('\n', line - 1)
-  local f = load(pad .. 'return ' .. src .. ';', chunkname)
-  if not f then
-    local err
-    f, err = load(pad .. src, chunkname)
-    if not f then error(err, 0) end
+  local f, err
+  if src:match('^%s*[%%!?]') then
+    f = function() return repl.special(src) end
+  else
+    f = load(pad .. 'return ' .. src .. ';', chunkname)
+    if not f then f, err = load(pad .. src, chunkname) end
+    if not f then return '', err end
   end
   repl.capture_begin()
   local r = table.pack(pcall(f))
@@ -228,14 +261,19 @@ local function run_cell(src, chunkname, line)
   end
   io.stdout:flush()
   local out = repl.capture_end()
-  if not r[1] then error(r[2], 0) end
+  if not r[1] then return out, tostring(r[2]) end
   return out
 end
+
+-- An error message without its "chunk:line: " (the session's cells were "stdin", the
+-- notebook's are the file).
+local function unplaced(msg) return (msg:gsub('^[^\n:]+:%d+: ', '')) end
 
 --- run(path, {update = bool}): runs the notebook's Lua cells in order, printing their
 -- outputs; with update, rewrites the file with the new outputs and figures.
 function M.run(path, opts)
-  opts = opts or {}
+  require('gmoe.errors').check('notebook.run', 1, 'path', path, 'string')
+  opts = require('gmoe.errors').check('notebook.run', 2, 'opts', opts, 'table?') or {}
   local items = parse(read_file(path))
   local plot = package.loaded['gmoe.plot']
   local figs
@@ -246,8 +284,23 @@ function M.run(path, opts)
   for idx, it in ipairs(items) do
     if it.cell then
       ncell = ncell + 1
+      if it.err == INTERRUPTED then
+        error(('%s:%d: this cell was interrupted in the session: what it did before the interrupt cannot be '
+          .. 'replayed (delete it, or run it to the end and export again)'):format(path, it.line), 0)
+      end
       figs = {}
-      results[idx] = {out = run_cell(it.cell, chunkname, it.line), figures = figs}
+      local out, err = run_cell(it.cell, chunkname, it.line)
+      if err and not it.err then error(err, 0) end
+      if it.err and not err then
+        error(('%s:%d: this cell failed in the session (%s) but runs without error now: the notebook does not '
+          .. 'reproduce the session'):format(path, it.line, it.err), 0)
+      end
+      if err and unplaced(err) ~= unplaced(it.err) then
+        error(('%s:%d: this cell failed in the session with "%s" but now fails with "%s"'):format(path, it.line,
+          unplaced(it.err), unplaced(err)), 0)
+      end
+      if err then io.stderr:write(err, '\n') end
+      results[idx] = {out = out, figures = figs, err = it.err} -- as recorded: equal but for its position
       figs = nil
     end
   end
@@ -259,7 +312,7 @@ function M.run(path, opts)
       else
         n = n + 1
         local res = results[idx]
-        parts[#parts + 1] = md_cell(it.cell, res.out, save_figures(path, n, res.figures))
+        parts[#parts + 1] = md_cell(it.cell, res.out, save_figures(path, n, res.figures), res.err)
       end
     end
     write_file(path, table.concat(parts))
@@ -271,12 +324,16 @@ doc.add('gm.notebook.export', 'gm.notebook.export(path, cells) -> {cells=, figur
   'Writes cells ({src=, out=, figures=}) as a Markdown notebook (path ending .md: ```lua '
   .. 'blocks, their text output in ```text blocks, figures as PNG files in <name>_files/) or '
   .. 'as a minimal nbformat-4 notebook (.ipynb, figures inline as PNG). The REPL\'s %export '
-  .. 'calls it with the session\'s Lua cells that ran without error.')
+  .. 'calls it with every cell of the session that ran, magics included: one that failed is kept, '
+  .. 'marked with its error (a ```error block; an nbformat error output), so a replay meets the '
+  .. 'state the session had.')
 doc.add('gm.notebook.run', 'gm.notebook.run(path, {update=false}) -> number of cells',
   'Runs the ```lua cells of a Markdown notebook in order in this Lua state, as the REPL would '
-  .. '(a cell that is an expression shows its value through gm.show). With update=true the '
-  .. 'file is rewritten with the new outputs and figures; prose is kept. `gmoe run nb.md '
-  .. '[--update]` calls it.')
+  .. '(a cell that is an expression shows its value through gm.show; %magic, !shell and ?help lines '
+  .. 'run as in the REPL). A cell recorded with an ```error block must fail with the same message; '
+  .. 'one recorded as interrupted, or one whose outcome differs, stops the run with an error naming '
+  .. 'its line. With update=true the file is rewritten with the new outputs and figures; prose is '
+  .. 'kept. `gmoe run nb.md [--update]` calls it.')
 doc.add('gm.notebook.base64', 'gm.notebook.base64(s) -> string', 'Base64 of a byte string.')
 
 return M

@@ -1,8 +1,9 @@
 -- gmoe.optim: optimisers with torch.optim semantics (SGD, Adam, AdamW), global-norm gradient
--- clipping, and learning-rate schedules. The update of each parameter is one C kernel
--- (gm._C.sgd_step / adam_step); this file keeps per-parameter state and hyper-parameters.
+-- clipping, and learning-rate schedules. The update of a group of parameters is one C kernel
+-- call (gm._C.sgd_step / adam_step); this file keeps per-parameter state and hyper-parameters.
 --   local opt = gm.optim.AdamW(params, {lr=1e-3})
 --   opt:zero_grad(); loss:backward(); opt:step()
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local M = {}
 
 -- 'gmoe' requires this module while it loads, so fetch it when first needed.
@@ -17,6 +18,10 @@ local function check_params(name, params)
     if not gm.is_tensor(p) then
       error(('%s: params[%d] is a %s, not a tensor'):format(name, i, type(p)), 3)
     end
+    if p.grad_fn then -- its .grad is never filled: the step would silently do nothing
+      error(('%s: params[%d] is not a leaf (it has grad_fn %s): optimise the tensors it was computed from, '
+        .. 'or detach it and set requires_grad'):format(name, i, tostring(p.grad_fn)), 3)
+    end
     list[i] = p
   end
   if #list == 0 then error(name .. ': params is empty', 3) end
@@ -25,8 +30,8 @@ end
 
 local function check_range(name, key, v, lo, hi, hi_open)
   if type(v) ~= 'number' or v ~= v or v < lo or (hi and (v > hi or (hi_open and v == hi))) then
-    local range = hi and ('[%g, %g%s'):format(lo, hi, hi_open and ')' or ']') or ('>= %g'):format(lo)
-    error(('%s: %s must be a number in %s, got %s'):format(name, key, range, tostring(v)), 3)
+    local range = hi and ('in [%g, %g%s'):format(lo, hi, hi_open and ')' or ']') or ('>= %g'):format(lo)
+    error(('%s: %s must be a number %s, got %s'):format(name, key, range, tostring(v)), 3)
   end
 end
 
@@ -52,29 +57,47 @@ end
 
 local function zeros_like(p) return gm.zeros_like(p) end
 
--- One update of every parameter that has a gradient. closure (optional) re-evaluates the
--- loss first and its result is returned, as in torch.
+-- One update of every parameter that has a gradient, as few kernel calls as possible: the
+-- parameters that share a step count and dtype go to one multi-tensor call (as torch's foreach
+-- optimisers; each tensor's update is bitwise the one it gets alone). closure (optional)
+-- re-evaluates the loss first and its result is returned, as in torch.
 function Optimizer:step(closure)
   local loss = closure and closure() or nil
-  local C = gm._C
+  local groups, order = {}, {}
   for i, p in ipairs(self.params) do
     local g = p.grad
     if g ~= nil then
       local st = self.state[i]
       if not st then st = {step = 0}; self.state[i] = st end
-      local step = st.step + 1
       if self.kind == 'SGD' then
         if self.momentum ~= 0 and not st.momentum_buffer then st.momentum_buffer = zeros_like(p) end
-        C.sgd_step(p, g, st.momentum_buffer, {
-          lr = self.lr, momentum = self.momentum, dampening = self.dampening,
-          weight_decay = self.weight_decay, nesterov = self.nesterov, step = step})
-      else
-        if not st.exp_avg then st.exp_avg, st.exp_avg_sq = zeros_like(p), zeros_like(p) end
-        C.adam_step(p, g, st.exp_avg, st.exp_avg_sq, {
-          lr = self.lr, beta1 = self.betas[1], beta2 = self.betas[2], eps = self.eps,
-          weight_decay = self.weight_decay, decoupled = self.kind == 'AdamW', step = step})
+      elseif not st.exp_avg then
+        st.exp_avg, st.exp_avg_sq = zeros_like(p), zeros_like(p)
       end
-      st.step = step
+      st.step = st.step + 1
+      local key = st.step .. ' ' .. p.dtype .. ' ' .. p.device
+      local grp = groups[key]
+      if not grp then
+        grp = {step = st.step, p = {}, g = {}, a = {}, b = {}}
+        groups[key] = grp
+        order[#order + 1] = grp
+      end
+      local k = #grp.p + 1
+      grp.p[k], grp.g[k] = p, g
+      grp.a[k] = st.momentum_buffer or st.exp_avg
+      grp.b[k] = st.exp_avg_sq
+    end
+  end
+  local C = gm._C
+  for _, grp in ipairs(order) do
+    if self.kind == 'SGD' then
+      C.sgd_step(grp.p, grp.g, self.momentum ~= 0 and grp.a or nil, {
+        lr = self.lr, momentum = self.momentum, dampening = self.dampening,
+        weight_decay = self.weight_decay, nesterov = self.nesterov, step = grp.step})
+    else
+      C.adam_step(grp.p, grp.g, grp.a, grp.b, {
+        lr = self.lr, beta1 = self.betas[1], beta2 = self.betas[2], eps = self.eps,
+        weight_decay = self.weight_decay, decoupled = self.kind == 'AdamW', step = grp.step})
     end
   end
   return loss
@@ -155,6 +178,7 @@ local function opt_get(o, k, def)
 end
 
 local function check_keys(name, o, allowed)
+  require('gmoe.errors').check(name, 2, 'opts', o, 'table')
   for k in pairs(o) do
     if not allowed[k] then error(('%s: unknown option %s'):format(name, tostring(k)), 3) end
   end
@@ -205,6 +229,7 @@ function M.AdamW(params, o) return adam('AdamW', params, o, 1e-2) end
 -- clipping. params: an array of tensors (or one tensor); params without grad are ignored.
 function M.clip_grad_norm(params, max_norm)
   if gm.is_tensor(params) then params = {params} end
+  require('gmoe.errors').check('clip_grad_norm', 1, 'params', params, 'table')
   check_range('clip_grad_norm', 'max_norm', max_norm, 0)
   local grads = {}
   for _, p in ipairs(params) do

@@ -6,6 +6,7 @@
 -- "sixel" in it, TERM_PROGRAM WezTerm/mintty/iTerm.app), else gnuplot's dumb terminal at the
 -- window's size, coloured (ansi) unless NO_COLOR is set. Nothing is drawn when stdout is not
 -- a terminal and GMOE_PLOT_TERM is unset (scripts: use gm.savefig).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local has_term, term = pcall(require, 'gmoe.term')

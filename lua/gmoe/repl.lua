@@ -2,6 +2,7 @@
 -- Ctrl-C; everything else is here): numbered cells (In, Out, _, __), output capture for
 -- notebooks, timing, `?name` help, magics (%time, %timeit, %who, ...), `!cmd`, and the
 -- candidates of Tab completion. gmoe.notebook uses the same cell evaluation and capture.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local show = require 'gmoe.show'
 local doc = require 'gmoe.doc'
@@ -202,10 +203,13 @@ end
 -- without the traceback.
 function M.failed(n, msg)
   msg = tostring(msg)
+  local short = msg:match('^(.-)\nstack traceback:') or msg
   local cell = M.cells[n]
-  if cell then
+  if cell then -- %export keeps it, marked with its error (or as interrupted)
     cell.ok = false
     cell.out = M.capture_end()
+    cell.err = short
+    cell.interrupted = gm._C.interrupted()
   end
   cap, figures_of_cell = nil, nil
   M.last_traceback = msg
@@ -567,8 +571,9 @@ magic('export', '%export nb.md|nb.ipynb  write the session as a notebook', funct
   local file = split_args(rest)[1]
   if not file then error('usage: %export nb.md | nb.ipynb', 0) end
   local nb = require 'gmoe.notebook'
-  local info = nb.export(file, M.session_cells())
-  print(('wrote %s (%d cells, %d figures)'):format(file, info.cells, info.figures))
+  local info = nb.export(file, M.session_cells(true))
+  print(('wrote %s (%d cells, %d figures%s)'):format(file, info.cells, info.figures,
+    info.failed > 0 and ('; %d failed, kept with their errors'):format(info.failed) or ''))
 end)
 
 magic('plot', '%plot y | %plot x, y  plot values (no argument: redraw the last figure)',
@@ -594,10 +599,21 @@ magic('help', '%help               this list', function()
   print('paths in strings; Ctrl-R searches history; Ctrl-C interrupts; Ctrl-D exits.')
 end)
 
--- The Lua cells that ran without error, in order (what %save and %export write).
-function M.session_cells()
+-- Magics about the session itself, left out of an exported notebook (replaying %export would
+-- write the notebook again), as are ?help lines (they change nothing).
+local NOT_REPLAYED = {export = true, save = true, history = true, tb = true, help = true}
+
+-- The cells of the session in order. Default: the Lua cells that ran without error (what %save
+-- writes). all: every cell that changes or shows state, failed and interrupted ones included
+-- (what %export writes, so that a replay meets the same state; see gmoe.notebook).
+function M.session_cells(all)
   local keys, out = {}, {}
-  for k, c in pairs(M.cells) do if c.kind == 'lua' and c.ok then keys[#keys + 1] = k end end
+  for k, c in pairs(M.cells) do
+    local magic = c.kind == 'special' and c.src:match('^%s*%%(%S*)')
+    local help = c.kind == 'special' and c.src:match('^%s*%?')
+    local keep = all and not (magic and NOT_REPLAYED[magic]) and not help and c.ok ~= nil or c.kind == 'lua' and c.ok
+    if keep then keys[#keys + 1] = k end
+  end
   table.sort(keys)
   for _, k in ipairs(keys) do out[#out + 1] = M.cells[k] end
   return out

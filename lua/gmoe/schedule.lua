@@ -2,6 +2,7 @@
 -- A schedule is an object with :value(step); gates take a schedule or a plain number wherever
 -- an option is temperature-like. Steps past `steps` keep the final value; negative steps the
 -- first.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 
 local M = {}

@@ -2,6 +2,7 @@
 -- standard error), least-squares line fits (plain and in log-log space, with the slope's
 -- standard error) and percentile-bootstrap confidence intervals. Plain Lua numbers in, numbers
 -- out: these run on a handful of values per point, never on tensors.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 
 local M = {}

@@ -3,6 +3,7 @@
 -- command list for GNU parallel; --status reports every job (done, queued, failed with its log,
 -- unfinished) and writes summary.tsv. Every mode resumes: a job whose run folder has DONE is
 -- never run again (unless --force), so re-running the same command after a cancel runs the rest.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local X = require 'gmoe.experiment'
 local H = X._sweep_helpers
 local q, shell, exists, read_file = H.q, H.shell, H.exists, H.read_file

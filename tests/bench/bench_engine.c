@@ -64,7 +64,7 @@ static void bench_matmul(gm_ctx *c, int reps, int nt) {
     const float *A = gm_tensor_data(a), *B = gm_tensor_data(b);
     double *tg = malloc(sizeof(double) * (size_t)reps), *tb = malloc(sizeof(double) * (size_t)reps);
     /* The reference is OpenBLAS threading the product itself over the same number of threads
-     * (the engine keeps OpenBLAS single-threaded and splits products over its OpenMP threads,
+     * (the engine keeps OpenBLAS single-threaded and splits products over its own kernel threads,
      * kernels/cpu/blas.h). The two run in separate blocks, the reference first, with a pause
      * before the engine's block: OpenBLAS's idle workers spin for a while after a call and
      * would steal the cores of whatever runs next, so interleaving them penalises the engine. */

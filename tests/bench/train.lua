@@ -9,22 +9,34 @@
 -- Target: the MLP step reaches >= 60% of the sgemm reference (the faster of gm.matmul
 -- 256x512x1024, the MLP's shape, and 1024^3). The CNN row is information. Info rows break the
 -- MLP step down (forward / backward / optimiser, and the same five products as bare
--- gm.matmul calls), so a miss shows where the time goes.
+-- gm.matmul calls), so a miss shows where the time goes. Both steps are also timed against
+-- the same model in PyTorch (tests/bench/torch_train.py through peer.lua, interleaved, same
+-- thread count; information: the speedup, no target).
 -- Usage: gmoe tests/bench/train.lua [reps] [label]
 local dir = (arg and arg[0] or ''):match('^(.*)/[^/]*$') or '.'
 package.path = dir .. '/?.lua;' .. package.path
 local gm = require 'gmoe'
 local B = require 'common'
+local peer = require 'peer'
 local nn = gm.nn
 
 local reps = tonumber(arg and arg[1]) or 15
 local label = arg and arg[2] or ''
 local tag = label ~= '' and (' [' .. label .. ']') or ''
-print(('# training steps%s: timer %s, %d threads, %d repeats, OMP_WAIT_POLICY=%s GOMP_SPINCOUNT=%s'):format(
-      tag, B.clock_name, gm.get_num_threads(), reps, os.getenv('OMP_WAIT_POLICY') or 'unset',
-      os.getenv('GOMP_SPINCOUNT') or 'unset'))
+local P, why = peer.open()
+print(('# training steps%s: timer %s, %d threads, %d repeats, PyTorch %s'):format(
+      tag, B.clock_name, gm.get_num_threads(), reps, P and P.version or ('absent (' .. tostring(why) .. ')')))
 
 local function ms(med, lo, hi) return ('%.2f ms [%.2f..%.2f]'):format(med * 1e3, lo * 1e3, hi * 1e3) end
+
+-- The step against PyTorch's, interleaved (information).
+local function vs_torch(name, step, net, n)
+  local r = peer.compare(step, P, P and P:load('torch_train.py', {net = net}), 1, n)
+  B.info(name, ('gmoe %s'):format(ms(table.unpack(r.gm))))
+  B.info('  PyTorch', r.torch and ('%s, gmoe %.2fx faster'):format(ms(table.unpack(r.torch)), r.torch[1] / r.gm[1])
+         or ('skipped: ' .. tostring(why)))
+end
+
 local function gf(flop, t) return flop / t * 1e-9 end
 
 local interleaved = B.interleaved
@@ -100,6 +112,7 @@ B.info('MLP forward, no_grad', ms(table.unpack(r2[2])))
 B.info('MLP 5 bare matmuls (step flops)', ('%s = %.1f GFLOP/s'):format(ms(table.unpack(r2[3])), gf(mlp_flop, r2[3][1])))
 B.info('MLP step - 5 bare matmuls', ('%.2f ms (%.0f%% of the step)'):format((r[3][1] - r2[3][1]) * 1e3,
        100 * (r[3][1] - r2[3][1]) / r[3][1]))
+vs_torch('MLP step vs PyTorch', mlp_step, 'mlp', reps)
 
 -- ---- CNN ------------------------------------------------------------------------------------
 local Bc, S = 128, 32
@@ -150,3 +163,5 @@ local rc2 = interleaved({
 }, 1, creps)
 B.info('CNN forward, no_grad', ('%s = %.1f GFLOP/s'):format(ms(table.unpack(rc2[1])), gf(cnn_fwd, rc2[1][1])))
 B.info('CNN forward + backward', ms(table.unpack(rc2[2])))
+vs_torch('CNN step vs PyTorch', cnn_step, 'cnn', creps)
+if P then P:close() end

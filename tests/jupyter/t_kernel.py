@@ -184,7 +184,10 @@ rep, outs = run('y = gm.randn{2, 3}\ny')
 ok(result(outs).startswith('tensor f32[2, 3] cpu  min') and 'text/html' not in
    of(outs, 'execute_result')[0]['data'], 'a tensor as the REPL shows it, text only', result(outs))
 
-ids = [kc.execute('error("stop")'), kc.execute('ran_after = true')]
+# the failing cell first waits (a busy loop of 0.5 s) so the second request is queued behind it
+# however slowly this machine delivers them
+ids = [kc.execute('local t0 = gm.clock() while gm.clock() - t0 < 0.5 do end error("stop")'),
+       kc.execute('ran_after = true')]
 replies = {}
 while len(replies) < 2:
     m = kc.get_shell_msg(timeout=30)

@@ -171,9 +171,55 @@ do
   local s = gm.arange(5):sum()
   tap.ok(s.dtype == 'i32' and s:item() == 10, 'sum of i32 stays i32')
   local big = gm.full({3}, 2147483647, {dtype = 'i32'})
-  tap.lives(function() return big + big end, 'i32 overflow wraps instead of trapping')
+  tap.errors(function() return big + big end, 'add: i32 overflow', 'i32 overflow is an error, not a wrap')
   tap.errors(function() return gm.tensor({1}, {dtype = 'i32'}) / gm.tensor({0}, {dtype = 'i32'}) end, 'division by zero',
              'i32 division by zero is an error, not a crash')
+end
+
+-- ---- numbers and results that do not fit i32 are errors naming the value --------------------
+do
+  local i32 = {dtype = 'i32'}
+  tap.errors(function() return gm.tensor({2 ^ 40}, i32) end, 'tensor: 1099511627776 does not fit i32',
+             'tensor{2^40} as i32 names the value')
+  tap.errors(function() return gm.tensor({1.5}, i32) end, 'tensor: 1%.5 is not an integer',
+             'a fraction is not an i32 value')
+  tap.errors(function() return gm.tensor({0 / 0}, i32) end, 'NaN has no i32 value', 'NaN is not an i32 value')
+  tap.errors(function() return gm.full({1}, 2 ^ 40, i32) end, 'full: 1099511627776 does not fit i32',
+             'full with 2^40 as i32')
+  tap.errors(function() return gm.full({2}, 2 ^ 31, i32) end, 'full: 2147483648 does not fit', 'full with 2^31')
+  tap.errors(function() return gm.tensor({1}, i32) + 2 ^ 40 end, 'add: 1099511627776 does not fit i32',
+             'i32 + 2^40 names the number')
+  tap.errors(function() return gm.tensor({1}, i32) * 0.5 end, 'mul: 0%.5 is not an integer', 'i32 * 0.5 refused')
+  local x = gm.tensor({1}, i32)
+  tap.errors(function() x[0] = 2 ^ 35 end, 'does not fit i32', 'x[i] = 2^35 into i32 refused')
+  tap.is(gm.tensor({2147483647, -2147483648}, i32):totable()[2], -2147483648, 'the i32 range itself is fine')
+  local h = gm.full({2}, 2 ^ 30, i32)
+  tap.errors(function() return h * 2 end, 'mul: i32 overflow', 'i32 * number overflowing is an error')
+  tap.errors(function() return h * h end, 'mul: i32 overflow', 'i32 * i32 overflowing is an error')
+  tap.errors(function() return h + h end, 'add: i32 overflow', 'i32 + i32 overflowing is an error')
+  tap.errors(function() return -h - h - h end, 'sub: i32 overflow', 'i32 - i32 overflowing is an error')
+  local min = gm.full({1}, -2 ^ 31, i32)
+  tap.errors(function() return -min end, 'neg: i32 overflow', '-(-2^31) is an error')
+  tap.errors(function() return min:abs() end, 'abs: i32 overflow', 'abs(-2^31) is an error')
+  tap.errors(function() return min / -1 end, 'div: i32 overflow', '-2^31 / -1 is an error')
+  tap.is((h + 5):totable()[1], 2 ^ 30 + 5, 'results in range are exact')
+  local m = gm.full({3}, 2147483647, i32)
+  tap.errors(function() return m:sum() end, 'sum: the i32 result 6442450941 does not fit i32',
+             'an i32 sum that does not fit is an error naming it')
+  tap.errors(function() return m:cumsum(0) end, 'cumsum: the i32 result 4294967294', 'cumsum likewise')
+  tap.is(gm.tensor({2147483647, 2147483647, -2147483647}, i32):sum():item(), 2147483647,
+         'sums accumulate in 64 bits: partial sums past 2^31 come back into range exactly')
+  tap.is(gm.full({3, 3}, 2 ^ 29, i32):sum(0):totable()[1], 3 * 2 ^ 29, 'sum over dim 0 of i32')
+  tap.errors(function() return gm.full({4, 3}, 2 ^ 30, i32):sum(0) end, 'does not fit i32', 'and its overflow')
+  tap.errors(function() return m:scatter_add(0, gm.tensor({0, 0, 0}, i32), m) end, 'scatter_add: i32 overflow',
+             'scatter_add into i32 checks its sums')
+  tap.errors(function() return gm.tensor({1e10}, {dtype = 'f64'}):to('i32') end,
+             'conversion to i32: 10000000000 does not fit i32', 'f64 -> i32 out of range names the value')
+  tap.errors(function() return gm.tensor({0 / 0}):to('i32') end, 'conversion to i32: NaN', 'NaN -> i32 refused')
+  tap.errors(function() return gm.tensor({1 / 0}):to('i32') end, 'conversion to i32: inf', 'inf -> i32 refused')
+  tap.errors(function() return gm.tensor({-3e9}, {dtype = 'f64'}):t():to('i32') end, 'does not fit i32',
+             'strided conversions check too')
+  tap.is(gm.tensor({-2147483648.9}, {dtype = 'f64'}):to('i32'):item(), -2147483648, 'truncation toward zero at the edge')
 end
 
 tap.done()

@@ -250,6 +250,98 @@ for _, c in ipairs {{'twice', 'key "a" used twice'}, {'nest', 'units do not nest
   tap.ok(code ~= 0 and err:find(c[2], 1, true), 'run:unit refuses: ' .. c[2], err)
 end
 
+-- ---- a run stopped by a signal is marked, a killed one is found stale, and both resume ---------
+local sscript = tmp .. '/sig/sig.lua'
+os.execute('mkdir -p ' .. q(tmp .. '/sig'))
+tap.spit(sscript, [[
+local gm = require 'gmoe'
+return gm.experiment {
+  name = 'sig', config = {n = 4},
+  run = function(cfg, run)
+    local w = run:tsv('values', {'i'})
+    for i = 1, cfg.n do
+      run:unit('i=' .. i, function()
+        if tonumber(os.getenv('SIG_HANG_AT') or '') == i then
+          io.stderr:write('ready\n') io.stderr:flush()
+          local x = gm.randn{1000}
+          while true do x = (x * 0.5):tanh() end
+        end
+        w:row(i)
+        return i
+      end)
+    end
+  end,
+}
+]])
+local sruns = tmp .. '/sigruns'
+local senv = 'GMOE_RUNS=' .. q(sruns)
+-- Runs gmoe in the background; once it says "ready" sends sig; returns the exit code ("hung"
+-- when it did not end within 10 s of the signal), stdout and stderr.
+local function run_signalled(args, envs, sig)
+  local o, e, rc = tap.tmpfile('.out'), tap.tmpfile('.err'), tap.tmpfile('.rc')
+  local sh = envs .. ' "$0" ' .. args .. [[ </dev/null >"$1" 2>"$2" &
+pid=$!
+i=0; while ! grep -q ready "$2" && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
+sleep 0.2
+kill -]] .. sig .. [[ $pid
+i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid; echo hung >"$3"; exit; fi
+wait $pid; echo $? >"$3"
+]]
+  os.execute(('timeout 120 sh -c %s %s %s %s %s'):format(q(sh), q(tap.gmoe_path()), q(o), q(e), q(rc)))
+  local c = tap.slurp(rc):match('%S+')
+  return tonumber(c) or c, tap.slurp(o), tap.slurp(e)
+end
+local function sdir() return sruns .. '/sig/' .. (ls(sruns .. '/sig')[1] or '?') end
+local function count(s, pat) return select(2, s:gsub(pat, '')) end
+
+code, out, err = run_signalled(q(sscript), senv .. ' SIG_HANG_AT=3', 'INT')
+tap.is(code, 130, 'Ctrl-C ends a run with status 130 (128 + SIGINT)', err)
+tap.is(count(err, 'interrupted'), 1, '"interrupted" is said once', err)
+tap.ok(not err:find('stack traceback', 1, true), 'without a traceback', err)
+local meta = tap.slurp(sdir() .. '/meta.json')
+tap.like(meta, '"status": "interrupted"', 'meta.json: status "interrupted", not "running"')
+tap.like(meta, '"reason": "SIGINT %(Ctrl%-C%)"', 'with the reason')
+tap.like(meta, '"end": "%d+%-', 'and the end time')
+tap.like(tap.slurp(sdir() .. '/log.txt'), 'interrupted by SIGINT %(Ctrl%-C%) at .- after 2 unit%(s%)',
+         'log.txt says when and after how many units')
+tap.is(#ls(sdir() .. '/units'), 2, 'the units done before the interrupt are kept')
+code, out, err = tap.run(q(sscript), {env = senv})
+tap.is(code, 0, 'the same command then resumes and finishes', err)
+tap.like(err, 'resuming an unfinished run: 2 unit', 'from the third unit')
+meta = tap.slurp(sdir() .. '/meta.json')
+tap.ok(meta:find('"status": "done"') and meta:find('"attempts"') and meta:find('"status": "interrupted"'),
+       'meta.json: done, and the interrupted attempt is listed', meta)
+tap.is(tap.slurp(sdir() .. '/values.tsv'):gsub('[^\n]*#[^\n]*\n', ''), '1\n2\n3\n4\n', 'every row once')
+
+os.execute('rm -rf ' .. q(sruns))
+code, out, err = run_signalled(q(sscript), senv .. ' SIG_HANG_AT=2', 'TERM')
+tap.is(code, 143, 'SIGTERM ends a run with status 143', err)
+meta = tap.slurp(sdir() .. '/meta.json')
+tap.ok(meta:find('"status": "interrupted"') and meta:find('"reason": "SIGTERM', 1, true),
+       'meta.json: interrupted by SIGTERM', meta)
+
+os.execute('rm -rf ' .. q(sruns))
+code, out, err = run_signalled(q(sscript), senv .. ' SIG_HANG_AT=2', 'KILL')
+tap.is(code, 137, 'kill -9 leaves no chance to record anything')
+tap.like(tap.slurp(sdir() .. '/meta.json'), '"status": "running"', 'so meta.json still says "running"')
+code, out, err = tap.run(q(sscript), {env = senv})
+tap.is(code, 0, 'the next run of the config resumes', err)
+meta = tap.slurp(sdir() .. '/meta.json')
+tap.ok(meta:find('"status": "stale"') and meta:find('killed outright', 1, true),
+       'and records the killed attempt as stale (its process is gone)', meta)
+tap.like(tap.slurp(sdir() .. '/log.txt'), 'resumed after an earlier attempt: stale', 'its log says so')
+
+-- a run still in progress is not taken over by a second process
+os.execute('rm -rf ' .. q(sruns))
+local held = tap.tmpfile('.err')
+os.execute(('%s SIG_HANG_AT=1 %s %s </dev/null >/dev/null 2>%s & echo $! > %s'):format(senv, q(tap.gmoe_path()),
+  q(sscript), q(held), q(held .. '.pid')))
+os.execute(('i=0; while ! grep -q ready %s && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done'):format(q(held)))
+code, out, err = tap.run(q(sscript), {env = senv})
+tap.ok(code ~= 0 and err:find('in progress', 1, true), 'a second process refuses the folder of a running run', err)
+os.execute('kill -9 $(cat ' .. q(held .. '.pid') .. ') 2>/dev/null; rm -f ' .. q(held .. '.pid'))
+
 -- ---- gmoe plot -------------------------------------------------------------------------------
 if os.execute('command -v gnuplot >/dev/null 2>&1') then
   local plots = tmp .. '/plots'

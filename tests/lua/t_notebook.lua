@@ -103,25 +103,37 @@ rc, out, err = tap.run('', {env = 'GMOE_HISTORY=/dev/null', input = table.concat
   '%export ' .. exp,
   '%export ' .. ipynb,
 }, '\n') .. '\n'})
-tap.like(out, 'wrote .-_exp%.md %(5 cells, 0 figures%)', '%export .md: the Lua cells that ran')
+local session_out = out
+tap.like(out, 'wrote .-_exp%.md %(6 cells, 0 figures; 1 failed, kept with their errors%)',
+  '%export .md: the cells that ran, the failed one included')
 local exported = slurp(exp)
 tap.like(exported, '```lua\nw\n```\n\n```text\ntensor f32%[2, 3%] cpu  min ', 'values under their cells')
 tap.like(exported, '```lua\n{k = "v"}\n```\n\n```text\n{k = "v"}\n```', 'tables too')
-tap.ok(not exported:find('undefined_function', 1, true), 'failing cells are left out')
-tap.ok(not exported:find('?gm.zeros', 1, true), 'help and magics are left out')
+tap.like(exported, '```lua\nundefined_function%(%)\n```\n\n```error\nstdin:1: attempt to call a nil value',
+  'a failing cell is kept, marked with its error')
+tap.ok(not exported:find('?gm.zeros', 1, true) and not exported:find('%export', 1, true),
+  'help and %export are left out')
 rc, out, err = tap.run('run ' .. q(exp) .. ' --update')
 tap.is(rc, 0, 'the exported notebook runs')
-tap.is(slurp(exp), exported, 'and reproduces the same outputs')
+tap.is(slurp(exp), exported, 'and reproduces the same outputs and the same error')
 
 local js = slurp(ipynb)
 tap.like(js, '"nbformat": 4', 'ipynb: nbformat 4')
 tap.like(js, '"cell_type": "code"', 'code cells')
 tap.like(js, '"output_type": "stream"', 'with stream outputs')
+tap.like(js, '"output_type": "error"', 'and the failed cell with an error output')
+tap.like(session_out, 'wrote .-_exp%.ipynb %(6 cells, 0 figures; 1 failed, kept with their errors%)',
+  '%export .ipynb says so too')
 if os.execute('command -v python3 >/dev/null 2>&1') then
   local ok = os.execute('python3 -c ' .. q('import json,sys; d = json.load(open(sys.argv[1])); '
-    .. 'assert d["nbformat"] == 4 and len(d["cells"]) == 5; '
+    .. 'assert d["nbformat"] == 4 and len(d["cells"]) == 6; '
     .. 'assert all(c["cell_type"] == "code" and "source" in c for c in d["cells"])') .. ' ' .. q(ipynb))
-  tap.ok(ok, 'the .ipynb is valid JSON with 5 code cells (python3 json)')
+  tap.ok(ok, 'the .ipynb is valid JSON with 6 code cells (python3 json)')
+  if os.execute('/usr/bin/python3 -c "import nbformat" 2>/dev/null') then
+    ok = os.execute('/usr/bin/python3 -c ' .. q('import nbformat,sys; nbformat.validate(nbformat.read(sys.argv[1], '
+      .. 'as_version=4))') .. ' ' .. q(ipynb))
+    tap.ok(ok, 'and valid nbformat 4, its error output included (nbformat.validate)')
+  end
 else
   tap.skip('ipynb JSON check', 'python3 is not installed')
 end

@@ -274,4 +274,90 @@ do
   tap.ok(q.requires_grad, 'params still require grad after a step')
 end
 
+-- ---- multi-tensor steps: one kernel call per group, bitwise the per-tensor step ------------
+-- The optimiser sends every parameter of a group (same step count, dtype, device) to one
+-- kernel call; gm._C.*_step with single tensors is the per-tensor step. Sizes cross the
+-- kernel's 8192-element pieces, include an empty tensor and run with 1 and 2 threads.
+do
+  local function bits(t) return t:flatten():totable() end
+  local function same(a, b)
+    local x, y = bits(a), bits(b)
+    if #x ~= #y then return false end
+    for i = 1, #x do if x[i] ~= y[i] then return false end end
+    return true
+  end
+  local shapes = {{3}, {100, 130}, {0, 4}, {8193}, {7, 5}, {256, 400}}
+  local kinds = {
+    {'SGD', {lr = 0.1}}, {'SGD', {lr = 0.1, momentum = 0.9, weight_decay = 0.01}},
+    {'SGD', {lr = 0.1, momentum = 0.9, nesterov = true}},
+    {'Adam', {lr = 1e-2, weight_decay = 0.1}}, {'AdamW', {lr = 1e-2}},
+  }
+  local saved = gm.get_num_threads()
+  for _, nt in ipairs{1, 2} do
+    gm.set_num_threads(nt)
+    for _, dt in ipairs{'f32', 'f64'} do
+      for _, kind in ipairs(kinds) do
+        local name, hp = kind[1], kind[2]
+        gm.manual_seed(5)
+        local ps, qs, gs = {}, {}, {}
+        for i, sh in ipairs(shapes) do
+          ps[i] = gm.randn(sh):to(dt)
+          qs[i] = ps[i]:clone()
+          gs[i] = {gm.randn(sh):to(dt), gm.randn(sh):to(dt), gm.randn(sh):to(dt)}
+        end
+        local opt = gm.optim[name](ps, hp)
+        -- the per-tensor reference: the same kernels called one tensor at a time
+        local state = {}
+        local ok = true
+        for step = 1, 3 do
+          for i, p in ipairs(ps) do p.grad = gs[i][step] end
+          opt:step()
+          for i, q in ipairs(qs) do
+            local st = state[i] or {}
+            state[i] = st
+            local h = {lr = hp.lr, weight_decay = hp.weight_decay or (name == 'AdamW' and 1e-2 or 0), step = step}
+            if name == 'SGD' then
+              h.momentum, h.nesterov, h.dampening = hp.momentum or 0, hp.nesterov, 0
+              if h.momentum ~= 0 then st.buf = st.buf or gm.zeros_like(q) end
+              gm._C.sgd_step(q, gs[i][step], st.buf, h)
+            else
+              st.m, st.v = st.m or gm.zeros_like(q), st.v or gm.zeros_like(q)
+              h.beta1, h.beta2, h.eps, h.decoupled = 0.9, 0.999, 1e-8, name == 'AdamW'
+              gm._C.adam_step(q, gs[i][step], st.m, st.v, h)
+            end
+          end
+          for i = 1, #ps do ok = ok and same(ps[i], qs[i]) end
+        end
+        tap.ok(ok, ('%s %s %s, %d threads: the group step equals the per-tensor step bitwise'):format(
+          name, hp.momentum and 'momentum' or '', dt, nt))
+      end
+    end
+  end
+  gm.set_num_threads(saved)
+
+  -- one call per group: the profiler counts one ADAM_STEP for five parameters
+  local ps = {}
+  for i = 1, 5 do ps[i] = gm.randn{10, i}; ps[i].grad = gm.randn{10, i} end
+  local opt = gm.optim.AdamW(ps, {lr = 1e-3})
+  local rep = gm.profile(function() opt:step() end)
+  local calls
+  for _, r in ipairs(rep) do if r.kernel == 'ADAM_STEP' then calls = r.calls end end
+  tap.is(calls, 1, 'AdamW over five parameters is one ADAM_STEP kernel call')
+  -- parameters at different step counts go to separate calls, each with its own count
+  ps[1].grad = nil
+  opt:step()
+  for i = 1, 5 do ps[i].grad = gm.randn{10, i} end
+  rep = gm.profile(function() opt:step() end)
+  for _, r in ipairs(rep) do if r.kernel == 'ADAM_STEP' then calls = r.calls end end
+  tap.is(calls, 2, 'parameters at two step counts: two calls')
+  tap.is(opt.state[1].step, 2, 'a parameter skipped once counts its own steps')
+  tap.is(opt.state[2].step, 3, 'the others count theirs')
+  -- a group of two dtypes is refused with the index and both dtypes named
+  local a, b = gm.randn{2}, gm.randn{2}:to('f64')
+  tap.errors(function() gm._C.sgd_step({a, b}, {a, b}, nil, {lr = 0.1}) end, 'param 2 is f64 on cpu but param 1 is f32',
+             'a group mixing dtypes names the param and both dtypes')
+  tap.errors(function() gm._C.adam_step({a}, {a, a}, {a}, {a}, {lr = 0.1, step = 1}) end, 'argument 2 has 2 tensors',
+             'lists of different lengths are refused')
+end
+
 tap.done()

@@ -213,8 +213,9 @@ do
              'div: integer division by zero', 'i32 division by zero is an error')
   tap.errors(function() return x / 0 end, 'integer division by zero', 'i32 / 0 is an error')
   local big = gm.tensor({2147483647, -2147483648}, {dtype = 'i32'})
-  all_close(big + 1, {-2147483648, -2147483647}, 0, 'i32 add wraps around')
-  all_close(big / -1, {-2147483647, -2147483648}, 0, 'INT32_MIN / -1 wraps instead of trapping')
+  tap.errors(function() return big + 1 end, 'add: i32 overflow', 'i32 add past the range is an error')
+  tap.errors(function() return big / -1 end, 'div: i32 overflow', 'INT32_MIN / -1 is an error, not a trap')
+  all_close(big - 0, {2147483647, -2147483648}, 0, 'the range edges themselves are fine')
 end
 
 -- ---- where and masked_fill ----------------------------------------------------------------

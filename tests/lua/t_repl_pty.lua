@@ -1,6 +1,7 @@
 -- t_repl_pty.lua: the gmoe REPL in a pseudo-terminal, as a person types at it: readline,
 -- Tab completion, the Ctrl-C key during a Lua loop and during a long matmul, Ctrl-D, colour
--- on a terminal, and a session exported with %export and replayed with `gmoe run`.
+-- on a terminal, Ctrl-C in each family of long kernels, and a session exported with %export
+-- and replayed with `gmoe run`.
 -- The pty comes from script(1) (util-linux); keys are sent with pauses between them.
 package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
@@ -19,12 +20,19 @@ local function octal(s) return (s:gsub('.', function(c) return ('\\%03o'):format
 -- cell just typed: the REPL has reached it) before the pause, for a Ctrl-C that must not come
 -- early: its byte becomes SIGINT the moment it is written, so on a slow or busy machine a fixed
 -- pause could deliver it before the loop it should stop has started (and the session then hung).
--- Ends with Ctrl-D. Returns the exit code and the terminal's text (CR removed), and the wall time.
+-- With timed = text, the milliseconds from sending the keys until the terminal shows text are
+-- recorded (a Ctrl-C until the next prompt). Ends with Ctrl-D. Returns the exit code, the
+-- terminal's text (CR removed), the wall time and the list of timed milliseconds.
 local function session(steps, env)
-  local out = path('.pty')
+  local out, times = path('.pty'), path('.ms')
   local feed = {'sleep 0.5'}
   for _, s in ipairs(steps) do
+    if s.timed then feed[#feed + 1] = 't0=$(date +%s%N)' end
     feed[#feed + 1] = ('printf %s'):format(q(octal(s[2])))
+    if s.timed then
+      feed[#feed + 1] = ('i=0; while ! grep -qF %s %s && [ $i -lt 2000 ]; do sleep 0.01; i=$((i+1)); done; ' ..
+        'echo $(( ($(date +%%s%%N) - t0) / 1000000 )) >> %s'):format(q(s.timed), q(out), q(times))
+    end
     if s.wait then
       feed[#feed + 1] = ('i=0; while ! grep -qF %s %s && [ $i -lt 400 ]; do sleep 0.05; i=$((i+1)); done')
         :format(q(s.wait), q(out))
@@ -44,7 +52,9 @@ local function session(steps, env)
             q('stty cols 100 rows 30; exec ' .. q(tap.gmoe_path())), q(out))
   local t0 = os.time()
   local _, _, code = os.execute(cmd)
-  return code, (slurp(out):gsub('\r', '')), os.time() - t0
+  local ms = {}
+  for v in (slurp(times) or ''):gmatch('%d+') do ms[#ms + 1] = tonumber(v) end
+  return code, (slurp(out):gsub('\r', '')), os.time() - t0, ms
 end
 
 local code, out
@@ -110,12 +120,55 @@ tap.like(t_out, 'half typed^C\ngmoe %[7%]> ^C\ngmoe %[7%]> keep %+ 3\nOut%[7%]: 
   'Ctrl-C at the prompt discards the line, twice, without exiting')
 tap.ok(wall < 20, 'the interrupts took effect at once (session in ' .. wall .. ' s)')
 
+-- Ctrl-C during each family of long kernels (random fill, selection, shuffle, reductions,
+-- softmax, scan, conversion, pointwise): every kernel polls per chunk of work, never per row
+-- (these rows are 2^24 .. 2^28 elements long), so the prompt is back within 1 s with the
+-- variables defined before intact, and the interrupted assignment never happens. The loops
+-- keep the Ctrl-C from landing between two short ops on a fast machine.
+do
+  local cells = {
+    {'r = gm.randn{2^28}', 'the random fill of 2^28 values'},
+    {'for i = 1, 20 do local v = a:topk(1000) end', 'topk of an ascending row of 2^24 (every element enters the heap)'},
+    {'for i = 1, 20 do local p = gm.randperm(2^24) end', 'randperm of 2^24'},
+    {'for i = 1, 50 do local s = x:logsumexp(0) end', 'logsumexp of one row of 2^25'},
+    {'for i = 1, 50 do local s = x:softmax(0) end', 'softmax of one row of 2^25'},
+    {'for i = 1, 50 do local s = x:cumsum(0) end', 'cumsum of one row of 2^25'},
+    {'for i = 1, 50 do local s = x:to("f64") end', 'a conversion of 2^25 values'},
+    {'for i = 1, 50 do local s = x:exp() end', 'exp of 2^25 values'},
+  }
+  local steps = {
+    {0.3, 'keep = 11\n'},
+    {0.3, 'a = gm.arange(2^24):float()\n'},
+    {0.3, 'x = gm.ones{2^25}\n'},
+  }
+  local n = 4
+  for _, c in ipairs(cells) do
+    steps[#steps + 1] = {0.4, c[1] .. '\n', wait = ('gmoe [%d]> '):format(n)}
+    steps[#steps + 1] = {0.2, '\3', timed = ('gmoe [%d]> '):format(n + 1)}
+    n = n + 1
+  end
+  steps[#steps + 1] = {0.3, 'keep, r == nil, a:numel(), x:numel()\n'}
+  local k_code, k_out, _, ms = session(steps)
+  tap.is(k_code, 0, 'Ctrl-C in long kernels never ended the session')
+  n = 4
+  for i, c in ipairs(cells) do
+    local pat = c[1]:gsub('%p', '%%%0') .. '\n^C\ninterrupted\ngmoe %[' .. (n + 1) .. '%]> '
+    tap.like(k_out, pat, 'Ctrl-C stops ' .. c[2])
+    tap.ok(ms[i] and ms[i] < 1000, ('and the prompt is back within 1 s (%s ms)'):format(tostring(ms[i])))
+    n = n + 1
+  end
+  tap.like(k_out, 'Out%[' .. n .. '%]: 11\ttrue\t16777216\t33554432\n',
+    'the variables from before are intact and the interrupted assignment did not happen')
+end
+
 -- colour on a terminal, none with NO_COLOR
 local _, c_out = session({{0.3, '"s"\n'}}, 'NO_COLOR=')
 tap.like(c_out, '\27%[31mOut%[1%]: \27%[0m\27%[32m"s"\27%[0m', 'values are coloured on a terminal')
 tap.ok(not out:find('\27[3', 1, true), 'and not with NO_COLOR')
 
--- %export to Markdown, then `gmoe run` of the notebook reproduces the same outputs
+-- %export to Markdown, then `gmoe run` of the notebook reproduces the same outputs: a cell that
+-- failed half-way is kept with its error (what it did before failing is state the later cells
+-- saw), magics that change state are kept, and an interrupted cell stops the replay loudly.
 do
   local nb = path('_pty.md')
   local _, e_out = session({
@@ -124,19 +177,53 @@ do
     {0.3, 'v\n'},
     {0.3, 'print("sum", v:sum():item() > -100)\n'},
     {0.3, 'nosuch()\n'},
-    {0.3, '{a = 1, b = {2, 3}}\n'},
+    {0.3, 'n = 1; function bump() n = n + 1; error("half-way") end\n'},
+    {0.3, 'bump()\n'},
+    {0.3, 'n, {a = 1, b = {2, 3}}\n'},
+    {0.3, '%seed 5\n'},
+    {0.3, 'gm.randn{2}\n'},
     {0.5, '%export ' .. nb .. '\n'},
   })
-  tap.like(e_out, 'wrote .-_pty%.md %(5 cells, 0 figures%)', '%export writes the Lua cells that ran')
+  tap.like(e_out, 'wrote .-_pty%.md %(10 cells, 0 figures; 2 failed, kept with their errors%)',
+    '%export writes every cell that ran, failed ones included')
   local before = slurp(nb)
   tap.like(before, '```lua\nv\n```\n\n```text\ntensor f32%[3%] cpu  min', 'a value under its cell')
   tap.like(before, '```text\nsum\ttrue\n```', 'printed text under its cell')
-  tap.ok(not before:find('nosuch', 1, true), 'a failing cell is left out')
+  tap.like(before, '```lua\nnosuch%(%)\n```\n\n```error\nstdin:1: attempt to call a nil value',
+    'a failing cell is kept, marked with its error')
+  tap.like(before, '```lua\nbump%(%)\n```\n\n```error\nstdin:1: half%-way\n```\n\n```lua\nn, ',
+    'a cell that failed half-way too')
+  tap.like(before, '```text\n2\t{', 'the state after it (n = 2) is recorded')
+  tap.like(before, '```lua\n%%seed 5\n```', 'a magic that changes state is kept')
   local rc, rout, rerr = tap.run('run ' .. q(nb) .. ' --update')
   tap.is(rc, 0, 'gmoe run nb.md --update exits 0')
-  tap.is(rerr, '', 'nothing on stderr')
-  tap.is(slurp(nb), before, 'the replay reproduces every output exactly')
+  tap.like(rerr, 'half%-way', 'the recorded errors happen again (on stderr)')
+  tap.is(slurp(nb), before, 'the replay reproduces every output and error exactly')
   tap.like(rout, 'sum\ttrue\n', 'gmoe run prints the outputs as it goes')
+  -- a cell whose outcome differs from the recorded one stops the replay with an error
+  tap.spit(nb, (before:gsub('function bump%(%) n = n %+ 1; error%("half%-way"%) end',
+    'function bump() n = n + 1 end')))
+  rc, rout, rerr = tap.run('run ' .. q(nb))
+  tap.ok(rc ~= 0 and rerr:find('failed in the session (stdin:1: half-way) but runs without error now', 1, true),
+    'a recorded failure that no longer happens fails the replay loudly', rerr)
+end
+
+-- an interrupted cell is exported, marked; replaying the notebook stops there with an error
+do
+  local nb = path('_int.md')
+  local _, i_out = session({
+    {0.3, 'k = 0\n'},
+    {0.8, 'while true do k = k + 1 end\n', wait = 'gmoe [2]> '},
+    {0.5, '\3'},
+    {0.3, 'k > 0\n'},
+    {0.5, '%export ' .. nb .. '\n'},
+  })
+  tap.like(i_out, 'wrote .-_int%.md %(3 cells, 0 figures; 1 failed', '%export keeps the interrupted cell')
+  tap.like(slurp(nb), '```lua\nwhile true do k = k %+ 1 end\n```\n\n```error\ninterrupted\n```',
+    'marked as interrupted')
+  local rc, _, rerr = tap.run('run ' .. q(nb))
+  tap.ok(rc ~= 0 and rerr:find('_int.md:%d+: this cell was interrupted in the session'),
+    'gmoe run refuses to replay it, naming the line, and exits non-zero', rerr)
 end
 
 tap.done()

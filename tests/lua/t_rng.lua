@@ -121,8 +121,11 @@ do
   end
   gm.set_num_threads(2)
   tap.is(gm.get_num_threads(), 2, 'set_num_threads(2) is reported back')
-  gm.set_num_threads(0)
-  tap.ok(gm.get_num_threads() >= 1, 'set_num_threads(0) returns to the default')
+  for _, bad in ipairs {0, -5, 1e9, 2.5} do
+    tap.errors(function() gm.set_num_threads(bad) end, 'set_num_threads: expected an integer in 1 %.%. 1024',
+               'set_num_threads(' .. bad .. ') is refused')
+  end
+  tap.is(gm.get_num_threads(), 2, 'and leaves the count as it was')
 end
 
 -- ---- ranges -----------------------------------------------------------------------------

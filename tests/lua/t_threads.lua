@@ -76,6 +76,36 @@ for _, dt in ipairs{'f32', 'f64'} do
   end)
 end
 
+-- conv2d: the batch is cut into one range of images per thread and every image is one
+-- single-threaded product, so the output and the input gradient are bitwise the same for any
+-- thread count; the weight gradient adds per-range sums (rounding only); a batch smaller than
+-- the thread count splits each product instead. All against f64.
+do
+  local x, w = gm.randn{7, 5, 9, 9}, gm.randn{6, 5, 3, 3}
+  local gy = gm.randn{7, 6, 5, 5}
+  local function run(xx, ww, gg)
+    local xr, wr = xx:clone():requires_grad_(), ww:clone():requires_grad_()
+    local y = gm.conv2d(xr, wr, {2, 2, 1, 1})
+    y:backward(gg)
+    return y, xr.grad, wr.grad
+  end
+  check('f32 conv2d forward and input gradient', function() local y, dx = run(x, w, gy) return y, dx end)
+  local ry, rdx, rdw = run(x:double(), w:double(), gy:double())
+  for _, nt in ipairs{1, 2} do
+    gm.set_num_threads(nt)
+    local y, dx, dw = run(x, w, gy)
+    local err = math.max((y:double() - ry):abs():max():item(), (dx:double() - rdx):abs():max():item(),
+                         (dw:double() - rdw):abs():max():item() / rdw:abs():max():item())
+    tap.ok(err < 1e-4, ('f32 conv2d batch 7, %d threads: output and gradients match f64 (err %.2g)'):format(nt, err))
+    local y1, dx1, dw1 = run(x:narrow(0, 2, 1), w, gy:narrow(0, 2, 1))
+    local ry1, rdx1, rdw1 = run(x:narrow(0, 2, 1):double(), w:double(), gy:narrow(0, 2, 1):double())
+    err = math.max((y1:double() - ry1):abs():max():item(), (dx1:double() - rdx1):abs():max():item(),
+                   (dw1:double() - rdw1):abs():max():item() / rdw1:abs():max():item())
+    tap.ok(err < 1e-4, ('f32 conv2d batch 1, %d threads: output and gradients match f64 (err %.2g)'):format(nt, err))
+  end
+  gm.set_num_threads(saved)
+end
+
 -- Products: gm_cpu_gemm cuts one product into row (or, when N > M, column) pieces, one per
 -- thread, or runs whole batch entries per thread. OpenBLAS does not give bitwise the same
 -- element for every cut (its small-matrix and edge paths sum differently), so products are
@@ -113,6 +143,33 @@ for _, dt in ipairs{'f32', 'f64'} do
     local l = gm.cross_entropy(x, target)
     l:backward()
     return l, x.grad
+  end)
+end
+
+-- Kernels that moved from OpenMP regions to the pool (tree gates, optimiser steps): rows and
+-- pieces are independent units, so any thread count and any chunking give the same bits.
+for _, dt in ipairs{'f32', 'f64'} do
+  local z, w = gm.randn{3000, 4, 3}:to(dt), gm.randn{3000, 4}:to(dt)
+  check(dt .. ' dselect_k forward and backward', function()
+    local zz, ww = z:clone():requires_grad_(), w:clone():requires_grad_()
+    local a, r = gm.dselect_k(zz, ww, 8, 1.0)
+    ;((a * a):sum() + (r * r):sum()):backward()
+    return a, r, zz.grad, ww.grad
+  end)
+  local nodes, leaves = gm.randn{2000, 4, 7}:to(dt), gm.randn{2000, 4, 8}:to(dt)
+  check(dt .. ' comet_gate forward and backward', function()
+    local nn, ll = nodes:clone():requires_grad_(), leaves:clone():requires_grad_()
+    local g, mu = gm.comet_gate(nn, ll, 1.0)
+    ;((g * g):sum() + (mu * mu):sum()):backward()
+    return g, mu, nn.grad, ll.grad
+  end)
+  local p0 = gm.randn{300, 700}:to(dt)
+  local grads = {gm.randn{300, 700}:to(dt), gm.randn{300, 700}:to(dt)}
+  check(dt .. ' AdamW steps on [300, 700]', function()
+    local p = p0:clone()
+    local opt = gm.optim.AdamW({p}, {lr = 1e-2})
+    for _, g in ipairs(grads) do p.grad = g; opt:step() end
+    return p, opt.state[1].exp_avg, opt.state[1].exp_avg_sq
   end)
 end
 

@@ -2,6 +2,7 @@
 -- Fashion-MNIST) and the CIFAR-10 / CIFAR-100 binary versions. Nothing downloads and nothing
 -- decompresses: a gzip file is refused with the command that unpacks it. Every error names the
 -- file and what is wrong with it.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local U = require 'gmoe.data.util'
@@ -9,12 +10,7 @@ local U = require 'gmoe.data.util'
 local M = {}
 
 local function slurp(path, fname)
-  if type(path) ~= 'string' then error(fname .. ': path must be a string, got ' .. type(path), 3) end
-  local f, err = io.open(path, 'rb')
-  if not f then error(('%s: cannot open %s'):format(fname, err), 3) end
-  local s = f:read('a')
-  f:close()
-  if s == nil then error(('%s: cannot read %s'):format(fname, path), 3) end
+  local s = require('gmoe.data.util').read_file(path, fname)
   if path:sub(-3) == '.gz' or s:sub(1, 2) == '\31\139' then
     error(('%s: %s is gzip-compressed; gmoe does not decompress: run `gunzip -k %s` and read ' ..
            'the decompressed file'):format(fname, path, path), 3)
@@ -96,8 +92,7 @@ end
 local function find_file(dir, names)
   for _, nm in ipairs(names) do
     local p = dir .. '/' .. nm
-    local f = io.open(p, 'rb')
-    if f then f:close(); return p end
+    if require('gmoe')._C.file_kind(p) then return p end
   end
   return dir .. '/' .. names[1]
 end

@@ -1,7 +1,8 @@
 -- gmoe.data (gm.data): batching over tensors (DataLoader, loop), the synthetic generators of the
 -- reproduced papers (gaussian_moe, mtl_regression, mqar, shapes), a character-level corpus, and
--- readers for IDX (MNIST) and CIFAR binary files. Generators are seeded ({generator=g} or
+-- readers for IDX (MNIST), CIFAR binary files and MovieLens ratings. Generators are seeded ({generator=g} or
 -- {seed=s}); nothing here downloads. The submodules gmoe.data.<x> hold each part.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local U = require 'gmoe.data.util'
@@ -166,7 +167,7 @@ doc.add('gm.data.loop', 'gm.data.loop(loader, epochs, fn, {on_epoch=function(epo
   '(in the REPL, Ctrl-C stops the loop and returns to the prompt with the session intact).')
 
 -- ---- submodules --------------------------------------------------------------------------------
-for _, sub in ipairs {'synthetic', 'mqar', 'shapes', 'text', 'formats'} do
+for _, sub in ipairs {'synthetic', 'mqar', 'shapes', 'text', 'synthetic_text', 'formats', 'movielens'} do
   for k, v in pairs(require('gmoe.data.' .. sub)) do M[k] = v end
 end
 

@@ -1,6 +1,7 @@
 -- gmoe.data.mqar: multi-query associative recall, the generator of zoology's
 -- `zoology/data/multiquery_ar.py` (papers.md §7.1) re-implemented on gmoe's Philox generator:
 -- the same algorithm and distributions, not numpy's bit stream.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local U = require 'gmoe.data.util'

@@ -2,6 +2,7 @@
 -- checkers on random backgrounds, with clutter and pixel noise) for the router-robustness
 -- experiment when no CIFAR/MNIST files are at hand. Masks are tensor expressions over a pixel
 -- grid, computed one class block at a time and shuffled at the end.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local U = require 'gmoe.data.util'

@@ -2,6 +2,7 @@
 -- Gaussian MoE of the temperature / top-K statistics papers (papers.md §1, §2) with its gate and
 -- log-likelihood as differentiable tensor expressions (the estimators fit the same formulas), and
 -- the multi-task MoE regression of the COMET CPU-scale protocol (papers.md §4.4).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local U = require 'gmoe.data.util'
@@ -21,6 +22,8 @@ local GATES = {'softmax', 'temperature', 'activation', 'topk'}
 
 -- Gate logits [n, k] for covariates X [n, d]; -inf outside the top K for the topk gate.
 local function gate_logits(X, p, fname)
+  require('gmoe.errors').check(fname, 1, 'X', X, 'tensor')
+  require('gmoe.errors').check(fname, 2, 'params', p, 'table')
   local s = X:matmul(p.beta1:t()) -- [n, k]
   local g, tau = p.gate or 'softmax', p.tau or 1
   if g == 'softmax' then return s + p.beta0 end
@@ -56,6 +59,24 @@ function M.gaussian_moe_loglik(X, Y, p)
   local r = Y:unsqueeze(1) - mu
   local logn = (r * r / p.nu + p.nu:log() + LOG_2PI) * -0.5
   return (logg + logn):logsumexp(-1)
+end
+
+--- gm.data.gaussian_moe_eval(X, Y, theta, opts) -> nll [R] (, grad [R, P] (, opg [R, P, P]))
+-- The fused C kernel behind the maximum-likelihood fits (one pass over the data per call).
+local EVAL_GATE = {softmax = 'softmax', temperature = 'temperature', topk = 'topk'}
+local EVAL_WHAT = {value = 1, grad = 2, opg = 3}
+function M.gaussian_moe_eval(X, Y, theta, opts)
+  local F = 'gaussian_moe_eval'
+  local E = require('gmoe.errors')
+  E.check(F, 1, 'X', X, 'tensor'); E.check(F, 2, 'Y', Y, 'tensor'); E.check(F, 3, 'theta', theta, 'tensor')
+  opts = E.check(F, 4, 'opts', opts, 'table?') or {}
+  U.known(opts, {'gate', 'activation', 'K', 'what'}, F)
+  local gate = U.choice(opts, 'gate', 'softmax', GATES, F)
+  local cgate = EVAL_GATE[gate]
+  if gate == 'activation' then cgate = U.choice(opts, 'activation', 'tanh', {'tanh', 'sigmoid'}, F) end
+  local what = EVAL_WHAT[U.choice(opts, 'what', 'value', {'value', 'grad', 'opg'}, F)]
+  local K = gate == 'topk' and U.int(opts, 'K', 1, 1, F) or 1
+  return gm._C.gaussian_moe_eval(X, Y, theta, cgate, K, what)
 end
 
 -- Defaults of papers.md §1.3 (d = 1, k = 2; expert 1 is the gate's reference with (0, 0)).
@@ -174,6 +195,17 @@ doc.add('gm.data.gaussian_moe_loglik', 'gm.data.gaussian_moe_loglik(X, Y, params
   'an estimator minimises. Differentiable in every parameter tensor.',
   {formula = 'log p(y|x) = logsumexp_i( log g_i(x) - (y - a_i^T x - b_i)^2 / (2 nu_i) - log(2 pi nu_i) / 2 )',
    paper = GM_PAPER})
+
+doc.add('gm.data.gaussian_moe_eval',
+  'gm.data.gaussian_moe_eval(X, Y, theta, {gate="softmax"|"temperature"|"activation"|"topk", ' ..
+  'activation="tanh"|"sigmoid", K=1, what="value"|"grad"|"opg"}) -> nll [R] (, grad [R, P] (, opg [R, P, P]))',
+  'The mean negative log-likelihood of a Gaussian MoE with a 1-D covariate (X [n] or [n, 1], Y [n], ' ..
+  'f64) for each row of theta [R, P], P = 5k + 1, laid out as beta0[k], beta1[k], a[k], b[k], ' ..
+  'log nu[k], log tau (the softmax gate ignores tau) — several starts of a fit share one pass over ' ..
+  'the data. what="grad" adds the gradient in theta, what="opg" also the mean outer product of the ' ..
+  'per-point scores (the BHHH curvature that Levenberg-Marquardt fits use). One fused C kernel with ' ..
+  'the formulas of gaussian_moe_loglik (which it matches to rounding); not recorded by autograd.',
+  {formula = GM_FORMULA, paper = GM_PAPER})
 
 -- ---- multi-task MoE regression (COMET, papers.md §4.4) -----------------------------------------
 --- gm.data.mtl_regression{...} -> {train=, val=, test=, truth=}

@@ -1,6 +1,7 @@
 -- gmoe.data.text: a character-level corpus for small language-model experiments: any text file
 -- (or string) becomes a sorted vocabulary, i32 token ids, a train/val split and random
 -- contiguous windows drawn from a generator.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local U = require 'gmoe.data.util'
@@ -56,11 +57,7 @@ end
 
 --- gm.data.CharCorpus(path, opts) -> corpus
 function M.CharCorpus(path, opts)
-  if type(path) ~= 'string' then error('CharCorpus: path must be a string', 2) end
-  local f, err = io.open(path, 'rb')
-  if not f then error(('CharCorpus: cannot open %s: %s'):format(path, err), 2) end
-  local text = f:read('a')
-  f:close()
+  local text = require('gmoe.data.util').read_file(path, 'CharCorpus')
   if not text then error(('CharCorpus: cannot read %s'):format(path), 2) end
   return build(text, opts or {}, "'" .. path .. "'")
 end

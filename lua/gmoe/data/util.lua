@@ -1,6 +1,7 @@
 -- gmoe.data.util: option helpers shared by the gmoe.data submodules (generators from
 -- {generator=g} or {seed=s}, checked integer and choice options, Lua values to tensors, and bytes
 -- to tensors for the file readers). Internal: not part of gm.data.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 
 local M = {}
@@ -48,8 +49,23 @@ function M.choice(opts, key, def, choices, fname)
                                                    tostring(v)), 3)
 end
 
+-- The bytes of the regular file at path; anything else (a FIFO would block forever, a device
+-- never end) is an error naming fname and what path is.
+function M.read_file(path, fname)
+  if type(path) ~= 'string' then error(fname .. ': path must be a string, got ' .. type(path)) end
+  local kind = require('gmoe')._C.file_kind(path)
+  if kind and kind ~= 'file' then error(('%s: cannot read %s: it is a %s, not a regular file'):format(fname, path, kind)) end
+  local f, err = io.open(path, 'rb')
+  if not f then error(('%s: cannot open %s'):format(fname, err)) end
+  local s = f:read('a')
+  f:close()
+  if s == nil then error(('%s: cannot read %s'):format(fname, path)) end
+  return s
+end
+
 -- Reject option keys a function does not know (a typo must not pass silently).
 function M.known(opts, keys, fname)
+  require('gmoe.errors').check(fname, 1, 'opts', opts, 'table')
   local set = {}
   for _, k in ipairs(keys) do set[k] = true end
   for k in pairs(opts) do

@@ -2,6 +2,7 @@
 -- (EvoMoE), ActivationDTS, TopK (+ noisy), TopP, Hash, Random (THOR) and ExpertChoice. Routing
 -- math runs in the C ops topk_gate / topp_gate / threshold_gate (core/ops/gate.def) or in
 -- existing differentiable ops; every gate follows the protocol of gm.gates.Gate.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 local G = require 'gmoe.gates'
 local Gate = G.Gate
@@ -36,6 +37,7 @@ end
 
 -- Gumbel(0, 1) noise of x's shape and dtype: -log(-log U), U uniform in [1e-10, 1 - 1e-10].
 local function gumbel_like(x, gen)
+  require('gmoe.errors').check('gumbel_like', 1, 'x', x, 'tensor')
   local u = gm.rand(x.shape, {dtype = x.dtype, generator = gen}) * (1 - 2e-10) + 1e-10
   return -(-(u:log())):log()
 end

@@ -6,6 +6,7 @@
 -- more); gate:forward(x [T, D], ctx) returns r = {ids [T, K] i32, weights [T, K], probs [T, E]
 -- or nil, logits [T, E] or nil, aux = {name = scalar tensor}, k = K}. ctx = {token_ids,
 -- step, generator}; every field optional. The router runs in x's dtype (f32 or f64).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 local Module = require('gmoe.nn.module').Module
 
@@ -68,6 +69,7 @@ function Gate:init(o)
 end
 
 local function need_int(gate, key, v, min)
+  min = require('gmoe.errors').check('need_int', 4, 'min', min, 'number')
   if math.type(v) ~= 'integer' or v < min then
     error(('gm.gates.%s: %s must be an integer >= %d, got %s'):format(gate, key, min, tostring(v)), 4)
   end
@@ -137,6 +139,8 @@ end
 
 --- M.result(t): fill defaults of a gate result (aux = {}, k from ids).
 function M.result(r)
+  require('gmoe.errors').check('gm.gates.result', 1, 'r', r, 'table')
+  require('gmoe.errors').check('gm.gates.result', 1, 'r.ids', r.ids, 'tensor')
   r.aux = r.aux or {}
   r.k = r.k or r.ids.shape[2]
   return r

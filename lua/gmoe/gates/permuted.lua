@@ -3,6 +3,7 @@
 -- Gumbel-Sinkhorn in log space (C op gm.sinkhorn) under an annealed temperature, applies it to
 -- the inner gate's expert weights (g' = normalise(g P)), and :freeze() replaces P by the hard
 -- permutation from the Hungarian algorithm (gm.gates.hungarian, Kuhn-Munkres, O(n^3)).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 local G = require 'gmoe.gates'
 local Gate = G.Gate
@@ -143,9 +144,10 @@ function Permuted:freeze()
   local lp = gm.no_grad(function() return self:log_perm(self.steps, 0) end)
   local perm = M.hungarian((-lp):to('f64'):totable())
   self.perm, self.frozen = perm, true
-  local inv = {}
-  for i, j in ipairs(perm) do inv[j + 1] = i - 1 end
+  local inv, shifted = {}, {-1}
+  for i, j in ipairs(perm) do inv[j + 1] = i - 1; shifted[i + 1] = j end
   self.inv_perm = gm.tensor(inv, {dtype = 'i32'})
+  self.perm_shifted = gm.tensor(shifted, {dtype = 'i32'}) -- [E + 1]: id + 1 -> new id (padding -1 stays)
   self.k = self.inner.k
   self.dense = false
   return perm
@@ -165,11 +167,8 @@ function Permuted:forward(x, ctx)
   local aux = {}
   for k, v in pairs(r.aux or {}) do aux[k] = v end
   if self.frozen then
-    local ids = r.ids:totable()
-    for _, row in ipairs(ids) do
-      for j, id in ipairs(row) do if id >= 0 then row[j] = self.perm[id + 1] end end
-    end
-    local out = {ids = gm.tensor(ids, {dtype = 'i32'}), weights = r.weights, aux = aux, k = r.k}
+    local ids = self.perm_shifted:index_select(0, (r.ids + 1):reshape {-1}):reshape(r.ids.shape)
+    local out = {ids = ids, weights = r.weights, aux = aux, k = r.k}
     if r.probs then out.probs = r.probs:index_select(1, self.inv_perm) end
     if r.logits then out.logits = r.logits:index_select(1, self.inv_perm) end
     return G.result(out)

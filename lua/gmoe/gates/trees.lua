@@ -5,6 +5,7 @@
 -- selected set is where weight > 0; once the smooth-steps saturate at most k are nonzero).
 -- With sparse=true they return the k largest weights (exact once saturated; a truncation
 -- before). The router runs in the gate's dtype (f32 default, f64 for gradient checks).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 local G = require 'gmoe.gates'
 local Gate = G.Gate

@@ -1,6 +1,7 @@
 -- gmoe.nn.functional: the stateless forms of the layers (gm.nn.functional, also gm.nn.F), as
 -- torch.nn.functional: linear, conv2d, max_pool2d, avg_pool2d, adaptive_avg_pool2d, dropout,
 -- layer_norm, rms_norm. Everything is composed from ops of the op table, so autograd covers it.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 
 local gm = require 'gmoe' -- registered by init.lua before its submodules load
@@ -149,6 +150,48 @@ function F.rms_norm(x, normalized_shape, w, eps)
   return gm.rms_norm(x, w or 1, {dim = dim, eps = eps or 1e-6})
 end
 
+-- Batch normalisation as torch.nn.functional.batch_norm: the fused op gm.batch_norm with batch
+-- statistics in training mode (running_mean/var updated in place when given), the running
+-- statistics as one scale and shift per channel otherwise.
+function F.batch_norm(x, running_mean, running_var, w, b, training, momentum, eps)
+  check_tensor('batch_norm', 'input', x)
+  eps, momentum = eps or 1e-5, momentum or 0.1
+  if x:dim() < 2 then error('gm.nn.functional.batch_norm: x must be [N, C, ...], got ' .. x:dim() .. '-D', 2) end
+  local C = x.shape[2]
+  w = w or gm.ones({C}, {dtype = x.dtype})
+  b = b or gm.zeros({C}, {dtype = x.dtype})
+  local shape = {1, C}
+  for _ = 3, x:dim() do shape[#shape + 1] = 1 end
+  if training or not running_mean then
+    local y, mean, invstd = gm.batch_norm(x, w, b, {eps = eps})
+    if running_mean then
+      local M = x:numel() // C
+      gm.no_grad(function()
+        local var = (invstd ^ -2 - eps) * (M / math.max(1, M - 1))
+        running_mean:copy_(running_mean * (1 - momentum) + mean * momentum)
+        running_var:copy_(running_var * (1 - momentum) + var * momentum)
+      end)
+    end
+    return y
+  end
+  local scale = w * (running_var + eps):rsqrt()
+  return x * scale:reshape(shape) + (b - running_mean * scale):reshape(shape)
+end
+
+-- TRADES (Zhang et al. 2019) as the AdvMoE code writes it: CE on the clean logits plus beta times
+-- the batch-mean KL(softmax(clean) || softmax(adv)), gradients flowing into both logits.
+function F.trades_loss(logits_nat, logits_adv, target, opts)
+  check_tensor('trades_loss', 'logits_nat', logits_nat)
+  check_tensor('trades_loss', 'logits_adv', logits_adv)
+  local beta = (opts and opts.beta) or 6
+  if type(beta) ~= 'number' or beta ~= beta or beta < 0 then
+    error('gm.nn.functional.trades_loss: beta must be a number >= 0, got ' .. tostring(beta), 2)
+  end
+  local ce = gm.cross_entropy(logits_nat, target)
+  local kl = gm.kl_div(logits_adv:log_softmax(-1), logits_nat:log_softmax(-1))
+  return ce + kl * beta, ce, kl
+end
+
 local P = 'gm.nn.functional.'
 doc.add(P .. 'linear', P .. 'linear(x, w, b?)', 'x [..., in] @ w[out, in]^T + b[out] -> [..., out]: the fused op ' ..
   'gm.linear with a bias (bias added inside the product), matmul(x, w:t()) without.',
@@ -176,5 +219,17 @@ doc.add(P .. 'rms_norm', P .. 'rms_norm(x, normalized_shape, w?, eps=1e-6)',
   'Scales by the root mean square over the trailing dims given by normalized_shape (not empty), then by w ' ..
   '(of normalized_shape, or a number; absent: none), as torch.nn.functional.rms_norm. One fused op, gm.rms_norm.',
   {formula = 'y = x / sqrt(mean(x^2) + eps) * w', paper = 'Zhang & Sennrich 2019'})
+doc.add(P .. 'batch_norm', P .. 'batch_norm(x, running_mean?, running_var?, w?, b?, training=false, momentum=0.1, eps=1e-5)',
+  'Batch normalisation over dim 1 of x [N, C, ...], as torch.nn.functional.batch_norm. Training (or no running ' ..
+  'statistics): the fused op gm.batch_norm normalises with the batch mean and biased variance per channel and ' ..
+  'running_mean / running_var (when given) are updated in place with momentum, the variance unbiased; otherwise ' ..
+  'the running statistics as y = x * scale + shift per channel. w, b default to 1, 0.',
+  {formula = 'y = (x - mean) / sqrt(var + eps) * w + b', paper = 'Ioffe & Szegedy 2015'})
+doc.add(P .. 'trades_loss', P .. 'trades_loss(logits_nat, logits_adv, target, {beta=6}) -> loss, ce, kl (also gm.trades_loss)',
+  'The TRADES objective as the AdvMoE/TRADES code computes it: cross_entropy(logits_nat, target) + beta * KL, ' ..
+  'KL = (1/B) sum_b sum_c p_nat (log p_nat - log p_adv) with p = softmax over the last dim (batch mean, as ' ..
+  'the code\'s KLDivLoss(sum) / B; the paper writes it KL(f(x_adv) || f(x))). Gradients flow into both logits. ' ..
+  'Also returns the two terms.',
+  {formula = 'L = CE(f(x), y) + beta/B sum_b KL(softmax f(x_b) || softmax f(x_adv,b))', paper = 'Zhang et al., ICML 2019 (TRADES)'})
 
 return F

@@ -24,8 +24,9 @@ end
 doc.add('gm.nn', 'gm.nn.<Layer>{...}',
   'Neural-network layers with torch.nn semantics. Base class gm.nn.Module (define layers with ' ..
   'gm.nn.Module:extend(name)); containers Sequential, ModuleList; Linear, Embedding, LayerNorm, RMSNorm, ' ..
-  'Dropout, MLP, GLU, SwiGLU, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool2d, Flatten, ' ..
+  'Dropout, BatchNorm2d (BatchNorm1d), MLP, GLU, SwiGLU, Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, GlobalAvgPool2d, Flatten, ' ..
   'Identity; activations ReLU, GELU, SiLU, Tanh, Sigmoid, Softmax, LogSoftmax; initialisers gm.nn.init; ' ..
+  'MoE CNNs (AdvMoE): MoEConv2d, RouterCNN, MoECNN, DenseCNN, hard_top1, route, expert_usage, flip_rate; ' ..
   'stateless forms gm.nn.functional (gm.nn.F). Constructors take positional or named options ' ..
   '(gm.nn.Linear(4, 2) or gm.nn.Linear{in_features=4, out_features=2, bias=false}) and, with parameters, ' ..
   'dtype="f64" and generator=g for the init.')
@@ -34,5 +35,6 @@ doc.add('gm.nn.is_module', 'gm.nn.is_module(v) -> boolean', 'Whether v is an ins
 -- The MoE layer (lua/gmoe/nn/moe.lua) builds on the layers above and on gm.gates.
 if package.preload['gmoe.nn.moe'] then nn.MoE = require('gmoe.nn.moe').MoE end
 if package.preload['gmoe.nn.mixers'] then for k, v in pairs(require('gmoe.nn.mixers')) do nn[k] = v end end
+if package.preload['gmoe.nn.moe_cnn'] then for k, v in pairs(require('gmoe.nn.moe_cnn')) do nn[k] = v end end
 
 return nn

@@ -3,6 +3,7 @@
 -- the engine's generator (the default one, or opts.generator) and returns it. Arguments are
 -- positional as in PyTorch, or named in a trailing options table:
 --   gm.nn.init.kaiming_uniform_(w, math.sqrt(5));  gm.nn.init.normal_(w, {std = 0.02, generator = g})
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 
 local gm = require 'gmoe' -- registered by init.lua before its submodules load
@@ -44,7 +45,7 @@ end
 
 --- fan_in, fan_out of a weight: [out, in, k...] -> in * prod(k), out * prod(k).
 function M.calculate_fans(t)
-  local s = t.shape
+  local s = require('gmoe.errors').check('calculate_fans', 1, 't', t, 'tensor').shape
   if #s < 2 then
     error(('gm.nn.init: fan in and fan out need a tensor with >= 2 dims, got shape [%s]'):format(
       table.concat(s, ', ')), 3)
@@ -55,7 +56,7 @@ function M.calculate_fans(t)
 end
 
 function M.calculate_gain(nonlinearity, param)
-  nonlinearity = nonlinearity or 'leaky_relu'
+  nonlinearity = require('gmoe.errors').check('calculate_gain', 1, 'nonlinearity', nonlinearity, 'string?') or 'leaky_relu'
   if nonlinearity == 'linear' or nonlinearity == 'identity' or nonlinearity == 'sigmoid' or
      nonlinearity:match('^conv') then
     return 1

@@ -3,6 +3,7 @@
 -- positionally or by name, in a call or a table: gm.nn.Linear(4, 2), gm.nn.Linear{4, 2,
 -- bias=false}, gm.nn.Linear{in_features=4, out_features=2}; an unknown option is an error.
 -- Layers with parameters accept dtype ("f32" default, "f64") and generator (for the init).
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 local Module = require('gmoe.nn.module').Module
 local is_module = require('gmoe.nn.module').is_module
@@ -213,6 +214,37 @@ end
 function RMSNorm:forward(x) return F.rms_norm(x, self.normalized_shape, self.weight, self.eps) end
 function RMSNorm:extra_repr()
   return ('[%s], eps=%g, affine=%s'):format(table.concat(self.normalized_shape, ', '), self.eps, bstr(self.weight))
+end
+
+local BatchNorm2d = define('BatchNorm2d', 'gm.nn.BatchNorm2d{num_features, eps=1e-5, momentum=0.1, affine=true, dtype="f32"}',
+  'Batch normalisation over dim 1 of x [N, C, H, W] (any x [N, C, ...] works: BatchNorm1d is the same module). ' ..
+  'Training mode: batch mean and biased variance per channel (the fused op gm.batch_norm), and the buffers ' ..
+  'running_mean (init 0) and running_var (init 1) move by momentum towards the batch mean and unbiased variance; ' ..
+  'eval mode: the running statistics. weight (init 1) and bias (init 0) when affine.',
+  {formula = 'y = (x - mean) / sqrt(var + eps) * weight + bias', paper = 'Ioffe & Szegedy 2015'})
+L.BatchNorm1d = BatchNorm2d
+doc.add('gm.nn.BatchNorm1d', 'gm.nn.BatchNorm1d{num_features, ...}', 'The same module as gm.nn.BatchNorm2d (x [N, C] or [N, C, L]).')
+function BatchNorm2d:init(...)
+  local o = options('BatchNorm2d', {'num_features'}, {eps = 1e-5, momentum = 0.1, affine = true, dtype = 'f32'}, ...)
+  self.num_features = need_int('BatchNorm2d', 'num_features', o.num_features)
+  self.eps, self.momentum = o.eps, o.momentum
+  if o.affine then
+    self.weight = init.ones_(param({self.num_features}, o.dtype))
+    self.bias = init.zeros_(param({self.num_features}, o.dtype))
+  end
+  self:add_buffer('running_mean', gm.zeros({self.num_features}, {dtype = o.dtype}))
+  self:add_buffer('running_var', gm.ones({self.num_features}, {dtype = o.dtype}))
+end
+function BatchNorm2d:forward(x)
+  if not gm.is_tensor(x) or x:dim() < 2 or x.shape[2] ~= self.num_features then
+    error(('gm.nn.BatchNorm2d: x must be [N, %d, ...], got %s'):format(self.num_features,
+      gm.is_tensor(x) and '[' .. table.concat(x.shape, ', ') .. ']' or type(x)), 2)
+  end
+  return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, self.training, self.momentum,
+                      self.eps)
+end
+function BatchNorm2d:extra_repr()
+  return ('%d, eps=%g, momentum=%g, affine=%s'):format(self.num_features, self.eps, self.momentum, bstr(self.weight))
 end
 
 local Dropout = define('Dropout', 'gm.nn.Dropout{p=0.5, generator}',

@@ -5,6 +5,7 @@
 -- gm.gla_chunk; LM stacks any of them into pre-norm residual blocks with an
 -- optional MLP or MoE state mixer, and computes logits at selected positions only when asked.
 -- Inputs are [B, T, d_model] (batch first); every mixer is causal by default.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local module = require 'gmoe.nn.module'
@@ -40,6 +41,7 @@ end
 -- (materialises [B, H, T, S]). Returns out and the probabilities. drop: nil or a function on
 -- the probabilities (attention dropout).
 local function attention_naive(q, k, v, causal, scale, drop)
+  for i, t in ipairs {q, k, v} do require('gmoe.errors').check('attention_naive', i, ({'q', 'k', 'v'})[i], t, 'tensor') end
   local T, S = q.shape[#q.shape - 1], k.shape[#k.shape - 1]
   local scores = q:matmul(k:transpose(-2, -1)) * (scale or 1 / math.sqrt(q.shape[#q.shape]))
   if causal then
@@ -56,6 +58,33 @@ doc.add('gm.nn.attention_naive', 'gm.nn.attention_naive(q, k, v, causal, scale=1
   '[..., T, S] probabilities, which it also returns); drop is an optional function applied to the probabilities ' ..
   '(attention dropout). gm.sdpa is the fused op; this is its test oracle and the dropout path.',
   {formula = 'softmax(scale q k^T + mask) v'})
+
+--- gm.nn.attention_sink(probs [..., H, T, S]) -> mass [H] f64, uniform (number)
+-- The attention sink probe (Qiu et al. 2025; Xiao et al. 2024): the mean attention mass that a
+-- query puts on key 0, over queries t = 1 .. T-1 (query 0 can only see key 0) and every leading
+-- index, per head; `uniform` is the same mean for causal attention spread evenly, 1/(t+1).
+local function attention_sink(probs)
+  if not gm.is_tensor(probs) or probs:dim() < 3 or probs.dtype == 'i32' then
+    error('gm.nn.attention_sink: probs must be a float tensor [..., H, T, S], got ' ..
+      (gm.is_tensor(probs) and (probs.dtype .. ' [' .. table.concat(probs.shape, ', ') .. ']') or type(probs)), 2)
+  end
+  local nd = probs:dim()
+  local H, T = probs.shape[nd - 2], probs.shape[nd - 1]
+  if T < 2 then error(('gm.nn.attention_sink: needs at least 2 query positions, got %d'):format(T), 2) end
+  local first = probs:detach():to('f64'):narrow(-1, 0, 1):narrow(-2, 1, T - 1) -- [..., H, T-1, 1]
+  local mass = first:reshape {-1, H, T - 1}:mean {dims = {0, 2}}
+  local uniform = 0
+  for t = 1, T - 1 do uniform = uniform + 1 / (t + 1) end
+  return mass, uniform / (T - 1)
+end
+M.attention_sink = attention_sink
+doc.add('gm.nn.attention_sink', 'gm.nn.attention_sink(probs [..., H, T, S]) -> mass [H] f64, uniform',
+  'The attention-sink probe: mass[h] is the mean attention probability that head h puts on key 0, over ' ..
+  'query positions t = 1 .. T-1 (query 0 sees only key 0) and all leading indices (batch, ...); uniform is ' ..
+  'the same mean for causal attention spread evenly (1/(t+1)). Give it attn.last_probs (set ' ..
+  'attn.keep_probs = true before the forward). A sink shows as mass well above uniform.',
+  {formula = 'mass_h = mean_{b, t>=1} p[b, h, t, 0];  uniform = mean_{t>=1} 1/(t+1)',
+   paper = 'Qiu et al. 2025 (Gated Attention), Xiao et al. 2024 (attention sinks)'})
 
 -- Rotary tables cos/sin [T, Dh] (rotate-half layout: frequency i on columns i and i + Dh/2).
 local rope_cache = setmetatable({}, {__mode = 'v'})
@@ -81,6 +110,7 @@ end
 
 -- x [B, H, T, Dh] rotated by position: x cos + rotate_half(x) sin, rotate_half(x) = [-x2, x1].
 local function rope(x, base)
+  require('gmoe.errors').check('rope', 1, 'x', x, 'tensor')
   base = base or 10000
   local T, Dh = x.shape[3], x.shape[4]
   local cs, sn = rope_tables(T, Dh, base, x.dtype)

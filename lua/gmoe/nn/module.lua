@@ -4,6 +4,7 @@
 -- self:add_module and self:add_buffer do the same explicitly). Parameters, children and
 -- buffers live in registries, not in the instance table, so every later assignment to their
 -- names goes through __newindex. Names are dotted paths as in PyTorch ('blocks.1.fc.weight').
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local doc = require 'gmoe.doc'
 
 local gm = require 'gmoe' -- registered by init.lua before its submodules load
@@ -245,6 +246,7 @@ end
 
 --- m:apply(fn): fn(module) for every submodule (children first) and then m; returns m.
 function Module:apply(fn)
+  require('gmoe.errors').check('Module:apply', 1, 'fn', fn, 'function')
   for _, ch in ipairs(self:children()) do ch:apply(fn) end
   fn(self)
   return self

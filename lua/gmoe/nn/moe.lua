@@ -6,6 +6,7 @@
 -- MoE++ zero-computation experts (constant, copy, zero, in that order); shared experts
 -- (DeepSeekMoE) see every token. forward returns the MoE output (to be ADDED to the residual
 -- stream by the caller), the auxiliary losses, and routing statistics.
+local error = require('gmoe.errors').raise -- errors point at the caller's line
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
 local module = require 'gmoe.nn.module'
@@ -123,8 +124,8 @@ function MoE:init(...)
   end
   self.activation = act
   if o.capacity_factor and o.capacity_factor ~= nil then
-    if type(o.capacity_factor) ~= 'number' or o.capacity_factor < 0 then
-      error('gm.nn.MoE: capacity_factor must be a number >= 0 (or nil for dropless), got ' .. tostring(o.capacity_factor), 3)
+    if type(o.capacity_factor) ~= 'number' or not (o.capacity_factor > 0) then -- 0 would drop every token
+      error('gm.nn.MoE: capacity_factor must be a number > 0 (or nil for dropless), got ' .. tostring(o.capacity_factor), 3)
     end
     self.capacity_factor = o.capacity_factor
   end
