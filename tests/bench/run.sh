@@ -8,11 +8,12 @@
 # every OpenBLAS core type against the default environment (blas_core.lua); the Lua binding's
 # per-op overhead (overhead.lua); memory over a long training loop; MLP and CNN training steps
 # (train.lua); top-k MoE training steps at three sizes (moe.lua); LM training steps (lm.lua);
-# the COMET multi-gate MoE epoch (comet.lua).
+# the COMET multi-gate MoE epoch (comet.lua); the MQAR step of the associative-recall experiment
+# (mqar.lua).
 # BENCH_LOAD=1 runs every row a second time with one CPU-bound process competing for the
 # cores (started and stopped here). Benchmarks inform; this script always exits 0.
 # Environment: BENCH_REPS (repeats, default 15), BENCH_STEPS (10000), LM_REPS (7), COMET_REPS (7),
-# BENCH_LOAD (0), BENCH_NO_PEER=1 (skip PyTorch).
+# MQAR_REPS (7), BENCH_LOAD (0), BENCH_NO_PEER=1 (skip PyTorch).
 B=${1:-build}
 REPS=${BENCH_REPS:-15}
 STEPS=${BENCH_STEPS:-10000}
@@ -72,6 +73,11 @@ rows() {
     # COMET reproduction (issue 13): one training epoch (20000 examples, batch 256) of the
     # 16-expert, 2-gate multi-task MoE with top-k and COMET gates, against PyTorch; target >= 3x.
     "$GMOE" "$HERE/comet.lua" "${COMET_REPS:-7}"
+    line
+    # MQAR training step (issue 12): the associative-recall model (experiments/lib/mqar.lua) for
+    # attention and base_conv at T=256, d=64, B=64, V=8192, logits at the answer positions only,
+    # interleaved with the same step in PyTorch (tests/bench/torch_mqar.py); target >= 2x.
+    "$GMOE" "$HERE/mqar.lua" "${MQAR_REPS:-7}"
     line
 }
 

@@ -282,22 +282,26 @@ end
 
 local GatedConv = define('GatedConv',
   'gm.nn.GatedConv{d_model, short_kernel=3, long=true, l_max=nil, residual=true, d_emb=3, d_hidden=16, ' ..
-  'bias=true, dtype="f32", generator}  ->  y = conv(x [B, T, d_model])',
+  'filter_activation="sin"|"relu", long_skip=false, bias=true, dtype="f32", generator}  ->  y = conv(x [B, T, d_model])',
   'Zoology\'s BaseConv gated convolution: a convolution branch (a short depthwise causal conv of short_kernel ' ..
   'taps, weight short_w [K, d] and bias short_b, then, when long, an implicit long causal conv whose [T, d] ' ..
   'filter is an MLP of zoology\'s positional features z(t): filter1 (Linear d_emb -> d_hidden), sin(w h) with a ' ..
   'learned frequency w [1, d_hidden] (filter_freq, init 1, as Hyena\'s Sin activation), filter2 ' ..
   '(Linear d_hidden -> d)) times a linear branch proj(x), plus x when ' ..
-  'residual (BaseConv\'s own residual). short_kernel = 0 leaves the short conv out (zoology\'s long layers), ' ..
+  'residual (BaseConv\'s own residual). filter_activation = "relu" puts a ReLU between filter1 and filter2 instead ' ..
+  '(no frequency; zoology\'s ImplicitLongConvolution since Oct 2023, the version behind its Figure 2); long_skip ' ..
+  'adds the long conv\'s input to its output (zoology\'s fft_conv returns k * u + u). ' ..
+  'short_kernel = 0 leaves the short conv out (zoology\'s long layers), ' ..
   'long = false the long one (its short layers). Both convolutions are the C op gm.causal_conv1d, computed ' ..
   'directly on the CPU (O(B T K d), K = T for the long one; no FFT). l_max: the length that normalises the ' ..
   'filter positions (default: each call\'s T).',
-  {formula = 'y = long_conv(short_conv(x)) * (x W_p + b_p) + x,  long filter k[t] = W_2 sin(w * (W_1 z(t)))',
+  {formula = 'y = long_conv(short_conv(x)) * (x W_p + b_p) + x,  long filter k[t] = W_2 sin(w * (W_1 z(t))) ' ..
+             '(or W_2 relu(W_1 z(t))),  long_conv(u) = k * u (+ u with long_skip)',
    paper = 'Arora et al. 2023, Zoology (BaseConv); Poli et al. 2023, Hyena (implicit filters)'})
 function GatedConv:init(...)
   local o = options('GatedConv', {'d_model'}, {
     d_model = NONE, short_kernel = 3, long = true, l_max = NONE, residual = true, d_emb = 3, d_hidden = 16,
-    bias = true, dtype = 'f32', generator = NONE}, ...)
+    filter_activation = 'sin', long_skip = false, bias = true, dtype = 'f32', generator = NONE}, ...)
   local D = need_int('GatedConv', 'd_model', o.d_model, 1)
   self.d_model = D
   self.short_kernel = need_int('GatedConv', 'short_kernel', o.short_kernel, 0)
@@ -307,6 +311,10 @@ function GatedConv:init(...)
   end
   self.l_max = o.l_max
   self.residual = o.residual and true or false
+  if o.filter_activation ~= 'sin' and o.filter_activation ~= 'relu' then
+    error(('gm.nn.GatedConv: filter_activation must be "sin" or "relu", got %s'):format(tostring(o.filter_activation)), 3)
+  end
+  self.filter_activation, self.long_skip = o.filter_activation, o.long_skip and true or false
   self.d_emb = need_int('GatedConv', 'd_emb', o.d_emb, 1)
   local lin = {bias = o.bias, dtype = o.dtype, generator = o.generator}
   self.proj = layers.Linear(D, D, lin)
@@ -318,27 +326,31 @@ function GatedConv:init(...)
   if self.long then
     local hdim = need_int('GatedConv', 'd_hidden', o.d_hidden, 1)
     self.filter1 = layers.Linear(self.d_emb, hdim, lin)
-    self.filter_freq = gm.ones({1, hdim}, {dtype = o.dtype, requires_grad = true})
+    if self.filter_activation == 'sin' then self.filter_freq = gm.ones({1, hdim}, {dtype = o.dtype, requires_grad = true}) end
     self.filter2 = layers.Linear(hdim, D, lin)
   end
 end
 -- The long filter [T, d] for length T.
 function GatedConv:long_filter(T)
   local z = filter_features(T, self.l_max or T, self.d_emb, self.proj.weight.dtype)
-  return self.filter2((self.filter1(z) * self.filter_freq):sin())
+  local h = self.filter1(z)
+  return self.filter2(self.filter_freq and (h * self.filter_freq):sin() or h:relu())
 end
 function GatedConv:forward(x)
   local _, T = need_btd('GatedConv', x, self.d_model)
   local u = x
   if self.short_w then u = gm.causal_conv1d(u, self.short_w) + self.short_b end
-  if self.long then u = gm.causal_conv1d(u, self:long_filter(T)) end
+  if self.long then
+    local c = gm.causal_conv1d(u, self:long_filter(T))
+    u = self.long_skip and c + u or c
+  end
   local y = u * self.proj(x)
   if self.residual then y = y + x end
   return y
 end
 function GatedConv:extra_repr()
-  return ('d_model=%d, short_kernel=%d, long=%s, residual=%s'):format(self.d_model, self.short_kernel,
-    tostring(self.long), tostring(self.residual))
+  return ('d_model=%d, short_kernel=%d, long=%s, residual=%s, filter_activation=%s, long_skip=%s'):format(self.d_model,
+    self.short_kernel, tostring(self.long), tostring(self.residual), self.filter_activation, tostring(self.long_skip))
 end
 
 -- ---- GLA ----------------------------------------------------------------------------------
@@ -480,12 +492,13 @@ function Block:forward(h)
 end
 
 local LM = define('LM',
-  'gm.nn.LM{vocab, d_model, layers=2, mixer="attention", heads=1, state_mixer=nil|"mlp"|"moe", d_ff=4*d_model, ' ..
+  'gm.nn.LM{vocab, d_model, layers=2, mixer="attention", heads=1, state_mixer=nil|"mlp"|"moe"|"identity", d_ff=4*d_model, ' ..
   'moe={...}, tie_head=true, positions=nil|"learned"|"rotary", max_len=2048, emb_dropout=0, dtype="f32", ' ..
   'generator}  ->  logits = lm(ids [B, T] i32, select=nil)',
   'A small language model as zoology\'s: embedding (+ learned positions [max_len, d] when positions = "learned"; ' ..
   '"rotary" is handed to the attention mixers), embedding dropout, `layers` pre-norm residual blocks ' ..
-  '(h = h + mixer(LN(h)); then, with a state mixer, h = h + mlp(LN(h)) or h + moe(LN(h))), a final LayerNorm and ' ..
+  '(h = h + mixer(LN(h)); then, with a state mixer, h = h + mlp(LN(h)) or h + moe(LN(h)), or h + LN(h) for "identity": ' ..
+  'zoology\'s blocks with state_mixer = Identity, its "no MLP" models, add the normed residual back), a final LayerNorm and ' ..
   'a head tied to the embedding (tie_head) or its own Linear. mixer: "attention", "gated_attention", "gla", "gated_conv" ' ..
   '(or "base_conv"), a table {name, option = value, ...} passed to that mixer, or a function(i, opts) -> module ' ..
   '(i the 0-based block). moe: options of gm.nn.MoE (d_model is set; d_ff defaults to d_ff, experts to 4); the ' ..
@@ -508,8 +521,8 @@ function LM:init(...)
   if o.positions ~= nil and o.positions ~= 'learned' and o.positions ~= 'rotary' then
     error(('gm.nn.LM: positions must be nil, "learned" or "rotary", got %s'):format(tostring(o.positions)), 3)
   end
-  if o.state_mixer ~= nil and o.state_mixer ~= 'mlp' and o.state_mixer ~= 'moe' then
-    error(('gm.nn.LM: state_mixer must be nil, "mlp" or "moe", got %s'):format(tostring(o.state_mixer)), 3)
+  if o.state_mixer ~= nil and o.state_mixer ~= 'mlp' and o.state_mixer ~= 'moe' and o.state_mixer ~= 'identity' then
+    error(('gm.nn.LM: state_mixer must be nil, "mlp", "moe" or "identity", got %s'):format(tostring(o.state_mixer)), 3)
   end
   self.positions, self.state_mixer, self.tie_head = o.positions, o.state_mixer, o.tie_head and true or false
   local D, g = self.d_model, o.generator
@@ -524,7 +537,9 @@ function LM:init(...)
     b.mixer = make_mixer(o.mixer, i, o)
     if o.state_mixer then
       b.norm2 = layers.LayerNorm(D, {dtype = o.dtype})
-      if o.state_mixer == 'mlp' then
+      if o.state_mixer == 'identity' then
+        b.state = layers.Identity()
+      elseif o.state_mixer == 'mlp' then
         b.state = layers.MLP(D, d_ff, {activation = 'gelu', dtype = o.dtype, generator = g})
       else
         local mo = {d_model = D, d_ff = d_ff, experts = 4, dtype = o.dtype, generator = g}
