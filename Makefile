@@ -22,6 +22,8 @@ OPT    := -O1 -fno-omit-frame-pointer
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 export ASAN_OPTIONS ?= detect_leaks=1
 export LSAN_OPTIONS ?= suppressions=$(CURDIR)/tests/lsan.supp
+# sanitized runs are 3-5x slower: tap.run's per-run limit (tests/tap.lua) grows with them
+export GMOE_TEST_TIMEOUT ?= 480
 endif
 
 # ---- system packages, through pkg-config (names probed; override LUA_PC / BLAS_PC) --------
