@@ -141,6 +141,27 @@ function M.slurp(p)
   return s
 end
 
+-- header, rows = tap.read_tsv(path): a results TSV as the runner writes it (a '# col1<TAB>col2...'
+-- header, then rows); each row holds its cells both by position (r[1]) and by column name (r.arm).
+function M.read_tsv(path)
+  local text = M.slurp(path)
+  local header = text:match('^# ([^\n]*)') or ''
+  local cols, rows = {}, {}
+  for c in (header .. '\t'):gmatch('([^\t]*)\t') do cols[#cols + 1] = c end
+  for line in text:gmatch('[^\n]+') do
+    if not line:match('^#') then
+      local r, i = {}, 0
+      for c in (line .. '\t'):gmatch('([^\t]*)\t') do
+        i = i + 1
+        r[i] = c
+        if cols[i] then r[cols[i]] = c end
+      end
+      rows[#rows + 1] = r
+    end
+  end
+  return header, rows
+end
+
 function M.spit(p, s) local f = assert(io.open(p, 'wb')); f:write(s); f:close() end
 
 -- Runs gmoe with args (a shell-ready string) under a timeout that catches hangs (opts.timeout,

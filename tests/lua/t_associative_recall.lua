@@ -101,18 +101,7 @@ tap.is(code, 0, 'associative_recall runs at a toy size', err)
 tap.is(out, '', 'stdout stays clean')
 tap.ok(io.open(dir .. '/DONE') ~= nil, 'the run finished (DONE)')
 
-local function read_tsv(path)
-  local text = tap.slurp(path) or ''
-  local rows = {}
-  for line in text:gmatch('[^\n]+') do
-    if not line:match('^#') then
-      local r = {}
-      for c in (line .. '\t'):gmatch('([^\t]*)\t') do r[#r + 1] = c end
-      rows[#rows + 1] = r
-    end
-  end
-  return text:match('^# ([^\n]*)') or '', rows
-end
+local read_tsv = tap.read_tsv
 
 local header, rows = read_tsv(dir .. '/results.tsv')
 tap.is(header, 'mixer\tseq_len\tnum_kv_pairs\td_model\tlr\tepochs_run\tbest_val_acc\ttest_acc\tparams\ttrain_seconds',

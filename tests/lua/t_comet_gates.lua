@@ -10,20 +10,7 @@ local q = tap.q
 local gm = require 'gmoe'
 local L = dofile('experiments/lib/mmoe.lua')
 
-local function read_tsv(path)
-  local text = tap.slurp(path) or ''
-  local header = text:match('^# ([^\n]*)') or ''
-  local cols, rows = {}, {}
-  for c in (header .. '\t'):gmatch('([^\t]*)\t') do cols[#cols + 1] = c end
-  for line in text:gmatch('[^\n]+') do
-    if not line:match('^#') then
-      local r, i = {}, 0
-      for c in (line .. '\t'):gmatch('([^\t]*)\t') do i = i + 1; r[cols[i]] = c end
-      rows[#rows + 1] = r
-    end
-  end
-  return header, rows
-end
+local read_tsv = tap.read_tsv
 
 local function tmpdir()
   local d = os.tmpname()

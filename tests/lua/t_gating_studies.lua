@@ -89,19 +89,7 @@ do
 end
 
 -- ---- the experiments at a toy size -------------------------------------------------------------
-local function read_tsv(path)
-  local text = tap.slurp(path) or ''
-  local header = text:match('^# ([^\n]*)') or ''
-  local rows = {}
-  for line in text:gmatch('[^\n]+') do
-    if not line:match('^#') then
-      local r = {}
-      for c in (line .. '\t'):gmatch('([^\t]*)\t') do r[#r + 1] = c end
-      rows[#rows + 1] = r
-    end
-  end
-  return header, rows
-end
+local read_tsv = tap.read_tsv
 local has_gnuplot = os.execute('command -v gnuplot >/dev/null 2>&1')
 local root = os.tmpname()
 os.remove(root)

@@ -12,19 +12,7 @@ local q = tap.q
 local dir = os.tmpname()
 os.remove(dir)
 
-local function read_tsv(path)
-  local text = tap.slurp(path)
-  local header = text:match('^# ([^\n]*)') or ''
-  local rows = {}
-  for line in text:gmatch('[^\n]+') do
-    if not line:match('^#') then
-      local r = {}
-      for c in (line .. '\t'):gmatch('([^\t]*)\t') do r[#r + 1] = c end
-      rows[#rows + 1] = r
-    end
-  end
-  return header, rows
-end
+local read_tsv = tap.read_tsv
 
 local code, out, err = tap.run('run experiments/temperature_gates.lua --quick arms=tanh+temperature+softmax ' ..
   'settings=exact protocols=near+ridge points=3 n_min=300 n_max=3000 reps=3 --dir ' .. q(dir))

@@ -10,19 +10,7 @@ local q = tap.q
 local dir = os.tmpname()
 os.remove(dir)
 
-local function read_tsv(path)
-  local text = tap.slurp(path) or ''
-  local header = text:match('^# ([^\n]*)') or ''
-  local rows = {}
-  for line in text:gmatch('[^\n]+') do
-    if not line:match('^#') then
-      local r = {}
-      for c in (line .. '\t'):gmatch('([^\t]*)\t') do r[#r + 1] = c end
-      rows[#rows + 1] = r
-    end
-  end
-  return header, rows
-end
+local read_tsv = tap.read_tsv
 
 local code, out, err = tap.run('run experiments/router_robustness.lua --quick seeds=1 batch=64 n_train=128 n_test=40 ' ..
   'n_curve=20 epochs=1 pretrain_epochs=1 train_steps=1 test_steps=1 --dir ' .. q(dir), {env = 'OMP_NUM_THREADS=1'})
