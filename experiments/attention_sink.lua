@@ -129,6 +129,7 @@ return gm.experiment {
   quick = {corpus_chars = 200000, lrs = '1e-3', seeds = 1, steps = 150, eval_every = 50, eval_batches = 2,
            probe_batches = 1, seq_len = 64, bb_steps = 150, bb_sequences = 2000, bb_eval_every = 50},
   choices = {positions = {'rotary', 'learned'}},
+  select = {'arms', 'lrs', 'seeds'},
   doc = {corpus = 'grammar study: a text file to train on (UTF-8 or bytes); empty: gm.data.grammar_text',
          arms = "'+'-separated subset of baseline, headwise, elementwise",
          lrs = "grammar study: '+'-separated peak learning rates (AdamW, warm-up then cosine to 0)",

@@ -34,6 +34,7 @@ return gm.experiment {
             seq_len = 128, weight_decay = 0.1, log_every = 20, eval_every = 100, eval_batches = 8},
   quick = {corpus_chars = 200000, seeds = 1, steps = 120, diversify_steps = 30, log_every = 10, eval_every = 30,
            eval_batches = 2, seq_len = 64},
+  select = {'arms', 'seeds'},
   doc = {arms = "'+'-separated subset of dts, dts_evo, top1, top2",
          tau0 = 'initial Gumbel-softmax temperature', tau1 = 'final temperature (geometric schedule over the run)',
          threshold = 'gate value above which an expert is active', alpha = 'Switch balance loss weight',

@@ -34,6 +34,7 @@ return gm.experiment {
             weight_decay = 0.1, log_every = 20, eval_every = 200, eval_batches = 8},
   quick = {corpus_chars = 200000, seeds = 1, steps = 120, log_every = 10, eval_every = 60, eval_batches = 2,
            seq_len = 64},
+  select = {'arms', 'seeds'},
   doc = {arms = "'+'-separated subset of topp, topp_nodyn, top2, top1",
          p = 'top-p threshold (the released config: 0.4)', beta = 'weight of the dynamic (entropy) loss',
          alpha = 'weight of the Switch balance loss (summed over layers)'},

@@ -231,6 +231,12 @@ function Exp:parse_args(args)
       end
       opts.sched[field] = val
       i = i + 1
+    elseif a == '--join' then
+      local val = args[i + 1]
+      if not val then error(self.name .. ': --join needs a run folder', 0) end
+      opts.join = opts.join or {}
+      opts.join[#opts.join + 1] = val
+      i = i + 1
     elseif a == '--out' or a == '--dir' or a == '-j' or a == '--emit' then
       local val = args[i + 1]
       if not val then error(('%s: %s needs a value'):format(self.name, a), 0) end
@@ -292,7 +298,7 @@ function Exp:jobs(opts, over)
 end
 
 --- gm.experiment{name=, description=, config={defaults}, quick={preset}, choices={key={...}},
---- doc={key=text}, check=function(cfg), run=function(cfg, run)} -> experiment
+--- doc={key=text}, select={keys}, check=function(cfg), run=function(cfg, run)} -> experiment
 -- Called from the script named by arg[0] (gmoe run x.lua ...), or when arg[0] is <name>.lua, it
 -- runs itself from arg.
 function M.define(spec)
@@ -303,7 +309,7 @@ function M.define(spec)
   if type(spec.run) ~= 'function' then error(spec.name .. ': run must be a function(cfg, run)', 2) end
   local e = setmetatable({name = spec.name, description = spec.description or '', config = spec.config or {},
                           quick = spec.quick or {}, choices = spec.choices or {}, doc = spec.doc or {},
-                          check = spec.check, fn = spec.run, types = {}, keys = {}}, Exp)
+                          check = spec.check, fn = spec.run, types = {}, keys = {}, select = {}}, Exp)
   for k, v in pairs(e.config) do
     if type(k) ~= 'string' or not k:match('^[%a_][%w_]*$') then error(spec.name .. ': config keys must be identifiers', 2) end
     if RESERVED[k] then error(('%s: config key "%s" is reserved for the runner'):format(spec.name, k), 2) end
@@ -313,6 +319,10 @@ function M.define(spec)
     e.keys[#e.keys + 1] = k
   end
   table.sort(e.keys)
+  for _, k in ipairs(spec.select or {}) do
+    if e.types[k] == nil then error(('%s: select names "%s", which is not a config key'):format(spec.name, tostring(k)), 2) end
+    e.select[k] = true
+  end
   for k, v in pairs(e.quick) do
     if e.types[k] == nil then
       local near = nearest(k, e.keys)
@@ -673,6 +683,57 @@ local function read_meta(dir)
   return ok and type(m) == 'table' and m or nil
 end
 
+-- --join FROM: copy the finished units of run folder FROM (the same experiment, a config that
+-- differs only in keys the experiment declares as selecting units: spec.select) into this run's
+-- units/, numbered after its own, so this run replays them. Units this run has are kept.
+-- Returns how many were copied.
+local function join_units(exp, cfg, dir, from, units, unit_n)
+  local src = read_file(from .. '/config.lua')
+  local chunk = src and load(src, '=' .. from .. '/config.lua', 't', {})
+  local ok, other = false, nil
+  if chunk then ok, other = pcall(chunk) end
+  if not ok or type(other) ~= 'table' then
+    error(('%s: --join %s: not a run folder (no readable config.lua)'):format(exp.name, from), 0)
+  end
+  local meta = read_meta(from)
+  if meta and meta.name and meta.name ~= exp.name then
+    error(('%s: --join %s is a run of %s'):format(exp.name, from, meta.name), 0)
+  end
+  local keys = {}
+  for k in pairs(cfg) do keys[k] = true end
+  for k in pairs(other) do keys[k] = true end
+  for _, k in ipairs(sorted_keys(keys)) do
+    if cfg[k] ~= other[k] and not exp.select[k] then
+      local sel = sorted_keys(exp.select)
+      error(('%s: --join %s: its config has %s = %s where this run has %s; only the keys that choose ' ..
+        'which units run may differ (%s)'):format(exp.name, from, k, fmt_value(other[k]), fmt_value(cfg[k]),
+        #sel > 0 and table.concat(sel, ', ') or 'this experiment declares none: select = {...}'), 0)
+    end
+  end
+  local listing = shell('ls -1 ' .. q(from .. '/units') .. ' 2>/dev/null') or ''
+  local files = {}
+  for f in listing:gmatch('[^\n]+') do
+    local i = tonumber(f:match('^(%d+)%.lua$'))
+    if i then files[#files + 1] = i end
+  end
+  table.sort(files)
+  local n = 0
+  mkdir_p(dir .. '/units')
+  for _, i in ipairs(files) do
+    local path = ('%s/units/%d.lua'):format(from, i)
+    local text = read_file(path)
+    local fn = text and load(text, '=' .. path, 't', {})
+    local good, u = false, nil
+    if fn then good, u = pcall(fn) end
+    if good and type(u) == 'table' and type(u.key) == 'string' and not units[u.key] then
+      n = n + 1
+      M.write_atomic(('%s/units/%d.lua'):format(dir, unit_n + n), text)
+      units[u.key] = u
+    end
+  end
+  return n
+end
+
 -- Is process pid a gmoe still running here? (A pid the system gave to another program since
 -- counts as gone.)
 local function gmoe_alive(pid)
@@ -744,6 +805,12 @@ function Exp:execute(job, opts, quiet)
   if not resume then os.execute('rm -rf ' .. q(dir .. '/units')) end
   local units, unit_n = {}, 0
   if resume then units, unit_n = load_units(dir) end
+  local joined = {}
+  for _, from in ipairs(opts.join or {}) do
+    local n = join_units(self, cfg, dir, from, units, unit_n)
+    unit_n = unit_n + n
+    joined[#joined + 1] = {dir = from, units = n}
+  end
   local run = setmetatable({exp = self, dir = dir, cfg = cfg, id = id, tsvs = {}, tsv_order = {}, metrics = {},
                             metric_order = {}, log_lines = {}, streams = {}, quiet = quiet,
                             tty = stderr_tty(), t0 = os.time(), cpu0 = os.clock(), last_flush = os.time(),
@@ -755,6 +822,7 @@ function Exp:execute(job, opts, quiet)
                 quick = opts.quick, gmoe = build_info(), git = git_info(), host = host(), command = command_line(),
                 cwd = has_term and term.getcwd() or nil, scheduler = scheduler_info(), start = now(), status = 'running',
                 pid = me, resumed = resume and unit_n or nil, attempts = #attempts > 0 and attempts or nil,
+                joined = #joined > 0 and joined or nil,
                 seeds = {master = run.master_seed, streams = run.streams}}
   M.write_atomic(dir .. '/meta.json', json(meta) .. '\n')
   if not quiet then
@@ -763,6 +831,9 @@ function Exp:execute(job, opts, quiet)
     io.stderr:write(('%s: %s\n%s: run folder %s\n'):format(self.name, table.concat(lines, ' '), self.name, dir))
     if resume then
       io.stderr:write(('%s: resuming an unfinished run: %d unit(s) already done\n'):format(self.name, unit_n))
+    end
+    for _, j in ipairs(joined) do
+      io.stderr:write(('%s: joined %d unit(s) from %s\n'):format(self.name, j.units, j.dir))
     end
   end
   if taken then run.log_lines[#run.log_lines + 1] = taken end
@@ -857,6 +928,7 @@ function Exp:main(args)
     end
     local jobs, swept = self:jobs(opts, over)
     if opts.dir and #jobs > 1 then error(self.name .. ': --dir names one run folder; a sweep needs --out', 0) end
+    if opts.join and #jobs > 1 then error(self.name .. ': --join fills one run; join each config of a sweep on its own', 0) end
     local failed = 0
     for i, j in ipairs(jobs) do
       if #jobs > 1 then io.stderr:write(('%s: job %d/%d: %s\n'):format(self.name, i, #jobs, table.concat(j.words, ' '))) end
@@ -952,7 +1024,7 @@ end
 M.load = load_experiment
 
 local USAGE = [[
-usage: gmoe run experiments/NAME.lua [--quick] [--force] [--out ROOT | --dir DIR] [key=value | key=a,b,c | key=1..9 ...]
+usage: gmoe run experiments/NAME.lua [--quick] [--force] [--out ROOT | --dir DIR] [--join RUN_DIR ...] [key=value | key=a,b,c | key=1..9 ...]
        gmoe sweep experiments/NAME.lua [--quick] [--force] [--out ROOT] [-j N | --emit parallel|slurm | --status]
                   [--max-running N] [--cpus-per-task N] [--time T] [--mem M] [--partition P] [--gpus G] key=a,b,c ...
        gmoe plot NAME [RUN_DIR]   (renders plots/NAME.gp to PDF, PNG and SVG in the run folder; latest run by default)
@@ -986,7 +1058,7 @@ end
 
 doc.add('gm.experiment',
   'gm.experiment{name=, description=, config={key=default}, quick={key=value}, choices={key={...}}, ' ..
-  'check=function(cfg), run=function(cfg, run)} -> experiment',
+  'select={keys}, check=function(cfg), run=function(cfg, run)} -> experiment',
   'Declares an experiment. Config values are numbers, integers, strings or booleans; their defaults ' ..
   'type the overrides. Run as a script (gmoe run experiments/NAME.lua [--quick] [--force] [--out ROOT | ' ..
   '--dir DIR] [key=v | key=a,b,c | key=1..9 ...]) it resolves defaults, then the quick preset, then ' ..
@@ -996,7 +1068,11 @@ doc.add('gm.experiment',
   'meta.json (version, git commit and dirty flag, BLAS, threads, CUDA, host, command, seeds, start, ' ..
   'end, wall time, status), the TSV files, metrics.tsv, log.txt and DONE last, each written ' ..
   'atomically. A finished run of the same config is skipped unless --force; an unfinished one ' ..
-  '(interrupted, killed, failed) is resumed in its folder, its finished units replayed. Inside run(cfg, run): ' ..
+  '(interrupted, killed, failed) is resumed in its folder, its finished units replayed. --join RUN_DIR (repeatable) ' ..
+  'copies the finished units of another run of the experiment into this one, which then replays them: a run split ' ..
+  'by arms=a / arms=b over processes or machines joins into one run of arms=a+b; the configs may differ only in the ' ..
+  'keys the experiment lists in select = {...} (keys that choose which units run, not what a unit computes). ' ..
+  'Inside run(cfg, run): ' ..
   'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank(); run:metric(name, v); ' ..
   'run:log(fmt, ...); run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
   'lines otherwise); run:unit(key, fn) runs one resumable unit (see ?run:unit); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..

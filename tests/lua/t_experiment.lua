@@ -250,6 +250,52 @@ for _, c in ipairs {{'twice', 'key "a" used twice'}, {'nest', 'units do not nest
   tap.ok(code ~= 0 and err:find(c[2], 1, true), 'run:unit refuses: ' .. c[2], err)
 end
 
+-- ---- --join: a run split by a selecting key joins into one run ---------------------------------
+os.execute('mkdir -p ' .. q(tmp .. '/join'))
+local jscript = tmp .. '/join/joined.lua'
+tap.spit(jscript, [[
+local gm = require 'gmoe'
+return gm.experiment {
+  name = 'joined', config = {arms = 'a+b', scale = 1, seed = 5}, select = {'arms'},
+  run = function(cfg, run)
+    local w = run:tsv('values', {'arm', 'v'})
+    for arm in cfg.arms:gmatch('[^+]+') do
+      run:unit(arm, function()
+        local f = io.open(os.getenv('JOIN_CALLS'), 'a') f:write(arm, '\n') f:close()
+        local g = run:generator(arm)
+        w:row(arm, cfg.scale * gm.randn({1}, {generator = g}):item())
+      end)
+    end
+  end,
+}
+]])
+local jcalls = tmp .. '/join/calls.txt'
+local jenv = 'JOIN_CALLS=' .. q(jcalls)
+local jroot = tmp .. '/join/runs'
+code, out, err = tap.run('run ' .. q(jscript) .. ' --dir ' .. q(jroot .. '/A') .. ' arms=a', {env = jenv})
+tap.is(code, 0, '--join: part a runs on its own', err)
+code, out, err = tap.run('run ' .. q(jscript) .. ' --dir ' .. q(jroot .. '/B') .. ' arms=b', {env = jenv})
+tap.is(code, 0, '--join: part b runs on its own', err)
+code, out, err = tap.run('run ' .. q(jscript) .. ' --dir ' .. q(jroot .. '/whole'), {env = jenv})
+local whole = tap.slurp(jroot .. '/whole/values.tsv')
+os.remove(jcalls)
+code, out, err = tap.run('run ' .. q(jscript) .. ' --dir ' .. q(jroot .. '/AB') .. ' --join ' .. q(jroot .. '/A') ..
+  ' --join ' .. q(jroot .. '/B'), {env = jenv})
+tap.is(code, 0, '--join A --join B runs', err)
+tap.like(err, 'joined 1 unit%(s%) from .*/A\n.*joined 1 unit%(s%) from .*/B', 'and says what it joined')
+tap.is(tap.slurp(jcalls), '', 'no unit is computed again')
+tap.is(tap.slurp(jroot .. '/AB/values.tsv'), whole, 'the joined run equals the run done in one piece')
+tap.like(tap.slurp(jroot .. '/AB/meta.json'), '"joined": ', 'meta.json records the joined folders')
+code, out, err = tap.run('run ' .. q(jscript) .. ' --dir ' .. q(jroot .. '/S2') .. ' scale=2 --join ' .. q(jroot .. '/A'),
+  {env = jenv})
+tap.ok(code ~= 0 and err:find('scale = 1 where this run has 2', 1, true) and err:find('(arms)', 1, true),
+  '--join refuses a run whose config differs in a key that is not a selecting key', err)
+code, out, err = tap.run('run ' .. q(jscript) .. ' --dir ' .. q(jroot .. '/N') .. ' --join ' .. q(tmp .. '/nowhere'),
+  {env = jenv})
+tap.ok(code ~= 0 and err:find('not a run folder', 1, true), '--join refuses a folder that is not a run', err)
+code, out, err = tap.run('run ' .. q(uscript) .. ' --dir ' .. q(jroot .. '/U') .. ' --join ' .. q(jroot .. '/A'), {env = uenv})
+tap.ok(code ~= 0 and err:find('is a run of joined', 1, true), '--join refuses a run of another experiment', err)
+
 -- ---- a run stopped by a signal is marked, a killed one is found stale, and both resume ---------
 local sscript = tmp .. '/sig/sig.lua'
 os.execute('mkdir -p ' .. q(tmp .. '/sig'))
