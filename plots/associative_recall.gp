@@ -47,7 +47,7 @@ set format x LOG10
 set format y ''
 set xlabel 'training time (s, wall clock)' offset 0, 0.6
 set ylabel ''
-set title sprintf('(%c) %s: accuracy vs time', 96 + NP, setting_title(time_setting)) offset 0, -0.6
+set title sprintf('(%c) %s, vs time', 96 + NP, setting_title(time_setting)) offset 0, -0.6
 plot for [m = 1:NM] file index (time_setting - 1) * NM + m - 1 using 5:2 with linespoints lt m notitle
 # The key: a blank full-width plot of the same line types.
 set lmargin at screen 0.02; set rmargin at screen 0.98; set tmargin at screen 0.11; set bmargin at screen 0.01
