@@ -71,12 +71,17 @@ function M:close()
   if self.proc then self.proc:write('quit\n') self.proc:close() self.res:close() self.proc = nil end
 end
 
+-- After a PyTorch call its OpenMP/OpenBLAS threads keep spinning for a while and would take the
+-- cores from gmoe's next timed repeat: compare waits BENCH_PEER_PAUSE seconds (untimed) after each.
+local PAUSE = tonumber(os.getenv('BENCH_PEER_PAUSE') or '') or 0.2
+local function let_peer_idle() if PAUSE > 0 then os.execute(('sleep %g'):format(PAUSE)) end end
+
 --- peer.compare(gm_step, peer|nil, id|nil, warm, reps) -> {gm = {med, min, max}, torch = {...}|nil}
 --- Times gm_step() and the PyTorch step interleaved: each repeat runs one call of each, the
 --- order alternating, so load from other processes hits both alike.
 function M.compare(step, p, id, warm, reps)
   for _ = 1, warm do step() end
-  if p then p:time(id, warm) end
+  if p then p:time(id, warm); let_peer_idle() end
   local tg, tt = {}, {}
   for r = 1, reps do
     local function g()
@@ -84,7 +89,11 @@ function M.compare(step, p, id, warm, reps)
       step()
       tg[#tg + 1] = B.clock() - t0
     end
-    local function t() if p then tt[#tt + 1] = p:time(id, 1)[1] end end
+    local function t()
+      if not p then return end
+      tt[#tt + 1] = p:time(id, 1)[1]
+      let_peer_idle()
+    end
     if r % 2 == 1 then g() t() else t() g() end
   end
   return {gm = {B.median(tg)}, torch = p and {B.median(tt)} or nil}
