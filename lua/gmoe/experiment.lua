@@ -601,22 +601,31 @@ local function serialize(v, path)
   return '{' .. table.concat(parts, ', ') .. '}'
 end
 
-local function load_units(dir)
-  local units, n = {}, 0
-  local listing = shell('ls -1 ' .. q(dir .. '/units')) or ''
+-- The finished units saved in dir/units, in their order: a list of {i = n, unit = table, text =
+-- the file's source}; unreadable or partial files are skipped.
+local function saved_units(dir)
+  local listing = shell('ls -1 ' .. q(dir .. '/units') .. ' 2>/dev/null') or ''
   local files = {}
   for f in listing:gmatch('[^\n]+') do
     local i = tonumber(f:match('^(%d+)%.lua$'))
     if i then files[#files + 1] = i end
   end
   table.sort(files)
+  local out = {}
   for _, i in ipairs(files) do
     local path = ('%s/units/%d.lua'):format(dir, i)
-    local chunk = loadfile(path, 't', {})
+    local text = read_file(path)
+    local chunk = text and load(text, '=' .. path, 't', {})
     local ok, u = false, nil
     if chunk then ok, u = pcall(chunk) end
-    if ok and type(u) == 'table' and type(u.key) == 'string' then units[u.key] = u; n = math.max(n, i) end
+    if ok and type(u) == 'table' and type(u.key) == 'string' then out[#out + 1] = {i = i, unit = u, text = text} end
   end
+  return out
+end
+
+local function load_units(dir)
+  local units, n = {}, 0
+  for _, s in ipairs(saved_units(dir)) do units[s.unit.key] = s.unit; n = math.max(n, s.i) end
   return units, n
 end
 
@@ -710,25 +719,13 @@ local function join_units(exp, cfg, dir, from, units, unit_n)
         #sel > 0 and table.concat(sel, ', ') or 'this experiment declares none: select = {...}'), 0)
     end
   end
-  local listing = shell('ls -1 ' .. q(from .. '/units') .. ' 2>/dev/null') or ''
-  local files = {}
-  for f in listing:gmatch('[^\n]+') do
-    local i = tonumber(f:match('^(%d+)%.lua$'))
-    if i then files[#files + 1] = i end
-  end
-  table.sort(files)
   local n = 0
   mkdir_p(dir .. '/units')
-  for _, i in ipairs(files) do
-    local path = ('%s/units/%d.lua'):format(from, i)
-    local text = read_file(path)
-    local fn = text and load(text, '=' .. path, 't', {})
-    local good, u = false, nil
-    if fn then good, u = pcall(fn) end
-    if good and type(u) == 'table' and type(u.key) == 'string' and not units[u.key] then
+  for _, saved in ipairs(saved_units(from)) do
+    if not units[saved.unit.key] then
       n = n + 1
-      M.write_atomic(('%s/units/%d.lua'):format(dir, unit_n + n), text)
-      units[u.key] = u
+      M.write_atomic(('%s/units/%d.lua'):format(dir, unit_n + n), saved.text)
+      units[saved.unit.key] = saved.unit
     end
   end
   return n

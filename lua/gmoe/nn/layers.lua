@@ -68,12 +68,17 @@ local function param(shape, dtype)
   return gm.empty(shape, {dtype = dtype or 'f32', requires_grad = true})
 end
 
-local function define(name, sig, text, extra)
-  local cls = Module:extend(name)
-  L[name] = cls
-  doc.add('gm.nn.' .. name, sig, text, extra)
-  return cls
+-- definer(T) -> define(name, sig, text, extra): a Module class registered in T and documented
+-- as gm.nn.<name> (layers, mixers and moe_cnn each register into their own table)
+local function definer(T)
+  return function(name, sig, text, extra)
+    local cls = Module:extend(name)
+    T[name] = cls
+    doc.add('gm.nn.' .. name, sig, text, extra)
+    return cls
+  end
 end
+local define = definer(L)
 
 local function bstr(b) return b and 'true' or 'false' end
 
@@ -436,6 +441,6 @@ function GlobalAvgPool2d:extra_repr() return self.keepdim and 'keepdim=true' or 
 
 -- The option parser and checks, for the other layer files (gmoe.nn.mixers); not part of gm.nn
 -- (gmoe.nn copies no underscore names).
-L._helpers = {NONE = NONE, options = options, need_int = need_int, param = param}
+L._helpers = {NONE = NONE, options = options, need_int = need_int, param = param, definer = definer}
 
 return L

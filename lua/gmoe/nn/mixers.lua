@@ -28,12 +28,7 @@ local function need_btd(name, x, d)
   return x.shape[1], x.shape[2]
 end
 
-local function define(name, sig, text, extra)
-  local cls = Module:extend(name)
-  M[name] = cls
-  doc.add('gm.nn.' .. name, sig, text, extra)
-  return cls
-end
+local define = layers._helpers.definer(M)
 
 -- ---- attention helpers ----------------------------------------------------------------------
 

@@ -411,4 +411,4 @@ doc.add('gm.nn.Module:to', 'm:to(dtype) -> m',
 doc.add('gm.nn.Module:summary', 'm:summary() -> string (also tostring(m))',
   'A PyTorch-style tree of the module with the parameter count of every module that has parameters, and the total.')
 
-return {Module = Module, is_module = is_module}
+return {Module = Module, is_module = is_module, shape_str = shape_str}

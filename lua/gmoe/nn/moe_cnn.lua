@@ -7,7 +7,6 @@
 -- diagnostics gm.nn.expert_usage and gm.nn.flip_rate.
 local gm = require 'gmoe'
 local doc = require 'gmoe.doc'
-local Module = require('gmoe.nn.module').Module
 local layers = require 'gmoe.nn.layers'
 local init = require 'gmoe.nn.initializers'
 local F = require 'gmoe.nn.functional'
@@ -17,14 +16,9 @@ local options, need_int, param, NONE = H.options, H.need_int, H.param, H.NONE
 
 local M = {}
 
-local function define(name, sig, text, extra)
-  local cls = Module:extend(name)
-  M[name] = cls
-  doc.add('gm.nn.' .. name, sig, text, extra)
-  return cls
-end
+local define = H.definer(M)
 
-local function shape_str(t) return '[' .. table.concat(t.shape, ', ') .. ']' end
+local shape_str = require('gmoe.nn.module').shape_str
 
 -- ---- hard top-1 with a straight-through backward ------------------------------------------------
 --- gm.nn.hard_top1(scores [N, E]) -> gate [N, E] (one-hot), ids [N] i32
