@@ -187,7 +187,9 @@ function M.run_interrupted(args, opts)
   opts = opts or {}
   local stdin, out, err, rc = opts.stdin, M.tmpfile('.out'), M.tmpfile('.err'), M.tmpfile('.rc')
   if opts.input then stdin = M.tmpfile('.in'); M.spit(stdin, opts.input) end
-  local script = '"$0" ' .. (args or '') .. [[ <"$1" >"$2" 2>"$3" &
+  -- stderr is emptied before the launch: the file may hold an earlier run's "ready", and the
+  -- backgrounded shell truncates it only when it gets round to the redirection
+  local script = ': >"$3"\n"$0" ' .. (args or '') .. [[ <"$1" >"$2" 2>"$3" &
 pid=$!
 i=0; while ! grep -q ready "$3" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
 sleep ]] .. (opts.settle or 0.2) .. [[

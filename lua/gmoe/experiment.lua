@@ -429,6 +429,19 @@ end
 
 local function now() return os.date('!%Y-%m-%dT%H:%M:%SZ') end
 
+-- A new run folder <base>/<UTC date-time>-<config id>, claimed with a plain mkdir (atomic: two
+-- processes never get the same one). A second run of one config within the same second (--force,
+-- concurrent sweeps) takes the next free second's stamp, so names stay unique and in start order.
+local function new_run_dir(base, id)
+  mkdir_p(base)
+  local t = os.time()
+  for k = 0, 600 do
+    local dir = base .. '/' .. os.date('!%Y%m%d-%H%M%S', t + k) .. '-' .. id
+    if not exists(dir) and os.execute('mkdir ' .. q(dir) .. ' 2>/dev/null') then return dir end
+  end
+  error('experiment: cannot create a new run folder in ' .. base, 0)
+end
+
 local function wall_clock()
   local s = shell('date +%s.%N')
   return tonumber(s) or os.time()
@@ -791,9 +804,7 @@ function Exp:execute(job, opts, quiet)
     resume = M.latest_any(root, self.name, id)
   end
   if resume and opts.force then resume = nil end
-  if not dir then
-    dir = resume or (root .. '/' .. self.name .. '/' .. os.date('!%Y%m%d-%H%M%S') .. '-' .. id)
-  end
+  if not dir then dir = resume or new_run_dir(root .. '/' .. self.name, id) end
   local me = tonumber(shell('echo $PPID'))
   local attempts, taken = {}, nil
   if resume then attempts, taken = take_over(dir, me) end

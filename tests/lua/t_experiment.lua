@@ -234,6 +234,31 @@ tap.is(tap.slurp(fresh .. '/values.tsv'), resumed_tsv, 'the resumed run\'s TSV e
 tap.is(tap.slurp(fresh .. '/metrics.tsv'), resumed_metrics, 'and so do its metrics (unit values replayed)')
 code, out, err = tap.run(q(uscript) .. ' --force', {env = uenv})
 tap.ok(code == 0 and #udirs() == 2 and not err:find('resuming'), '--force starts a new folder, resuming nothing', err)
+do -- a second run of one config in the same second gets its own folder, never the earlier one's
+  local id = (udirs()[1] or ''):match('%-(%x+)$') or '?'
+  local taken, before, t = {}, {}, os.time()
+  for _, d in ipairs(udirs()) do before[d] = true end
+  for k = 0, 5 do
+    local d = os.date('!%Y%m%d-%H%M%S', t + k) .. '-' .. id
+    if not before[d] then
+      os.execute('mkdir -p ' .. q(runs .. '/units/' .. d))
+      tap.spit(runs .. '/units/' .. d .. '/marker', 'earlier run\n')
+      taken[d] = true
+    end
+  end
+  code, out, err = tap.run(q(uscript) .. ' --force', {env = uenv})
+  local new = {}
+  for _, d in ipairs(udirs()) do if not taken[d] and not before[d] then new[#new + 1] = d end end
+  tap.ok(code == 0 and #new == 1, '--force whose second-stamped name is taken claims the next free one', err)
+  local clobbered = 0
+  for d in pairs(taken) do
+    if tap.slurp(runs .. '/units/' .. d .. '/marker') ~= 'earlier run\n' or io.open(runs .. '/units/' .. d .. '/DONE') then
+      clobbered = clobbered + 1
+    end
+  end
+  tap.is(clobbered, 0, 'and leaves the folders it found untouched')
+  for d in pairs(taken) do os.execute('rm -rf ' .. q(runs .. '/units/' .. d)) end
+end
 os.execute('mkdir -p ' .. q(tmp .. '/badexp'))
 local bscript = tmp .. '/badexp/units.lua'
 tap.spit(bscript, [[
@@ -325,7 +350,7 @@ local senv = 'GMOE_RUNS=' .. q(sruns)
 -- when it did not end within 10 s of the signal), stdout and stderr.
 local function run_signalled(args, envs, sig)
   local o, e, rc = tap.tmpfile('.out'), tap.tmpfile('.err'), tap.tmpfile('.rc')
-  local sh = envs .. ' "$0" ' .. args .. [[ </dev/null >"$1" 2>"$2" &
+  local sh = ': >"$2"\n' .. envs .. ' "$0" ' .. args .. [[ </dev/null >"$1" 2>"$2" &
 pid=$!
 i=0; while ! grep -q ready "$2" && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
 sleep 0.2
@@ -380,10 +405,11 @@ tap.like(tap.slurp(sdir() .. '/log.txt'), 'resumed after an earlier attempt: sta
 
 -- a run still in progress is not taken over by a second process
 os.execute('rm -rf ' .. q(sruns))
-local held = tap.tmpfile('.err')
+local held = tap.tmpfile('.held')
+os.remove(held) -- else the wait below may find an earlier run's "ready" before the launch empties it
 os.execute(('%s SIG_HANG_AT=1 %s %s </dev/null >/dev/null 2>%s & echo $! > %s'):format(senv, q(tap.gmoe_path()),
   q(sscript), q(held), q(held .. '.pid')))
-os.execute(('i=0; while ! grep -q ready %s && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done'):format(q(held)))
+os.execute(('i=0; while ! grep -qs ready %s && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done'):format(q(held)))
 code, out, err = tap.run(q(sscript), {env = senv})
 tap.ok(code ~= 0 and err:find('in progress', 1, true), 'a second process refuses the folder of a running run', err)
 os.execute('kill -9 $(cat ' .. q(held .. '.pid') .. ') 2>/dev/null; rm -f ' .. q(held .. '.pid'))

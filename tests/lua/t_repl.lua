@@ -191,6 +191,7 @@ do
   local fifo = path('.fifo')
   local script = [[
 mkfifo "$1" || exit 1
+: >"$3"
 "$0" <"$1" >"$2" 2>"$3" &
 pid=$!
 exec 3>"$1"

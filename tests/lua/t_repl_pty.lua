@@ -124,7 +124,10 @@ tap.ok(wall < 20, 'the interrupts took effect at once (session in ' .. wall .. '
 -- softmax, scan, conversion, pointwise): every kernel polls per chunk of work, never per row
 -- (these rows are 2^24 .. 2^28 elements long), so the prompt is back within 1 s with the
 -- variables defined before intact, and the interrupted assignment never happens. The loops
--- keep the Ctrl-C from landing between two short ops on a fast machine.
+-- keep the Ctrl-C from landing between two short ops on a fast machine; on a loaded one it
+-- may still land between two ops, where the Lua hook stops the loop and the message carries the
+-- chunk's position ("stdin:1: interrupted"): accepted, as the kernels' own polling per chunk is
+-- checked directly in tests/c/t_interrupt.c.
 do
   local cells = {
     {'r = gm.randn{2^28}', 'the random fill of 2^28 values'},
@@ -152,7 +155,7 @@ do
   tap.is(k_code, 0, 'Ctrl-C in long kernels never ended the session')
   n = 4
   for i, c in ipairs(cells) do
-    local pat = c[1]:gsub('%p', '%%%0') .. '\n^C\ninterrupted\ngmoe %[' .. (n + 1) .. '%]> '
+    local pat = c[1]:gsub('%p', '%%%0') .. '\n^C\n[%w:]-%s?interrupted\ngmoe %[' .. (n + 1) .. '%]> '
     tap.like(k_out, pat, 'Ctrl-C stops ' .. c[2])
     tap.ok(ms[i] and ms[i] < 1000, ('and the prompt is back within 1 s (%s ms)'):format(tostring(ms[i])))
     n = n + 1
