@@ -73,7 +73,7 @@ bool gm_grad_enabled(const gm_ctx *c);
  * REPL prompt clears it. */
 void gm_interrupt_set(void);
 void gm_interrupt_clear(void);
-uint64_t gm_interrupt_polls(void); /* how many times gm_interrupted() was asked */
+uint64_t gm_interrupt_polls(void); /* how many times gm_interrupted() was asked on this thread */
 
 /* ---- dtypes ------------------------------------------------------------------------- */
 /* gm_dtype_size and gm_dtype_is_float are in kernel.h */

@@ -94,14 +94,16 @@ void gm_ctx_reset(gm_ctx *c) {
 
 /* ---- interrupt -------------------------------------------------------------------------- */
 static volatile sig_atomic_t interrupt_flag;
-static uint64_t poll_count; /* polls so far: the tests check that long kernels poll often */
+/* Polls so far on this thread (the tests check that long kernels poll often). Per thread: a
+ * shared atomic counter cost a locked add per poll and bounced its cache line between threads. */
+static _Thread_local uint64_t poll_count;
 void gm_interrupt_set(void) { interrupt_flag = 1; }
 void gm_interrupt_clear(void) { interrupt_flag = 0; }
 bool gm_interrupted(void) {
-    __atomic_fetch_add(&poll_count, 1, __ATOMIC_RELAXED);
+    poll_count++;
     return interrupt_flag != 0;
 }
-uint64_t gm_interrupt_polls(void) { return __atomic_load_n(&poll_count, __ATOMIC_RELAXED); }
+uint64_t gm_interrupt_polls(void) { return poll_count; }
 
 /* ---- dtypes and devices ----------------------------------------------------------------- */
 const char *gm_dtype_name(gm_dtype t) {
