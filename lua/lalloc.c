@@ -85,6 +85,8 @@ lua_State *gm_lua_newstate(void) {
     mallopt(M_TRIM_THRESHOLD, 256 << 20);
     mallopt(M_MMAP_THRESHOLD, 64 << 20);
     lua_State *L = lua_newstate(l_alloc, &the_pools);
-    if (L) lua_atpanic(L, l_panic);
+    if (!L) return NULL;
+    lua_atpanic(L, l_panic);
+    if (!getenv("GMOE_GC_INCREMENTAL")) lua_gc(L, LUA_GCGEN, 0, 0); /* minor collections: lgmoe.c */
     return L;
 }
