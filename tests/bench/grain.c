@@ -1,7 +1,7 @@
 /* grain.c: where a second kernel thread starts to pay on this machine (issue 16), for the grain
  * sizes of kernels/cpu/parallel.h and blas.h. For each kind of loop and size n it times the
  * loop on the calling thread against gm_parallel_for over 2 threads with no size threshold
- * (min_per_thread 1), interleaved, and prints the ratio and the crossover: the smallest n from
+ * (min_per_thread half the units), interleaved, and prints the ratio and the crossover: the smallest n from
  * which 2 threads take < 0.9x the 1-thread time at every larger size. Kinds: pointwise
  * (y = a + b, f32), transcendental (y = exp(a), f32: gelu, softmax and cross-entropy rows cost
  * about this much per element), reduction (sum of f32 in fixed 4096-element pieces), product
@@ -75,7 +75,12 @@ static double ratio(const kind *k, int64_t n, job *j, int reps, double *t1_out) 
             int two = (r + w) % 2 == 0;
             double t0 = now();
             for (int i = 0; i < inner; i++) {
-                if (two) gm_parallel_for(units, 1, 2, k->fn, j);
+                /* min_per_thread = half the units: always 2 threads when there are 2 units,
+                 * and pieces as large as the kernels' (the pool runs a range in pieces of
+                 * GM_PAR_PIECES x min_per_thread units with an interrupt poll before each; with
+                 * min 1 that was one call per 4 elements, which made 2 threads look 2-30x
+                 * slower than 1 for adds and products) */
+                if (two) gm_parallel_for(units, units / 2 > 0 ? units / 2 : 1, 2, k->fn, j);
                 else k->fn(j, 0, units);
             }
             double dt = (now() - t0) / inner;
