@@ -23,9 +23,10 @@ typedef struct lstate {
 
 static char CTX_MT;
 /* The collector is stepped once the tensor bytes created since the last step exceed both 1 MiB
- * and a quarter of the bytes alive: garbage stays within about a quarter of what is live, and a
- * training step that turns over hundreds of MB asks for a handful of collections, not one per
- * MiB (each is about a full cycle of the Lua heap: a 2-layer LM step spent 10 ms there). */
+ * and a quarter of the bytes alive: young garbage stays within about a quarter of what is live,
+ * and a training step that turns over hundreds of MB asks for a handful of collections, not one
+ * per MiB (under the incremental collector each was about a full cycle of the Lua heap: a 2-layer
+ * LM step spent 10 ms there). */
 #define GC_STEP_BYTES ((size_t)1 << 20)
 #define GC_LIVE_SHARE 4
 /* Lua runs its generational collector (gm_lua_newstate): a step above is a minor collection,
