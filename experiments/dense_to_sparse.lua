@@ -47,14 +47,8 @@ return gm.experiment {
     assert(cfg.mask >= 0 and cfg.mask < 1, 'mask must be in [0, 1)')
   end,
   run = function(cfg, run)
-    local text, kinds, answer = gm.data.copy_arithmetic_text {chars = cfg.corpus_chars, digits = cfg.digits,
-                                                              seed = run:seed('corpus')}
-    local C = L.kinds_corpus(text, kinds, answer)
-    run:log('corpus: %s', tostring(C))
+    local C, val = L.copy_arithmetic_data(cfg, run)
     local B, T = cfg.batch, cfg.seq_len
-    local vgen = gm.Generator(run:seed('val'))
-    local val = {}
-    for i = 1, cfg.eval_batches do val[i] = {C:batch_kinds('val', B, T, vgen)} end
 
     local res = run:tsv('results', {'arm', 'seed', 'val_loss', 'active_start', 'active_final', 'steps_to_target',
                                     'cpu_seconds_to_target', 'target', 'train_seconds', 'cpu_seconds'})

@@ -44,14 +44,8 @@ return gm.experiment {
     assert(cfg.seeds >= 1 and cfg.steps >= 1 and cfg.log_every >= 1, 'seeds, steps, log_every >= 1')
   end,
   run = function(cfg, run)
-    local text, kinds, answer = gm.data.copy_arithmetic_text {chars = cfg.corpus_chars,
-      hard_fraction = cfg.hard_fraction, digits = cfg.digits, seed = run:seed('corpus')}
-    local C = L.kinds_corpus(text, kinds, answer)
-    run:log('corpus: %s', tostring(C))
+    local C, val = L.copy_arithmetic_data(cfg, run)
     local B, T = cfg.batch, cfg.seq_len
-    local vgen = gm.Generator(run:seed('val'))
-    local val = {}
-    for i = 1, cfg.eval_batches do val[i] = {C:batch_kinds('val', B, T, vgen)} end
     -- token groups as f64 masks [B*T] from a batch's kind (of the input) and answer (of the target)
     local function masks(kind, ans)
       local k, a = kind:reshape {-1}:to('f64'), ans:reshape {-1}:to('f64')

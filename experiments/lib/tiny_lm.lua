@@ -66,6 +66,21 @@ function M.kinds_corpus(text, kinds, answer, val_fraction)
   return C
 end
 
+--- M.copy_arithmetic_data(cfg, run) -> C, val: the copy / addition corpus of the routing studies
+--- (gm.data.copy_arithmetic_text from cfg.corpus_chars, cfg.digits, cfg.hard_fraction and the run's
+--- 'corpus' seed, as M.kinds_corpus) and its cfg.eval_batches fixed validation batches
+--- {x, y, kind, answer} of cfg.batch x cfg.seq_len, drawn with the run's 'val' seed.
+function M.copy_arithmetic_data(cfg, run)
+  local text, kinds, answer = gm.data.copy_arithmetic_text {chars = cfg.corpus_chars,
+    hard_fraction = cfg.hard_fraction, digits = cfg.digits, seed = run:seed('corpus')}
+  local C = M.kinds_corpus(text, kinds, answer)
+  run:log('corpus: %s', tostring(C))
+  local vgen = gm.Generator(run:seed('val'))
+  local val = {}
+  for i = 1, cfg.eval_batches do val[i] = {C:batch_kinds('val', cfg.batch, cfg.seq_len, vgen)} end
+  return C, val
+end
+
 --- M.moe_layers(lm) -> the gm.nn.MoE state mixers of an LM's blocks, in order.
 function M.moe_layers(lm)
   local out = {}
