@@ -148,6 +148,9 @@ typedef enum {
     GM_MOE_SOFTMAX = 0, GM_MOE_TEMPERATURE, GM_MOE_TANH, GM_MOE_SIGMOID, GM_MOE_TOPK
 } gm_moe_gate;
 
+/* Experts at most (the checks in core/moe_lik.c; the CPU kernel's per-point arrays are this size). */
+#define GM_MOE_MAX_K 16
+
 typedef struct gm_moe_lik_args {
     int gate; /* gm_moe_gate */
     int K, what;

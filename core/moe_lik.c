@@ -5,8 +5,6 @@
  * at once, where the composed tensor expression costs tens of passes per gradient. */
 #include "internal.h"
 
-#define MOE_MAX_K 16
-
 /* A contiguous f64 CPU operand (a copy when x is strided), named `what` in errors. */
 static gm_status operand(gm_ctx *c, const char *what, gm_tensor *x, gm_tensor **out) {
     const char *op = "gaussian_moe_eval";
@@ -50,9 +48,9 @@ gm_status gm_gaussian_moe_eval(gm_ctx *c, gm_tensor *x, gm_tensor *y, gm_tensor 
     }
     int64_t R = tc->ndim == 2 ? tc->shape[0] : 0, P = tc->ndim == 2 ? tc->shape[1] : 0;
     int64_t k = (P - 1) / 5;
-    if (tc->ndim != 2 || R < 1 || P < 6 || (P - 1) % 5 != 0 || k > MOE_MAX_K) {
+    if (tc->ndim != 2 || R < 1 || P < 6 || (P - 1) % 5 != 0 || k > GM_MOE_MAX_K) {
         s = gm_errf(c, GM_ESHAPE, "%s: theta must be [R, 5k + 1] (beta0, beta1, a, b, log nu per "
-                    "expert, then log tau) with R >= 1 and 1 <= k <= %d, got %s", op, MOE_MAX_K,
+                    "expert, then log tau) with R >= 1 and 1 <= k <= %d, got %s", op, GM_MOE_MAX_K,
                     GM_SHAPE_STR(tc, b1));
         goto done;
     }

@@ -54,8 +54,8 @@ static gm_status check_nonneg(gm_ctx *c, const char *op, const char *name, doubl
 }
 
 /* Operand views of a parameter group for a multi-tensor kernel: per views per tensor, taken
- * from ops[j][t] (a NULL tensor gives a view with no data); grads (ops[1]) are made contiguous
- * into held[t], which the caller releases. */
+ * from ops[j][t] (a NULL list ops[j] or a NULL tensor gives a view with no data); grads
+ * (ops[1]) are made contiguous into held[t], which the caller releases. */
 static gm_status group_views(gm_ctx *c, const char *op, int n, int per, gm_tensor **ops[], gm_kview *v,
                              gm_tensor **held) {
     for (int t = 0; t < n; t++) {
@@ -64,7 +64,7 @@ static gm_status group_views(gm_ctx *c, const char *op, int n, int per, gm_tenso
         for (int j = 0; j < per; j++) {
             gm_kview *x = &v[per * t + j];
             if (j == 1) gm_kview_of(held[t], x);
-            else if (ops[j][t]) gm_kview_of(ops[j][t], x);
+            else if (ops[j] && ops[j][t]) gm_kview_of(ops[j][t], x);
             else *x = (gm_kview){.data = NULL, .dtype = ops[0][t]->dtype};
         }
     }
@@ -132,12 +132,8 @@ gm_status gm_sgd_step_multi(gm_ctx *c, int n, gm_tensor **p, gm_tensor **g, gm_t
     gm_optim_args args = {.lr = hp->lr, .momentum = hp->momentum, .dampening = hp->dampening,
                           .weight_decay = hp->weight_decay, .nesterov = hp->nesterov,
                           .first = hp->step <= 1}; /* torch: the buffer starts as the first gradient */
-    gm_tensor **none = calloc((size_t)n, sizeof *none);
-    if (!none) return gm_errf(c, GM_ENOMEM, "%s: out of memory for %d tensors", op, n);
-    gm_tensor **ops[3] = {p, g, hp->momentum > 0.0 ? buf : none};
-    st = run_group(c, op, GM_K_SGD_STEP, n, 3, ops, &args);
-    free(none);
-    return st;
+    gm_tensor **ops[3] = {p, g, hp->momentum > 0.0 ? buf : NULL};
+    return run_group(c, op, GM_K_SGD_STEP, n, 3, ops, &args);
 }
 
 gm_status gm_sgd_step(gm_ctx *c, gm_tensor *p, const gm_tensor *g, gm_tensor *buf,

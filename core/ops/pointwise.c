@@ -218,7 +218,6 @@ static gm_status binary_bad(gm_ctx *c, int op, int variant, int *n_in, gm_tensor
 
 /* ---- unary ops ------------------------------------------------------------------------- */
 
-/* clamp's bounds as the kernels take them: d[0] = min, d[1] = max, infinite when absent. */
 static gm_status unary_fwd(gm_ctx *c, gm_opcall *o, int op) {
     gm_tensor *x = o->in[0];
     gm_status st = pw_check_dtype(c, op, x);

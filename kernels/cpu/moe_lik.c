@@ -39,7 +39,7 @@ static void topk_mask(const v4d *z, int64_t k, int K, v4d *m) {
     }
 }
 
-#define MAXK 16
+#define MAXK GM_MOE_MAX_K
 #define MAXP (5 * MAXK + 1)
 #define CHUNK 2048 /* points per partial sum (and per interrupt poll) */
 #define LOG_2PI 1.8378770664093453
@@ -123,7 +123,7 @@ static void ev_unit(const ev_job *e, int64_t u) {
         for (int64_t p = 0; p < P; p++)
             for (int64_t q = p; q < P; q++) *o++ += sc[p] * sc[q];
     }
-    for (int64_t w = 0; w < W; w++) acc[w] = (sum[w][0] + sum[w][1]) + (sum[w][2] + sum[w][3]);
+    for (int64_t w = 0; w < W; w++) acc[w] = v4_hsum(sum[w]);
 }
 
 static void ev_range(void *ctx, int64_t lo, int64_t hi) {
