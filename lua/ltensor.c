@@ -180,8 +180,6 @@ static int t_newindex(lua_State *L) {
         p.index = gm_lua_get_int(L, 2, "setindex", "index");
         gm_tensor *v, *src = gm_lua_to_tensor(L, 3);
         if (!src && lua_type(L, 3) != LUA_TNUMBER) return gm_lua_argerr(L, "setindex", 3, "value", "a number or a tensor");
-        if (x->requires_grad && gm_grad_enabled(c))
-            return gm_lua_errorf(L, "setindex: in-place write into a tensor that requires grad (wrap it in gm.no_grad or detach it first)");
         if ((st = gm_tensor_check_inplace(c, "setindex", x)) != GM_OK) return gm_lua_error(L, st);
         gm_grad_push(c, false); /* the view itself needs no graph */
         st = gm_op(c, GM_OP_SELECT, 1, &x, &p, &v);

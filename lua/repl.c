@@ -149,7 +149,7 @@ static int term_xpcall_held(lua_State *L) {
     lua_pushcfunction(L, msghandler);
     lua_insert(L, 1);
     int status = lua_pcall(L, n - 1, LUA_MULTRET, 1);
-    int sig = gm_interrupted() ? g_signal : 0;
+    int sig = gm_repl_signal();
     if (sig && status == LUA_OK) { /* f finished as the interrupt came: it still counts */
         lua_settop(L, 1);
         lua_pushliteral(L, "interrupted");
@@ -178,7 +178,8 @@ static int term_reraise(lua_State *L) {
 
 /* pending() -> "SIGINT" | "SIGTERM" while an interrupt is unwinding, else nil. */
 static int term_pending(lua_State *L) {
-    if (gm_interrupted() && g_signal) lua_pushstring(L, signal_name(g_signal));
+    int sig = gm_repl_signal();
+    if (sig) lua_pushstring(L, signal_name(sig));
     else lua_pushnil(L);
     return 1;
 }

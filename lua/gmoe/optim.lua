@@ -64,6 +64,9 @@ local function zeros_like(p) return gm.zeros_like(p) end
 function Optimizer:step(closure)
   local loss = closure and closure() or nil
   local groups, order = {}, {}
+  -- each param's dtype and device, read once (each read is a tensor __index call)
+  local keys = self.group_keys
+  if not keys then keys = {}; self.group_keys = keys end
   for i, p in ipairs(self.params) do
     local g = p.grad
     if g ~= nil then
@@ -75,11 +78,14 @@ function Optimizer:step(closure)
         st.exp_avg, st.exp_avg_sq = zeros_like(p), zeros_like(p)
       end
       st.step = st.step + 1
-      local key = st.step .. ' ' .. p.dtype .. ' ' .. p.device
-      local grp = groups[key]
+      local by_key = groups[st.step]
+      if not by_key then by_key = {}; groups[st.step] = by_key end
+      local key = keys[i]
+      if not key then key = p.dtype .. ' ' .. p.device; keys[i] = key end
+      local grp = by_key[key]
       if not grp then
         grp = {step = st.step, p = {}, g = {}, a = {}, b = {}}
-        groups[key] = grp
+        by_key[key] = grp
         order[#order + 1] = grp
       end
       local k = #grp.p + 1

@@ -10,7 +10,7 @@ local U = require 'gmoe.data.util'
 local M = {}
 
 local function slurp(path, fname)
-  local s = require('gmoe.data.util').read_file(path, fname)
+  local s = U.read_file(path, fname)
   if path:sub(-3) == '.gz' or s:sub(1, 2) == '\31\139' then
     error(('%s: %s is gzip-compressed; gmoe does not decompress: run `gunzip -k %s` and read ' ..
            'the decompressed file'):format(fname, path, path), 3)
@@ -92,7 +92,7 @@ end
 local function find_file(dir, names)
   for _, nm in ipairs(names) do
     local p = dir .. '/' .. nm
-    if require('gmoe')._C.file_kind(p) then return p end
+    if gm._C.file_kind(p) then return p end
   end
   return dir .. '/' .. names[1]
 end

@@ -57,8 +57,7 @@ end
 
 --- gm.data.CharCorpus(path, opts) -> corpus
 function M.CharCorpus(path, opts)
-  local text = require('gmoe.data.util').read_file(path, 'CharCorpus')
-  if not text then error(('CharCorpus: cannot read %s'):format(path), 2) end
+  local text = U.read_file(path, 'CharCorpus') -- raises when it cannot read
   return build(text, opts or {}, "'" .. path .. "'")
 end
 

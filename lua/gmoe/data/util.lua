@@ -53,7 +53,7 @@ end
 -- never end) is an error naming fname and what path is.
 function M.read_file(path, fname)
   if type(path) ~= 'string' then error(fname .. ': path must be a string, got ' .. type(path)) end
-  local kind = require('gmoe')._C.file_kind(path)
+  local kind = gm._C.file_kind(path)
   if kind and kind ~= 'file' then error(('%s: cannot read %s: it is a %s, not a regular file'):format(fname, path, kind)) end
   local f, err = io.open(path, 'rb')
   if not f then error(('%s: cannot open %s'):format(fname, err)) end
