@@ -180,28 +180,30 @@ function M.run(args, opts)
   return code, M.slurp(out), M.slurp(err)
 end
 
--- Runs gmoe as tap.run does, in the background; once it writes "ready" on stderr, waits
--- opts.settle seconds (default 0.2), sends SIGINT and gives it 2 s to end. Returns its exit
--- code (or "hung" when it had to be killed), stdout and stderr.
+-- Runs gmoe as tap.run does, in the background; once it writes "ready" on stderr (waiting up
+-- to opts.ready_s, default 10 s), waits opts.settle seconds (default 0.2), sends opts.signal
+-- (default "INT") and gives it opts.grace_s (default 2 s) to end. Returns its exit code (or
+-- "hung" when it had to be killed), stdout and stderr.
 function M.run_interrupted(args, opts)
   opts = opts or {}
+  local ready_s, settle, grace_s = opts.ready_s or 10, opts.settle or 0.2, opts.grace_s or 2
   local stdin, out, err, rc = opts.stdin, M.tmpfile('.out'), M.tmpfile('.err'), M.tmpfile('.rc')
   if opts.input then stdin = M.tmpfile('.in'); M.spit(stdin, opts.input) end
   -- stderr is emptied before the launch: the file may hold an earlier run's "ready", and the
   -- backgrounded shell truncates it only when it gets round to the redirection
   local script = ': >"$3"\n"$0" ' .. (args or '') .. [[ <"$1" >"$2" 2>"$3" &
 pid=$!
-i=0; while ! grep -q ready "$3" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-sleep ]] .. (opts.settle or 0.2) .. [[
+i=0; while ! grep -q ready "$3" && [ $i -lt ]] .. math.ceil(ready_s * 20) .. [[ ]; do sleep 0.05; i=$((i+1)); done
+sleep ]] .. settle .. [[
 
-kill -INT $pid
-i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done
+kill -]] .. (opts.signal or 'INT') .. [[ $pid
+i=0; while kill -0 $pid 2>/dev/null && [ $i -lt ]] .. math.ceil(grace_s * 20) .. [[ ]; do sleep 0.05; i=$((i+1)); done
 if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid; echo hung >"$4"; exit; fi
 wait $pid; echo $? >"$4"
 ]]
   os.remove(rc)
-  os.execute(('%stimeout 30 sh -c %s %s %s %s %s %s'):format(opts.env and opts.env .. ' ' or '',
-    M.q(script), M.q(M.gmoe_path()), stdin and M.q(stdin) or '/dev/null', M.q(out), M.q(err),
+  os.execute(('%stimeout %d sh -c %s %s %s %s %s %s'):format(opts.env and opts.env .. ' ' or '',
+    math.max(30, math.ceil(ready_s + settle + grace_s + 20)), M.q(script), M.q(M.gmoe_path()), stdin and M.q(stdin) or '/dev/null', M.q(out), M.q(err),
     M.q(rc)))
   local code = M.slurp(rc):match('%S+')
   return tonumber(code) or code, M.slurp(out), M.slurp(err)

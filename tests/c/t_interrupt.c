@@ -122,6 +122,7 @@ int main(void) {
         {"rand", GM_K_RAND, 0, 1, {0}, {y}, {.rand = {.kind = GM_RAND_UNIFORM, .seed = 7, .a = 0, .b = 1}}},
         {"copy (contiguous)", GM_K_COPY, 1, 1, {x}, {y}, {.value = {0}}},
         {"copy (f32 to f64, one row)", GM_K_COPY, 1, 1, {x}, {z}, {.value = {0}}},
+        {"exp (unary pointwise)", GM_K_PW_UNARY, 1, 1, {x}, {y}, {.pw = {.op = GM_OP_EXP, .name = "exp"}}},
         {"sum", GM_K_SUM, 1, 1, {x}, {s}, {.reduce = {.mask = 1, .scale = 1}}},
         {"var", GM_K_VAR, 1, 1, {x}, {s}, {.reduce = {.mask = 1, .scale = (double)N}}},
         {"logsumexp", GM_K_LOGSUMEXP, 1, 1, {x}, {s}, {.reduce = {.mask = 1}}},

@@ -349,19 +349,7 @@ local senv = 'GMOE_RUNS=' .. q(sruns)
 -- Runs gmoe in the background; once it says "ready" sends sig; returns the exit code ("hung"
 -- when it did not end within 10 s of the signal), stdout and stderr.
 local function run_signalled(args, envs, sig)
-  local o, e, rc = tap.tmpfile('.out'), tap.tmpfile('.err'), tap.tmpfile('.rc')
-  local sh = ': >"$2"\n' .. envs .. ' "$0" ' .. args .. [[ </dev/null >"$1" 2>"$2" &
-pid=$!
-i=0; while ! grep -q ready "$2" && [ $i -lt 1200 ]; do sleep 0.05; i=$((i+1)); done
-sleep 0.2
-kill -]] .. sig .. [[ $pid
-i=0; while kill -0 $pid 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
-if kill -0 $pid 2>/dev/null; then kill -KILL $pid; wait $pid; echo hung >"$3"; exit; fi
-wait $pid; echo $? >"$3"
-]]
-  os.execute(('timeout 120 sh -c %s %s %s %s %s'):format(q(sh), q(tap.gmoe_path()), q(o), q(e), q(rc)))
-  local c = tap.slurp(rc):match('%S+')
-  return tonumber(c) or c, tap.slurp(o), tap.slurp(e)
+  return tap.run_interrupted(args, {env = envs, signal = sig, ready_s = 60, grace_s = 10})
 end
 local function sdir() return sruns .. '/sig/' .. (ls(sruns .. '/sig')[1] or '?') end
 local function count(s, pat) return select(2, s:gsub(pat, '')) end

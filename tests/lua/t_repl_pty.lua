@@ -126,8 +126,10 @@ tap.ok(wall < 20, 'the interrupts took effect at once (session in ' .. wall .. '
 -- variables defined before intact, and the interrupted assignment never happens. The loops
 -- keep the Ctrl-C from landing between two short ops on a fast machine; on a loaded one it
 -- may still land between two ops, where the Lua hook stops the loop and the message carries the
--- chunk's position ("stdin:1: interrupted"): accepted, as the kernels' own polling per chunk is
--- checked directly in tests/c/t_interrupt.c.
+-- chunk's position ("stdin:1: interrupted"): accepted. So only the cells whose single op runs
+-- longer than the 1 s limit (randn of 2^28, topk of the ascending row, randperm) show here that a
+-- kernel polls; the others check the REPL's side, and their kernels' polling per chunk is checked
+-- directly in tests/c/t_interrupt.c.
 do
   local cells = {
     {'r = gm.randn{2^28}', 'the random fill of 2^28 values'},
