@@ -29,11 +29,7 @@ local PRESETS = {
            n_val = 3000, n_test = 3000, epochs = 64, batch_size = 0, dropout = 0.1},
 }
 
-local function words(s)
-  local out = {}
-  for w in s:gmatch('[^+]+') do out[#out + 1] = w end
-  return out
-end
+local words = gm.experiment.list
 
 -- The grid of a config: preset values for the keys left '' or 0.
 local function grid(cfg)

@@ -35,13 +35,7 @@ local function train_one(o)
   local lm = gm.nn.LM {vocab = o.vocab, d_model = o.d_model, layers = o.layers, heads = o.heads,
                        mixer = ARMS[o.arm], state_mixer = 'mlp', positions = o.positions, max_len = o.T,
                        generator = o.init}
-  local function val_loss()
-    return gm.no_grad(function()
-      local s = 0
-      for _, v in ipairs(o.val) do s = s + gm.cross_entropy(lm(v[1]), v[2]):item() end
-      return s / #o.val
-    end)
-  end
+  local function val_loss() return L.val_loss(lm, o.val) end
   -- attention mass on key 0 and gate scores over the probe windows, per layer and head
   local function probe(all)
     return gm.no_grad(function()

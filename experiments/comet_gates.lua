@@ -21,11 +21,7 @@ local GATES = {softmax = true, topk = true, dselect_k = true, comet = true, hash
 local ORDER = {'softmax', 'hash', 'topk', 'topk+perm', 'dselect_k', 'comet', 'comet+perm'}
 local DATA = {tree = true, fixed = true, movielens = true}
 
-local function list(s, conv)
-  local out = {}
-  for w in s:gmatch('[^+]+') do out[#out + 1] = conv and conv(w) or w end
-  return out
-end
+local list = gm.experiment.list
 
 local function fmt_num(v) return v and ('%g'):format(v) or '' end
 

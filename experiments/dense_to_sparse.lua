@@ -60,13 +60,7 @@ return gm.experiment {
                        mixer = 'attention', positions = 'rotary', max_len = T, state_mixer = 'moe', d_ff = cfg.d_ff,
                        moe = {experts = experts, gate = gate}, generator = g}
     end
-    local function val_loss(lm)
-      return gm.no_grad(function()
-        local s = 0
-        for _, v in ipairs(val) do s = s + gm.cross_entropy(lm(v[1]), v[2]):item() end
-        return s / #val
-      end)
-    end
+    local function val_loss(lm) return L.val_loss(lm, val) end
     local function loss_fn(m, x, y)
       local loss = gm.cross_entropy(m(x), y)
       if m.aux_loss then loss = loss + m.aux_loss * cfg.alpha end
@@ -87,14 +81,14 @@ return gm.experiment {
           local acc_n, acc_s, last_loss = 0, 0, 0
           local first_active
           local log = {}
-          local function on_step(step, lv)
-            for _, moe in ipairs(L.moe_layers(lm)) do
+          local function on_step(moes, lv)
+            for _, moe in ipairs(moes) do
               local a = L.active(moe)
               acc_s, acc_n = acc_s + a:sum():item(), acc_n + a.shape[1]
             end
             last_loss = lv
           end
-          local function train(steps, nsteps)
+          local function train(nsteps)
             local moes = L.moe_layers(lm)
             local vl
             local r = L.train {
@@ -107,13 +101,13 @@ return gm.experiment {
               end,
               loss = loss_fn,
               on_step = function(step, lv, secs, cpu)
-                on_step(step, lv)
+                on_step(moes, lv)
                 local s = step + offset
                 if s % cfg.log_every == 0 then
                   local a = acc_s / acc_n
                   first_active = first_active or a
                   local gate = moes[1].gate
-                  local tau = gate.temperature and type(gate.temperature) == 'function' and gate:temperature(step - 1)
+                  local tau = type(gate.temperature) == 'function' and gate:temperature(step - 1)
                     or 0 / 0
                   log[#log + 1] = {step = s, seconds = secs0 + secs, cpu = cpu0 + cpu, active = a, tau = tau,
                                    loss = last_loss}
@@ -132,7 +126,7 @@ return gm.experiment {
           if arm == 'dts_evo' then
             -- stage 1: one expert; stage 2: E masked copies of it under the DTS gate
             lm = build(arm, 1, cfg.diversify_steps, g)
-            r, vl = train(cfg.steps, cfg.diversify_steps)
+            r, vl = train(cfg.diversify_steps)
             local one = lm
             lm = build(arm, cfg.experts, cfg.steps - cfg.diversify_steps, g)
             local src = {}
@@ -153,13 +147,12 @@ return gm.experiment {
               end
             end)
             offset, secs0, cpu0 = cfg.diversify_steps, r.seconds, r.cpu
-            r, vl = train(cfg.steps, cfg.steps - cfg.diversify_steps)
+            r, vl = train(cfg.steps - cfg.diversify_steps)
           else
             lm = build(arm, cfg.experts, cfg.steps, g)
-            r, vl = train(cfg.steps, cfg.steps)
+            r, vl = train(cfg.steps)
           end
           -- curves: log rows, val rows merged in step order
-          local target = nil
           local rows = {}
           local vmap = {}
           for _, e in ipairs(log) do if e.val then vmap[e.step] = e end end
@@ -176,10 +169,10 @@ return gm.experiment {
           curves:blank()
           local vals = {}
           for _, e in ipairs(log) do if e.val then vals[#vals + 1] = {e.step, e.cpu, e.val} end end
-          run:log('%-8s seed=%d  val %.4f  active %.2f -> %.2f  %.0f s', arm, seed, vl, first_active or 0,
-            log[#log - 1] and (log[#log].active or log[#log - 1].active) or 0, secs0 + r.seconds)
           local final_active = 0 / 0
           for i = #log, 1, -1 do if log[i].active then final_active = log[i].active break end end
+          run:log('%-8s seed=%d  val %.4f  active %.2f -> %.2f  %.0f s', arm, seed, vl, first_active or 0,
+            final_active, secs0 + r.seconds)
           return {val = vl, vals = vals, first = first_active, final = final_active, seconds = secs0 + r.seconds,
                   cpu = cpu0 + r.cpu}
         end)
@@ -187,8 +180,8 @@ return gm.experiment {
         run:progress(done, total, key)
       end
     end
-    -- time and steps to a target: the top-1 arm's final validation loss (mean over seeds), or the
-    -- best arm's when top-1 did not run
+    -- time and steps to a target: the top-1 arm's final validation loss (mean over seeds); no
+    -- target when top-1 did not run
     local target
     local t1 = {}
     for seed = 1, cfg.seeds do

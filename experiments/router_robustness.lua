@@ -34,11 +34,7 @@ local gm = require 'gmoe'
 local ARMS = {dense_at = true, moe_joint_at = true, advmoe = true, moe_router_frozen = true}
 local ORDER = {'dense_at', 'moe_joint_at', 'advmoe', 'moe_router_frozen'}
 
-local function split(s)
-  local out = {}
-  for w in s:gmatch('[^+]+') do out[#out + 1] = w end
-  return out
-end
+local split = gm.experiment.list
 
 -- The released routing target y mod E (i32 division truncates; labels are >= 0).
 local function parity(y, E) return y - (y / E) * E end

@@ -4,8 +4,6 @@
 # - line types 1-8: the Okabe-Ito palette, each with its own dash and point type so grey prints
 #   still separate them; bands: `with filledcurves` draws mean +- spread at 20 % opacity;
 # - log axes: `set format x LOG10` prints powers of ten;
-# - slopes: set FIT_FILE, FIT_INDEX, FIT_X, FIT_Y and load fit_slope.gp: fits log10 y = a + b log10 x,
-#   sets FIT_A, FIT_B, FIT_B_ERR and FIT_KEY ("slope -0.49 ± 0.03") for a dashed line in the key.
 COL = 3.25
 FULL = 6.75
 term_cmd(f, w, h) = f eq 'pdf' ? sprintf("set terminal pdfcairo enhanced size %.3fin,%.3fin font 'Helvetica,9' linewidth 1", w, h) : \

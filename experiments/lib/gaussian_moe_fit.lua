@@ -414,11 +414,6 @@ function H.slope_arrays(list)
   return arr('SL', 'slope') .. arr('SE', 'se') .. arr('IC', 'intercept') .. arr('EX', 'expected')
 end
 
--- '+'-separated words of a config string.
-function H.split(s)
-  local out = {}
-  for w in s:gmatch('[^+]+') do out[#out + 1] = w end
-  return out
-end
+H.split = gm.experiment.list -- '+'-separated words of a config string
 
 return H

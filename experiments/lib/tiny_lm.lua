@@ -81,6 +81,16 @@ function M.copy_arithmetic_data(cfg, run)
   return C, val
 end
 
+--- M.val_loss(lm, val) -> the mean cross-entropy of lm over the batches val = {{x, y, ...}, ...},
+--- without recording a graph.
+function M.val_loss(lm, val)
+  return gm.no_grad(function()
+    local s = 0
+    for _, v in ipairs(val) do s = s + gm.cross_entropy(lm(v[1]), v[2]):item() end
+    return s / #val
+  end)
+end
+
 --- M.moe_layers(lm) -> the gm.nn.MoE state mixers of an LM's blocks, in order.
 function M.moe_layers(lm)
   local out = {}
@@ -95,11 +105,6 @@ function M.active(moe) return moe.last_stats.ids:ge(0):to('f64'):sum(-1) end
 --- M.finite(x): x is a finite number.
 function M.finite(x) return x == x and x ~= math.huge and x ~= -math.huge end
 
---- M.list(s, conv): a comma list from a config string ("1e-3,3e-3") as an array.
-function M.list(s, conv)
-  local out = {}
-  for w in tostring(s):gmatch('[^+,%s]+') do out[#out + 1] = conv and conv(w) or w end
-  return out
-end
+M.list = gm.experiment.list -- '+'-separated config values
 
 return M

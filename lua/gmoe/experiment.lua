@@ -91,6 +91,15 @@ local function hash8(s) -- FNV-1a, 32 bits, as 8 hex digits
   return ('%08x'):format(h)
 end
 
+--- gm.experiment.list(s, conv): the words of a '+'-separated config value ("attention+gla",
+--- "1e-3+3e-3": a list inside one job, where a comma makes a sweep of jobs), each through conv
+--- when given. Also splits on commas and blanks, for values given from Lua.
+function M.list(s, conv)
+  local out = {}
+  for w in tostring(s):gmatch('[^+,%s]+') do out[#out + 1] = conv and conv(w) or w end
+  return out
+end
+
 --- The id of a resolved config: the same config always gives the same id (resume, skip).
 function M.config_id(cfg) return hash8(config_source(cfg)) end
 
@@ -1082,7 +1091,8 @@ doc.add('gm.experiment',
   'keys the experiment lists in select = {...} (keys that choose which units run, not what a unit computes). ' ..
   'Inside run(cfg, run): ' ..
   'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank(); run:metric(name, v); ' ..
-  'run:log(fmt, ...); run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
+  'run:log(fmt, ...); gm.experiment.list(cfg.arms) splits a \'+\'-separated value into its words; ' ..
+  'run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
   'lines otherwise); run:unit(key, fn) runs one resumable unit (see ?run:unit); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..
   'run.dir is the folder. `gmoe sweep experiments/NAME.lua key=a,b seed=1..10 -j N` runs the jobs ' ..
   'in N processes and resumes; with --emit slurm it writes an sbatch array of the jobs not yet done ' ..

@@ -7,6 +7,11 @@ package.path = 'tests/?.lua;' .. package.path
 local tap = require 'tap'
 local gm = require 'gmoe'
 local E = gm.experiment
+
+-- gm.experiment.list: '+'-separated config values (a comma makes a sweep of jobs instead)
+tap.is(table.concat(E.list('attention+gla+moe'), '|'), 'attention|gla|moe', "list splits a '+'-separated value")
+tap.is(E.list('1e-3+3e-3', tonumber)[2], 3e-3, 'list converts each word')
+tap.is(#E.list(64), 1, 'a number is one word')
 local q = tap.q
 
 local tmp = os.tmpname()
