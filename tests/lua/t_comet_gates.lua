@@ -166,6 +166,9 @@ tap.errors(function() gm.data.movielens(ml .. '/none') end,
   'a folder without ratings names the files and where MovieLens is published')
 tap.errors(function() gm.data.movielens(ml .. '/ml-1m', {max_ratings = 0}) end, 'max_ratings must be',
   'max_ratings is checked')
+os.execute('mkdir -p ' .. q(ml .. '/fifo') .. ' && mkfifo ' .. q(ml .. '/fifo/u.data'))
+tap.errors(function() gm.data.movielens(ml .. '/fifo') end, 'u%.data: it is a FIFO',
+  'a FIFO named u.data is refused, not opened (opening it would block)')
 
 -- ---- the MovieLens protocol end to end -------------------------------------------------------------
 local mdir = ml .. '/toy'

@@ -136,6 +136,10 @@ do
   local g2 = sm2(0, 6 * 0.7 - 2)
   tap.close(ll[2], math.log((1 - g2) * npdf(1.0, -3 * 0.7 + 1, 0.09) + g2 * npdf(1.0, 3 * 0.7 - 1, 0.16)), 1e-10,
             'gaussian_moe_loglik matches the mixture density')
+tap.errors(function() return D.gaussian_moe_loglik(Xs, 7, params) end, 'gaussian_moe_loglik: argument 2 %(Y%)',
+           'gaussian_moe_loglik names a bad Y as argument 2')
+tap.errors(function() return D.gaussian_moe_loglik(Xs, Xs, 5) end, 'argument 3 %(params%)',
+           'and bad params as argument 3')
   -- top-K: K = 1 is a hard argmax gate; z is the argmax expert
   local Xk, _, pk, lk = D.gaussian_moe {n = 5000, seed = 3, gate = 'topk', K = 1}
   local maxp = lk.probs:max(-1):min():item()

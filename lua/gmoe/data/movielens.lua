@@ -57,9 +57,14 @@ function M.movielens(dir, opts)
     error(F .. ': max_ratings must be an integer >= 1, got ' .. tostring(max), 2)
   end
   local fmt, path, fh
+  local base = dir:gsub('/+$', '')
   for _, f in ipairs(FORMATS) do
-    path = dir:gsub('/+$', '') .. '/' .. f.file
-    fh = io.open(path, 'rb')
+    path = base .. '/' .. f.file
+    local kind = gm._C.file_kind(path) -- probe before opening: opening a FIFO would block
+    if kind and kind ~= 'file' then
+      error(('%s: cannot read %s: it is a %s, not a regular file'):format(F, path, kind), 2)
+    end
+    fh = kind and io.open(path, 'rb')
     if fh then fmt = f break end
   end
   if not fmt then

@@ -20,10 +20,9 @@ local ACT = {
 
 local GATES = {'softmax', 'temperature', 'activation', 'topk'}
 
--- Gate logits [n, k] for covariates X [n, d]; -inf outside the top K for the topk gate.
+-- Gate logits [n, k] for covariates X [n, d]; -inf outside the top K for the topk gate. The
+-- callers check X and p (their argument numbers differ).
 local function gate_logits(X, p, fname)
-  require('gmoe.errors').check(fname, 1, 'X', X, 'tensor')
-  require('gmoe.errors').check(fname, 2, 'params', p, 'table')
   local s = X:matmul(p.beta1:t()) -- [n, k]
   local g, tau = p.gate or 'softmax', p.tau or 1
   if g == 'softmax' then return s + p.beta0 end
@@ -49,11 +48,18 @@ end
 
 --- gm.data.gaussian_moe_gate(X, params) -> [n, k] gate probabilities.
 function M.gaussian_moe_gate(X, p)
+  local check = require('gmoe.errors').check
+  check('gaussian_moe_gate', 1, 'X', X, 'tensor')
+  check('gaussian_moe_gate', 2, 'params', p, 'table')
   return gate_logits(X, p, 'gaussian_moe_gate'):softmax(-1)
 end
 
 --- gm.data.gaussian_moe_loglik(X, Y, params) -> [n] log p(y | x).
 function M.gaussian_moe_loglik(X, Y, p)
+  local check = require('gmoe.errors').check
+  check('gaussian_moe_loglik', 1, 'X', X, 'tensor')
+  check('gaussian_moe_loglik', 2, 'Y', Y, 'tensor')
+  check('gaussian_moe_loglik', 3, 'params', p, 'table')
   local logg = gate_logits(X, p, 'gaussian_moe_loglik'):log_softmax(-1) -- [n, k]
   local mu = X:matmul(p.a:t()) + p.b -- [n, k]
   local r = Y:unsqueeze(1) - mu
