@@ -235,9 +235,7 @@ return gm.experiment {
     if bbatch then _, bb_uniform = gm.nn.attention_sink(gm.zeros {1, 1, bT, bT}) end
     -- sink mass during training in the bigram-backcopy study, from curves.tsv's rows
     local bb_curve = {}
-    for _, line in ipairs(curves.rows) do
-      local f = {}
-      for w in (line .. '\t'):gmatch('([^\t]*)\t') do f[#f + 1] = w end
+    for _, f in ipairs(curves:fields()) do
       if f[1] == 'bigram_backcopy' then
         bb_curve[f[2]] = bb_curve[f[2]] or {}
         local s = tonumber(f[5])

@@ -206,9 +206,7 @@ return gm.experiment {
       if any then
         -- per logged step: mean over seeds (curves rows of this arm)
         local by = {}
-        for _, line in ipairs(curves.rows) do
-          local f = {}
-          for w in (line .. '\t'):gmatch('([^\t]*)\t') do f[#f + 1] = w end
+        for _, f in ipairs(curves:fields()) do
           if f[1] == arm then
             local s = tonumber(f[3])
             by[s] = by[s] or {sec = {}, act = {}, val = {}}

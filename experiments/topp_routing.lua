@@ -174,9 +174,7 @@ return gm.experiment {
     local bars = run:tsv('bars', {'x', 'active', 'se', 'layer', 'kind'})
     local vbars = run:tsv('val_bars', {'x', 'val_loss', 'se', 'kind'})
     local per = {}
-    for _, line in ipairs(curves.rows) do
-      local f = {}
-      for w in (line .. '\t'):gmatch('([^\t]*)\t') do f[#f + 1] = w end
+    for _, f in ipairs(curves:fields()) do
       if #f == 10 then
         local arm, seed, step, layer = f[1], tonumber(f[2]), tonumber(f[3]), tonumber(f[4])
         per[arm] = per[arm] or {}

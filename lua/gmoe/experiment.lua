@@ -540,6 +540,21 @@ function Tsv:_add(text)
   if cap then table.insert(cap.rows, {self.name, text}) end
 end
 
+--- w:fields() -> the rows written so far (replayed units' rows included), each an array of its
+--- cells as written (strings; 'NaN' for a missing value), blank lines left out: a summary built
+--- from the rows stays right when a resumed run replays units instead of recomputing them.
+function Tsv:fields()
+  local out = {}
+  for _, line in ipairs(self.rows) do
+    if line ~= '' then
+      local f = {}
+      for w in (line .. '\t'):gmatch('([^\t]*)\t') do f[#f + 1] = w end
+      out[#out + 1] = f
+    end
+  end
+  return out
+end
+
 --- w:blank(n=1): n blank lines (gnuplot blocks: one between blocks, two between data sets).
 function Tsv:blank(n)
   for _ = 1, n or 1 do self:_add('') end
@@ -1090,7 +1105,8 @@ doc.add('gm.experiment',
   'by arms=a / arms=b over processes or machines joins into one run of arms=a+b; the configs may differ only in the ' ..
   'keys the experiment lists in select = {...} (keys that choose which units run, not what a unit computes). ' ..
   'Inside run(cfg, run): ' ..
-  'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank(); run:metric(name, v); ' ..
+  'run:tsv(name, columns) -> writer with :row(...) / :row{col=v} / :blank() / :fields() (the rows so far as ' ..
+  'arrays of cells, replayed units\' rows included, for summaries); run:metric(name, v); ' ..
   'run:log(fmt, ...); gm.experiment.list(cfg.arms) splits a \'+\'-separated value into its words; ' ..
   'run:progress(done, total, note) (stderr: a bar with ETA on a terminal, plain ' ..
   'lines otherwise); run:unit(key, fn) runs one resumable unit (see ?run:unit); run:seed(stream) and run:generator(stream) derive stream seeds from cfg.seed; ' ..

@@ -207,6 +207,10 @@ return gm.experiment {
       total = total + r.v
     end
     run:metric('total', total)
+    local from_rows, nrows = 0, 0 -- w:fields(): the rows as written, replayed units' rows included
+    for _, f in ipairs(w:fields()) do from_rows, nrows = from_rows + tonumber(f[2]), nrows + 1 end
+    run:metric('rows', nrows)
+    run:metric('total_from_rows', from_rows)
     w:row(0, gm.randn{1}:item())
   end,
 }
@@ -237,6 +241,11 @@ code, out, err = tap.run(q(uscript) .. ' --out ' .. q(tmp .. '/fresh'), {env = u
 local fresh = tmp .. '/fresh/units/latest'
 tap.is(tap.slurp(fresh .. '/values.tsv'), resumed_tsv, 'the resumed run\'s TSV equals an uninterrupted run\'s, bit for bit')
 tap.is(tap.slurp(fresh .. '/metrics.tsv'), resumed_metrics, 'and so do its metrics (unit values replayed)')
+tap.like(resumed_metrics, 'rows\t4\n', "run's TSV fields() hold the replayed units' rows too")
+do
+  local total, from_rows = resumed_metrics:match('total\t(%S+)'), resumed_metrics:match('total_from_rows\t(%S+)')
+  tap.ok(total and math.abs(tonumber(total) - tonumber(from_rows)) < 1e-6, 'and their cells as written', resumed_metrics)
+end
 code, out, err = tap.run(q(uscript) .. ' --force', {env = uenv})
 tap.ok(code == 0 and #udirs() == 2 and not err:find('resuming'), '--force starts a new folder, resuming nothing', err)
 do -- a second run of one config in the same second gets its own folder, never the earlier one's
