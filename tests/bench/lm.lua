@@ -21,7 +21,7 @@ local arms = {
 
 local P, why = peer.open()
 print(('# LM step: B=%d T=%d V=%d, 2 layers + MLP, f32, AdamW; %d repeats after 1 warm-up, %s, PyTorch %s')
-      :format(B, T, V, reps, C.clock_name, P and P.version or ('absent (' .. tostring(why) .. ')')))
+      :format(B, T, V, reps, C.clock_name, peer.describe(P, why)))
 gm.manual_seed(1)
 local ids = gm.randint(0, V, {B, T})
 local tgt = gm.randint(0, V, {B * T})

@@ -30,7 +30,7 @@ local want = {}
 for s in ((arg and arg[2]) or 'small,middle,large'):gmatch('[^,]+') do want[s] = true end
 local P, why = peer.open()
 print(('# MoE training steps: timer %s, %d threads, %d repeats, PyTorch %s'):format(
-      B.clock_name, gm.get_num_threads(), reps, P and P.version or ('absent (' .. tostring(why) .. ')')))
+      B.clock_name, gm.get_num_threads(), reps, peer.describe(P, why)))
 
 local function ms(med, lo, hi) return ('%.2f ms [%.2f..%.2f]'):format(med * 1e3, lo * 1e3, hi * 1e3) end
 local function gf(flop, t) return flop / t * 1e-9 end

@@ -15,7 +15,7 @@ local reps = tonumber(arg and arg[1]) or 9
 if not gm.clock then gm.set_num_threads(1) end -- os.clock counts every thread's CPU time
 local P, why = peer.open()
 print(('# Lua binding: timer %s, %d threads, %d repeats, PyTorch %s'):format(B.clock_name,
-      gm.get_num_threads(), reps, P and P.version or ('absent (' .. tostring(why) .. ')')))
+      gm.get_num_threads(), reps, peer.describe(P, why)))
 
 local N = 200000 -- ops per timed repeat
 local function per_op(name, a, b, op, target)
@@ -25,17 +25,9 @@ local function per_op(name, a, b, op, target)
     return c
   end
   local r = peer.compare(loop, P, P and P:load('torch_ops.py', {op = op, n = N}), 2, reps)
-  for _, k in ipairs {'gm', 'torch'} do
-    if r[k] then for i = 1, 3 do r[k][i] = r[k][i] / N * 1e6 end end
-  end
-  B.info(name, ('gmoe %.3f us/op [%.3f..%.3f]'):format(table.unpack(r.gm)))
-  if r.torch then
-    B.info('  PyTorch', ('%.3f us/op [%.3f..%.3f]'):format(table.unpack(r.torch)))
-    B.row('  speedup vs PyTorch', ('%.2fx'):format(r.torch[1] / r.gm[1]), r.torch[1] / r.gm[1], '>=', target,
-          ('%gx'):format(target))
-  else
-    B.info('  vs PyTorch', 'skipped: ' .. tostring(why))
-  end
+  peer.row(name, r, target, why, function(t)
+    return ('%.3f us/op [%.3f..%.3f]'):format(t[1] / N * 1e6, t[2] / N * 1e6, t[3] / N * 1e6)
+  end)
 end
 
 per_op('add 8 f32, no grad (per op)', gm.randn{8}, gm.randn{8}, 'add8', 4)

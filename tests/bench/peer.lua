@@ -99,15 +99,20 @@ function M.compare(step, p, id, warm, reps)
   return {gm = {B.median(tg)}, torch = p and {B.median(tt)} or nil}
 end
 
+--- peer.describe(P, why): the PyTorch part of a benchmark's header line.
+function M.describe(P, why) return P and P.version or ('absent (' .. tostring(why) .. ')') end
+
 local function ms(r) return ('%.3g ms [%.3g..%.3g]'):format(r[1] * 1e3, r[2] * 1e3, r[3] * 1e3) end
 
---- peer.row(name, result, target, why): prints the gmoe time as an info row and the speedup
---- over PyTorch (torch median / gmoe median) as a row against `target` (>= target passes); when
---- PyTorch is absent, one row with gmoe's time and the reason.
-function M.row(name, r, target, why)
-  B.info(name, 'gmoe ' .. ms(r.gm))
+--- peer.row(name, result, target, why, show=ms): prints the gmoe time as an info row and the
+--- speedup over PyTorch (torch median / gmoe median) as a row against `target` (>= target
+--- passes); when PyTorch is absent, one row with gmoe's time and the reason. show formats a
+--- {median, min, max} triple (default: milliseconds).
+function M.row(name, r, target, why, show)
+  show = show or ms
+  B.info(name, 'gmoe ' .. show(r.gm))
   if r.torch then
-    B.info('  PyTorch', ms(r.torch))
+    B.info('  PyTorch', show(r.torch))
     B.row('  speedup vs PyTorch', ('%.2fx'):format(r.torch[1] / r.gm[1]), r.torch[1] / r.gm[1], '>=', target,
       ('%gx'):format(target))
   else

@@ -25,7 +25,7 @@ local label = arg and arg[2] or ''
 local tag = label ~= '' and (' [' .. label .. ']') or ''
 local P, why = peer.open()
 print(('# training steps%s: timer %s, %d threads, %d repeats, PyTorch %s'):format(
-      tag, B.clock_name, gm.get_num_threads(), reps, P and P.version or ('absent (' .. tostring(why) .. ')')))
+      tag, B.clock_name, gm.get_num_threads(), reps, peer.describe(P, why)))
 
 local function ms(med, lo, hi) return ('%.2f ms [%.2f..%.2f]'):format(med * 1e3, lo * 1e3, hi * 1e3) end
 
