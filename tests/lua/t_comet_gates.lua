@@ -115,11 +115,7 @@ local nz, exact, atmost = L.sparsity(ws[1], 2)
 tap.ok(nz == 2 and exact == 1 and atmost == 1, 'the truth gate is exactly 2-sparse', ('%g %g %g'):format(nz, exact, atmost))
 
 -- ---- gm.data.movielens on written files -----------------------------------------------------------
-local function write(path, text)
-  local fh = assert(io.open(path, 'wb'))
-  fh:write(text)
-  fh:close()
-end
+local write = tap.spit
 
 local ml = tmpdir()
 for _, c in ipairs {
